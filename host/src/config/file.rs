@@ -1,0 +1,117 @@
+//! The team file exactly as written: serde types that reject unknown keys and
+//! wrong types, so every mistake is reported with its key path and line.
+
+use super::units::{ByteSize, Count, HumanDuration};
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TeamFile {
+    /// Accepted for compatibility with docker-agent team files; not interpreted.
+    #[allow(dead_code)]
+    pub version: Option<serde_yaml::Value>,
+    /// Free-form, for people (authors, license, ...); not interpreted.
+    #[allow(dead_code)]
+    pub metadata: Option<serde_yaml::Value>,
+    /// docker-agent's model registry; rejected with a pointer to `component:`.
+    pub models: Option<serde_yaml::Value>,
+    #[serde(default)]
+    pub limits: HostLimitsFile,
+    pub agents: BTreeMap<String, AgentFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HostLimitsFile {
+    pub max_running: Option<usize>,
+    pub max_retained: Option<usize>,
+    pub max_output: Option<ByteSize>,
+    pub max_depth: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AgentFile {
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub instruction: String,
+    #[serde(default)]
+    pub sub_agents: Vec<String>,
+    #[serde(default)]
+    pub toolsets: Vec<ToolsetFile>,
+    pub component: Option<PathBuf>,
+    #[serde(default)]
+    pub limits: AgentLimitsFile,
+    /// docker-agent's LLM agents; reported as not supported.
+    pub model: Option<serde_yaml::Value>,
+    /// docker-agent's external harness agents; reported as not supported.
+    pub harness: Option<serde_yaml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AgentLimitsFile {
+    pub fuel: Option<Count>,
+    pub memory: Option<ByteSize>,
+    pub timeout: Option<HumanDuration>,
+}
+
+/// One `toolsets:` entry. Only `background_agents` exists today; docker-agent's
+/// other types are named as not supported yet rather than as unknown keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ToolsetFile {
+    BackgroundAgents,
+}
+
+/// Toolset types docker-agent knows that bgagents does not provide (yet).
+const KNOWN_ELSEWHERE: &[&str] = &[
+    "think",
+    "todo",
+    "memory",
+    "mcp",
+    "filesystem",
+    "shell",
+    "script",
+    "fetch",
+    "api",
+    "a2a",
+    "lsp",
+    "user_prompt",
+    "transfer_task",
+];
+
+impl<'de> Deserialize<'de> for ToolsetFile {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let entry = BTreeMap::<String, serde_yaml::Value>::deserialize(deserializer)?;
+        let Some(kind) = entry.get("type") else {
+            return Err(de::Error::custom(
+                "toolset entry has no `type`; write `- type: background_agents`",
+            ));
+        };
+        let Some(kind) = kind.as_str() else {
+            return Err(de::Error::custom(
+                "toolset `type` must be a string such as background_agents",
+            ));
+        };
+        match kind {
+            "background_agents" => {
+                if let Some(extra) = entry.keys().find(|key| *key != "type") {
+                    return Err(de::Error::custom(format!(
+                        "the background_agents toolset takes no options; remove `{extra}`"
+                    )));
+                }
+                Ok(ToolsetFile::BackgroundAgents)
+            }
+            other if KNOWN_ELSEWHERE.contains(&other) => Err(de::Error::custom(format!(
+                "toolset type `{other}` is not supported yet; bgagents provides: background_agents"
+            ))),
+            other => Err(de::Error::custom(format!(
+                "unknown toolset type `{other}`; bgagents provides: background_agents"
+            ))),
+        }
+    }
+}

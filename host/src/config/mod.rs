@@ -1,0 +1,296 @@
+//! Team configuration: the YAML file (docker-agent's `agents:` shape) read,
+//! checked and resolved into a [`Team`] with every default filled in.
+//!
+//! Loading reports *all* problems it finds, each naming the file, the key and
+//! (for syntax and type mistakes) the line, with what to write instead.
+
+mod file;
+pub mod units;
+
+use file::{AgentFile, TeamFile, ToolsetFile};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use units::format_size;
+
+/// Host-wide limits (top-level `limits:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostLimits {
+    /// Tasks whose guest may execute at once; more are queued.
+    pub max_running: usize,
+    /// Tasks kept for list/view; finished ones are pruned oldest first.
+    pub max_retained: usize,
+    /// Live output kept per task; later bytes are dropped and the view says so.
+    pub max_output: u64,
+    /// Deepest delegation chain (a front-end's task is depth 1).
+    pub max_depth: usize,
+}
+
+impl Default for HostLimits {
+    fn default() -> Self {
+        HostLimits {
+            max_running: 20,
+            max_retained: 100,
+            max_output: 10 << 20,
+            max_depth: 10,
+        }
+    }
+}
+
+/// Per-agent limits (`agents.NAME.limits:`); each task of the agent gets its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentLimits {
+    /// Fuel units (about one per WebAssembly instruction) a task may burn.
+    pub fuel: u64,
+    /// Linear memory a task may hold, in bytes, summed over its memories.
+    pub memory: u64,
+    /// Wall-clock time a task may run, including time blocked in host calls.
+    pub timeout: Duration,
+}
+
+impl Default for AgentLimits {
+    fn default() -> Self {
+        AgentLimits {
+            fuel: 10_000_000_000,
+            memory: 128 << 20,
+            timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// One agent of the team, resolved.
+#[derive(Debug, Clone)]
+pub struct AgentSpec {
+    pub name: String,
+    pub description: String,
+    pub instruction: String,
+    /// Agents this one may dispatch (when it has the background_agents toolset).
+    pub sub_agents: Vec<String>,
+    /// Whether the agent was granted the `background_agents` toolset.
+    pub background_agents: bool,
+    /// Absolute path of the component; `None` for an agent that is only used
+    /// as an identity by a front-end (an MCP client acting as `root`).
+    pub component: Option<PathBuf>,
+    pub limits: AgentLimits,
+}
+
+/// A loaded team file.
+#[derive(Debug, Clone)]
+pub struct Team {
+    /// The file it came from (for messages).
+    pub source: PathBuf,
+    pub limits: HostLimits,
+    pub agents: BTreeMap<String, AgentSpec>,
+}
+
+/// Everything wrong with a team file, each problem on its own line.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    pub source: PathBuf,
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        for (index, problem) in self.problems.iter().enumerate() {
+            if index > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}: {problem}", self.source.display())?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Team {
+    /// Reads and checks a team file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Team, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
+            source: path.to_path_buf(),
+            problems: vec![format!("cannot read the team file: {error}")],
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Team::parse(&text, path, base)
+    }
+
+    /// Checks team YAML `text`; `source` names it in messages and relative
+    /// `component:` paths are resolved against `base_dir`.
+    pub fn parse(text: &str, source: &Path, base_dir: &Path) -> Result<Team, ConfigError> {
+        let fail = |problems: Vec<String>| ConfigError {
+            source: source.to_path_buf(),
+            problems,
+        };
+        let file: TeamFile = serde_yaml::from_str(text).map_err(|error| {
+            let problem = match error.location() {
+                // serde_yaml appends "at line L column C"; lead with it instead.
+                Some(at) => format!("line {}: {}", at.line(), strip_location(&error.to_string())),
+                None => error.to_string(),
+            };
+            fail(vec![problem])
+        })?;
+        let base_dir = std::path::absolute(base_dir).unwrap_or_else(|_| base_dir.to_path_buf());
+        resolve(file, &base_dir)
+            .map_err(fail)
+            .map(|(limits, agents)| Team {
+                source: source.to_path_buf(),
+                limits,
+                agents,
+            })
+    }
+
+    /// The agent called `name`.
+    pub fn agent(&self, name: &str) -> Option<&AgentSpec> {
+        self.agents.get(name)
+    }
+
+    /// A one-line summary of an agent's limits, for `check` and errors.
+    pub fn describe_limits(limits: &AgentLimits) -> String {
+        format!(
+            "fuel {}, memory {}, timeout {}",
+            limits.fuel,
+            format_size(limits.memory),
+            crate::toolset::render::runtime(limits.timeout)
+        )
+    }
+}
+
+fn strip_location(message: &str) -> &str {
+    match message.rfind(" at line ") {
+        Some(at) => &message[..at],
+        None => message,
+    }
+}
+
+fn resolve(
+    file: TeamFile,
+    base_dir: &Path,
+) -> Result<(HostLimits, BTreeMap<String, AgentSpec>), Vec<String>> {
+    let mut problems = Vec::new();
+    if file.models.is_some() {
+        problems.push(
+            "models: model-backed agents are not supported yet; bgagents runs WebAssembly \
+             components — remove `models:` and give each agent a `component:`"
+                .to_string(),
+        );
+    }
+    let limits = resolve_host_limits(&file, &mut problems);
+    if file.agents.is_empty() {
+        problems.push("agents: no agents are defined; add at least one under `agents:`".into());
+    }
+    let mut agents = BTreeMap::new();
+    for (name, agent) in &file.agents {
+        if let Some(spec) = resolve_agent(name, agent, &file, base_dir, &mut problems) {
+            agents.insert(name.clone(), spec);
+        }
+    }
+    if problems.is_empty() {
+        Ok((limits, agents))
+    } else {
+        Err(problems)
+    }
+}
+
+fn resolve_host_limits(file: &TeamFile, problems: &mut Vec<String>) -> HostLimits {
+    let defaults = HostLimits::default();
+    let given = &file.limits;
+    let mut at_least_one = |key: &str, value: Option<usize>, default: usize| match value {
+        Some(0) => {
+            problems.push(format!("limits.{key}: must be at least 1"));
+            default
+        }
+        Some(value) => value,
+        None => default,
+    };
+    HostLimits {
+        max_running: at_least_one("max_running", given.max_running, defaults.max_running),
+        max_retained: at_least_one("max_retained", given.max_retained, defaults.max_retained),
+        max_depth: at_least_one("max_depth", given.max_depth, defaults.max_depth),
+        max_output: given.max_output.map_or(defaults.max_output, |size| size.0),
+    }
+}
+
+fn resolve_agent(
+    name: &str,
+    agent: &AgentFile,
+    file: &TeamFile,
+    base_dir: &Path,
+    problems: &mut Vec<String>,
+) -> Option<AgentSpec> {
+    let before = problems.len();
+    let at = format!("agents.{name}");
+    if name.trim().is_empty() || name.chars().any(|c| c.is_whitespace() || c == ',') {
+        problems.push(format!(
+            "{at}: agent names must be non-empty and contain no spaces or commas"
+        ));
+    }
+    if agent.component.is_none() {
+        for (key, given) in [("model", &agent.model), ("harness", &agent.harness)] {
+            if given.is_some() {
+                problems.push(format!(
+                    "{at}.{key}: `{key}:` agents are not supported yet; bgagents runs \
+                     WebAssembly components — give the agent `component: path/to/agent.wasm`"
+                ));
+            }
+        }
+    }
+    let mut seen = Vec::new();
+    for sub in &agent.sub_agents {
+        if seen.contains(&sub) {
+            problems.push(format!("{at}.sub_agents: `{sub}` is listed twice"));
+            continue;
+        }
+        seen.push(sub);
+        match file.agents.get(sub) {
+            None => problems.push(format!(
+                "{at}.sub_agents: `{sub}` is not defined under `agents:` (defined: {})",
+                file.agents.keys().cloned().collect::<Vec<_>>().join(", ")
+            )),
+            Some(target) if target.component.is_none() => problems.push(format!(
+                "{at}.sub_agents: `{sub}` has no `component:`, so it could never run; \
+                 give agents.{sub} a component"
+            )),
+            Some(_) => {}
+        }
+    }
+    let background_agents = match agent.toolsets.as_slice() {
+        [] => false,
+        [ToolsetFile::BackgroundAgents] => true,
+        _ => {
+            problems.push(format!(
+                "{at}.toolsets: background_agents is listed more than once"
+            ));
+            true
+        }
+    };
+    let defaults = AgentLimits::default();
+    let limits = AgentLimits {
+        fuel: agent.limits.fuel.map_or(defaults.fuel, |count| count.0),
+        memory: agent.limits.memory.map_or(defaults.memory, |size| size.0),
+        timeout: agent.limits.timeout.map_or(defaults.timeout, |time| time.0),
+    };
+    if limits.fuel == 0 {
+        problems.push(format!("{at}.limits.fuel: must be at least 1"));
+    }
+    if limits.memory < 64 << 10 {
+        problems.push(format!(
+            "{at}.limits.memory: {} is below one WebAssembly page (64KiB)",
+            format_size(limits.memory)
+        ));
+    }
+    if limits.timeout.is_zero() {
+        problems.push(format!("{at}.limits.timeout: must be longer than zero"));
+    }
+    (problems.len() == before).then(|| AgentSpec {
+        name: name.to_string(),
+        description: agent.description.clone(),
+        instruction: agent.instruction.clone(),
+        sub_agents: agent.sub_agents.clone(),
+        background_agents,
+        component: agent.component.as_ref().map(|path| base_dir.join(path)),
+        limits,
+    })
+}

@@ -1,0 +1,320 @@
+//! The `bgagents` command line: `run` an agent of a team in the foreground
+//! and `check` a team before running it. It only adapts: tasks are started,
+//! watched and stopped through the toolset like any other front-end.
+
+use crate::config::Team;
+use crate::tasks::{EventKind, SessionId, TaskEvent, TaskStatus};
+use crate::toolset::{Session, Toolset};
+use clap::{Parser, Subcommand};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokio::sync::broadcast::error::RecvError;
+
+/// Exit codes, documented in `--help`.
+const EXIT_FAILED: u8 = 1;
+const EXIT_BAD_INPUT: u8 = 2;
+const EXIT_INTERRUPTED: u8 = 130;
+
+#[derive(Parser)]
+#[command(
+    name = "bgagents",
+    version,
+    about = "Run sub-agents as sandboxed WebAssembly components, in the background.",
+    long_about = "Run sub-agents as sandboxed WebAssembly components, in the background.\n\n\
+        A team file (YAML) names agents, the component each one runs, which sub-agents it may \
+        dispatch, and its limits. Every task runs in its own sandbox with no file, network or \
+        environment access, under a fuel budget, a memory limit and a timeout.\n\n\
+        Start with:  bgagents check examples/team.yaml\n\
+        then:        bgagents run examples/team.yaml \"your task\"",
+    after_help = "Exit codes: 0 completed · 1 the agent failed or was stopped · \
+        2 bad team file, component or usage · 130 interrupted (Ctrl-C)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one agent of a team in the foreground and print its result.
+    ///
+    /// The agent's live output, and what its sub-agents do, go to stderr as
+    /// they happen; its final result goes to stdout. Ctrl-C stops every task.
+    Run {
+        /// The team file.
+        team: PathBuf,
+        /// The agent to run.
+        #[arg(long, short, default_value = "root")]
+        agent: String,
+        /// What the caller expects back, passed to the agent.
+        #[arg(long)]
+        expected_output: Option<String>,
+        /// Show only the result: no live output or sub-agent activity.
+        #[arg(long, short)]
+        quiet: bool,
+        /// The task, as one or more words.
+        #[arg(required = true, num_args = 1..)]
+        task: Vec<String>,
+    },
+    /// Load a team, compile every component, and report every problem found.
+    Check {
+        /// The team file.
+        team: PathBuf,
+    },
+}
+
+/// Entry point of the `bgagents` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Run {
+                team,
+                agent,
+                expected_output,
+                quiet,
+                task,
+            } => run(team, &agent, &task.join(" "), expected_output, quiet).await,
+            Command::Check { team } => check(team),
+        }
+    })
+}
+
+/// Loads the team and its components, printing every problem.
+fn load(path: &PathBuf) -> Result<Toolset, ExitCode> {
+    let team = Team::load(path).map_err(|error| {
+        eprintln!("{error}");
+        ExitCode::from(EXIT_BAD_INPUT)
+    })?;
+    let source = team.source.clone();
+    Toolset::load(team).map_err(|error| {
+        for problem in &error.problems {
+            eprintln!("{}: {problem}", source.display());
+        }
+        ExitCode::from(EXIT_BAD_INPUT)
+    })
+}
+
+fn check(path: PathBuf) -> ExitCode {
+    let toolset = match load(&path) {
+        Ok(toolset) => toolset,
+        Err(code) => return code,
+    };
+    let team = toolset.team();
+    println!(
+        "{}: OK — {} agent(s), every component compiled",
+        path.display(),
+        team.agents.len()
+    );
+    let limits = &team.limits;
+    println!(
+        "host limits: {} running at once (more are queued), {} retained, {} output per task, depth {}",
+        limits.max_running,
+        limits.max_retained,
+        crate::config::units::format_size(limits.max_output),
+        limits.max_depth
+    );
+    for agent in team.agents.values() {
+        println!("\n{}", agent.name);
+        if !agent.description.is_empty() {
+            println!("  description: {}", agent.description);
+        }
+        match &agent.component {
+            Some(component) => println!("  component:   {}", component.display()),
+            None => println!("  component:   none (usable only as a front-end's identity)"),
+        }
+        let toolsets = if agent.background_agents {
+            "background_agents"
+        } else {
+            "none"
+        };
+        println!("  toolsets:    {toolsets}");
+        if !agent.sub_agents.is_empty() {
+            println!("  sub_agents:  {}", agent.sub_agents.join(", "));
+            if !agent.background_agents {
+                println!(
+                    "  warning:     has sub_agents but not the background_agents toolset, so it cannot dispatch them"
+                );
+            }
+        }
+        println!("  sandbox:     no files, no environment, no network; stdin empty");
+        println!("  limits:      {}", Team::describe_limits(&agent.limits));
+    }
+    ExitCode::SUCCESS
+}
+
+async fn run(
+    path: PathBuf,
+    agent: &str,
+    task: &str,
+    expected_output: Option<String>,
+    quiet: bool,
+) -> ExitCode {
+    let toolset = match load(&path) {
+        Ok(toolset) => toolset,
+        Err(code) => return code,
+    };
+    let session = toolset
+        .open_session(None)
+        .expect("the operator session needs no agent");
+    let mut events = toolset.events().subscribe();
+    let info = match toolset.run_background_agent(
+        session.caller(),
+        agent,
+        task,
+        expected_output.as_deref(),
+    ) {
+        Ok(info) => info,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    let mut printer = Printer::new(session.caller().session, quiet);
+    let waited = [info.id.to_string()];
+    let finished = toolset.wait_background_agents(
+        session.caller(),
+        &waited,
+        crate::toolset::WAIT_MAX_TIMEOUT_SECS,
+    );
+    tokio::pin!(finished);
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    loop {
+        tokio::select! {
+            _ = &mut interrupted => {
+                eprintln!("\ninterrupted: stopping every task…");
+                session.close().await;
+                return ExitCode::from(EXIT_INTERRUPTED);
+            }
+            event = events.recv() => match event {
+                Ok(event) => printer.show(&event),
+                Err(RecvError::Lagged(missed)) => printer.missed(missed),
+                Err(RecvError::Closed) => {}
+            },
+            // The root task may outlive the wait's timeout; then wait again.
+            report = &mut finished => match report {
+                Ok(report) if report.all_done => break,
+                _ => finished.set(toolset.wait_background_agents(
+                    session.caller(),
+                    &waited,
+                    crate::toolset::WAIT_MAX_TIMEOUT_SECS,
+                )),
+            },
+        }
+    }
+    // Show what is still buffered, then stop whatever the agent left running.
+    while let Ok(event) = events.try_recv() {
+        printer.show(&event);
+    }
+    printer.flush();
+    finish(&session, &info.id.to_string()).await
+}
+
+async fn finish(session: &Session, id: &str) -> ExitCode {
+    let toolset = session.toolset();
+    let view = toolset.view_background_agent(session.caller(), id);
+    session.close().await;
+    let Ok(view) = view else {
+        eprintln!("error: the task record was lost");
+        return ExitCode::from(EXIT_FAILED);
+    };
+    match view.info.status {
+        TaskStatus::Completed => {
+            let result = view.result.unwrap_or_default();
+            let mut stdout = std::io::stdout().lock();
+            let _ = writeln!(stdout, "{result}");
+            ExitCode::SUCCESS
+        }
+        status => {
+            let reason = view.error.unwrap_or_else(|| "stopped".to_string());
+            eprintln!("error: {} {status}: {reason}", view.info.agent);
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+/// Writes a session's task events to stderr: the root task's output as is,
+/// sub-agents' output and lifecycle one prefixed line at a time.
+struct Printer {
+    session: SessionId,
+    quiet: bool,
+    /// Unfinished last lines of sub-agents' output, by task.
+    partial: HashMap<String, String>,
+}
+
+impl Printer {
+    fn new(session: SessionId, quiet: bool) -> Printer {
+        Printer {
+            session,
+            quiet,
+            partial: HashMap::new(),
+        }
+    }
+
+    fn show(&mut self, event: &TaskEvent) {
+        if self.quiet || event.session != self.session {
+            return;
+        }
+        let tag = format!(
+            "{}[{} {}]",
+            "  ".repeat(event.depth.saturating_sub(2)),
+            event.agent,
+            short_id(event.id.as_str())
+        );
+        let mut stderr = std::io::stderr().lock();
+        match &event.kind {
+            EventKind::Output(text) if event.depth == 1 => {
+                let _ = stderr.write_all(text.as_bytes());
+            }
+            EventKind::Output(text) => {
+                let pending = self.partial.entry(event.id.to_string()).or_default();
+                pending.push_str(text);
+                while let Some(end) = pending.find('\n') {
+                    let _ = writeln!(stderr, "{tag} {}", &pending[..end]);
+                    pending.drain(..=end);
+                }
+            }
+            _ if event.depth == 1 => {}
+            EventKind::Queued => {
+                let _ = writeln!(stderr, "{tag} queued");
+            }
+            EventKind::Started => {
+                let _ = writeln!(stderr, "{tag} started");
+            }
+            EventKind::Finished(status) => {
+                if let Some(rest) = self.partial.remove(event.id.as_str())
+                    && !rest.is_empty()
+                {
+                    let _ = writeln!(stderr, "{tag} {rest}");
+                }
+                let _ = writeln!(stderr, "{tag} {status}");
+            }
+        }
+    }
+
+    fn missed(&self, count: u64) {
+        if !self.quiet {
+            eprintln!("[bgagents] {count} output events skipped (the terminal fell behind)");
+        }
+    }
+
+    fn flush(&mut self) {
+        let _ = std::io::stderr().flush();
+    }
+}
+
+/// The first block of a task's UUID, enough to tell tasks apart on screen.
+fn short_id(id: &str) -> &str {
+    let uuid = id.strip_prefix("agent_task_").unwrap_or(id);
+    uuid.split('-').next().unwrap_or(uuid)
+}

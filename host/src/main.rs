@@ -1,0 +1,5 @@
+//! The `bgagents` command.
+
+fn main() -> std::process::ExitCode {
+    bgagents::frontends::cli::main()
+}

@@ -1,0 +1,162 @@
+//! A task's live output: one capped buffer fed by the guest's WASI stdout and
+//! stderr and by the `output.write` import, read by `view` while it runs.
+
+use bytes::Bytes;
+use std::sync::{Arc, Mutex};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
+
+/// Called with every accepted chunk (for streaming to a terminal or client).
+pub type OutputListener = Box<dyn Fn(&[u8]) + Send + Sync>;
+
+/// Live output of one task, capped at a fixed number of bytes.
+pub struct OutputBuffer {
+    capacity: usize,
+    state: Mutex<OutputState>,
+    listener: Option<OutputListener>,
+}
+
+#[derive(Default)]
+struct OutputState {
+    bytes: Vec<u8>,
+    truncated: bool,
+}
+
+/// What `view` shows of the output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputSnapshot {
+    pub text: String,
+    /// Bytes past the cap were dropped.
+    pub truncated: bool,
+}
+
+impl OutputBuffer {
+    pub fn new(capacity: u64, listener: Option<OutputListener>) -> Arc<OutputBuffer> {
+        Arc::new(OutputBuffer {
+            capacity: usize::try_from(capacity).unwrap_or(usize::MAX),
+            state: Mutex::default(),
+            listener,
+        })
+    }
+
+    /// Appends what fits under the cap and drops the rest. Never fails: a
+    /// guest whose output is truncated keeps running.
+    pub fn append(&self, chunk: &[u8]) {
+        let accepted = {
+            let mut state = self.state.lock().unwrap();
+            let room = self.capacity.saturating_sub(state.bytes.len());
+            let take = chunk.len().min(room);
+            state.bytes.extend_from_slice(&chunk[..take]);
+            if take < chunk.len() {
+                state.truncated = true;
+            }
+            take
+        };
+        if accepted > 0
+            && let Some(listener) = &self.listener
+        {
+            listener(&chunk[..accepted]);
+        }
+    }
+
+    pub fn snapshot(&self) -> OutputSnapshot {
+        let state = self.state.lock().unwrap();
+        OutputSnapshot {
+            text: String::from_utf8_lossy(&state.bytes).into_owned(),
+            truncated: state.truncated,
+        }
+    }
+
+    /// Bytes held (for tests and accounting).
+    pub fn len(&self) -> usize {
+        self.state.lock().unwrap().bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The guest's stdout or stderr, writing into an [`OutputBuffer`].
+#[derive(Clone)]
+pub struct OutputSink(pub Arc<OutputBuffer>);
+
+/// How much the guest may hand over per write; writes are accepted at once.
+const WRITE_BUDGET: usize = 64 * 1024;
+
+impl IsTerminal for OutputSink {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for OutputSink {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for OutputSink {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for OutputSink {
+    fn write(&mut self, bytes: Bytes) -> Result<(), StreamError> {
+        self.0.append(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StreamError> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> Result<usize, StreamError> {
+        Ok(WRITE_BUDGET)
+    }
+}
+
+impl tokio::io::AsyncWrite for OutputSink {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.0.append(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_and_marks_truncation() {
+        let buffer = OutputBuffer::new(5, None);
+        buffer.append(b"abc");
+        assert!(!buffer.snapshot().truncated);
+        buffer.append(b"defg");
+        let snapshot = buffer.snapshot();
+        assert_eq!(snapshot.text, "abcde");
+        assert!(snapshot.truncated);
+    }
+}

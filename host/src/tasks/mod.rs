@@ -1,0 +1,12 @@
+//! Task state, independent of how tasks execute: records and their status
+//! machine, who may see which task, the retained set, and task events.
+
+pub mod events;
+pub mod registry;
+pub mod scope;
+pub mod task;
+
+pub use events::{EventKind, Events, TaskEvent};
+pub use registry::{Registry, RegistryFull};
+pub use scope::{Caller, SessionId};
+pub use task::{NewTask, Outcome, Task, TaskId, TaskInfo, TaskStatus, TaskView};

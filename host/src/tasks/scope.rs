@@ -1,0 +1,86 @@
+//! Who is calling, and what they may see. A front-end connection is a
+//! *session*; a guest calling through its imports is a *task caller*. Each
+//! sees only the tasks it started and their descendants.
+
+use super::task::{Task, TaskId};
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio_util::sync::CancellationToken;
+
+/// One front-end connection (a CLI run, an MCP client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionId(u64);
+
+impl SessionId {
+    pub(crate) fn next() -> SessionId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        SessionId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// The identity a toolset operation runs under.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub session: SessionId,
+    /// The agent the caller acts as: its `sub_agents` are what it may start.
+    /// `None` is the operator at a terminal, who may start any agent.
+    pub agent: Option<String>,
+    /// The calling task, when the caller is a guest.
+    pub task: Option<TaskId>,
+    /// The ancestors a task started by this caller gets (the caller's own
+    /// ancestors, then the caller itself).
+    pub ancestors: Vec<TaskId>,
+    /// Agent names from the session's agent down to the caller.
+    pub lineage: Vec<String>,
+    /// Tasks this caller starts are cancelled with this token: the session's
+    /// for a front-end, the calling task's own for a guest.
+    pub spawn_token: CancellationToken,
+}
+
+impl Caller {
+    /// The operator of a session: may start any agent of the team.
+    pub fn operator(session: SessionId, spawn_token: CancellationToken) -> Caller {
+        Caller {
+            session,
+            agent: None,
+            task: None,
+            ancestors: Vec::new(),
+            lineage: Vec::new(),
+            spawn_token,
+        }
+    }
+
+    /// A session acting as `agent` (an MCP client acting as `root`).
+    pub fn acting_as(session: SessionId, agent: &str, spawn_token: CancellationToken) -> Caller {
+        Caller {
+            session,
+            agent: Some(agent.to_string()),
+            task: None,
+            ancestors: Vec::new(),
+            lineage: vec![agent.to_string()],
+            spawn_token,
+        }
+    }
+
+    /// A running task calling through its imports.
+    pub fn for_task(task: &Task) -> Caller {
+        let mut ancestors = task.ancestors.clone();
+        ancestors.push(task.id.clone());
+        Caller {
+            session: task.session,
+            agent: Some(task.agent.clone()),
+            task: Some(task.id.clone()),
+            ancestors,
+            lineage: task.lineage.clone(),
+            spawn_token: task.cancel.clone(),
+        }
+    }
+
+    /// Whether `task` was started by this caller or one of its descendants.
+    pub fn can_see(&self, task: &Task) -> bool {
+        task.session == self.session
+            && match &self.task {
+                None => true,
+                Some(id) => task.ancestors.contains(id),
+            }
+    }
+}

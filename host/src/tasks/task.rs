@@ -1,0 +1,249 @@
+//! One task's record: who started it, what it runs, and its status, which
+//! moves forward only (`queued → running → completed | failed | stopped`) and
+//! never changes again once final.
+
+use crate::sandbox::{OutputBuffer, OutputSnapshot};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+use super::scope::SessionId;
+
+/// `agent_task_<uuid v4>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId(Arc<str>);
+
+impl TaskId {
+    pub(crate) fn generate() -> TaskId {
+        TaskId(format!("agent_task_{}", uuid::Uuid::new_v4()).into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for TaskId {
+    fn from(text: &str) -> TaskId {
+        TaskId(text.into())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaskStatus {
+    Queued,
+    Running,
+    Completed,
+    Failed,
+    Stopped,
+}
+
+impl TaskStatus {
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Stopped
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Queued => "queued",
+            TaskStatus::Running => "running",
+            TaskStatus::Completed => "completed",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Stopped => "stopped",
+        }
+    }
+}
+
+impl fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a task ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Completed(String),
+    Failed(String),
+    Stopped,
+}
+
+/// What list shows of a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskInfo {
+    pub id: TaskId,
+    pub agent: String,
+    pub status: TaskStatus,
+    /// Time spent running (zero while queued; frozen once final).
+    pub runtime: Duration,
+    pub parent: Option<TaskId>,
+}
+
+/// What view shows of a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskView {
+    pub info: TaskInfo,
+    pub task: String,
+    pub output: OutputSnapshot,
+    pub result: Option<String>,
+    pub error: Option<String>,
+}
+
+/// A task known to the host, live or finished.
+pub struct Task {
+    pub id: TaskId,
+    pub agent: String,
+    pub task: String,
+    pub expected_output: Option<String>,
+    /// The session whose tree this task belongs to.
+    pub session: SessionId,
+    /// Tasks above this one, outermost first (its parent last).
+    pub ancestors: Vec<TaskId>,
+    /// Agent names from the dispatching session's agent down to this task's.
+    pub lineage: Vec<String>,
+    pub output: Arc<OutputBuffer>,
+    /// Cancelled to stop the task; child tasks hold child tokens, so stopping
+    /// a task reaches its whole subtree.
+    pub cancel: CancellationToken,
+    /// Cancelled once the status is final.
+    pub done: CancellationToken,
+    /// Cancelled once the guest no longer runs (its Store is dropped).
+    pub exited: CancellationToken,
+    state: Mutex<TaskState>,
+}
+
+struct TaskState {
+    status: TaskStatus,
+    started: Option<Instant>,
+    ended: Option<Instant>,
+    result: Option<String>,
+    error: Option<String>,
+}
+
+/// The identity half of a new task; the registry fills in the rest.
+pub struct NewTask {
+    pub agent: String,
+    pub task: String,
+    pub expected_output: Option<String>,
+    pub session: SessionId,
+    pub ancestors: Vec<TaskId>,
+    pub lineage: Vec<String>,
+    pub cancel: CancellationToken,
+}
+
+impl Task {
+    pub(crate) fn new(id: TaskId, spec: NewTask, output: Arc<OutputBuffer>) -> Task {
+        Task {
+            id,
+            agent: spec.agent,
+            task: spec.task,
+            expected_output: spec.expected_output,
+            session: spec.session,
+            ancestors: spec.ancestors,
+            lineage: spec.lineage,
+            output,
+            cancel: spec.cancel,
+            done: CancellationToken::new(),
+            exited: CancellationToken::new(),
+            state: Mutex::new(TaskState {
+                status: TaskStatus::Queued,
+                started: None,
+                ended: None,
+                result: None,
+                error: None,
+            }),
+        }
+    }
+
+    pub fn parent(&self) -> Option<&TaskId> {
+        self.ancestors.last()
+    }
+
+    pub fn status(&self) -> TaskStatus {
+        self.state.lock().unwrap().status
+    }
+
+    /// Queued → running. False if the task was stopped while queued.
+    pub(crate) fn mark_running(&self) -> bool {
+        let mut state = self.state.lock().unwrap();
+        if state.status != TaskStatus::Queued {
+            return false;
+        }
+        state.status = TaskStatus::Running;
+        state.started = Some(Instant::now());
+        true
+    }
+
+    /// Records how the task ended, unless it already has a final status.
+    /// Returns whether this call set it.
+    pub(crate) fn finish(&self, outcome: Outcome) -> bool {
+        let mut state = self.state.lock().unwrap();
+        if state.status.is_final() {
+            return false;
+        }
+        let now = Instant::now();
+        state.started.get_or_insert(now);
+        state.ended = Some(now);
+        state.status = match outcome {
+            Outcome::Completed(result) => {
+                state.result = Some(result);
+                TaskStatus::Completed
+            }
+            Outcome::Failed(error) => {
+                state.error = Some(error);
+                TaskStatus::Failed
+            }
+            Outcome::Stopped => TaskStatus::Stopped,
+        };
+        drop(state);
+        self.done.cancel();
+        true
+    }
+
+    pub fn info(&self) -> TaskInfo {
+        self.info_of(&self.state.lock().unwrap())
+    }
+
+    pub fn view(&self) -> TaskView {
+        let output = self.output.snapshot();
+        let state = self.state.lock().unwrap();
+        TaskView {
+            info: self.info_of(&state),
+            task: self.task.clone(),
+            output,
+            result: state.result.clone(),
+            error: state.error.clone(),
+        }
+    }
+
+    fn info_of(&self, state: &TaskState) -> TaskInfo {
+        let runtime = match (state.started, state.ended) {
+            (Some(started), Some(ended)) => ended - started,
+            (Some(started), None) => started.elapsed(),
+            _ => Duration::ZERO,
+        };
+        TaskInfo {
+            id: self.id.clone(),
+            agent: self.agent.clone(),
+            status: state.status,
+            runtime,
+            parent: self.parent().cloned(),
+        }
+    }
+}
+
+impl std::borrow::Borrow<str> for TaskId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}

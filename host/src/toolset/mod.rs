@@ -1,0 +1,202 @@
+//! The background-agents toolset: the one place where run, list, view, stop
+//! and wait are implemented. Every front-end (the WIT imports a guest calls,
+//! the CLI, MCP) is a thin adapter over [`Toolset`] and a [`Caller`].
+
+mod errors;
+mod guest;
+mod ops;
+pub mod render;
+mod runner;
+
+pub use errors::ToolError;
+pub use guest::GuestState;
+pub use ops::{
+    MAX_EXPECTED_OUTPUT_BYTES, MAX_TASK_BYTES, WAIT_DEFAULT_TIMEOUT_SECS, WAIT_MAX_IDS,
+    WAIT_MAX_TIMEOUT_SECS, WAIT_OUTPUT_CAP, WaitEntry, WaitReport,
+};
+
+use crate::bindings::SubAgentPre;
+use crate::components::{load_component, new_engine};
+use crate::config::{AgentSpec, Team};
+use crate::tasks::{Caller, Events, Registry, SessionId, Task};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use wasmtime::Engine;
+use wasmtime::component::Linker;
+
+/// A loaded team, ready to run tasks. Cheap to clone; all clones share state.
+#[derive(Clone)]
+pub struct Toolset(Arc<Shared>);
+
+struct Shared {
+    team: Team,
+    engine: Engine,
+    agents: HashMap<String, Arc<LoadedAgent>>,
+    registry: Mutex<Registry>,
+    /// One permit per task allowed to execute at once; waiting = queued.
+    slots: Arc<Semaphore>,
+    events: Events,
+    /// Parent of every session's token: cancelling it stops everything.
+    shutdown: CancellationToken,
+}
+
+/// An agent whose component compiled and fits the world.
+struct LoadedAgent {
+    spec: AgentSpec,
+    pre: SubAgentPre<GuestState>,
+}
+
+/// Components that could not be loaded, one line per problem.
+#[derive(Debug, Clone)]
+pub struct LoadError {
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(&self.problems.join("\n"))
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// A front-end connection: a [`Caller`] whose tasks are all stopped when the
+/// session is closed or dropped.
+pub struct Session {
+    toolset: Toolset,
+    caller: Caller,
+}
+
+impl Toolset {
+    /// Compiles every agent's component. All problems are reported together.
+    pub fn load(team: Team) -> Result<Toolset, LoadError> {
+        let engine = new_engine().map_err(|error| LoadError {
+            problems: vec![format!("cannot create the WebAssembly engine: {error:#}")],
+        })?;
+        let mut linker = Linker::new(&engine);
+        crate::frontends::wit_imports::add_to_linker(&mut linker).map_err(|error| LoadError {
+            problems: vec![format!("cannot set up host imports: {error:#}")],
+        })?;
+        let mut agents = HashMap::new();
+        let mut problems = Vec::new();
+        for spec in team.agents.values() {
+            let Some(path) = &spec.component else {
+                continue;
+            };
+            match load_component(&engine, &linker, path) {
+                Ok(pre) => {
+                    let loaded = LoadedAgent {
+                        spec: spec.clone(),
+                        pre,
+                    };
+                    agents.insert(spec.name.clone(), Arc::new(loaded));
+                }
+                Err(problem) => problems.push(format!("agents.{}.component: {problem}", spec.name)),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(LoadError { problems });
+        }
+        Ok(Toolset(Arc::new(Shared {
+            registry: Mutex::new(Registry::new(team.limits.max_retained)),
+            slots: Arc::new(Semaphore::new(team.limits.max_running)),
+            team,
+            engine,
+            agents,
+            events: Events::default(),
+            shutdown: CancellationToken::new(),
+        })))
+    }
+
+    pub fn team(&self) -> &Team {
+        &self.0.team
+    }
+
+    pub fn events(&self) -> &Events {
+        &self.0.events
+    }
+
+    /// Opens a session. With `agent`, the session acts as that agent (it may
+    /// start its `sub_agents`); without, it is the operator and may start any.
+    pub fn open_session(&self, agent: Option<&str>) -> Result<Session, ToolError> {
+        let token = self.0.shutdown.child_token();
+        let session = SessionId::next();
+        let caller = match agent {
+            None => Caller::operator(session, token),
+            Some(name) if self.0.team.agent(name).is_some() => {
+                Caller::acting_as(session, name, token)
+            }
+            Some(name) => {
+                return Err(ToolError::UnknownAgent {
+                    agent: name.to_string(),
+                    available: self.0.team.agents.keys().cloned().collect(),
+                });
+            }
+        };
+        Ok(Session {
+            toolset: self.clone(),
+            caller,
+        })
+    }
+
+    /// Stops every task of every session and returns once no guest runs.
+    pub async fn shutdown(&self) {
+        self.0.shutdown.cancel();
+        self.stop_and_wait(|_| true).await;
+    }
+
+    /// Marks every live task matching `which` stopped, cancels it, and waits
+    /// until none of their guests runs.
+    async fn stop_and_wait(&self, which: impl Fn(&Task) -> bool) {
+        let tasks: Vec<Arc<Task>> = self
+            .0
+            .registry
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|task| which(task))
+            .cloned()
+            .collect();
+        for task in &tasks {
+            runner::stop(self, task);
+        }
+        for task in &tasks {
+            task.exited.cancelled().await;
+        }
+    }
+
+    /// Tasks currently retained (for tests and diagnostics).
+    pub fn retained(&self) -> usize {
+        self.0.registry.lock().unwrap().len()
+    }
+}
+
+impl Session {
+    pub fn caller(&self) -> &Caller {
+        &self.caller
+    }
+
+    pub fn toolset(&self) -> &Toolset {
+        &self.toolset
+    }
+
+    /// Stops every task this session started (and their descendants) and
+    /// returns once none of them runs.
+    pub async fn close(&self) {
+        self.caller.spawn_token.cancel();
+        let session = self.caller.session;
+        self.toolset
+            .stop_and_wait(|task| task.session == session)
+            .await;
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // Without waiting: the runners notice the cancellation on their own.
+        self.caller.spawn_token.cancel();
+    }
+}

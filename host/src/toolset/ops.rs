@@ -1,0 +1,347 @@
+//! The five toolset operations. Each takes the [`Caller`] it runs for and
+//! enforces permission, scoping and limits here, once, for every front-end.
+
+use super::errors::ToolError;
+use super::{Toolset, runner};
+use crate::sandbox::OutputBuffer;
+use crate::tasks::{
+    Caller, EventKind, NewTask, Task, TaskEvent, TaskId, TaskInfo, TaskStatus, TaskView,
+};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest task text accepted by `run`.
+pub const MAX_TASK_BYTES: usize = 1 << 20;
+/// Largest expected-output text accepted by `run`.
+pub const MAX_EXPECTED_OUTPUT_BYTES: usize = 64 << 10;
+/// `wait` limits, as docker-agent has them.
+pub const WAIT_MAX_IDS: usize = 100;
+pub const WAIT_DEFAULT_TIMEOUT_SECS: u64 = 300;
+pub const WAIT_MAX_TIMEOUT_SECS: u64 = 3600;
+/// Each wait entry's output or error is cut to this many bytes.
+pub const WAIT_OUTPUT_CAP: usize = 4096;
+
+/// The text a wait entry carries for an id the caller cannot see.
+const WAIT_NOT_FOUND: &str = "Task not found; it may have been pruned.";
+
+/// What `wait` reports, tasks in the order they were asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitReport {
+    pub all_done: bool,
+    pub timed_out: bool,
+    pub tasks: Vec<WaitEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitEntry {
+    pub task_id: String,
+    /// `None` when the caller has no task with this id.
+    pub status: Option<TaskStatus>,
+    /// The result when completed, otherwise the live output (capped).
+    pub output: Option<String>,
+    pub error: Option<String>,
+    /// `output` or `error` was cut to [`WAIT_OUTPUT_CAP`].
+    pub truncated: bool,
+}
+
+impl Toolset {
+    /// Starts `agent` on `task` in the background; queued if the host is at
+    /// its running cap.
+    pub fn run_background_agent(
+        &self,
+        caller: &Caller,
+        agent: &str,
+        task: &str,
+        expected_output: Option<&str>,
+    ) -> Result<TaskInfo, ToolError> {
+        let agent = agent.trim();
+        if agent.is_empty() {
+            return Err(ToolError::EmptyAgent);
+        }
+        if task.trim().is_empty() {
+            return Err(ToolError::EmptyTask);
+        }
+        if task.len() > MAX_TASK_BYTES {
+            return Err(ToolError::TooLong {
+                what: "task",
+                limit: MAX_TASK_BYTES,
+            });
+        }
+        let expected_output = expected_output.filter(|text| !text.trim().is_empty());
+        if expected_output.is_some_and(|text| text.len() > MAX_EXPECTED_OUTPUT_BYTES) {
+            return Err(ToolError::TooLong {
+                what: "expected_output",
+                limit: MAX_EXPECTED_OUTPUT_BYTES,
+            });
+        }
+        self.check_may_dispatch(caller, agent)?;
+        let target = self
+            .0
+            .agents
+            .get(agent)
+            .cloned()
+            .ok_or_else(|| ToolError::NoComponent {
+                agent: agent.to_string(),
+            })?;
+        let mut lineage = caller.lineage.clone();
+        lineage.push(agent.to_string());
+        if caller.lineage.iter().any(|name| name == agent) {
+            return Err(ToolError::Cycle { chain: lineage });
+        }
+        let depth = caller.ancestors.len() + 1;
+        if depth > self.0.team.limits.max_depth {
+            return Err(ToolError::DepthExceeded {
+                chain: lineage,
+                limit: self.0.team.limits.max_depth,
+            });
+        }
+        if caller.spawn_token.is_cancelled() {
+            return Err(match caller.task {
+                Some(_) => ToolError::CallerEnded,
+                None => ToolError::ShuttingDown,
+            });
+        }
+
+        let id = TaskId::generate();
+        let output = OutputBuffer::new(
+            self.0.team.limits.max_output,
+            Some(self.output_listener(&id, agent, caller, depth)),
+        );
+        let record = Arc::new(Task::new(
+            id,
+            NewTask {
+                agent: agent.to_string(),
+                task: task.to_string(),
+                expected_output: expected_output.map(str::to_string),
+                session: caller.session,
+                ancestors: caller.ancestors.clone(),
+                lineage,
+                cancel: caller.spawn_token.child_token(),
+            },
+            output,
+        ));
+        self.0
+            .registry
+            .lock()
+            .unwrap()
+            .admit(record.clone())
+            .map_err(|_| ToolError::RetainedFull {
+                limit: self.0.team.limits.max_retained,
+            })?;
+        self.emit(&record, EventKind::Queued);
+        runner::spawn(self.clone(), record.clone(), target);
+        Ok(record.info())
+    }
+
+    /// The caller's tasks, oldest first.
+    pub fn list_background_agents(&self, caller: &Caller) -> Vec<TaskInfo> {
+        self.0
+            .registry
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|task| caller.can_see(task))
+            .map(|task| task.info())
+            .collect()
+    }
+
+    /// One of the caller's tasks in full.
+    pub fn view_background_agent(
+        &self,
+        caller: &Caller,
+        task_id: &str,
+    ) -> Result<TaskView, ToolError> {
+        Ok(self.visible_task(caller, task_id)?.view())
+    }
+
+    /// Stops a queued or running task and its descendants; returns once none
+    /// of their guests runs. Their status is `stopped` from the moment this
+    /// is called, whatever the guests were about to return.
+    pub async fn stop_background_agent(
+        &self,
+        caller: &Caller,
+        task_id: &str,
+    ) -> Result<TaskInfo, ToolError> {
+        let task = self.visible_task(caller, task_id)?;
+        let status = task.status();
+        if status.is_final() {
+            return Err(ToolError::NotRunning {
+                id: task.id.to_string(),
+                status,
+            });
+        }
+        let id = task.id.clone();
+        self.stop_and_wait(|candidate| candidate.id == id || candidate.ancestors.contains(&id))
+            .await;
+        Ok(task.info())
+    }
+
+    /// Waits until every named task is final or `timeout_secs` pass (0 means
+    /// the default). Never stops the tasks.
+    pub async fn wait_background_agents(
+        &self,
+        caller: &Caller,
+        task_ids: &[String],
+        timeout_secs: u64,
+    ) -> Result<WaitReport, ToolError> {
+        if task_ids.is_empty() || task_ids.len() > WAIT_MAX_IDS {
+            return Err(ToolError::WaitIdCount);
+        }
+        if timeout_secs > WAIT_MAX_TIMEOUT_SECS {
+            return Err(ToolError::WaitTimeout);
+        }
+        let mut seen = HashSet::new();
+        if let Some(duplicate) = task_ids.iter().find(|id| !seen.insert(id.as_str())) {
+            return Err(ToolError::DuplicateId {
+                id: duplicate.clone(),
+            });
+        }
+        let timeout = Duration::from_secs(match timeout_secs {
+            0 => WAIT_DEFAULT_TIMEOUT_SECS,
+            given => given,
+        });
+        let tasks: Vec<Option<Arc<Task>>> = task_ids
+            .iter()
+            .map(|id| self.visible_task(caller, id).ok())
+            .collect();
+        let all_finished = async {
+            for task in tasks.iter().flatten() {
+                task.done.cancelled().await;
+            }
+        };
+        let timed_out = tokio::time::timeout(timeout, all_finished).await.is_err();
+        let entries: Vec<WaitEntry> = task_ids
+            .iter()
+            .zip(&tasks)
+            .map(|(id, task)| wait_entry(id, task.as_deref()))
+            .collect();
+        Ok(WaitReport {
+            all_done: entries
+                .iter()
+                .all(|entry| entry.status.is_some_and(TaskStatus::is_final)),
+            timed_out,
+            tasks: entries,
+        })
+    }
+
+    fn check_may_dispatch(&self, caller: &Caller, agent: &str) -> Result<(), ToolError> {
+        let team = &self.0.team;
+        let Some(caller_agent) = &caller.agent else {
+            // The operator may start any agent the team defines.
+            return match team.agent(agent) {
+                Some(_) => Ok(()),
+                None => Err(ToolError::UnknownAgent {
+                    agent: agent.to_string(),
+                    available: team
+                        .agents
+                        .values()
+                        .filter(|spec| spec.component.is_some())
+                        .map(|spec| spec.name.clone())
+                        .collect(),
+                }),
+            };
+        };
+        let spec = team
+            .agent(caller_agent)
+            .expect("callers act as agents of the team");
+        if !spec.background_agents {
+            return Err(ToolError::NoToolset {
+                caller: caller_agent.clone(),
+            });
+        }
+        if !spec.sub_agents.iter().any(|name| name == agent) {
+            return Err(ToolError::NotASubAgent {
+                agent: agent.to_string(),
+                available: spec.sub_agents.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The task `id` if the caller may see it; "not found" otherwise, so a
+    /// caller cannot even learn that another's task exists.
+    fn visible_task(&self, caller: &Caller, id: &str) -> Result<Arc<Task>, ToolError> {
+        self.0
+            .registry
+            .lock()
+            .unwrap()
+            .get(id.trim())
+            .filter(|task| caller.can_see(task))
+            .cloned()
+            .ok_or_else(|| ToolError::NotFound { id: id.to_string() })
+    }
+
+    pub(super) fn emit(&self, task: &Task, kind: EventKind) {
+        self.0.events.send(TaskEvent {
+            id: task.id.clone(),
+            agent: task.agent.as_str().into(),
+            session: task.session,
+            depth: task.ancestors.len() + 1,
+            kind,
+        });
+    }
+
+    fn output_listener(
+        &self,
+        id: &TaskId,
+        agent: &str,
+        caller: &Caller,
+        depth: usize,
+    ) -> crate::sandbox::OutputListener {
+        let events = self.0.events.clone();
+        let (id, agent, session) = (id.clone(), Arc::<str>::from(agent), caller.session);
+        Box::new(move |chunk| {
+            if events.has_listeners() {
+                events.send(TaskEvent {
+                    id: id.clone(),
+                    agent: agent.clone(),
+                    session,
+                    depth,
+                    kind: EventKind::Output(String::from_utf8_lossy(chunk).into()),
+                });
+            }
+        })
+    }
+}
+
+fn wait_entry(id: &str, task: Option<&Task>) -> WaitEntry {
+    let Some(task) = task else {
+        return WaitEntry {
+            task_id: id.to_string(),
+            status: None,
+            output: None,
+            error: Some(WAIT_NOT_FOUND.to_string()),
+            truncated: false,
+        };
+    };
+    let view = task.view();
+    let output = match view.info.status {
+        TaskStatus::Completed => view.result,
+        _ => Some(view.output.text).filter(|text| !text.is_empty()),
+    };
+    let (output, output_cut) = cap_text(output);
+    let (error, error_cut) = cap_text(view.error);
+    WaitEntry {
+        task_id: id.to_string(),
+        status: Some(view.info.status),
+        output,
+        error,
+        truncated: output_cut || error_cut || view.output.truncated,
+    }
+}
+
+/// Cuts `text` to [`WAIT_OUTPUT_CAP`] bytes on a character boundary.
+fn cap_text(text: Option<String>) -> (Option<String>, bool) {
+    match text {
+        Some(mut text) if text.len() > WAIT_OUTPUT_CAP => {
+            let mut end = WAIT_OUTPUT_CAP;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+            (Some(text), true)
+        }
+        other => (other, false),
+    }
+}

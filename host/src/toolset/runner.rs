@@ -1,0 +1,151 @@
+//! Executing one task: wait for a running slot, then run the guest in a fresh
+//! Store under its fuel budget, memory limit and wall-clock timeout, racing
+//! the task's cancellation. Fuel-driven yields let a stop or timeout take
+//! effect even in a guest loop that never calls the host.
+
+use super::guest::GuestState;
+use super::{LoadedAgent, Toolset, render};
+use crate::bindings::agent::Request;
+use crate::sandbox::{TaskLimiter, deny_all_context};
+use crate::tasks::{Caller, EventKind, Outcome, Task};
+use std::sync::Arc;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, Trap};
+
+/// Fuel burnt between two yields to the async runtime; bounds how long a
+/// CPU-bound guest can delay a stop or timeout.
+pub const FUEL_YIELD_INTERVAL: u64 = 50_000;
+
+pub(super) fn spawn(toolset: Toolset, task: Arc<Task>, agent: Arc<LoadedAgent>) {
+    tokio::spawn(drive(toolset, task, agent));
+}
+
+/// Marks `task` stopped (final at once) and cancels it and its subtree.
+pub(super) fn stop(toolset: &Toolset, task: &Task) {
+    if task.finish(Outcome::Stopped) {
+        toolset.emit(task, EventKind::Finished(task.status()));
+    }
+    task.cancel.cancel();
+}
+
+async fn drive(toolset: Toolset, task: Arc<Task>, agent: Arc<LoadedAgent>) {
+    let slots = toolset.0.slots.clone();
+    let slot = tokio::select! {
+        biased;
+        _ = task.cancel.cancelled() => None,
+        slot = slots.clone().acquire_owned() => slot.ok(),
+    };
+    let outcome = match slot {
+        Some(slot) if task.mark_running() => {
+            toolset.emit(&task, EventKind::Started);
+            tokio::select! {
+                biased;
+                _ = task.cancel.cancelled() => Outcome::Stopped,
+                outcome = run_guest(&toolset, &task, &agent, slot) => outcome,
+            }
+        }
+        _ => Outcome::Stopped,
+    };
+    // The guest's Store has been dropped: nothing of it runs any more.
+    let failed_or_stopped = !matches!(outcome, Outcome::Completed(_));
+    if task.finish(outcome) {
+        toolset.emit(&task, EventKind::Finished(task.status()));
+    }
+    if failed_or_stopped {
+        // Descendants of a failed or stopped task are stopped too.
+        task.cancel.cancel();
+    }
+    task.exited.cancel();
+}
+
+async fn run_guest(
+    toolset: &Toolset,
+    task: &Task,
+    agent: &LoadedAgent,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) -> Outcome {
+    let limits = &agent.spec.limits;
+    let state = GuestState {
+        wasi: deny_all_context(&task.agent, &task.output),
+        table: ResourceTable::new(),
+        limiter: TaskLimiter::new(limits.memory),
+        caller: Caller::for_task(task),
+        toolset: toolset.clone(),
+        output: task.output.clone(),
+        slot: Some(slot),
+        slots: toolset.0.slots.clone(),
+    };
+    let mut store = Store::new(&toolset.0.engine, state);
+    store.limiter(|state| &mut state.limiter);
+    if let Err(error) = store
+        .set_fuel(limits.fuel)
+        .and_then(|()| store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL)))
+    {
+        return Outcome::Failed(format!("cannot set up fuel metering: {error}"));
+    }
+    let request = Request {
+        task_id: task.id.to_string(),
+        agent: task.agent.clone(),
+        instruction: agent.spec.instruction.clone(),
+        task: task.task.clone(),
+        expected_output: task.expected_output.clone(),
+        sub_agents: match agent.spec.background_agents {
+            true => agent.spec.sub_agents.clone(),
+            false => Vec::new(),
+        },
+    };
+    let call = async {
+        let instance = agent.pre.instantiate_async(&mut store).await?;
+        instance
+            .bgagents_agents_agent()
+            .call_run(&mut store, &request)
+            .await
+    };
+    match tokio::time::timeout(limits.timeout, call).await {
+        Err(_) => Outcome::Failed(format!(
+            "timed out after {}",
+            render::runtime(limits.timeout)
+        )),
+        Ok(Ok(Ok(result))) => Outcome::Completed(result),
+        Ok(Ok(Err(message))) => Outcome::Failed(message),
+        Ok(Err(error)) => Outcome::Failed(explain_trap(&error, &store, limits.fuel)),
+    }
+}
+
+/// Turns a trap into a reason a person understands: the limit that was hit,
+/// or the trap with the guest's panic message and backtrace when it has one.
+fn explain_trap(error: &wasmtime::Error, store: &Store<GuestState>, fuel: u64) -> String {
+    if let Some(breach) = store.data().limiter.breach() {
+        return breach.to_string();
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => return format!("fuel budget of {fuel} exhausted"),
+        Some(Trap::StackOverflow) => {
+            return "stack overflow: the guest recursed too deeply".to_string();
+        }
+        _ => {}
+    }
+    let mut reason = match error.downcast_ref::<Trap>() {
+        Some(trap) => format!("guest trapped: {trap}"),
+        None => format!("guest failed: {}", error.root_cause()),
+    };
+    if let Some(panic) = panic_message(&store.data().output.snapshot().text) {
+        reason = format!("guest panicked: {panic}");
+    }
+    if let Some(backtrace) = error.downcast_ref::<wasmtime::WasmBacktrace>() {
+        reason.push_str(&format!("\nwasm backtrace:\n{backtrace}"));
+    }
+    reason
+}
+
+/// The message of the last Rust panic the guest printed to stderr, if any.
+fn panic_message(output: &str) -> Option<String> {
+    let start = output.rfind("panicked at ")?;
+    let rest = &output[start + "panicked at ".len()..];
+    let mut lines = rest.lines();
+    let location = lines.next()?.trim_end_matches(':');
+    let message: Vec<&str> = lines
+        .take_while(|line| !line.starts_with("note:"))
+        .collect();
+    Some(format!("{} (at {location})", message.join("\n").trim()))
+}

@@ -1,0 +1,143 @@
+//! Test guest: its task text is a command that exercises one behaviour of
+//! the host (output, failures, traps, limits, dispatch, scoping). Used under
+//! many agent names by the integration tests.
+//!
+//! Commands: `echo TEXT` · `print N TEXT` · `stdio TEXT` · `flood BYTES` ·
+//! `fail MESSAGE` · `panic MESSAGE` · `trap` · `alloc MIB` · `recurse` ·
+//! `spin` · `sleep MS` · `dispatch AGENT TASK` · `spawn AGENT TASK` ·
+//! `spawn-then-spin AGENT TASK` · `spawn-then-wait AGENT TASK` · `chain` ·
+//! `view ID` · `stop ID` · `wait ID` · `list` · `env`
+
+wit_bindgen::generate!({ path: "../../wit", world: "sub-agent" });
+
+use bgagents::agents::background_agents as toolset;
+use bgagents::agents::output;
+use bgagents::agents::types::TaskStatus;
+use exports::bgagents::agents::agent::{Guest, Request};
+use std::hint::black_box;
+
+struct Probe;
+
+impl Guest for Probe {
+    fn run(request: Request) -> Result<String, String> {
+        let (command, rest) = request
+            .task
+            .trim()
+            .split_once(' ')
+            .unwrap_or((request.task.trim(), ""));
+        match command {
+            "echo" => Ok(rest.to_string()),
+            "print" => {
+                let (count, text) = rest.split_once(' ').unwrap_or((rest, ""));
+                for _ in 0..count.parse::<usize>().map_err(|e| e.to_string())? {
+                    output::write(&format!("{text}\n"));
+                }
+                Ok("printed".into())
+            }
+            "stdio" => {
+                println!("stdout: {rest}");
+                eprintln!("stderr: {rest}");
+                Ok("written".into())
+            }
+            "flood" => {
+                let bytes: usize = rest.parse().map_err(|_| "flood takes a byte count")?;
+                let line = "x".repeat(1023) + "\n";
+                for _ in 0..bytes / 1024 {
+                    print!("{line}");
+                }
+                Ok(format!("flooded {bytes} bytes"))
+            }
+            "fail" => Err(rest.to_string()),
+            "panic" => panic!("{rest}"),
+            "trap" => {
+                #[cfg(target_arch = "wasm32")]
+                core::arch::wasm32::unreachable();
+                #[cfg(not(target_arch = "wasm32"))]
+                unreachable!()
+            }
+            "alloc" => {
+                let mib: usize = rest.parse().map_err(|_| "alloc takes MiB")?;
+                let mut blocks = Vec::new();
+                for _ in 0..mib {
+                    blocks.push(black_box(vec![1u8; 1 << 20]));
+                }
+                Ok(format!("allocated {} MiB", blocks.len()))
+            }
+            "recurse" => Ok(format!("depth {}", recurse(black_box(1)))),
+            "spin" => loop {
+                black_box(());
+            },
+            "sleep" => {
+                let ms: u64 = rest.parse().map_err(|_| "sleep takes milliseconds")?;
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                Ok(format!("slept {ms} ms"))
+            }
+            "dispatch" => {
+                let (agent, task) = rest.split_once(' ').unwrap_or((rest, ""));
+                let id = toolset::run_background_agent(agent, task, None)?.id;
+                wait_for(&id)
+            }
+            "spawn" => {
+                let (agent, task) = rest.split_once(' ').unwrap_or((rest, ""));
+                Ok(toolset::run_background_agent(agent, task, None)?.id)
+            }
+            "spawn-then-spin" => {
+                let (agent, task) = rest.split_once(' ').unwrap_or((rest, ""));
+                let id = toolset::run_background_agent(agent, task, None)?.id;
+                output::write(&format!("{id}\n"));
+                loop {
+                    black_box(());
+                }
+            }
+            "spawn-then-wait" => {
+                let (agent, task) = rest.split_once(' ').unwrap_or((rest, ""));
+                let id = toolset::run_background_agent(agent, task, None)?.id;
+                output::write(&format!("{id}\n"));
+                loop {
+                    toolset::wait_background_agents(&[id.clone()], 3600)?;
+                }
+            }
+            "chain" => match request.sub_agents.first() {
+                None => Ok(request.agent),
+                Some(next) => {
+                    let id = toolset::run_background_agent(next, "chain", None)?.id;
+                    Ok(format!("{} > {}", request.agent, wait_for(&id)?))
+                }
+            },
+            "view" => {
+                toolset::view_background_agent(rest).map(|view| format!("{:?}", view.info.status))
+            }
+            "stop" => toolset::stop_background_agent(rest).map(|info| format!("{:?}", info.status)),
+            "wait" => toolset::wait_background_agents(&[rest.to_string()], 0)
+                .map(|report| format!("{:?}", report.tasks[0].status)),
+            "list" => Ok(toolset::list_background_agents()
+                .iter()
+                .map(|info| format!("{} {}", info.agent, info.id))
+                .collect::<Vec<_>>()
+                .join("\n")),
+            "env" => Ok(format!("{:?}", std::env::vars().collect::<Vec<_>>())),
+            other => Err(format!("unknown probe command `{other}`")),
+        }
+    }
+}
+
+/// Waits for one task and returns its result, or its failure as an error.
+fn wait_for(id: &str) -> Result<String, String> {
+    while !toolset::wait_background_agents(&[id.to_string()], 0)?.all_done {}
+    let view = toolset::view_background_agent(id)?;
+    match view.info.status {
+        TaskStatus::Completed => Ok(view.result.unwrap_or_default()),
+        status => Err(format!("{status:?}: {}", view.error.unwrap_or_default())),
+    }
+}
+
+fn recurse(depth: u64) -> u64 {
+    if black_box(depth) == 0 {
+        return 0;
+    }
+    let mut frame = [depth; 64];
+    frame[black_box(3)] = recurse(black_box(depth + 1));
+    black_box(frame)[3]
+}
+
+export!(Probe);
