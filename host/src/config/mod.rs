@@ -52,7 +52,7 @@ pub struct AgentLimits {
 impl Default for AgentLimits {
     fn default() -> Self {
         AgentLimits {
-            fuel: 10_000_000_000,
+            fuel: 100_000_000_000,
             memory: 128 << 20,
             timeout: Duration::from_secs(600),
         }

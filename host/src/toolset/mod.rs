@@ -21,6 +21,7 @@ use crate::config::{AgentSpec, Team};
 use crate::tasks::{Caller, Events, Registry, SessionId, Task};
 use std::collections::HashMap;
 use std::fmt;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -82,15 +83,20 @@ impl Toolset {
         })?;
         let mut agents = HashMap::new();
         let mut problems = Vec::new();
+        // Agents that share a component share its compilation.
+        let mut compiled: HashMap<&Path, Result<SubAgentPre<GuestState>, String>> = HashMap::new();
         for spec in team.agents.values() {
             let Some(path) = &spec.component else {
                 continue;
             };
-            match load_component(&engine, &linker, path) {
+            let loaded = compiled
+                .entry(path)
+                .or_insert_with(|| load_component(&engine, &linker, path));
+            match loaded {
                 Ok(pre) => {
                     let loaded = LoadedAgent {
                         spec: spec.clone(),
-                        pre,
+                        pre: pre.clone(),
                     };
                     agents.insert(spec.name.clone(), Arc::new(loaded));
                 }

@@ -45,9 +45,17 @@ pub struct WaitEntry {
     pub truncated: bool,
 }
 
+impl WaitEntry {
+    /// Finished, or unknown (so there is nothing to wait for).
+    pub fn is_done(&self) -> bool {
+        self.status.is_none_or(TaskStatus::is_final)
+    }
+}
+
 impl Toolset {
-    /// Starts `agent` on `task` in the background; queued if the host is at
-    /// its running cap.
+    /// Starts `agent` on `task` in the background and returns the accepted
+    /// task (status `queued`: it runs as soon as a slot under the running cap
+    /// is free, which is at once unless the host is at its cap).
     pub fn run_background_agent(
         &self,
         caller: &Caller,
@@ -130,8 +138,9 @@ impl Toolset {
                 limit: self.0.team.limits.max_retained,
             })?;
         self.emit(&record, EventKind::Queued);
-        runner::spawn(self.clone(), record.clone(), target);
-        Ok(record.info())
+        let accepted = record.info();
+        runner::spawn(self.clone(), record, target);
+        Ok(accepted)
     }
 
     /// The caller's tasks, oldest first.
@@ -217,9 +226,7 @@ impl Toolset {
             .map(|(id, task)| wait_entry(id, task.as_deref()))
             .collect();
         Ok(WaitReport {
-            all_done: entries
-                .iter()
-                .all(|entry| entry.status.is_some_and(TaskStatus::is_final)),
+            all_done: entries.iter().all(WaitEntry::is_done),
             timed_out,
             tasks: entries,
         })

@@ -100,10 +100,7 @@ pub fn wait(report: &WaitReport) -> String {
             task.insert("task_id".into(), json!(entry.task_id));
             let status = entry.status.map_or("not_found", TaskStatus::as_str);
             task.insert("status".into(), json!(status));
-            task.insert(
-                "done".into(),
-                json!(entry.status.is_some_and(TaskStatus::is_final)),
-            );
+            task.insert("done".into(), json!(entry.is_done()));
             if let Some(output) = &entry.output {
                 task.insert("output".into(), json!(output));
             }

@@ -2,7 +2,9 @@
 //! the host (output, failures, traps, limits, dispatch, scoping). Used under
 //! many agent names by the integration tests.
 //!
-//! Commands: `echo TEXT` · `print N TEXT` · `stdio TEXT` · `flood BYTES` ·
+//! Commands, several joined with ` && ` run in turn (the last one's result
+//! is returned; `$prev` stands for the previous command's result):
+//! `echo TEXT` · `print N TEXT` · `stdio TEXT` · `flood BYTES` ·
 //! `fail MESSAGE` · `panic MESSAGE` · `trap` · `alloc MIB` · `recurse` ·
 //! `spin` · `sleep MS` · `dispatch AGENT TASK` · `spawn AGENT TASK` ·
 //! `spawn-then-spin AGENT TASK` · `spawn-then-wait AGENT TASK` · `chain` ·
@@ -20,11 +22,18 @@ struct Probe;
 
 impl Guest for Probe {
     fn run(request: Request) -> Result<String, String> {
-        let (command, rest) = request
-            .task
-            .trim()
-            .split_once(' ')
-            .unwrap_or((request.task.trim(), ""));
+        let mut result = String::new();
+        for command in request.task.split(" && ") {
+            let command = command.trim().replace("$prev", &result);
+            result = execute(&command, &request)?;
+        }
+        Ok(result)
+    }
+}
+
+fn execute(line: &str, request: &Request) -> Result<String, String> {
+    let (command, rest) = line.split_once(' ').unwrap_or((line, ""));
+    {
         match command {
             "echo" => Ok(rest.to_string()),
             "print" => {
@@ -98,7 +107,7 @@ impl Guest for Probe {
                 }
             }
             "chain" => match request.sub_agents.first() {
-                None => Ok(request.agent),
+                None => Ok(request.agent.clone()),
                 Some(next) => {
                     let id = toolset::run_background_agent(next, "chain", None)?.id;
                     Ok(format!("{} > {}", request.agent, wait_for(&id)?))

@@ -1,0 +1,117 @@
+//! Helpers for the integration tests: where the compiled plugins are, and
+//! team files written to a scratch directory.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+include!(concat!(env!("OUT_DIR"), "/plugins.rs"));
+
+/// The directory holding `<plugin>.wasm` for every crate in plugins/.
+pub fn plugin_dir() -> &'static Path {
+    Path::new(PLUGIN_DIR)
+}
+
+/// The compiled component of plugin `name` (e.g. "probe").
+pub fn plugin(name: &str) -> PathBuf {
+    plugin_dir().join(format!("{name}.wasm"))
+}
+
+/// A scratch directory, removed when dropped.
+pub struct Scratch {
+    pub dir: PathBuf,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "bgagents-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch { dir }
+    }
+
+    /// Writes `contents` to `name` inside the scratch directory.
+    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.dir.join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    /// Writes a team file; `{plugins}` in `yaml` becomes the plugin directory.
+    pub fn team(&self, yaml: &str) -> PathBuf {
+        self.write(
+            "team.yaml",
+            yaml.replace("{plugins}", &plugin_dir().display().to_string()),
+        )
+    }
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Scratch::new()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Loads team `yaml` (components named relative to the plugin directory)
+/// into a toolset, panicking with the full problem list if it does not load.
+pub fn toolset(yaml: &str) -> bgagents::Toolset {
+    let team = bgagents::Team::parse(yaml, Path::new("test-team.yaml"), plugin_dir())
+        .unwrap_or_else(|error| panic!("team does not parse:\n{error}"));
+    bgagents::Toolset::load(team).unwrap_or_else(|error| panic!("team does not load:\n{error}"))
+}
+
+/// How long a test waits for something that should happen at once before
+/// calling it a hang. Generous: these machines are noisy.
+pub const HANG: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Waits (through the toolset's own wait) until task `id` is final and
+/// returns its view.
+pub async fn finished(
+    toolset: &bgagents::Toolset,
+    caller: &bgagents::Caller,
+    id: &str,
+) -> bgagents::TaskView {
+    let ids = [id.to_string()];
+    let report = tokio::time::timeout(HANG, toolset.wait_background_agents(caller, &ids, 120))
+        .await
+        .expect("task did not finish: hang")
+        .expect("wait refused");
+    assert!(report.all_done, "task {id} did not finish: {report:?}");
+    toolset
+        .view_background_agent(caller, id)
+        .expect("view refused")
+}
+
+/// Polls `check` until it holds, panicking after [`HANG`].
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + HANG;
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// The status of task `id` as `caller` sees it.
+pub fn status(
+    toolset: &bgagents::Toolset,
+    caller: &bgagents::Caller,
+    id: &str,
+) -> bgagents::TaskStatus {
+    toolset
+        .view_background_agent(caller, id)
+        .expect("view refused")
+        .info
+        .status
+}
