@@ -1,1 +1,222 @@
-fn main() {}
+//! Per-task budgets and failures: fuel, memory, wall-clock timeout, traps,
+//! panics and stack overflow each end the task `failed` with a reason a
+//! person understands, without harming the host or sibling tasks; and
+//! fuel-driven yields make CPU-bound guests preemptible.
+
+use bgagents::{TaskStatus, Toolset};
+use bgagents_testkit::{eventually, finished, status, toolset};
+
+const TEAM: &str = r#"
+agents:
+  probe:
+    component: probe.wasm
+    limits: {fuel: 1_000_000_000_000_000}
+  frugal:
+    component: probe.wasm
+    limits: {fuel: 1_000_000}
+  small:
+    component: probe.wasm
+    limits: {memory: 16MiB}
+  hasty:
+    component: probe.wasm
+    limits: {timeout: 1s}
+  spinner:
+    component: spinner.wasm
+    limits: {fuel: 1_000_000_000_000_000}
+"#;
+
+/// Runs `task` on `agent` to the end and returns (status, error).
+async fn outcome(toolset: &Toolset, agent: &str, task: &str) -> (TaskStatus, String) {
+    let session = toolset.open_session(None).unwrap();
+    let info = toolset
+        .run_background_agent(session.caller(), agent, task, None)
+        .unwrap();
+    let view = finished(toolset, session.caller(), info.id.as_str()).await;
+    (view.info.status, view.error.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuel_exhaustion_fails_the_task_naming_the_budget() {
+    let toolset = toolset(TEAM);
+    assert_eq!(
+        outcome(&toolset, "frugal", "spin").await,
+        (
+            TaskStatus::Failed,
+            "fuel budget of 1000000 exhausted".to_string()
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_limit_fails_the_task_naming_the_limit() {
+    let toolset = toolset(TEAM);
+    assert_eq!(
+        outcome(&toolset, "small", "alloc 64").await,
+        (
+            TaskStatus::Failed,
+            "memory limit of 16 MiB reached".to_string()
+        )
+    );
+    // Under the limit the same guest is fine.
+    let (status, error) = outcome(&toolset, "small", "alloc 4").await;
+    assert_eq!(status, TaskStatus::Completed, "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timeout_ends_a_spinning_guest_and_one_blocked_in_a_host_call() {
+    let toolset = toolset(TEAM);
+    let expected = (TaskStatus::Failed, "timed out after 1s".to_string());
+    assert_eq!(outcome(&toolset, "hasty", "spin").await, expected);
+    assert_eq!(outcome(&toolset, "hasty", "sleep 60000").await, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traps_and_panics_fail_the_task_with_their_message() {
+    let toolset = toolset(TEAM);
+    let (status, error) = outcome(&toolset, "probe", "trap").await;
+    assert_eq!(status, TaskStatus::Failed);
+    assert!(
+        error.starts_with("guest trapped: wasm trap: wasm `unreachable` instruction executed"),
+        "{error}"
+    );
+    assert!(
+        error.contains("\nwasm backtrace (innermost first):\n  probe.wasm!"),
+        "{error}"
+    );
+    assert!(
+        error.contains("agent::Guest>::run"),
+        "function names are shown: {error}"
+    );
+
+    let (status, error) = outcome(&toolset, "probe", "panic the sky is falling").await;
+    assert_eq!(status, TaskStatus::Failed);
+    assert!(
+        error.starts_with("guest panicked: the sky is falling (at "),
+        "{error}"
+    );
+
+    let (status, error) = outcome(&toolset, "probe", "recurse").await;
+    assert_eq!(status, TaskStatus::Failed);
+    assert_eq!(
+        error,
+        "stack overflow: `probe.wasm!probe::recurse` recursed until the guest's stack ran out \
+         (out-of-bounds memory access)"
+    );
+
+    assert_eq!(
+        outcome(&toolset, "probe", "fail the agent said no").await,
+        (TaskStatus::Failed, "the agent said no".to_string())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_guest_does_not_harm_its_siblings() {
+    let toolset = toolset(TEAM);
+    let session = toolset.open_session(None).unwrap();
+    let caller = session.caller();
+    let tasks = [
+        ("probe", "trap"),
+        ("small", "alloc 64"),
+        ("frugal", "spin"),
+        ("probe", "echo fine"),
+        ("spinner", "100000"),
+        ("probe", "panic oops"),
+    ];
+    let ids: Vec<String> = tasks
+        .iter()
+        .map(|(agent, task)| {
+            toolset
+                .run_background_agent(caller, agent, task, None)
+                .unwrap()
+                .id
+                .to_string()
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for id in &ids {
+        statuses.push(finished(&toolset, caller, id).await);
+    }
+    assert_eq!(statuses[3].result.as_deref(), Some("fine"));
+    assert!(
+        statuses[4]
+            .result
+            .as_deref()
+            .unwrap()
+            .starts_with("100000 rounds")
+    );
+    for index in [0, 1, 2, 5] {
+        assert_eq!(statuses[index].info.status, TaskStatus::Failed);
+    }
+    assert_eq!(
+        toolset.list_background_agents(caller).len(),
+        tasks.len(),
+        "lost a record"
+    );
+}
+
+/// On a single-threaded runtime a guest that never calls the host would
+/// starve everything else without fuel-driven yields.
+#[tokio::test(flavor = "current_thread")]
+async fn cpu_bound_guests_share_one_thread_and_stop_preemptively() {
+    let toolset = toolset(TEAM);
+    let session = toolset.open_session(None).unwrap();
+    let caller = session.caller();
+    let forever = toolset
+        .run_background_agent(caller, "spinner", "forever", None)
+        .unwrap();
+    eventually("the endless spinner to run", || {
+        status(&toolset, caller, forever.id.as_str()) == TaskStatus::Running
+    })
+    .await;
+    let bounded = toolset
+        .run_background_agent(caller, "spinner", "2000000 rounds", None)
+        .unwrap();
+    let view = finished(&toolset, caller, bounded.id.as_str()).await;
+    assert!(view.result.unwrap().starts_with("2000000 rounds"));
+    assert_eq!(
+        status(&toolset, caller, forever.id.as_str()),
+        TaskStatus::Running
+    );
+
+    let stopped = tokio::time::timeout(
+        bgagents_testkit::HANG,
+        toolset.stop_background_agent(caller, forever.id.as_str()),
+    )
+    .await
+    .expect("stop of a guest that never calls the host hung")
+    .unwrap();
+    assert_eq!(stopped.status, TaskStatus::Stopped);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_cpu_bound_guests_run_at_the_same_time() {
+    let toolset = toolset(TEAM);
+    let session = toolset.open_session(None).unwrap();
+    let caller = session.caller();
+    let mut events = toolset.events().subscribe();
+    let ids: Vec<String> = (0..2)
+        .map(|_| {
+            toolset
+                .run_background_agent(caller, "spinner", "forever", None)
+                .unwrap()
+                .id
+                .to_string()
+        })
+        .collect();
+    eventually("both spinners to run", || {
+        ids.iter()
+            .all(|id| status(&toolset, caller, id) == TaskStatus::Running)
+    })
+    .await;
+    session.close().await;
+    // Both started before either ended: they overlapped.
+    let mut order = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        match event.kind {
+            bgagents::tasks::EventKind::Started => order.push("started"),
+            bgagents::tasks::EventKind::Finished(_) => order.push("finished"),
+            _ => {}
+        }
+    }
+    assert_eq!(order, ["started", "started", "finished", "finished"]);
+}
