@@ -113,7 +113,10 @@ impl Team {
             source: path.to_path_buf(),
             problems: vec![format!("cannot read the team file: {error}")],
         })?;
-        let base = path.parent().unwrap_or(Path::new("."));
+        let base = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
         Team::parse(&text, path, base)
     }
 
@@ -124,6 +127,11 @@ impl Team {
             source: source.to_path_buf(),
             problems,
         };
+        if text.trim().is_empty() {
+            return Err(fail(vec![
+                "the team file is empty; it needs an `agents:` map (see examples/team.yaml)".into(),
+            ]));
+        }
         let file: TeamFile = serde_yaml::from_str(text).map_err(|error| {
             let problem = match error.location() {
                 // serde_yaml appends "at line L column C"; lead with it instead.
