@@ -4,7 +4,7 @@
 
 use crate::config::Team;
 use crate::tasks::{EventKind, SessionId, TaskEvent, TaskStatus};
-use crate::toolset::{Session, Toolset};
+use crate::toolset::Toolset;
 use clap::{Parser, Subcommand};
 use std::collections::HashMap;
 use std::io::Write;
@@ -189,12 +189,11 @@ async fn run(
     tokio::pin!(finished);
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
-    loop {
+    let was_interrupted = loop {
         tokio::select! {
             _ = &mut interrupted => {
                 eprintln!("\ninterrupted: stopping every task…");
-                session.close().await;
-                return ExitCode::from(EXIT_INTERRUPTED);
+                break true;
             }
             event = events.recv() => match event {
                 Ok(event) => printer.show(&event),
@@ -203,7 +202,7 @@ async fn run(
             },
             // The root task may outlive the wait's timeout; then wait again.
             report = &mut finished => match report {
-                Ok(report) if report.all_done => break,
+                Ok(report) if report.all_done => break false,
                 _ => finished.set(toolset.wait_background_agents(
                     session.caller(),
                     &waited,
@@ -211,33 +210,29 @@ async fn run(
                 )),
             },
         }
-    }
-    // Show what is still buffered, then stop whatever the agent left running.
+    };
+    let view = toolset.view_background_agent(session.caller(), info.id.as_str());
+    // Stop whatever is still running, then show everything that happened.
+    session.close().await;
     while let Ok(event) = events.try_recv() {
         printer.show(&event);
     }
-    printer.flush();
-    finish(&session, &info.id.to_string()).await
-}
-
-async fn finish(session: &Session, id: &str) -> ExitCode {
-    let toolset = session.toolset();
-    let view = toolset.view_background_agent(session.caller(), id);
-    session.close().await;
-    let Ok(view) = view else {
-        eprintln!("error: the task record was lost");
-        return ExitCode::from(EXIT_FAILED);
-    };
-    match view.info.status {
-        TaskStatus::Completed => {
+    if was_interrupted {
+        return ExitCode::from(EXIT_INTERRUPTED);
+    }
+    match view {
+        Ok(view) if view.info.status == TaskStatus::Completed => {
             let result = view.result.unwrap_or_default();
-            let mut stdout = std::io::stdout().lock();
-            let _ = writeln!(stdout, "{result}");
+            let _ = writeln!(std::io::stdout().lock(), "{result}");
             ExitCode::SUCCESS
         }
-        status => {
+        Ok(view) => {
             let reason = view.error.unwrap_or_else(|| "stopped".to_string());
-            eprintln!("error: {} {status}: {reason}", view.info.agent);
+            eprintln!("error: {} {}: {reason}", view.info.agent, view.info.status);
+            ExitCode::from(EXIT_FAILED)
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
             ExitCode::from(EXIT_FAILED)
         }
     }
@@ -306,10 +301,6 @@ impl Printer {
         if !self.quiet {
             eprintln!("[bgagents] {count} output events skipped (the terminal fell behind)");
         }
-    }
-
-    fn flush(&mut self) {
-        let _ = std::io::stderr().flush();
     }
 }
 
