@@ -179,7 +179,7 @@ async fn run(
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
-    let mut printer = Printer::new(session.caller().session, quiet);
+    let mut printer = Printer::new(session.caller().session(), quiet);
     let waited = [info.id.to_string()];
     let finished = toolset.wait_background_agents(
         session.caller(),

@@ -8,7 +8,7 @@ use crate::toolset::{GuestState, WaitReport};
 use wasmtime::component::{HasSelf, Linker};
 
 /// Adds WASI 0.2 and the bgagents imports to `linker`.
-pub fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
+pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     SubAgent::add_to_linker::<GuestState, HasSelf<GuestState>>(linker, |state| state)
 }

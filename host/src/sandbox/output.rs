@@ -66,15 +66,6 @@ impl OutputBuffer {
             truncated: state.truncated,
         }
     }
-
-    /// Bytes held (for tests and accounting).
-    pub fn len(&self) -> usize {
-        self.state.lock().unwrap().bytes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// The guest's stdout or stderr, writing into an [`OutputBuffer`].

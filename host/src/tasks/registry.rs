@@ -27,13 +27,15 @@ impl Registry {
         }
     }
 
-    /// Adds `task`, pruning the oldest finished task if at the cap.
+    /// Adds `task`, pruning the oldest finished task if at the cap. Only a
+    /// task whose guest has exited counts as finished here, so no task that
+    /// could still run is ever forgotten.
     pub fn admit(&mut self, task: Arc<Task>) -> Result<(), RegistryFull> {
         while self.tasks.len() >= self.max_retained {
             let oldest_finished = self
                 .tasks
                 .iter()
-                .find(|(_, task)| task.status().is_final())
+                .find(|(_, task)| task.exited.is_cancelled())
                 .map(|(order, task)| (*order, task.id.clone()));
             let (order, id) = oldest_finished.ok_or(RegistryFull)?;
             self.tasks.remove(&order);

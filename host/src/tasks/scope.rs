@@ -17,28 +17,29 @@ impl SessionId {
     }
 }
 
-/// The identity a toolset operation runs under.
+/// The identity a toolset operation runs under. Only the host makes callers:
+/// front-ends get theirs from a session, guests from their task.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    pub session: SessionId,
+    pub(crate) session: SessionId,
     /// The agent the caller acts as: its `sub_agents` are what it may start.
     /// `None` is the operator at a terminal, who may start any agent.
-    pub agent: Option<String>,
+    pub(crate) agent: Option<String>,
     /// The calling task, when the caller is a guest.
-    pub task: Option<TaskId>,
+    pub(crate) task: Option<TaskId>,
     /// The ancestors a task started by this caller gets (the caller's own
     /// ancestors, then the caller itself).
-    pub ancestors: Vec<TaskId>,
+    pub(crate) ancestors: Vec<TaskId>,
     /// Agent names from the session's agent down to the caller.
-    pub lineage: Vec<String>,
+    pub(crate) lineage: Vec<String>,
     /// Tasks this caller starts are cancelled with this token: the session's
     /// for a front-end, the calling task's own for a guest.
-    pub spawn_token: CancellationToken,
+    pub(crate) spawn_token: CancellationToken,
 }
 
 impl Caller {
     /// The operator of a session: may start any agent of the team.
-    pub fn operator(session: SessionId, spawn_token: CancellationToken) -> Caller {
+    pub(crate) fn operator(session: SessionId, spawn_token: CancellationToken) -> Caller {
         Caller {
             session,
             agent: None,
@@ -50,7 +51,11 @@ impl Caller {
     }
 
     /// A session acting as `agent` (an MCP client acting as `root`).
-    pub fn acting_as(session: SessionId, agent: &str, spawn_token: CancellationToken) -> Caller {
+    pub(crate) fn acting_as(
+        session: SessionId,
+        agent: &str,
+        spawn_token: CancellationToken,
+    ) -> Caller {
         Caller {
             session,
             agent: Some(agent.to_string()),
@@ -62,7 +67,7 @@ impl Caller {
     }
 
     /// A running task calling through its imports.
-    pub fn for_task(task: &Task) -> Caller {
+    pub(crate) fn for_task(task: &Task) -> Caller {
         let mut ancestors = task.ancestors.clone();
         ancestors.push(task.id.clone());
         Caller {
@@ -75,8 +80,18 @@ impl Caller {
         }
     }
 
+    /// The session this caller belongs to.
+    pub fn session(&self) -> SessionId {
+        self.session
+    }
+
+    /// The agent this caller acts as (`None` for the operator).
+    pub fn agent(&self) -> Option<&str> {
+        self.agent.as_deref()
+    }
+
     /// Whether `task` was started by this caller or one of its descendants.
-    pub fn can_see(&self, task: &Task) -> bool {
+    pub(crate) fn can_see(&self, task: &Task) -> bool {
         task.session == self.session
             && match &self.task {
                 None => true,

@@ -115,9 +115,9 @@ pub struct Task {
     /// Cancelled to stop the task; child tasks hold child tokens, so stopping
     /// a task reaches its whole subtree.
     pub cancel: CancellationToken,
-    /// Cancelled once the status is final.
-    pub done: CancellationToken,
-    /// Cancelled once the guest no longer runs (its Store is dropped).
+    /// Cancelled once the task is over: its status is final and its guest
+    /// no longer runs (its Store is dropped). A stop marks the status final
+    /// at once; this follows as soon as the guest is gone.
     pub exited: CancellationToken,
     state: Mutex<TaskState>,
 }
@@ -153,7 +153,6 @@ impl Task {
             lineage: spec.lineage,
             output,
             cancel: spec.cancel,
-            done: CancellationToken::new(),
             exited: CancellationToken::new(),
             state: Mutex::new(TaskState {
                 status: TaskStatus::Queued,
@@ -205,8 +204,6 @@ impl Task {
             }
             Outcome::Stopped => TaskStatus::Stopped,
         };
-        drop(state);
-        self.done.cancel();
         true
     }
 

@@ -7,9 +7,10 @@ mod guest;
 mod ops;
 pub mod render;
 mod runner;
+mod slots;
 
 pub use errors::ToolError;
-pub use guest::GuestState;
+pub(crate) use guest::GuestState;
 pub use ops::{
     MAX_EXPECTED_OUTPUT_BYTES, MAX_TASK_BYTES, WAIT_DEFAULT_TIMEOUT_SECS, WAIT_MAX_IDS,
     WAIT_MAX_TIMEOUT_SECS, WAIT_OUTPUT_CAP, WaitEntry, WaitReport,
@@ -19,11 +20,11 @@ use crate::bindings::SubAgentPre;
 use crate::components::{load_component, new_engine};
 use crate::config::{AgentSpec, Team};
 use crate::tasks::{Caller, Events, Registry, SessionId, Task};
+use slots::Slots;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use wasmtime::Engine;
 use wasmtime::component::Linker;
@@ -37,8 +38,8 @@ struct Shared {
     engine: Engine,
     agents: HashMap<String, Arc<LoadedAgent>>,
     registry: Mutex<Registry>,
-    /// One permit per task allowed to execute at once; waiting = queued.
-    slots: Arc<Semaphore>,
+    /// The running cap: a task waiting for a slot is queued.
+    slots: Slots,
     events: Events,
     /// Parent of every session's token: cancelling it stops everything.
     shutdown: CancellationToken,
@@ -108,7 +109,7 @@ impl Toolset {
         }
         Ok(Toolset(Arc::new(Shared {
             registry: Mutex::new(Registry::new(team.limits.max_retained)),
-            slots: Arc::new(Semaphore::new(team.limits.max_running)),
+            slots: Slots::new(team.limits.max_running),
             team,
             engine,
             agents,

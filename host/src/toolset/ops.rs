@@ -139,7 +139,9 @@ impl Toolset {
             })?;
         self.emit(&record, EventKind::Queued);
         let accepted = record.info();
-        runner::spawn(self.clone(), record, target);
+        // Claimed here, in call order, so queued tasks start first-come first-served.
+        let claim = self.0.slots.claim();
+        runner::spawn(self.clone(), record, target, claim);
         Ok(accepted)
     }
 
@@ -216,7 +218,7 @@ impl Toolset {
             .collect();
         let all_finished = async {
             for task in tasks.iter().flatten() {
-                task.done.cancelled().await;
+                task.exited.cancelled().await;
             }
         };
         let timed_out = tokio::time::timeout(timeout, all_finished).await.is_err();

@@ -4,6 +4,7 @@
 //! effect even in a guest loop that never calls the host.
 
 use super::guest::GuestState;
+use super::slots::{Claim, Slot};
 use super::{LoadedAgent, Toolset, render};
 use crate::bindings::agent::Request;
 use crate::sandbox::{TaskLimiter, deny_all_context};
@@ -16,8 +17,8 @@ use wasmtime::{Store, Trap};
 /// CPU-bound guest can delay a stop or timeout.
 pub const FUEL_YIELD_INTERVAL: u64 = 50_000;
 
-pub(super) fn spawn(toolset: Toolset, task: Arc<Task>, agent: Arc<LoadedAgent>) {
-    tokio::spawn(drive(toolset, task, agent));
+pub(super) fn spawn(toolset: Toolset, task: Arc<Task>, agent: Arc<LoadedAgent>, claim: Claim) {
+    tokio::spawn(drive(toolset, task, agent, claim));
 }
 
 /// Marks `task` stopped (final at once) and cancels it and its subtree.
@@ -28,12 +29,11 @@ pub(super) fn stop(toolset: &Toolset, task: &Task) {
     task.cancel.cancel();
 }
 
-async fn drive(toolset: Toolset, task: Arc<Task>, agent: Arc<LoadedAgent>) {
-    let slots = toolset.0.slots.clone();
+async fn drive(toolset: Toolset, task: Arc<Task>, agent: Arc<LoadedAgent>, claim: Claim) {
     let slot = tokio::select! {
         biased;
         _ = task.cancel.cancelled() => None,
-        slot = slots.clone().acquire_owned() => slot.ok(),
+        slot = claim.granted() => slot,
     };
     let outcome = match slot {
         Some(slot) if task.mark_running() => {
@@ -58,12 +58,7 @@ async fn drive(toolset: Toolset, task: Arc<Task>, agent: Arc<LoadedAgent>) {
     task.exited.cancel();
 }
 
-async fn run_guest(
-    toolset: &Toolset,
-    task: &Task,
-    agent: &LoadedAgent,
-    slot: tokio::sync::OwnedSemaphorePermit,
-) -> Outcome {
+async fn run_guest(toolset: &Toolset, task: &Task, agent: &LoadedAgent, slot: Slot) -> Outcome {
     let limits = &agent.spec.limits;
     let state = GuestState {
         wasi: deny_all_context(&task.agent, &task.output),
@@ -73,7 +68,6 @@ async fn run_guest(
         toolset: toolset.clone(),
         output: task.output.clone(),
         slot: Some(slot),
-        slots: toolset.0.slots.clone(),
     };
     let mut store = Store::new(&toolset.0.engine, state);
     store.limiter(|state| &mut state.limiter);
