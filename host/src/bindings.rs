@@ -7,8 +7,8 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use bgagents::agents::types;
-pub use exports::bgagents::agents::agent;
+pub use self::bgagents::agents::types;
+pub use self::exports::bgagents::agents::agent;
 
 /// The interface a sub-agent must export, as it appears in a component.
 pub const AGENT_EXPORT: &str = "bgagents:agents/agent@0.1.0";
