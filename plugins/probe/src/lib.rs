@@ -103,7 +103,7 @@ fn execute(line: &str, request: &Request) -> Result<String, String> {
                 let id = toolset::run_background_agent(agent, task, None)?.id;
                 output::write(&format!("{id}\n"));
                 loop {
-                    toolset::wait_background_agents(&[id.clone()], 3600)?;
+                    toolset::wait_background_agents(std::slice::from_ref(&id), 3600)?;
                 }
             }
             "chain" => match request.sub_agents.first() {
