@@ -71,7 +71,7 @@ fn unknown_keys_name_the_line_and_the_key() {
         problem("agents:\n  root:\n    descripton: typo\n"),
         "team.yaml: line 3: agents.root: unknown field `descripton`, expected one of \
          `description`, `instruction`, `sub_agents`, `toolsets`, `component`, `limits`, \
-         `model`, `harness`"
+         `grants`, `model`, `harness`"
     );
     assert!(
         problem("agents: {}\nlimit: {}\n").starts_with("team.yaml: line 2: unknown field `limit`"),
@@ -238,11 +238,14 @@ fn check_prints_each_agents_sandbox_and_limits() {
     assert!(stdout.contains("root\n  description: Boss\n"), "{stdout}");
     assert!(stdout.contains("  sub_agents:  worker\n"), "{stdout}");
     assert!(
-        stdout.contains("  sandbox:     no files, no environment, no network; stdin empty"),
+        stdout.contains("  grants:      none — no files, no environment, no network; stdin empty"),
         "{stdout}"
     );
     assert!(
-        stdout.contains("  limits:      fuel 100000000000, memory 32 MiB, timeout 10m0s"),
+        stdout.contains(
+            "  limits:      fuel 100000000000, memory 32 MiB, timeout 10m0s, output 10 MiB, \
+             spawns 100 (20 at once)"
+        ),
         "{stdout}"
     );
 }

@@ -72,7 +72,7 @@ async fn run_starts_a_task_whose_result_view_shows() {
     assert_eq!(view.info.status, TaskStatus::Completed);
     assert_eq!(view.result.as_deref(), Some("hello"));
     assert_eq!(view.task, "echo hello");
-    let text = render::view(&view, toolset.team().limits.max_output);
+    let text = render::view(&view);
     assert!(
         text.starts_with(&format!(
             "Task ID: {}\nAgent:   helper\nStatus:  completed\nRuntime: ",
@@ -99,7 +99,6 @@ async fn view_shows_live_output_while_running_and_the_stopped_notice_after() {
         &toolset
             .view_background_agent(caller, quiet.id.as_str())
             .unwrap(),
-        1 << 20,
     );
     assert!(
         text.ends_with("--- Output ---\n<no output yet — still running>"),
@@ -120,7 +119,6 @@ async fn view_shows_live_output_while_running_and_the_stopped_notice_after() {
         &toolset
             .view_background_agent(caller, chatty.id.as_str())
             .unwrap(),
-        1 << 20,
     );
     assert!(
         text.ends_with("--- Output ---\nline\nline\n\n\n[still running...]"),
@@ -135,7 +133,6 @@ async fn view_shows_live_output_while_running_and_the_stopped_notice_after() {
         &toolset
             .view_background_agent(caller, chatty.id.as_str())
             .unwrap(),
-        1 << 20,
     );
     assert!(
         text.ends_with("--- Output ---\n<task was stopped>"),
@@ -177,7 +174,7 @@ async fn failed_view_names_the_error() {
     let view = finished(&toolset, session.caller(), info.id.as_str()).await;
     assert_eq!(view.info.status, TaskStatus::Failed);
     assert_eq!(view.error.as_deref(), Some("no luck"));
-    let text = render::view(&view, 1 << 20);
+    let text = render::view(&view);
     assert!(
         text.ends_with("--- Output ---\n<task failed>\nError: no luck"),
         "{text}"
@@ -573,10 +570,7 @@ async fn over_the_running_cap_tasks_queue_and_start_when_a_slot_frees() {
     })
     .await;
     assert_eq!(status(&toolset, caller, &ids[2]), TaskStatus::Queued);
-    let text = render::view(
-        &toolset.view_background_agent(caller, &ids[2]).unwrap(),
-        1 << 20,
-    );
+    let text = render::view(&toolset.view_background_agent(caller, &ids[2]).unwrap());
     assert!(
         text.contains("Status:  queued") && text.contains("Runtime: 0s"),
         "{text}"
@@ -889,7 +883,7 @@ async fn output_is_capped_and_the_view_says_so() {
         .view_background_agent(caller, info.id.as_str())
         .unwrap();
     assert_eq!(view.output.text.len(), 1024);
-    let text = render::view(&view, toolset.team().limits.max_output);
+    let text = render::view(&view);
     assert!(
         text.ends_with("\n\n[output truncated at 1KiB limit — still running...]"),
         "{}",

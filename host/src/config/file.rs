@@ -46,6 +46,8 @@ pub(super) struct AgentFile {
     pub component: Option<PathBuf>,
     #[serde(default)]
     pub limits: AgentLimitsFile,
+    #[serde(default)]
+    pub grants: GrantsFile,
     /// docker-agent's LLM agents; reported as not supported.
     pub model: Option<serde_yaml::Value>,
     /// docker-agent's external harness agents; reported as not supported.
@@ -58,6 +60,52 @@ pub(super) struct AgentLimitsFile {
     pub fuel: Option<Count>,
     pub memory: Option<ByteSize>,
     pub timeout: Option<HumanDuration>,
+    pub output: Option<ByteSize>,
+    pub spawns: Option<usize>,
+    pub concurrent_spawns: Option<usize>,
+}
+
+/// What an agent may touch beyond computing (everything else is denied).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct GrantsFile {
+    #[serde(default)]
+    pub files: Vec<DirGrantFile>,
+    /// `NAME` (the host's value) or `NAME=value`.
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub network: NetworkGrantFile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DirGrantFile {
+    /// Host directory, relative to the team file.
+    pub host: PathBuf,
+    /// Where the guest sees it.
+    pub guest: String,
+    #[serde(default)]
+    pub mode: DirMode,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(super) enum DirMode {
+    #[default]
+    ReadOnly,
+    ReadWrite,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NetworkGrantFile {
+    /// `host:port` pairs the guest may open TCP connections to.
+    #[serde(default)]
+    pub connect: Vec<String>,
+    /// Whether the guest may resolve names.
+    #[serde(default)]
+    pub dns: bool,
 }
 
 /// One `toolsets:` entry. Only `background_agents` exists today; docker-agent's

@@ -5,9 +5,11 @@
 //! (for syntax and type mistakes) the line, with what to write instead.
 
 mod file;
+pub mod grants;
 pub mod units;
 
 use file::{AgentFile, TeamFile, ToolsetFile};
+pub use grants::{ConnectGrant, DirGrant, Grants};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -47,6 +49,12 @@ pub struct AgentLimits {
     pub memory: u64,
     /// Wall-clock time a task may run, including time blocked in host calls.
     pub timeout: Duration,
+    /// Live output kept for a task; at most the host's `max_output`.
+    pub output: u64,
+    /// Tasks one task may start over its whole life.
+    pub spawns: usize,
+    /// Tasks one task may have queued or running at once.
+    pub concurrent_spawns: usize,
 }
 
 impl Default for AgentLimits {
@@ -55,9 +63,16 @@ impl Default for AgentLimits {
             fuel: 100_000_000_000,
             memory: 128 << 20,
             timeout: Duration::from_secs(600),
+            output: HostLimits::default().max_output,
+            spawns: 100,
+            concurrent_spawns: 20,
         }
     }
 }
+
+/// Ceilings no agent's limits may exceed, whatever the team file says.
+pub const MAX_AGENT_MEMORY: u64 = 4 << 30;
+pub const MAX_AGENT_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// One agent of the team, resolved.
 #[derive(Debug, Clone)]
@@ -73,6 +88,8 @@ pub struct AgentSpec {
     /// as an identity by a front-end (an MCP client acting as `root`).
     pub component: Option<PathBuf>,
     pub limits: AgentLimits,
+    /// Files, environment and network the agent's tasks may reach.
+    pub grants: Grants,
 }
 
 /// A loaded team file.
@@ -158,10 +175,13 @@ impl Team {
     /// A one-line summary of an agent's limits, for `check` and errors.
     pub fn describe_limits(limits: &AgentLimits) -> String {
         format!(
-            "fuel {}, memory {}, timeout {}",
+            "fuel {}, memory {}, timeout {}, output {}, spawns {} ({} at once)",
             limits.fuel,
             format_size(limits.memory),
-            crate::toolset::render::runtime(limits.timeout)
+            crate::toolset::render::runtime(limits.timeout),
+            format_size(limits.output),
+            limits.spawns,
+            limits.concurrent_spawns
         )
     }
 }
@@ -191,7 +211,7 @@ fn resolve(
     }
     let mut agents = BTreeMap::new();
     for (name, agent) in &file.agents {
-        if let Some(spec) = resolve_agent(name, agent, &file, base_dir, &mut problems) {
+        if let Some(spec) = resolve_agent(name, agent, &file, &limits, base_dir, &mut problems) {
             agents.insert(name.clone(), spec);
         }
     }
@@ -225,6 +245,7 @@ fn resolve_agent(
     name: &str,
     agent: &AgentFile,
     file: &TeamFile,
+    host: &HostLimits,
     base_dir: &Path,
     problems: &mut Vec<String>,
 ) -> Option<AgentSpec> {
@@ -274,11 +295,37 @@ fn resolve_agent(
             true
         }
     };
+    let limits = resolve_agent_limits(&at, agent, host, problems);
+    let grants = grants::resolve(&agent.grants, &at, base_dir, problems);
+    (problems.len() == before).then(|| AgentSpec {
+        name: name.to_string(),
+        description: agent.description.clone(),
+        instruction: agent.instruction.clone(),
+        sub_agents: agent.sub_agents.clone(),
+        background_agents,
+        component: agent.component.as_ref().map(|path| base_dir.join(path)),
+        limits,
+        grants,
+    })
+}
+
+fn resolve_agent_limits(
+    at: &str,
+    agent: &AgentFile,
+    host: &HostLimits,
+    problems: &mut Vec<String>,
+) -> AgentLimits {
     let defaults = AgentLimits::default();
+    let given = &agent.limits;
     let limits = AgentLimits {
-        fuel: agent.limits.fuel.map_or(defaults.fuel, |count| count.0),
-        memory: agent.limits.memory.map_or(defaults.memory, |size| size.0),
-        timeout: agent.limits.timeout.map_or(defaults.timeout, |time| time.0),
+        fuel: given.fuel.map_or(defaults.fuel, |count| count.0),
+        memory: given.memory.map_or(defaults.memory, |size| size.0),
+        timeout: given.timeout.map_or(defaults.timeout, |time| time.0),
+        output: given.output.map_or(host.max_output, |size| size.0),
+        spawns: given.spawns.unwrap_or(defaults.spawns),
+        concurrent_spawns: given
+            .concurrent_spawns
+            .unwrap_or(defaults.concurrent_spawns),
     };
     if limits.fuel == 0 {
         problems.push(format!("{at}.limits.fuel: must be at least 1"));
@@ -289,16 +336,31 @@ fn resolve_agent(
             format_size(limits.memory)
         ));
     }
+    if limits.memory > MAX_AGENT_MEMORY {
+        problems.push(format!(
+            "{at}.limits.memory: {} is above the ceiling of {} (what a 32-bit guest can address)",
+            format_size(limits.memory),
+            format_size(MAX_AGENT_MEMORY)
+        ));
+    }
     if limits.timeout.is_zero() {
         problems.push(format!("{at}.limits.timeout: must be longer than zero"));
     }
-    (problems.len() == before).then(|| AgentSpec {
-        name: name.to_string(),
-        description: agent.description.clone(),
-        instruction: agent.instruction.clone(),
-        sub_agents: agent.sub_agents.clone(),
-        background_agents,
-        component: agent.component.as_ref().map(|path| base_dir.join(path)),
-        limits,
-    })
+    if limits.timeout > MAX_AGENT_TIMEOUT {
+        problems.push(format!("{at}.limits.timeout: must be at most 24h"));
+    }
+    if limits.output > host.max_output {
+        problems.push(format!(
+            "{at}.limits.output: {} is above the host's limits.max_output of {}",
+            format_size(limits.output),
+            format_size(host.max_output)
+        ));
+    }
+    if limits.concurrent_spawns > limits.spawns {
+        problems.push(format!(
+            "{at}.limits.concurrent_spawns: {} is above limits.spawns ({})",
+            limits.concurrent_spawns, limits.spawns
+        ));
+    }
+    limits
 }

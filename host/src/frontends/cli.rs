@@ -146,7 +146,15 @@ fn check(path: PathBuf) -> ExitCode {
                 );
             }
         }
-        println!("  sandbox:     no files, no environment, no network; stdin empty");
+        if agent.grants.is_empty() {
+            println!("  grants:      none — no files, no environment, no network; stdin empty");
+        } else {
+            for (index, grant) in agent.grants.describe().iter().enumerate() {
+                let label = if index == 0 { "grants:" } else { "" };
+                println!("  {label:<12} {grant}");
+            }
+            println!("  {:<12} everything else denied; stdin empty", "");
+        }
         println!("  limits:      {}", Team::describe_limits(&agent.limits));
     }
     ExitCode::SUCCESS

@@ -28,6 +28,8 @@ pub struct OutputSnapshot {
     pub text: String,
     /// Bytes past the cap were dropped.
     pub truncated: bool,
+    /// The cap, in bytes.
+    pub cap: u64,
 }
 
 impl OutputBuffer {
@@ -64,6 +66,7 @@ impl OutputBuffer {
         OutputSnapshot {
             text: String::from_utf8_lossy(&state.bytes).into_owned(),
             truncated: state.truncated,
+            cap: self.capacity as u64,
         }
     }
 }

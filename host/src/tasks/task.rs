@@ -4,6 +4,7 @@
 
 use crate::sandbox::{OutputBuffer, OutputSnapshot};
 use std::fmt;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -119,6 +120,8 @@ pub struct Task {
     /// no longer runs (its Store is dropped). A stop marks the status final
     /// at once; this follows as soon as the guest is gone.
     pub exited: CancellationToken,
+    /// Tasks this task has started so far (for its spawn limit).
+    pub spawned: AtomicUsize,
     state: Mutex<TaskState>,
 }
 
@@ -154,6 +157,7 @@ impl Task {
             output,
             cancel: spec.cancel,
             exited: CancellationToken::new(),
+            spawned: AtomicUsize::new(0),
             state: Mutex::new(TaskState {
                 status: TaskStatus::Queued,
                 started: None,

@@ -29,6 +29,16 @@ pub enum ToolError {
     },
     /// The calling task was stopped or ended before this call.
     CallerEnded,
+    /// The calling task has started as many tasks as its agent may.
+    SpawnLimit {
+        agent: String,
+        limit: usize,
+    },
+    /// The calling task has as many live sub-agent tasks as its agent may.
+    ConcurrentSpawnLimit {
+        agent: String,
+        limit: usize,
+    },
     /// Text or expected output over the size cap.
     TooLong {
         what: &'static str,
@@ -93,6 +103,16 @@ impl fmt::Display for ToolError {
                     "the calling task is no longer running; it cannot start tasks"
                 )
             }
+            ToolError::SpawnLimit { agent, limit } => write!(
+                f,
+                "spawn limit reached: a task of agent {agent:?} may start at most {limit} tasks \
+                 (limits.spawns) and this one has started them all"
+            ),
+            ToolError::ConcurrentSpawnLimit { agent, limit } => write!(
+                f,
+                "spawn limit reached: a task of agent {agent:?} may have at most {limit} tasks \
+                 queued or running at once (limits.concurrent_spawns); wait for some to finish"
+            ),
             ToolError::TooLong { what, limit } => write!(
                 f,
                 "{what} is longer than {limit} bytes; shorten it or pass a reference to the data instead"

@@ -18,7 +18,7 @@ pub use ops::{
 
 use crate::bindings::SubAgentPre;
 use crate::components::{load_component, new_engine};
-use crate::config::{AgentSpec, Team};
+use crate::config::{AgentSpec, Grants, Team};
 use crate::tasks::{Caller, Events, Registry, SessionId, Task};
 use slots::Slots;
 use std::collections::HashMap;
@@ -48,6 +48,8 @@ struct Shared {
 /// An agent whose component compiled and fits the world.
 struct LoadedAgent {
     spec: AgentSpec,
+    /// Shared with every task's socket check.
+    grants: Arc<Grants>,
     pre: SubAgentPre<GuestState>,
 }
 
@@ -97,6 +99,7 @@ impl Toolset {
                 Ok(pre) => {
                     let loaded = LoadedAgent {
                         spec: spec.clone(),
+                        grants: Arc::new(spec.grants.clone()),
                         pre: pre.clone(),
                     };
                     agents.insert(spec.name.clone(), Arc::new(loaded));

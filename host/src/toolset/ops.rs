@@ -5,10 +5,11 @@ use super::errors::ToolError;
 use super::{Toolset, runner};
 use crate::sandbox::OutputBuffer;
 use crate::tasks::{
-    Caller, EventKind, NewTask, Task, TaskEvent, TaskId, TaskInfo, TaskStatus, TaskView,
+    Caller, EventKind, NewTask, Registry, Task, TaskEvent, TaskId, TaskInfo, TaskStatus, TaskView,
 };
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// Largest task text accepted by `run`.
@@ -113,7 +114,7 @@ impl Toolset {
 
         let id = TaskId::generate();
         let output = OutputBuffer::new(
-            self.0.team.limits.max_output,
+            target.spec.limits.output,
             Some(self.output_listener(&id, agent, caller, depth)),
         );
         let record = Arc::new(Task::new(
@@ -129,14 +130,18 @@ impl Toolset {
             },
             output,
         ));
-        self.0
-            .registry
-            .lock()
-            .unwrap()
-            .admit(record.clone())
-            .map_err(|_| ToolError::RetainedFull {
-                limit: self.0.team.limits.max_retained,
-            })?;
+        {
+            let mut registry = self.0.registry.lock().unwrap();
+            let parent = self.check_spawn_limits(caller, &registry)?;
+            registry
+                .admit(record.clone())
+                .map_err(|_| ToolError::RetainedFull {
+                    limit: self.0.team.limits.max_retained,
+                })?;
+            if let Some(parent) = parent {
+                parent.spawned.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         self.emit(&record, EventKind::Queued);
         let accepted = record.info();
         // Claimed here, in call order, so queued tasks start first-come first-served.
@@ -232,6 +237,45 @@ impl Toolset {
             timed_out,
             tasks: entries,
         })
+    }
+
+    /// For a guest caller: refuses a start beyond its agent's spawn limits,
+    /// and returns the caller's record to count the start against.
+    fn check_spawn_limits(
+        &self,
+        caller: &Caller,
+        registry: &Registry,
+    ) -> Result<Option<Arc<Task>>, ToolError> {
+        let (Some(id), Some(agent)) = (&caller.task, &caller.agent) else {
+            return Ok(None);
+        };
+        // A running task is never pruned, so a live caller is always found.
+        let Some(parent) = registry.get(id.as_str()).cloned() else {
+            return Err(ToolError::CallerEnded);
+        };
+        let limits = &self
+            .0
+            .team
+            .agent(agent)
+            .expect("callers act as agents")
+            .limits;
+        if parent.spawned.load(Ordering::Relaxed) >= limits.spawns {
+            return Err(ToolError::SpawnLimit {
+                agent: agent.clone(),
+                limit: limits.spawns,
+            });
+        }
+        let live_children = registry
+            .iter()
+            .filter(|task| task.parent() == Some(id) && !task.exited.is_cancelled())
+            .count();
+        if live_children >= limits.concurrent_spawns {
+            return Err(ToolError::ConcurrentSpawnLimit {
+                agent: agent.clone(),
+                limit: limits.concurrent_spawns,
+            });
+        }
+        Ok(Some(parent))
     }
 
     fn check_may_dispatch(&self, caller: &Caller, agent: &str) -> Result<(), ToolError> {

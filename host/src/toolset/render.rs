@@ -44,8 +44,7 @@ pub fn list(tasks: &[TaskInfo]) -> String {
     text
 }
 
-/// `output_cap` is the host's per-task output cap, named when it was hit.
-pub fn view(view: &TaskView, output_cap: u64) -> String {
+pub fn view(view: &TaskView) -> String {
     let info = &view.info;
     let mut text = format!(
         "Task ID: {}\nAgent:   {}\nStatus:  {}\nRuntime: {}\n\n--- Output ---\n",
@@ -73,7 +72,7 @@ pub fn view(view: &TaskView, output_cap: u64) -> String {
         TaskStatus::Running => {
             text.push_str(&view.output.text);
             if view.output.truncated {
-                let cap = format_size(output_cap).replace(' ', "");
+                let cap = format_size(view.output.cap).replace(' ', "");
                 let _ = write!(
                     text,
                     "\n\n[output truncated at {cap} limit — still running...]"

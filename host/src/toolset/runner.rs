@@ -7,7 +7,7 @@ use super::guest::GuestState;
 use super::slots::{Claim, Slot};
 use super::{LoadedAgent, Toolset, render};
 use crate::bindings::agent::Request;
-use crate::sandbox::{TaskLimiter, deny_all_context};
+use crate::sandbox::{TaskLimiter, task_context};
 use crate::tasks::{Caller, EventKind, Outcome, Task};
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
@@ -60,8 +60,12 @@ async fn drive(toolset: Toolset, task: Arc<Task>, agent: Arc<LoadedAgent>, claim
 
 async fn run_guest(toolset: &Toolset, task: &Task, agent: &LoadedAgent, slot: Slot) -> Outcome {
     let limits = &agent.spec.limits;
+    let wasi = match task_context(&task.agent, &agent.grants, &task.output) {
+        Ok(wasi) => wasi,
+        Err(reason) => return Outcome::Failed(reason),
+    };
     let state = GuestState {
-        wasi: deny_all_context(&task.agent, &task.output),
+        wasi,
         table: ResourceTable::new(),
         limiter: TaskLimiter::new(limits.memory),
         caller: Caller::for_task(task),
