@@ -27,7 +27,8 @@ const EXIT_INTERRUPTED: u8 = 130;
         dispatch, and its limits. Every task runs in its own sandbox with no file, network or \
         environment access, under a fuel budget, a memory limit and a timeout.\n\n\
         Start with:  bgagents check examples/team.yaml\n\
-        then:        bgagents run examples/team.yaml \"your task\"",
+        then:        bgagents run examples/team.yaml \"your task\"\n\
+        or serve it to an MCP client:  bgagents mcp examples/team.yaml",
     after_help = "Exit codes: 0 completed · 1 the agent failed or was stopped · \
         2 bad team file, component or usage · 130 interrupted (Ctrl-C)"
 )]
@@ -63,6 +64,18 @@ enum Command {
         /// The team file.
         team: PathBuf,
     },
+    /// Serve the background-agents toolset over MCP on stdin/stdout.
+    ///
+    /// The client acts as agent NAME: it may start NAME's sub_agents and sees
+    /// only the tasks it started. When the client disconnects, every task is
+    /// stopped and the server exits.
+    Mcp {
+        /// The team file.
+        team: PathBuf,
+        /// The agent the client acts as (it needs the background_agents toolset).
+        #[arg(long, short, default_value = "root")]
+        agent: String,
+    },
 }
 
 /// Entry point of the `bgagents` binary.
@@ -85,6 +98,7 @@ pub fn main() -> ExitCode {
                 task,
             } => run(team, &agent, &task.join(" "), expected_output, quiet).await,
             Command::Check { team } => check(team),
+            Command::Mcp { team, agent } => mcp(team, &agent).await,
         }
     })
 }
@@ -102,6 +116,20 @@ fn load(path: &PathBuf) -> Result<Toolset, ExitCode> {
         }
         ExitCode::from(EXIT_BAD_INPUT)
     })
+}
+
+async fn mcp(path: PathBuf, agent: &str) -> ExitCode {
+    let toolset = match load(&path) {
+        Ok(toolset) => toolset,
+        Err(code) => return code,
+    };
+    match super::mcp::serve(toolset, agent).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+    }
 }
 
 fn check(path: PathBuf) -> ExitCode {

@@ -1,5 +1,6 @@
 //! Front-ends: thin adapters that reach the toolset's operations — the WIT
-//! imports guests call, and the `bgagents` command line.
+//! imports guests call, the `bgagents` command line, and MCP.
 
 pub mod cli;
+pub mod mcp;
 pub mod wit_imports;
