@@ -249,3 +249,78 @@ fn check_prints_each_agents_sandbox_and_limits() {
         "{stdout}"
     );
 }
+
+#[test]
+fn grant_mistakes_are_named() {
+    let scratch = Scratch::new();
+    std::fs::create_dir_all(scratch.dir.join("data")).unwrap();
+    let yaml = format!(
+        "agents:\n  a:\n    component: probe.wasm\n    grants:\n      files:\n        \
+         - {{host: {dir}/missing, guest: /m}}\n        - {{host: {dir}/data, guest: data}}\n        \
+         - {{host: {dir}/data, guest: /d}}\n        - {{host: {dir}/data, guest: /d}}\n      \
+         env: [OK_NAME, 'bad-name', '=x']\n      network:\n        connect: [nohost, 'h:0', 'localhost:80']\n",
+        dir = scratch.dir.display()
+    );
+    let all = problems(&yaml);
+    let expected = [
+        format!(
+            "team.yaml: agents.a.grants.files[0].host: {}/missing is not an existing directory",
+            scratch.dir.display()
+        ),
+        "team.yaml: agents.a.grants.files[1].guest: `data` must be an absolute guest path such as /data".into(),
+        "team.yaml: agents.a.grants.files[3].guest: `/d` is granted twice".into(),
+        "team.yaml: agents.a.grants.env[1]: `bad-name` is not `NAME` or `NAME=value`".into(),
+        "team.yaml: agents.a.grants.env[2]: `=x` is not `NAME` or `NAME=value`".into(),
+        "team.yaml: agents.a.grants.network.connect[0]: cannot use `nohost`: write it as host:port".into(),
+        "team.yaml: agents.a.grants.network.connect[1]: cannot use `h:0`: write it as host:port".into(),
+    ];
+    assert_eq!(all.len(), expected.len(), "{all:#?}");
+    for (problem, expected) in all.iter().zip(&expected) {
+        assert!(
+            problem.starts_with(expected.as_str()),
+            "{problem}\nexpected: {expected}"
+        );
+    }
+    assert!(
+        problem(
+            "agents:\n  a:\n    grants: {files: [{host: /tmp, guest: /t, mode: everything}]}\n"
+        )
+        .contains("unknown variant `everything`, expected `read-only` or `read-write`"),
+    );
+}
+
+#[test]
+fn check_prints_effective_grants_for_review() {
+    let scratch = Scratch::new();
+    std::fs::create_dir_all(scratch.dir.join("data")).unwrap();
+    let team = scratch.team(
+        "agents:\n  \
+           reader:\n    component: '{plugins}/probe.wasm'\n    grants:\n      \
+             files: [{host: data, guest: /data}, {host: data, guest: /out, mode: read-write}]\n      \
+             env: [MODE=fast, BGAGENTS_SURELY_UNSET]\n      \
+             network: {connect: ['127.0.0.1:8080'], dns: true}\n",
+    );
+    let (code, stdout, stderr) = check(&team);
+    assert_eq!(code, 0, "{stderr}");
+    let data = scratch.dir.join("data").canonicalize().unwrap();
+    let data = data.display();
+    for line in [
+        format!("  grants:      files: {data} at /data (read-only)"),
+        format!("               files: {data} at /out (read-write)"),
+        "               env: MODE".to_string(),
+        "               env: BGAGENTS_SURELY_UNSET (not set on this host, so not passed)"
+            .to_string(),
+        "               network: TCP to 127.0.0.1:8080 (127.0.0.1:8080)".to_string(),
+        "               network: name lookups".to_string(),
+        "               everything else denied; stdin empty".to_string(),
+    ] {
+        assert!(
+            stdout.contains(&format!("{line}\n")),
+            "missing {line:?} in:\n{stdout}"
+        );
+    }
+    assert!(
+        !stdout.contains("fast"),
+        "values of variables are not printed"
+    );
+}

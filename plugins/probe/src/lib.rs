@@ -8,7 +8,8 @@
 //! `fail MESSAGE` · `panic MESSAGE` · `trap` · `alloc MIB` · `recurse` ·
 //! `spin` · `sleep MS` · `dispatch AGENT TASK` · `spawn AGENT TASK` ·
 //! `spawn-then-spin AGENT TASK` · `spawn-then-wait AGENT TASK` · `chain` ·
-//! `view ID` · `stop ID` · `wait ID` · `list` · `env`
+//! `view ID` · `stop ID` · `wait ID` · `list` · `env` · `read PATH` ·
+//! `write PATH TEXT` · `connect HOST:PORT` · `resolve NAME` · `bomb AGENT TASK`
 
 wit_bindgen::generate!({ path: "../../wit", world: "sub-agent" });
 
@@ -125,6 +126,34 @@ fn execute(line: &str, request: &Request) -> Result<String, String> {
                 .collect::<Vec<_>>()
                 .join("\n")),
             "env" => Ok(format!("{:?}", std::env::vars().collect::<Vec<_>>())),
+            "read" => std::fs::read_to_string(rest).map_err(|e| format!("read {rest}: {e}")),
+            "write" => {
+                let (path, text) = rest.split_once(' ').unwrap_or((rest, ""));
+                std::fs::write(path, text)
+                    .map(|()| format!("wrote {path}"))
+                    .map_err(|e| format!("write {path}: {e}"))
+            }
+            "connect" => std::net::TcpStream::connect(rest)
+                .map(|_| format!("connected to {rest}"))
+                .map_err(|e| format!("connect {rest}: {e}")),
+            "resolve" => {
+                use std::net::ToSocketAddrs;
+                (rest, 80)
+                    .to_socket_addrs()
+                    .map(|addrs| format!("resolved {rest}: {}", addrs.count()))
+                    .map_err(|e| format!("resolve {rest}: {e}"))
+            }
+            "bomb" => {
+                // Starts sub-agents as fast as it can until the host says no.
+                let (agent, task) = rest.split_once(' ').unwrap_or((rest, ""));
+                let mut started = 0;
+                loop {
+                    match toolset::run_background_agent(agent, task, None) {
+                        Ok(_) => started += 1,
+                        Err(error) => return Ok(format!("started {started}; then: {error}")),
+                    }
+                }
+            }
             other => Err(format!("unknown probe command `{other}`")),
         }
     }
