@@ -121,12 +121,16 @@ async fn files_outside_the_grants_cannot_be_read_or_written() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_granted_environment_variables_are_visible() {
+async fn only_granted_environment_variables_are_visible_and_stdin_is_empty() {
     let scratch = files();
     let toolset = team(&scratch, "");
     assert_eq!(
         outcome(&toolset, "boxed", "env").await,
         Ok("[]".to_string())
+    );
+    assert_eq!(
+        outcome(&toolset, "boxed", "stdin").await,
+        Ok("stdin: \"\"".to_string())
     );
     let home = std::env::var("HOME").expect("HOME is set for the tests");
     assert_eq!(
@@ -164,6 +168,15 @@ async fn network_access_is_off_unless_granted_per_endpoint() {
         let task = format!("connect 127.0.0.1:{port}");
         let error = outcome(&toolset, agent, &task).await.unwrap_err();
         assert!(error.starts_with(&format!("{task}: ")), "{agent}: {error}");
+    }
+    // Even a guest granted one endpoint may not listen or use UDP.
+    for task in [
+        "listen 127.0.0.1:0".to_string(),
+        format!("udp 127.0.0.1:{granted_port}"),
+    ] {
+        let error = outcome(&toolset, "caller", &task).await.unwrap_err();
+        let verb = task.split(' ').next().unwrap();
+        assert!(error.starts_with(&format!("{verb} ")), "{task}: {error}");
     }
     let lookup = outcome(&toolset, "boxed", "resolve localhost")
         .await

@@ -9,7 +9,8 @@
 //! `spin` · `sleep MS` · `dispatch AGENT TASK` · `spawn AGENT TASK` ·
 //! `spawn-then-spin AGENT TASK` · `spawn-then-wait AGENT TASK` · `chain` ·
 //! `view ID` · `stop ID` · `wait ID` · `list` · `env` · `read PATH` ·
-//! `write PATH TEXT` · `connect HOST:PORT` · `resolve NAME` · `bomb AGENT TASK`
+//! `write PATH TEXT` · `connect HOST:PORT` · `listen HOST:PORT` · `udp HOST:PORT` ·
+//! `resolve NAME` · `stdin` · `bomb AGENT TASK`
 
 wit_bindgen::generate!({ path: "../../wit", world: "sub-agent" });
 
@@ -136,6 +137,19 @@ fn execute(line: &str, request: &Request) -> Result<String, String> {
             "connect" => std::net::TcpStream::connect(rest)
                 .map(|_| format!("connected to {rest}"))
                 .map_err(|e| format!("connect {rest}: {e}")),
+            "listen" => std::net::TcpListener::bind(rest)
+                .map(|_| format!("listening on {rest}"))
+                .map_err(|e| format!("listen {rest}: {e}")),
+            "udp" => std::net::UdpSocket::bind("0.0.0.0:0")
+                .and_then(|socket| socket.send_to(b"hello", rest))
+                .map(|sent| format!("sent {sent} bytes to {rest}"))
+                .map_err(|e| format!("udp {rest}: {e}")),
+            "stdin" => {
+                let mut input = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)
+                    .map(|_| format!("stdin: {input:?}"))
+                    .map_err(|e| format!("stdin: {e}"))
+            }
             "resolve" => {
                 use std::net::ToSocketAddrs;
                 (rest, 80)
