@@ -1,22 +1,35 @@
 //! Loading one agent's component: read, recognise, compile, and check that it
 //! fits the `sub-agent` world, with errors that say what to do about it.
 
+use super::cache::{CacheOutcome, ComponentCache};
 use crate::bindings::{AGENT_EXPORT, SubAgentPre};
 use std::path::Path;
+use std::time::{Duration, Instant};
 use wasmtime::Engine;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Linker;
 
 const WASM_MAGIC: &[u8] = b"\0asm";
 /// Version/layer bytes of a core module (`01 00 00 00`) and a component (`0d 00 01 00`).
 const CORE_MODULE_VERSION: &[u8] = &[1, 0, 0, 0];
 
-/// Compiles the component at `path` and pre-instantiates it against `linker`.
-/// The error is a complete sentence naming the file.
+/// A component ready to instantiate, and how it got so.
+pub struct LoadedComponent<T: 'static> {
+    pub pre: SubAgentPre<T>,
+    pub cache: CacheOutcome,
+    /// Reading, compiling or loading from the cache, and linking.
+    pub took: Duration,
+}
+
+/// Compiles (or loads from `cache`) the component at `path` and
+/// pre-instantiates it against `linker`. The error is a complete sentence
+/// naming the file.
 pub fn load_component<T: 'static>(
     engine: &Engine,
     linker: &Linker<T>,
+    cache: &ComponentCache,
     path: &Path,
-) -> Result<SubAgentPre<T>, String> {
+) -> Result<LoadedComponent<T>, String> {
+    let started = Instant::now();
     let shown = path.display();
     let bytes = std::fs::read(path).map_err(|error| match error.kind() {
         std::io::ErrorKind::NotFound => format!(
@@ -38,7 +51,8 @@ pub fn load_component<T: 'static>(
              `wasm-tools component new`"
         ));
     }
-    let component = Component::new(engine, &bytes)
+    let (component, outcome) = cache
+        .load(engine, &bytes)
         .map_err(|error| format!("{shown} is not a valid component: {error:#}"))?;
     let pre = linker.instantiate_pre(&component).map_err(|error| {
         format!(
@@ -46,11 +60,16 @@ pub fn load_component<T: 'static>(
              import WASI 0.2 and the bgagents:agents interfaces in wit/ (output, background-agents)"
         )
     })?;
-    SubAgentPre::new(pre).map_err(|error| {
+    let pre = SubAgentPre::new(pre).map_err(|error| {
         format!(
             "{shown} does not fit the `sub-agent` world ({error:#}); it must export \
              `{AGENT_EXPORT}` with `run: func(request) -> result<string, string>`, \
              as the wit/ package describes"
         )
+    })?;
+    Ok(LoadedComponent {
+        pre,
+        cache: outcome,
+        took: started.elapsed(),
     })
 }

@@ -1,8 +1,11 @@
 //! Components: the shared Engine, and each agent's component compiled once
-//! and pre-instantiated (`InstancePre`) so a task only has to instantiate.
+//! (or loaded from the on-disk cache) and pre-instantiated (`InstancePre`)
+//! so a task only has to instantiate.
 
+mod cache;
 mod engine;
 mod load;
 
-pub use engine::new_engine;
-pub use load::load_component;
+pub use cache::{CacheOutcome, ComponentCache};
+pub use engine::{Allocator, EngineOptions, new_engine};
+pub use load::{LoadedComponent, load_component};

@@ -20,7 +20,26 @@ pub(super) struct TeamFile {
     pub models: Option<serde_yaml::Value>,
     #[serde(default)]
     pub limits: HostLimitsFile,
+    #[serde(default)]
+    pub engine: EngineFile,
     pub agents: BTreeMap<String, AgentFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EngineFile {
+    pub pooling: Option<PoolingFile>,
+    pub pool_size: Option<u32>,
+    pub cache: Option<bool>,
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum PoolingFile {
+    Auto,
+    On,
+    Off,
 }
 
 #[derive(Debug, Default, Deserialize)]

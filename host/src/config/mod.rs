@@ -40,6 +40,38 @@ impl Default for HostLimits {
     }
 }
 
+/// Whether to use the pooling instance allocator (`engine.pooling`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pooling {
+    /// Pooling, or on-demand allocation if the pool cannot be reserved.
+    #[default]
+    Auto,
+    /// Pooling, or refuse to start.
+    On,
+    /// On-demand allocation only.
+    Off,
+}
+
+/// Where compiled components are cached (`engine.cache`, `engine.cache_dir`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum CacheSetting {
+    /// `$BGAGENTS_CACHE_DIR`, else `$XDG_CACHE_HOME/bgagents`, else `~/.cache/bgagents`.
+    #[default]
+    DefaultDir,
+    Dir(PathBuf),
+    Off,
+}
+
+/// How the engine runs tasks (top-level `engine:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineSettings {
+    pub pooling: Pooling,
+    /// Task instances the pool holds; defaults to `limits.max_retained`,
+    /// which bounds how many tasks can be live at once.
+    pub pool_size: u32,
+    pub cache: CacheSetting,
+}
+
 /// Per-agent limits (`agents.NAME.limits:`); each task of the agent gets its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentLimits {
@@ -98,6 +130,7 @@ pub struct Team {
     /// The file it came from (for messages).
     pub source: PathBuf,
     pub limits: HostLimits,
+    pub engine: EngineSettings,
     pub agents: BTreeMap<String, AgentSpec>,
 }
 
@@ -160,9 +193,10 @@ impl Team {
         let base_dir = std::path::absolute(base_dir).unwrap_or_else(|_| base_dir.to_path_buf());
         resolve(file, &base_dir)
             .map_err(fail)
-            .map(|(limits, agents)| Team {
+            .map(|(limits, engine, agents)| Team {
                 source: source.to_path_buf(),
                 limits,
+                engine,
                 agents,
             })
     }
@@ -196,7 +230,7 @@ fn strip_location(message: &str) -> &str {
 fn resolve(
     file: TeamFile,
     base_dir: &Path,
-) -> Result<(HostLimits, BTreeMap<String, AgentSpec>), Vec<String>> {
+) -> Result<(HostLimits, EngineSettings, BTreeMap<String, AgentSpec>), Vec<String>> {
     let mut problems = Vec::new();
     if file.models.is_some() {
         problems.push(
@@ -206,6 +240,7 @@ fn resolve(
         );
     }
     let limits = resolve_host_limits(&file, &mut problems);
+    let engine = resolve_engine(&file, &limits, base_dir, &mut problems);
     if file.agents.is_empty() {
         problems.push("agents: no agents are defined; add at least one under `agents:`".into());
     }
@@ -216,9 +251,42 @@ fn resolve(
         }
     }
     if problems.is_empty() {
-        Ok((limits, agents))
+        Ok((limits, engine, agents))
     } else {
         Err(problems)
+    }
+}
+
+fn resolve_engine(
+    file: &TeamFile,
+    limits: &HostLimits,
+    base_dir: &Path,
+    problems: &mut Vec<String>,
+) -> EngineSettings {
+    let given = &file.engine;
+    let pooling = match given.pooling {
+        None | Some(file::PoolingFile::Auto) => Pooling::Auto,
+        Some(file::PoolingFile::On) => Pooling::On,
+        Some(file::PoolingFile::Off) => Pooling::Off,
+    };
+    let default_pool = u32::try_from(limits.max_retained).unwrap_or(u32::MAX);
+    let pool_size = given.pool_size.unwrap_or(default_pool);
+    if pool_size == 0 {
+        problems.push("engine.pool_size: must be at least 1".into());
+    }
+    let cache = match (given.cache, &given.cache_dir) {
+        (Some(false), Some(_)) => {
+            problems.push("engine.cache_dir: given, but engine.cache is false".into());
+            CacheSetting::Off
+        }
+        (Some(false), None) => CacheSetting::Off,
+        (_, Some(dir)) => CacheSetting::Dir(base_dir.join(dir)),
+        (_, None) => CacheSetting::DefaultDir,
+    };
+    EngineSettings {
+        pooling,
+        pool_size,
+        cache,
     }
 }
 
@@ -303,7 +371,10 @@ fn resolve_agent(
         instruction: agent.instruction.clone(),
         sub_agents: agent.sub_agents.clone(),
         background_agents,
-        component: agent.component.as_ref().map(|path| base_dir.join(path)),
+        component: agent.component.as_ref().map(|path| {
+            let path = base_dir.join(path);
+            path.canonicalize().unwrap_or(path)
+        }),
         limits,
         grants,
     })

@@ -151,6 +151,20 @@ fn check(path: PathBuf) -> ExitCode {
         crate::config::units::format_size(limits.max_output),
         limits.max_depth
     );
+    let report = toolset.load_report();
+    println!("instances:   {}", report.allocator);
+    match &report.cache_dir {
+        Some(dir) => println!("cache:       {}", dir.display()),
+        None => println!("cache:       off"),
+    }
+    for component in &report.components {
+        println!(
+            "component:   {} — {} in {:.1} ms",
+            component.path.display(),
+            component.cache,
+            component.took.as_secs_f64() * 1000.0
+        );
+    }
     for agent in team.agents.values() {
         println!("\n{}", agent.name);
         if !agent.description.is_empty() {

@@ -17,13 +17,16 @@ pub use ops::{
 };
 
 use crate::bindings::SubAgentPre;
-use crate::components::{load_component, new_engine};
-use crate::config::{AgentSpec, Grants, Team};
+use crate::components::{
+    Allocator, CacheOutcome, ComponentCache, EngineOptions, load_component, new_engine,
+};
+use crate::config::{AgentSpec, CacheSetting, Grants, Team};
 use crate::tasks::{Caller, Events, Registry, SessionId, Task};
 use slots::Slots;
 use std::collections::HashMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 use wasmtime::Engine;
@@ -36,6 +39,8 @@ pub struct Toolset(Arc<Shared>);
 struct Shared {
     team: Team,
     engine: Engine,
+    fuel_metering: bool,
+    report: LoadReport,
     agents: HashMap<String, Arc<LoadedAgent>>,
     registry: Mutex<Registry>,
     /// The running cap: a task waiting for a slot is queued.
@@ -51,6 +56,23 @@ struct LoadedAgent {
     /// Shared with every task's socket check.
     grants: Arc<Grants>,
     pre: SubAgentPre<GuestState>,
+}
+
+/// What loading a team did.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    pub allocator: Allocator,
+    /// `None` when the cache is off.
+    pub cache_dir: Option<PathBuf>,
+    /// One entry per distinct component, in load order.
+    pub components: Vec<ComponentReport>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ComponentReport {
+    pub path: PathBuf,
+    pub cache: CacheOutcome,
+    pub took: Duration,
 }
 
 /// Components that could not be loaded, one line per problem.
@@ -75,26 +97,57 @@ pub struct Session {
 }
 
 impl Toolset {
-    /// Compiles every agent's component. All problems are reported together.
+    /// Compiles (or loads from the cache) every agent's component. All
+    /// problems are reported together.
     pub fn load(team: Team) -> Result<Toolset, LoadError> {
-        let engine = new_engine().map_err(|error| LoadError {
-            problems: vec![format!("cannot create the WebAssembly engine: {error:#}")],
-        })?;
+        Toolset::load_with(team, true)
+    }
+
+    /// Like [`Toolset::load`] with fuel metering off: tasks cannot be stopped
+    /// inside loops that never call the host. Only to measure what metering
+    /// costs.
+    #[doc(hidden)]
+    pub fn load_unmetered(team: Team) -> Result<Toolset, LoadError> {
+        Toolset::load_with(team, false)
+    }
+
+    fn load_with(team: Team, fuel_metering: bool) -> Result<Toolset, LoadError> {
+        let fail = |problem: String| LoadError {
+            problems: vec![problem],
+        };
+        let options = EngineOptions {
+            pooling: team.engine.pooling,
+            pool_size: team.engine.pool_size,
+            fuel_metering,
+        };
+        let (engine, allocator) = new_engine(&options)
+            .map_err(|error| fail(format!("engine: cannot create the WebAssembly engine: {error}")))?;
+        let cache = ComponentCache::new(match &team.engine.cache {
+            CacheSetting::DefaultDir => ComponentCache::default_dir(),
+            CacheSetting::Dir(dir) => Some(dir.clone()),
+            CacheSetting::Off => None,
+        });
         let mut linker = Linker::new(&engine);
-        crate::frontends::wit_imports::add_to_linker(&mut linker).map_err(|error| LoadError {
-            problems: vec![format!("cannot set up host imports: {error:#}")],
-        })?;
+        crate::frontends::wit_imports::add_to_linker(&mut linker)
+            .map_err(|error| fail(format!("cannot set up host imports: {error:#}")))?;
         let mut agents = HashMap::new();
         let mut problems = Vec::new();
+        let mut components = Vec::new();
         // Agents that share a component share its compilation.
         let mut compiled: HashMap<&Path, Result<SubAgentPre<GuestState>, String>> = HashMap::new();
         for spec in team.agents.values() {
             let Some(path) = &spec.component else {
                 continue;
             };
-            let loaded = compiled
-                .entry(path)
-                .or_insert_with(|| load_component(&engine, &linker, path));
+            let loaded = compiled.entry(path).or_insert_with(|| {
+                let loaded = load_component(&engine, &linker, &cache, path)?;
+                components.push(ComponentReport {
+                    path: path.clone(),
+                    cache: loaded.cache,
+                    took: loaded.took,
+                });
+                Ok(loaded.pre)
+            });
             match loaded {
                 Ok(pre) => {
                     let loaded = LoadedAgent {
@@ -110,15 +163,27 @@ impl Toolset {
         if !problems.is_empty() {
             return Err(LoadError { problems });
         }
+        let report = LoadReport {
+            allocator,
+            cache_dir: cache.dir().map(Path::to_path_buf),
+            components,
+        };
         Ok(Toolset(Arc::new(Shared {
             registry: Mutex::new(Registry::new(team.limits.max_retained)),
             slots: Slots::new(team.limits.max_running),
             team,
             engine,
+            fuel_metering,
+            report,
             agents,
             events: Events::default(),
             shutdown: CancellationToken::new(),
         })))
+    }
+
+    /// How loading went: the allocator and each component's compilation.
+    pub fn load_report(&self) -> &LoadReport {
+        &self.0.report
     }
 
     pub fn team(&self) -> &Team {

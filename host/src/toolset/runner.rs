@@ -75,9 +75,10 @@ async fn run_guest(toolset: &Toolset, task: &Task, agent: &LoadedAgent, slot: Sl
     };
     let mut store = Store::new(&toolset.0.engine, state);
     store.limiter(|state| &mut state.limiter);
-    if let Err(error) = store
-        .set_fuel(limits.fuel)
-        .and_then(|()| store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL)))
+    if toolset.0.fuel_metering
+        && let Err(error) = store
+            .set_fuel(limits.fuel)
+            .and_then(|()| store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL)))
     {
         return Outcome::Failed(format!("cannot set up fuel metering: {error}"));
     }
