@@ -216,3 +216,28 @@ fn ctrl_c_stops_every_task_and_exits_130() {
         "the helper was not reported stopped:\n{rest}"
     );
 }
+
+#[test]
+fn guest_escape_sequences_never_reach_the_terminal_raw() {
+    let scratch = Scratch::new();
+    let team = scratch.team(TEAM);
+    let output = bgagents(&[
+        "run",
+        team.to_str().unwrap(),
+        "print 1 \u{1b}[2J\u{1b}]52;c;cGFzdGU=\u{7}wiped && fail \u{1b}[31mred",
+    ]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        !stderr.contains('\u{1b}') && !stderr.contains('\u{7}'),
+        "{stderr:?}"
+    );
+    assert!(
+        stderr.contains("\u{FFFD}[2J\u{FFFD}]52;c;cGFzdGU=\u{FFFD}wiped\n"),
+        "{stderr:?}"
+    );
+    assert!(
+        stderr.contains("error: root failed: \u{FFFD}[31mred"),
+        "{stderr:?}"
+    );
+}

@@ -776,6 +776,12 @@ async fn sessions_see_only_their_own_tasks() {
 
     // Closing bob's session leaves alice's task alone; closing alice's stops it.
     bob.close().await;
+    assert_eq!(
+        toolset
+            .run_background_agent(bob.caller(), "helper", "echo late", None)
+            .unwrap_err(),
+        ToolError::SessionClosed
+    );
     assert_eq!(status(&toolset, alice.caller(), &id), TaskStatus::Running);
     alice.close().await;
     assert_eq!(status(&toolset, alice.caller(), &id), TaskStatus::Stopped);

@@ -40,7 +40,9 @@ impl std::fmt::Display for CacheOutcome {
             CacheOutcome::Disabled => write!(f, "compiled (cache off)"),
             CacheOutcome::Hit => write!(f, "loaded from the cache"),
             CacheOutcome::Stored => write!(f, "compiled and cached"),
-            CacheOutcome::Replaced(why) => write!(f, "compiled; replaced a bad cache entry ({why})"),
+            CacheOutcome::Replaced(why) => {
+                write!(f, "compiled; replaced a bad cache entry ({why})")
+            }
             CacheOutcome::NotStored(why) => write!(f, "compiled; not cached ({why})"),
         }
     }
@@ -101,7 +103,11 @@ fn entry_name(engine: &Engine, wasm: &[u8]) -> String {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
     env!("CARGO_PKG_VERSION").hash(&mut hasher);
-    format!("{}-{:016x}.cwasm", blake3::hash(wasm).to_hex(), hasher.finish())
+    format!(
+        "{}-{:016x}.cwasm",
+        blake3::hash(wasm).to_hex(),
+        hasher.finish()
+    )
 }
 
 fn deserialize(engine: &Engine, bytes: &[u8]) -> Result<Component, String> {

@@ -26,7 +26,9 @@ impl std::fmt::Display for Allocator {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         match self {
             Allocator::Pooling { slots } => write!(f, "pooling ({slots} task slots)"),
-            Allocator::OnDemand { fallback_reason: None } => write!(f, "on-demand"),
+            Allocator::OnDemand {
+                fallback_reason: None,
+            } => write!(f, "on-demand"),
             Allocator::OnDemand {
                 fallback_reason: Some(reason),
             } => write!(f, "on-demand (the pool could not be reserved: {reason})"),
@@ -52,7 +54,12 @@ pub fn new_engine(options: &EngineOptions) -> Result<(Engine, Allocator), String
             Err(error) if options.pooling == Pooling::Auto => {
                 let engine = Engine::new(&config).map_err(|e| e.to_string())?;
                 let reason = Some(format!("{error:#}"));
-                return Ok((engine, Allocator::OnDemand { fallback_reason: reason }));
+                return Ok((
+                    engine,
+                    Allocator::OnDemand {
+                        fallback_reason: reason,
+                    },
+                ));
             }
             Err(error) => {
                 return Err(format!(
@@ -64,7 +71,12 @@ pub fn new_engine(options: &EngineOptions) -> Result<(Engine, Allocator), String
         }
     }
     let engine = Engine::new(&config).map_err(|error| format!("{error:#}"))?;
-    Ok((engine, Allocator::OnDemand { fallback_reason: None }))
+    Ok((
+        engine,
+        Allocator::OnDemand {
+            fallback_reason: None,
+        },
+    ))
 }
 
 /// A pool for `tasks` live task instances. A component holds several core

@@ -7,7 +7,7 @@ use crate::tasks::{EventKind, SessionId, TaskEvent, TaskStatus};
 use crate::toolset::Toolset;
 use clap::{Parser, Subcommand};
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio::sync::broadcast::error::RecvError;
@@ -273,11 +273,20 @@ async fn run(
     match view {
         Ok(view) if view.info.status == TaskStatus::Completed => {
             let result = view.result.unwrap_or_default();
-            let _ = writeln!(std::io::stdout().lock(), "{result}");
+            let mut stdout = std::io::stdout().lock();
+            // Piped, the result is passed on as is; on a terminal, a guest's
+            // escape sequences are not let loose.
+            let result = if stdout.is_terminal() {
+                printable(&result)
+            } else {
+                result.into()
+            };
+            let _ = writeln!(stdout, "{result}");
             ExitCode::SUCCESS
         }
         Ok(view) => {
             let reason = view.error.unwrap_or_else(|| "stopped".to_string());
+            let reason = printable(&reason);
             eprintln!("error: {} {}: {reason}", view.info.agent, view.info.status);
             ExitCode::from(EXIT_FAILED)
         }
@@ -319,11 +328,11 @@ impl Printer {
         let mut stderr = std::io::stderr().lock();
         match &event.kind {
             EventKind::Output(text) if event.depth == 1 => {
-                let _ = stderr.write_all(text.as_bytes());
+                let _ = stderr.write_all(printable(text).as_bytes());
             }
             EventKind::Output(text) => {
                 let pending = self.partial.entry(event.id.to_string()).or_default();
-                pending.push_str(text);
+                pending.push_str(&printable(text));
                 while let Some(end) = pending.find('\n') {
                     let _ = writeln!(stderr, "{tag} {}", &pending[..end]);
                     pending.drain(..=end);
@@ -352,6 +361,19 @@ impl Printer {
             eprintln!("[bgagents] {count} output events skipped (the terminal fell behind)");
         }
     }
+}
+
+/// Guest text made safe for a terminal: control characters other than
+/// newline and tab (escape sequences above all) become `�`.
+fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.chars().any(unsafe_char) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| if unsafe_char(c) { '\u{FFFD}' } else { c })
+        .collect::<String>()
+        .into()
 }
 
 /// The first block of a task's UUID, enough to tell tasks apart on screen.

@@ -1,21 +1,24 @@
-//! Per-task resource limits enforced inside the Store: linear memory (summed
-//! over all of the task's memories), table elements and instance counts.
-//! A refused growth is remembered so the task's failure can name the limit.
+//! Per-task resource limits enforced inside the Store: host memory held for
+//! the task's linear memories *and* tables (summed, against one budget),
+//! and instance, table and memory counts. A refused growth is remembered so
+//! the task's failure can name the limit.
 
 use crate::config::units::format_size;
 use wasmtime::ResourceLimiter;
 
-/// Tables and instances a component may create; generous for real guests,
-/// small enough that a hostile one cannot exhaust the host with them.
-const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+/// Counts a component may create; generous for real guests, small enough
+/// that a hostile one cannot exhaust the host with them.
 const MAX_INSTANCES: usize = 1000;
 const MAX_TABLES: usize = 1000;
 const MAX_MEMORIES: usize = 100;
+/// Host bytes one table element costs (a pointer).
+const TABLE_ELEMENT_BYTES: usize = std::mem::size_of::<usize>();
 
 /// The [`ResourceLimiter`] of one task's Store.
 pub struct TaskLimiter {
     max_memory: usize,
-    memory_in_use: usize,
+    /// Bytes of linear memory and table storage granted so far.
+    in_use: usize,
     breach: Option<String>,
 }
 
@@ -23,7 +26,7 @@ impl TaskLimiter {
     pub fn new(max_memory: u64) -> TaskLimiter {
         TaskLimiter {
             max_memory: usize::try_from(max_memory).unwrap_or(usize::MAX),
-            memory_in_use: 0,
+            in_use: 0,
             breach: None,
         }
     }
@@ -31,6 +34,21 @@ impl TaskLimiter {
     /// The limit the guest ran into, if any, as a person would say it.
     pub fn breach(&self) -> Option<&str> {
         self.breach.as_deref()
+    }
+
+    /// Grants growth from `current` to `desired` bytes if the task's total
+    /// stays within its memory limit.
+    fn grow(&mut self, current: usize, desired: usize) -> bool {
+        let in_use = (self.in_use - current.min(self.in_use)).saturating_add(desired);
+        if in_use > self.max_memory {
+            self.breach = Some(format!(
+                "memory limit of {} reached",
+                format_size(self.max_memory as u64)
+            ));
+            return false;
+        }
+        self.in_use = in_use;
+        true
     }
 }
 
@@ -41,31 +59,19 @@ impl ResourceLimiter for TaskLimiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let in_use = self.memory_in_use - current.min(self.memory_in_use) + desired;
-        if in_use > self.max_memory {
-            self.breach = Some(format!(
-                "memory limit of {} reached",
-                format_size(self.max_memory as u64)
-            ));
-            return Ok(false);
-        }
-        self.memory_in_use = in_use;
-        Ok(true)
+        Ok(self.grow(current, desired))
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > MAX_TABLE_ELEMENTS {
-            self.breach = Some(format!(
-                "table limit of {MAX_TABLE_ELEMENTS} elements reached"
-            ));
-            return Ok(false);
-        }
-        Ok(true)
+        Ok(self.grow(
+            current.saturating_mul(TABLE_ELEMENT_BYTES),
+            desired.saturating_mul(TABLE_ELEMENT_BYTES),
+        ))
     }
 
     fn instances(&self) -> usize {
@@ -78,5 +84,25 @@ impl ResourceLimiter for TaskLimiter {
 
     fn memories(&self) -> usize {
         MAX_MEMORIES
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memories_and_tables_share_one_budget() {
+        let mut limiter = TaskLimiter::new(1 << 20);
+        assert!(limiter.memory_growing(0, 512 << 10, None).unwrap());
+        // 64Ki elements × 8 bytes = 512 KiB: exactly fills the budget.
+        assert!(limiter.table_growing(0, 64 << 10, None).unwrap());
+        assert!(
+            !limiter
+                .table_growing(64 << 10, (64 << 10) + 1, None)
+                .unwrap()
+        );
+        assert_eq!(limiter.breach(), Some("memory limit of 1 MiB reached"));
+        assert!(!limiter.memory_growing(512 << 10, 513 << 10, None).unwrap());
     }
 }

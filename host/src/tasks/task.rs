@@ -177,19 +177,23 @@ impl Task {
     }
 
     /// Queued → running. False if the task was stopped while queued.
-    pub(crate) fn mark_running(&self) -> bool {
+    /// `announce` runs under the task's lock, so announcements of one task's
+    /// transitions cannot overtake each other.
+    pub(crate) fn mark_running(&self, announce: impl FnOnce()) -> bool {
         let mut state = self.state.lock().unwrap();
         if state.status != TaskStatus::Queued {
             return false;
         }
         state.status = TaskStatus::Running;
         state.started = Some(Instant::now());
+        announce();
         true
     }
 
-    /// Records how the task ended, unless it already has a final status.
-    /// Returns whether this call set it.
-    pub(crate) fn finish(&self, outcome: Outcome) -> bool {
+    /// Records how the task ended, unless it already has a final status,
+    /// and announces the new status (under the task's lock). Returns whether
+    /// this call set it.
+    pub(crate) fn finish(&self, outcome: Outcome, announce: impl FnOnce(TaskStatus)) -> bool {
         let mut state = self.state.lock().unwrap();
         if state.status.is_final() {
             return false;
@@ -208,6 +212,7 @@ impl Task {
             }
             Outcome::Stopped => TaskStatus::Stopped,
         };
+        announce(state.status);
         true
     }
 

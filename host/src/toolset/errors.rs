@@ -67,6 +67,8 @@ pub enum ToolError {
         id: String,
     },
     ShuttingDown,
+    /// The front-end's session was closed.
+    SessionClosed,
 }
 
 impl fmt::Display for ToolError {
@@ -139,6 +141,12 @@ impl fmt::Display for ToolError {
             ToolError::DuplicateId { id } => write!(f, "duplicate task ID: {id}"),
             ToolError::ShuttingDown => {
                 write!(f, "the host is shutting down; no new tasks are started")
+            }
+            ToolError::SessionClosed => {
+                write!(
+                    f,
+                    "this session was closed; open a new session to start tasks"
+                )
             }
         }
     }

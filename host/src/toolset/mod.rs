@@ -26,8 +26,8 @@ use slots::Slots;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use wasmtime::Engine;
 use wasmtime::component::Linker;
@@ -120,8 +120,11 @@ impl Toolset {
             pool_size: team.engine.pool_size,
             fuel_metering,
         };
-        let (engine, allocator) = new_engine(&options)
-            .map_err(|error| fail(format!("engine: cannot create the WebAssembly engine: {error}")))?;
+        let (engine, allocator) = new_engine(&options).map_err(|error| {
+            fail(format!(
+                "engine: cannot create the WebAssembly engine: {error}"
+            ))
+        })?;
         let cache = ComponentCache::new(match &team.engine.cache {
             CacheSetting::DefaultDir => ComponentCache::default_dir(),
             CacheSetting::Dir(dir) => Some(dir.clone()),

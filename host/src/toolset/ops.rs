@@ -23,6 +23,10 @@ pub const WAIT_MAX_TIMEOUT_SECS: u64 = 3600;
 /// Each wait entry's output or error is cut to this many bytes.
 pub const WAIT_OUTPUT_CAP: usize = 4096;
 
+/// Largest output event; with the event backlog this bounds the memory
+/// listeners that fall behind can hold (4096 × 16 KiB = 64 MiB).
+const OUTPUT_EVENT_BYTES: usize = 16 << 10;
+
 /// The text a wait entry carries for an id the caller cannot see.
 const WAIT_NOT_FOUND: &str = "Task not found; it may have been pruned.";
 
@@ -108,7 +112,8 @@ impl Toolset {
         if caller.spawn_token.is_cancelled() {
             return Err(match caller.task {
                 Some(_) => ToolError::CallerEnded,
-                None => ToolError::ShuttingDown,
+                None if self.0.shutdown.is_cancelled() => ToolError::ShuttingDown,
+                None => ToolError::SessionClosed,
             });
         }
 
@@ -141,8 +146,9 @@ impl Toolset {
             if let Some(parent) = parent {
                 parent.spawned.fetch_add(1, Ordering::Relaxed);
             }
+            // Under the registry lock: before anyone can stop the task.
+            self.emit(&record, EventKind::Queued);
         }
-        self.emit(&record, EventKind::Queued);
         let accepted = record.info();
         // Claimed here, in call order, so queued tasks start first-come first-served.
         let claim = self.0.slots.claim();
@@ -180,16 +186,18 @@ impl Toolset {
         task_id: &str,
     ) -> Result<TaskInfo, ToolError> {
         let task = self.visible_task(caller, task_id)?;
-        let status = task.status();
-        if status.is_final() {
+        // Decided under the task's lock: a task that just completed is
+        // reported as such, never as stopped.
+        if !runner::stop(self, &task) {
             return Err(ToolError::NotRunning {
                 id: task.id.to_string(),
-                status,
+                status: task.status(),
             });
         }
         let id = task.id.clone();
-        self.stop_and_wait(|candidate| candidate.id == id || candidate.ancestors.contains(&id))
+        self.stop_and_wait(|candidate| candidate.ancestors.contains(&id))
             .await;
+        task.exited.cancelled().await;
         Ok(task.info())
     }
 
@@ -345,17 +353,42 @@ impl Toolset {
         let events = self.0.events.clone();
         let (id, agent, session) = (id.clone(), Arc::<str>::from(agent), caller.session);
         Box::new(move |chunk| {
-            if events.has_listeners() {
+            if !events.has_listeners() {
+                return;
+            }
+            // Small pieces bound what a slow listener's backlog can hold.
+            for piece in utf8_pieces(chunk, OUTPUT_EVENT_BYTES) {
                 events.send(TaskEvent {
                     id: id.clone(),
                     agent: agent.clone(),
                     session,
                     depth,
-                    kind: EventKind::Output(String::from_utf8_lossy(chunk).into()),
+                    kind: EventKind::Output(String::from_utf8_lossy(piece).into()),
                 });
             }
         })
     }
+}
+
+/// Splits `bytes` into pieces of at most `size` bytes, not inside a UTF-8
+/// character (unless a "character" is longer than `size`, which valid
+/// UTF-8 never is).
+fn utf8_pieces(mut bytes: &[u8], size: usize) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        if bytes.is_empty() {
+            return None;
+        }
+        let mut end = bytes.len().min(size);
+        while end < bytes.len()
+            && end > size.saturating_sub(4)
+            && bytes[end] & 0b1100_0000 == 0b1000_0000
+        {
+            end -= 1;
+        }
+        let (piece, rest) = bytes.split_at(end);
+        bytes = rest;
+        Some(piece)
+    })
 }
 
 fn wait_entry(id: &str, task: Option<&Task>) -> WaitEntry {
@@ -396,5 +429,23 @@ fn cap_text(text: Option<String>) -> (Option<String>, bool) {
             (Some(text), true)
         }
         other => (other, false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utf8_pieces;
+
+    #[test]
+    fn output_pieces_do_not_split_characters() {
+        let text = "aé€😀".repeat(1000);
+        let pieces: Vec<&[u8]> = utf8_pieces(text.as_bytes(), 16).collect();
+        assert!(pieces.iter().all(|piece| piece.len() <= 16));
+        assert!(
+            pieces
+                .iter()
+                .all(|piece| std::str::from_utf8(piece).is_ok())
+        );
+        assert_eq!(pieces.concat(), text.as_bytes());
     }
 }

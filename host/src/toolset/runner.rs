@@ -22,11 +22,13 @@ pub(super) fn spawn(toolset: Toolset, task: Arc<Task>, agent: Arc<LoadedAgent>, 
 }
 
 /// Marks `task` stopped (final at once) and cancels it and its subtree.
-pub(super) fn stop(toolset: &Toolset, task: &Task) {
-    if task.finish(Outcome::Stopped) {
-        toolset.emit(task, EventKind::Finished(task.status()));
-    }
+/// Returns false if the task had already ended some other way.
+pub(super) fn stop(toolset: &Toolset, task: &Task) -> bool {
+    let stopped = task.finish(Outcome::Stopped, |status| {
+        toolset.emit(task, EventKind::Finished(status))
+    });
     task.cancel.cancel();
+    stopped
 }
 
 async fn drive(toolset: Toolset, task: Arc<Task>, agent: Arc<LoadedAgent>, claim: Claim) {
@@ -36,8 +38,7 @@ async fn drive(toolset: Toolset, task: Arc<Task>, agent: Arc<LoadedAgent>, claim
         slot = claim.granted() => slot,
     };
     let outcome = match slot {
-        Some(slot) if task.mark_running() => {
-            toolset.emit(&task, EventKind::Started);
+        Some(slot) if task.mark_running(|| toolset.emit(&task, EventKind::Started)) => {
             tokio::select! {
                 biased;
                 _ = task.cancel.cancelled() => Outcome::Stopped,
@@ -48,9 +49,9 @@ async fn drive(toolset: Toolset, task: Arc<Task>, agent: Arc<LoadedAgent>, claim
     };
     // The guest's Store has been dropped: nothing of it runs any more.
     let failed_or_stopped = !matches!(outcome, Outcome::Completed(_));
-    if task.finish(outcome) {
-        toolset.emit(&task, EventKind::Finished(task.status()));
-    }
+    task.finish(outcome, |status| {
+        toolset.emit(&task, EventKind::Finished(status))
+    });
     if failed_or_stopped {
         // Descendants of a failed or stopped task are stopped too.
         task.cancel.cancel();
@@ -114,10 +115,19 @@ async fn run_guest(toolset: &Toolset, task: &Task, agent: &LoadedAgent, slot: Sl
 /// Turns a trap into a reason a person understands: the limit that was hit,
 /// or the trap with the guest's panic message and backtrace when it has one.
 fn explain_trap(error: &wasmtime::Error, store: &Store<GuestState>, fuel: u64) -> String {
-    if let Some(breach) = store.data().limiter.breach() {
+    let trap = error.downcast_ref::<Trap>();
+    // A refused growth shows up as an abort (`unreachable`), an access past
+    // the memory the guest assumed it got, or a failed instantiation — not
+    // as any other trap, which keeps its own reason.
+    let growth_failure = matches!(
+        trap,
+        None | Some(
+            Trap::UnreachableCodeReached | Trap::MemoryOutOfBounds | Trap::TableOutOfBounds
+        )
+    );
+    if growth_failure && let Some(breach) = store.data().limiter.breach() {
         return breach.to_string();
     }
-    let trap = error.downcast_ref::<Trap>();
     match trap {
         Some(Trap::OutOfFuel) => return format!("fuel budget of {fuel} exhausted"),
         Some(Trap::StackOverflow) => {
@@ -143,7 +153,13 @@ fn explain_trap(error: &wasmtime::Error, store: &Store<GuestState>, fuel: u64) -
         Some(trap) => format!("guest trapped: {trap}"),
         None => format!("guest failed: {}", error.root_cause()),
     };
-    if let Some(panic) = panic_message(&store.data().output.snapshot().text) {
+    let output = store.data().output.snapshot().text;
+    // Only the end of the output: a panic printed long before is not this one.
+    let mut tail = output.len().saturating_sub(PANIC_TAIL_BYTES);
+    while !output.is_char_boundary(tail) {
+        tail += 1;
+    }
+    if let Some(panic) = panic_message(&output[tail..]) {
         reason = format!("guest panicked: {panic}");
     }
     if !frames.is_empty() {
@@ -161,6 +177,8 @@ fn explain_trap(error: &wasmtime::Error, store: &Store<GuestState>, fuel: u64) -
     reason
 }
 
+/// How much of the output's end is searched for the guest's panic message.
+const PANIC_TAIL_BYTES: usize = 4096;
 /// Backtrace lines shown in a failure reason.
 const BACKTRACE_LINES: usize = 12;
 /// Consecutive frames of one function that mean runaway recursion.
