@@ -30,6 +30,7 @@ pub(super) struct TeamFile {
 pub(super) struct EngineFile {
     pub pooling: Option<PoolingFile>,
     pub pool_size: Option<u32>,
+    pub fuel_yield_interval: Option<super::units::Count>,
     pub cache: Option<bool>,
     pub cache_dir: Option<PathBuf>,
 }

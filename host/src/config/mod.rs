@@ -69,8 +69,14 @@ pub struct EngineSettings {
     /// Task instances the pool holds; defaults to `limits.max_retained`,
     /// which bounds how many tasks can be live at once.
     pub pool_size: u32,
+    /// Fuel a guest burns between two yields to the scheduler: bounds how
+    /// long a CPU-bound guest can delay a stop, at some metering cost.
+    pub fuel_yield_interval: u64,
     pub cache: CacheSetting,
 }
+
+/// Default `engine.fuel_yield_interval`, chosen by measurement (BENCHMARKS.md).
+pub const DEFAULT_FUEL_YIELD_INTERVAL: u64 = 50_000;
 
 /// Per-agent limits (`agents.NAME.limits:`); each task of the agent gets its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -283,9 +289,16 @@ fn resolve_engine(
         (_, Some(dir)) => CacheSetting::Dir(base_dir.join(dir)),
         (_, None) => CacheSetting::DefaultDir,
     };
+    let fuel_yield_interval = given
+        .fuel_yield_interval
+        .map_or(DEFAULT_FUEL_YIELD_INTERVAL, |count| count.0);
+    if fuel_yield_interval == 0 {
+        problems.push("engine.fuel_yield_interval: must be at least 1".into());
+    }
     EngineSettings {
         pooling,
         pool_size,
+        fuel_yield_interval,
         cache,
     }
 }

@@ -13,10 +13,6 @@ use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, Trap};
 
-/// Fuel burnt between two yields to the async runtime; bounds how long a
-/// CPU-bound guest can delay a stop or timeout.
-pub const FUEL_YIELD_INTERVAL: u64 = 50_000;
-
 pub(super) fn spawn(toolset: Toolset, task: Arc<Task>, agent: Arc<LoadedAgent>, claim: Claim) {
     tokio::spawn(drive(toolset, task, agent, claim));
 }
@@ -77,9 +73,10 @@ async fn run_guest(toolset: &Toolset, task: &Task, agent: &LoadedAgent, slot: Sl
     let mut store = Store::new(&toolset.0.engine, state);
     store.limiter(|state| &mut state.limiter);
     if toolset.0.fuel_metering
-        && let Err(error) = store
-            .set_fuel(limits.fuel)
-            .and_then(|()| store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL)))
+        && let Err(error) = store.set_fuel(limits.fuel).and_then(|()| {
+            let interval = toolset.0.team.engine.fuel_yield_interval;
+            store.fuel_async_yield_interval(Some(interval))
+        })
     {
         return Outcome::Failed(format!("cannot set up fuel metering: {error}"));
     }

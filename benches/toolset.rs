@@ -1,0 +1,328 @@
+//! The bgagents benchmark: `cargo bench -p bgagents --bench toolset`.
+//!
+//! Prints, for this machine:
+//! 1. dispatch latency, from `run` to the guest's first output (p50, p99);
+//! 2. throughput of trivial sub-agents;
+//! 3. host RSS with up to 10,000 live sub-agents, each blocked in a host call;
+//! 4. stop latency of a CPU-bound guest that never calls the host, for
+//!    several fuel yield intervals, against what metering costs at each;
+//! 5. metering overhead: the same guest metered, unmetered, and native;
+//! 6. cold compile against cached load for each example component.
+//!
+//! `BENCH_QUICK=1` runs smaller sizes (a smoke run, not for numbers).
+
+use bgagents::tasks::EventKind;
+use bgagents::{Caller, TaskStatus, Team, Toolset};
+use bgagents_testkit::{Scratch, plugin_dir};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn quick() -> bool {
+    std::env::var_os("BENCH_QUICK").is_some()
+}
+
+fn team(yaml: &str) -> Team {
+    Team::parse(yaml, Path::new("bench.yaml"), plugin_dir()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn load(yaml: &str) -> Toolset {
+    Toolset::load(team(yaml)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn percentile(samples: &mut [Duration], fraction: f64) -> Duration {
+    samples.sort();
+    let index = ((samples.len() as f64 - 1.0) * fraction).round() as usize;
+    samples[index]
+}
+
+fn micros(duration: Duration) -> String {
+    format!("{:.1} µs", duration.as_secs_f64() * 1e6)
+}
+
+fn millis(duration: Duration) -> String {
+    format!("{:.2} ms", duration.as_secs_f64() * 1e3)
+}
+
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find(|line| line.starts_with("VmRSS:"))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+async fn until_running(toolset: &Toolset, caller: &Caller, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while toolset
+        .view_background_agent(caller, id)
+        .unwrap()
+        .info
+        .status
+        != TaskStatus::Running
+    {
+        assert!(Instant::now() < deadline, "task never ran");
+        tokio::task::yield_now().await;
+    }
+}
+
+async fn dispatch_latency() {
+    let toolset = load("agents:\n  probe: {component: probe.wasm}\n");
+    let session = toolset.open_session(None).unwrap();
+    let caller = session.caller();
+    let mut events = toolset.events().subscribe();
+    let rounds = if quick() { 200 } else { 5000 };
+    let mut samples = Vec::with_capacity(rounds);
+    for round in 0..rounds + 200 {
+        let started = Instant::now();
+        let id = toolset
+            .run_background_agent(caller, "probe", "print 1 x", None)
+            .unwrap()
+            .id;
+        loop {
+            let event = events.recv().await.unwrap();
+            if event.id == id && matches!(event.kind, EventKind::Output(_)) {
+                break;
+            }
+        }
+        // The first 200 warm up the allocator and caches.
+        if round >= 200 {
+            samples.push(started.elapsed());
+        }
+        bgagents_testkit::finished(&toolset, caller, id.as_str()).await;
+    }
+    println!(
+        "1. dispatch latency (run → guest's first output), {rounds} runs: p50 {}, p99 {}  [{}]",
+        micros(percentile(&mut samples, 0.5)),
+        micros(percentile(&mut samples, 0.99)),
+        toolset.load_report().allocator
+    );
+}
+
+async fn throughput() {
+    let count = if quick() { 2000 } else { 20_000 };
+    let toolset = load(&format!(
+        "limits: {{max_running: 20, max_retained: {}}}\nagents:\n  probe: {{component: probe.wasm}}\n",
+        count + 1
+    ));
+    let session = toolset.open_session(None).unwrap();
+    let caller = session.caller();
+    let started = Instant::now();
+    let ids: Vec<String> = (0..count)
+        .map(|_| {
+            toolset
+                .run_background_agent(caller, "probe", "echo x", None)
+                .unwrap()
+                .id
+                .to_string()
+        })
+        .collect();
+    for chunk in ids.chunks(100) {
+        let report = toolset
+            .wait_background_agents(caller, chunk, 600)
+            .await
+            .unwrap();
+        assert!(report.all_done);
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "2. throughput: {count} trivial sub-agents in {:.2} s = {:.0} tasks/s",
+        elapsed.as_secs_f64(),
+        count as f64 / elapsed.as_secs_f64()
+    );
+    session.close().await;
+}
+
+async fn scale() {
+    let steps: &[usize] = if quick() {
+        &[100, 500]
+    } else {
+        &[1000, 2500, 5000, 10_000]
+    };
+    let most = *steps.last().unwrap();
+    let toolset = load(&format!(
+        "limits: {{max_running: {most}, max_retained: {most}}}\n\
+         agents:\n  probe: {{component: probe.wasm, limits: {{timeout: 1h}}}}\n"
+    ));
+    let session = toolset.open_session(None).unwrap();
+    let caller = session.caller();
+    let baseline = rss_mib();
+    let mut started = 0;
+    let mut last = String::new();
+    print!(
+        "3. live sub-agents blocked in a host call (sleep), host RSS: baseline {baseline:.0} MiB"
+    );
+    for &step in steps {
+        while started < step {
+            last = toolset
+                .run_background_agent(caller, "probe", "sleep 3600000", None)
+                .unwrap()
+                .id
+                .to_string();
+            started += 1;
+        }
+        until_running(&toolset, caller, &last).await;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while toolset
+            .list_background_agents(caller)
+            .iter()
+            .filter(|info| info.status == TaskStatus::Running)
+            .count()
+            < step
+        {
+            assert!(Instant::now() < deadline, "not every task ran");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        print!("; {step} live: {:.0} MiB", rss_mib());
+    }
+    let stopping = Instant::now();
+    session.close().await;
+    println!(
+        "; all {most} stopped in {}  [{}]",
+        millis(stopping.elapsed()),
+        toolset.load_report().allocator
+    );
+}
+
+/// Runs the spinner for `rounds` and returns the wall time of the task.
+async fn spin_time(toolset: &Toolset, rounds: u64) -> Duration {
+    let session = toolset.open_session(None).unwrap();
+    let caller = session.caller();
+    let mut best = Duration::MAX;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let id = toolset
+            .run_background_agent(caller, "spinner", &format!("{rounds} rounds"), None)
+            .unwrap()
+            .id;
+        let view = bgagents_testkit::finished(toolset, caller, id.as_str()).await;
+        assert_eq!(view.info.status, TaskStatus::Completed, "{:?}", view.error);
+        best = best.min(started.elapsed());
+    }
+    best
+}
+
+const SPINNER: &str =
+    "agents:\n  spinner: {component: spinner.wasm, limits: {fuel: 1_000_000_000_000_000}}\n";
+
+async fn stop_latency_and_metering() {
+    let rounds = if quick() { 2_000_000 } else { 50_000_000 };
+    let stops = if quick() { 20 } else { 200 };
+    let unmetered = Toolset::load_unmetered(team(SPINNER)).unwrap();
+    let unmetered_time = spin_time(&unmetered, rounds).await;
+    println!(
+        "4. stop latency of a guest that never calls the host, and metering cost \
+         ({rounds} spinner rounds; unmetered {}):",
+        millis(unmetered_time)
+    );
+    for interval in [10_000u64, 50_000, 200_000, 1_000_000] {
+        let toolset = load(&format!(
+            "engine: {{fuel_yield_interval: {interval}}}\n{SPINNER}"
+        ));
+        let session = toolset.open_session(None).unwrap();
+        let caller = session.caller();
+        let mut samples = Vec::with_capacity(stops);
+        for _ in 0..stops {
+            let id = toolset
+                .run_background_agent(caller, "spinner", "forever", None)
+                .unwrap()
+                .id;
+            until_running(&toolset, caller, id.as_str()).await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            let started = Instant::now();
+            toolset
+                .stop_background_agent(caller, id.as_str())
+                .await
+                .unwrap();
+            samples.push(started.elapsed());
+        }
+        let metered = spin_time(&toolset, rounds).await;
+        println!(
+            "   yield every {interval:>9} fuel: stop p50 {}, p99 {}; metered run {} ({:+.1} % over unmetered)",
+            micros(percentile(&mut samples, 0.5)),
+            micros(percentile(&mut samples, 0.99)),
+            millis(metered),
+            (metered.as_secs_f64() / unmetered_time.as_secs_f64() - 1.0) * 100.0
+        );
+    }
+    let metered = spin_time(&load(SPINNER), rounds).await;
+    let native = {
+        let started = Instant::now();
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..rounds {
+            state = std::hint::black_box(native_mix(state));
+        }
+        std::hint::black_box(state);
+        started.elapsed()
+    };
+    println!(
+        "5. metering overhead ({rounds} rounds): metered {} vs unmetered {} = {:+.1} %; native {} \
+         (wasm unmetered is {:.2}× native)",
+        millis(metered),
+        millis(unmetered_time),
+        (metered.as_secs_f64() / unmetered_time.as_secs_f64() - 1.0) * 100.0,
+        millis(native),
+        unmetered_time.as_secs_f64() / native.as_secs_f64()
+    );
+}
+
+/// The spinner plugin's round, compiled natively as the baseline.
+fn native_mix(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+fn compile_versus_cache() {
+    let scratch = Scratch::new();
+    let yaml = format!(
+        "engine: {{cache_dir: {}}}\nagents:\n{}",
+        scratch.dir.display(),
+        ["coordinator", "wordstats", "calculator", "spinner", "probe"]
+            .iter()
+            .map(|name| format!("  {name}: {{component: {name}.wasm}}\n"))
+            .collect::<String>()
+    );
+    let cold = load(&yaml);
+    let cached = load(&yaml);
+    println!("6. cold compile vs cached load (read, hash, load, link):");
+    for (cold, cached) in cold
+        .load_report()
+        .components
+        .iter()
+        .zip(&cached.load_report().components)
+    {
+        let size = std::fs::metadata(&cold.path).map(|m| m.len()).unwrap_or(0);
+        println!(
+            "   {:<16} {:>4} KiB: cold {} ({}), cached {} ({})",
+            cold.path.file_name().unwrap().to_string_lossy(),
+            size / 1024,
+            millis(cold.took),
+            cold.cache,
+            millis(cached.took),
+            cached.cache
+        );
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else is taken.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    println!(
+        "bgagents benchmark — {} cores, {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        if quick() { "quick sizes" } else { "full sizes" }
+    );
+    compile_versus_cache();
+    runtime.block_on(async {
+        dispatch_latency().await;
+        throughput().await;
+        stop_latency_and_metering().await;
+        scale().await;
+    });
+}
