@@ -9,7 +9,8 @@
 //! 5. metering overhead: the same guest metered, unmetered, and native;
 //! 6. cold compile against cached load for each example component.
 //!
-//! `BENCH_QUICK=1` runs smaller sizes (a smoke run, not for numbers).
+//! `BENCH_QUICK=1` runs smaller sizes (a smoke run, not for numbers);
+//! `BENCH_ONLY=cache|dispatch|throughput|stop|scale` runs one part.
 
 use bgagents::tasks::EventKind;
 use bgagents::{Caller, TaskStatus, Team, Toolset};
@@ -318,11 +319,24 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         if quick() { "quick sizes" } else { "full sizes" }
     );
-    compile_versus_cache();
+    // `BENCH_ONLY=dispatch` (or throughput, stop, scale, cache) runs one part.
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let wanted = |part: &str| only.is_empty() || only == part;
+    if wanted("cache") {
+        compile_versus_cache();
+    }
     runtime.block_on(async {
-        dispatch_latency().await;
-        throughput().await;
-        stop_latency_and_metering().await;
-        scale().await;
+        if wanted("dispatch") {
+            dispatch_latency().await;
+        }
+        if wanted("throughput") {
+            throughput().await;
+        }
+        if wanted("stop") {
+            stop_latency_and_metering().await;
+        }
+        if wanted("scale") {
+            scale().await;
+        }
     });
 }

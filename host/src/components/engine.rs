@@ -79,6 +79,10 @@ pub fn new_engine(options: &EngineOptions) -> Result<(Engine, Allocator), String
     ))
 }
 
+/// Bytes of each pooled memory, table and stack reset in place rather than
+/// returned to the kernel.
+const KEEP_RESIDENT: usize = 64 << 10;
+
 /// A pool for `tasks` live task instances. A component holds several core
 /// instances and tables but normally one linear memory.
 fn pool(tasks: u32) -> PoolingAllocationConfig {
@@ -91,6 +95,13 @@ fn pool(tasks: u32) -> PoolingAllocationConfig {
         .max_core_instances_per_component(64)
         .max_memories_per_component(8)
         .max_tables_per_component(16)
-        .max_memory_size(crate::config::MAX_AGENT_MEMORY as usize);
+        .max_memory_size(crate::config::MAX_AGENT_MEMORY as usize)
+        // Returning memory to the kernel one instance at a time makes every
+        // core flush its TLB; batching and keeping the first pages resident
+        // (reset by memset) take most of that off the dispatch path.
+        .decommit_batch_size(32)
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(KEEP_RESIDENT)
+        .async_stack_keep_resident(KEEP_RESIDENT);
     pool
 }

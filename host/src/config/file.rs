@@ -29,7 +29,7 @@ pub(super) struct TeamFile {
 #[serde(deny_unknown_fields)]
 pub(super) struct EngineFile {
     pub pooling: Option<PoolingFile>,
-    pub pool_size: Option<u32>,
+    pub pool_size: Option<super::units::Count>,
     pub fuel_yield_interval: Option<super::units::Count>,
     pub cache: Option<bool>,
     pub cache_dir: Option<PathBuf>,

@@ -76,7 +76,7 @@ pub struct EngineSettings {
 }
 
 /// Default `engine.fuel_yield_interval`, chosen by measurement (BENCHMARKS.md).
-pub const DEFAULT_FUEL_YIELD_INTERVAL: u64 = 50_000;
+pub const DEFAULT_FUEL_YIELD_INTERVAL: u64 = 1_000_000;
 
 /// Per-agent limits (`agents.NAME.limits:`); each task of the agent gets its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -276,10 +276,17 @@ fn resolve_engine(
         Some(file::PoolingFile::Off) => Pooling::Off,
     };
     let default_pool = u32::try_from(limits.max_retained).unwrap_or(u32::MAX);
-    let pool_size = given.pool_size.unwrap_or(default_pool);
-    if pool_size == 0 {
-        problems.push("engine.pool_size: must be at least 1".into());
-    }
+    let pool_size = match given.pool_size.map(|count| u32::try_from(count.0)) {
+        None => default_pool,
+        Some(Ok(size)) if size > 0 => size,
+        Some(_) => {
+            problems.push(format!(
+                "engine.pool_size: must be between 1 and {}",
+                u32::MAX
+            ));
+            default_pool
+        }
+    };
     let cache = match (given.cache, &given.cache_dir) {
         (Some(false), Some(_)) => {
             problems.push("engine.cache_dir: given, but engine.cache is false".into());

@@ -1,0 +1,209 @@
+//! The engine's fast paths, checked for correctness (timings belong to the
+//! benchmark): the compiled-component cache (hit, miss, corrupt, truncated,
+//! foreign entries, engine change, off) and the pooling allocator with its
+//! fallback.
+
+use bgagents::components::{Allocator, CacheOutcome};
+use bgagents::{TaskStatus, Team, Toolset};
+use bgagents_testkit::{Scratch, finished, plugin_dir};
+use std::path::{Path, PathBuf};
+
+fn team(engine: &str) -> Team {
+    let yaml = format!(
+        "engine: {engine}\nagents:\n  a: {{component: probe.wasm}}\n  b: {{component: probe.wasm}}\n  \
+         c: {{component: spinner.wasm}}\n"
+    );
+    Team::parse(&yaml, Path::new("engine.yaml"), plugin_dir()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn cached(dir: &Path) -> Team {
+    team(&format!("{{cache_dir: '{}'}}", dir.display()))
+}
+
+fn outcomes(toolset: &Toolset) -> Vec<CacheOutcome> {
+    toolset
+        .load_report()
+        .components
+        .iter()
+        .map(|component| component.cache.clone())
+        .collect()
+}
+
+fn entries(dir: &Path) -> Vec<PathBuf> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|read| read.map(|entry| entry.unwrap().path()).collect())
+        .unwrap_or_default();
+    entries.sort();
+    entries
+}
+
+/// Runs one task to show the loaded component works.
+async fn works(toolset: &Toolset) {
+    let session = toolset.open_session(None).unwrap();
+    let info = toolset
+        .run_background_agent(session.caller(), "a", "echo fine", None)
+        .unwrap();
+    let view = finished(toolset, session.caller(), info.id.as_str()).await;
+    assert_eq!(view.result.as_deref(), Some("fine"), "{:?}", view.error);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_load_compiles_and_later_loads_hit_the_cache() {
+    let scratch = Scratch::new();
+    let first = Toolset::load(cached(&scratch.dir)).unwrap();
+    // Two agents share probe.wasm: it is compiled once.
+    assert_eq!(
+        outcomes(&first),
+        [CacheOutcome::Stored, CacheOutcome::Stored]
+    );
+    assert_eq!(entries(&scratch.dir).len(), 2);
+    assert_eq!(
+        first.load_report().cache_dir.as_deref(),
+        Some(scratch.dir.as_path())
+    );
+
+    let second = Toolset::load(cached(&scratch.dir)).unwrap();
+    assert_eq!(outcomes(&second), [CacheOutcome::Hit, CacheOutcome::Hit]);
+    works(&second).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_truncated_and_foreign_entries_are_recompiled_not_trusted() {
+    let scratch = Scratch::new();
+    Toolset::load(cached(&scratch.dir)).unwrap();
+    let damage: [(&str, fn(&Path)); 4] = [
+        ("checksum mismatch", |entry| {
+            let mut bytes = std::fs::read(entry).unwrap();
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0xff;
+            std::fs::write(entry, bytes).unwrap();
+        }),
+        ("checksum mismatch", |entry| {
+            let bytes = std::fs::read(entry).unwrap();
+            std::fs::write(entry, &bytes[..bytes.len() - 1000]).unwrap();
+        }),
+        ("not a bgagents cache entry", |entry| {
+            std::fs::write(entry, b"\0asm\x0d\0\x01\0 a component, not compiled code").unwrap();
+        }),
+        ("not a bgagents cache entry", |entry| {
+            std::fs::write(entry, b"").unwrap()
+        }),
+    ];
+    for (expected, damage) in damage {
+        for entry in entries(&scratch.dir) {
+            damage(&entry);
+        }
+        let toolset = Toolset::load(cached(&scratch.dir)).unwrap();
+        for outcome in outcomes(&toolset) {
+            match outcome {
+                CacheOutcome::Replaced(why) => assert!(why.starts_with(expected), "{why}"),
+                other => panic!("a damaged entry was not replaced: {other:?}"),
+            }
+        }
+        works(&toolset).await;
+        // The replacement is good again.
+        let again = Toolset::load(cached(&scratch.dir)).unwrap();
+        assert_eq!(outcomes(&again), [CacheOutcome::Hit, CacheOutcome::Hit]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_different_engine_configuration_gets_its_own_entries() {
+    let scratch = Scratch::new();
+    Toolset::load(cached(&scratch.dir)).unwrap();
+    // Without fuel metering the compiled code differs: a miss, not a hit.
+    let unmetered = Toolset::load_unmetered(cached(&scratch.dir)).unwrap();
+    assert_eq!(
+        outcomes(&unmetered),
+        [CacheOutcome::Stored, CacheOutcome::Stored]
+    );
+    assert_eq!(entries(&scratch.dir).len(), 4);
+    // Both stay valid side by side.
+    let metered = Toolset::load(cached(&scratch.dir)).unwrap();
+    assert_eq!(outcomes(&metered), [CacheOutcome::Hit, CacheOutcome::Hit]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_can_be_turned_off_or_fail_to_write_without_failing_the_load() {
+    let off = Toolset::load(team("{cache: false}")).unwrap();
+    assert_eq!(
+        outcomes(&off),
+        [CacheOutcome::Disabled, CacheOutcome::Disabled]
+    );
+    assert_eq!(off.load_report().cache_dir, None);
+    works(&off).await;
+
+    let scratch = Scratch::new();
+    let not_a_dir = scratch.write("file", "in the way");
+    let unwritable = Toolset::load(cached(&not_a_dir)).unwrap();
+    for outcome in outcomes(&unwritable) {
+        assert!(matches!(outcome, CacheOutcome::NotStored(_)), "{outcome:?}");
+    }
+    works(&unwritable).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooling_is_used_when_asked_and_falls_back_when_the_pool_cannot_be_reserved() {
+    let on = Toolset::load(team("{pooling: on, pool_size: 8, cache: false}")).unwrap();
+    assert_eq!(on.load_report().allocator, Allocator::Pooling { slots: 8 });
+    works(&on).await;
+
+    let off = Toolset::load(team("{pooling: off, cache: false}")).unwrap();
+    assert_eq!(
+        off.load_report().allocator,
+        Allocator::OnDemand {
+            fallback_reason: None
+        }
+    );
+    works(&off).await;
+
+    // A pool far beyond any address space cannot be reserved.
+    let huge = "pool_size: 100_000_000, cache: false";
+    let auto = Toolset::load(team(&format!("{{pooling: auto, {huge}}}"))).unwrap();
+    match &auto.load_report().allocator {
+        Allocator::OnDemand {
+            fallback_reason: Some(reason),
+        } => assert!(!reason.is_empty()),
+        other => panic!("no fallback: {other:?}"),
+    }
+    works(&auto).await;
+
+    let error = Toolset::load(team(&format!("{{pooling: on, {huge}}}")))
+        .err()
+        .expect("pooling: on must refuse an impossible pool");
+    assert!(
+        error
+            .to_string()
+            .contains("cannot reserve the instance pool for 100000000 tasks")
+            && error.to_string().contains("lower engine.pool_size"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_pool_fails_the_task_and_frees_its_slot() {
+    let toolset = Toolset::load(team("{pooling: on, pool_size: 1, cache: false}")).unwrap();
+    let session = toolset.open_session(None).unwrap();
+    let caller = session.caller();
+    let holder = toolset
+        .run_background_agent(caller, "a", "sleep 60000", None)
+        .unwrap();
+    bgagents_testkit::eventually("the holder to run", || {
+        bgagents_testkit::status(&toolset, caller, holder.id.as_str()) == TaskStatus::Running
+    })
+    .await;
+    let second = toolset
+        .run_background_agent(caller, "a", "echo hi", None)
+        .unwrap();
+    let view = finished(&toolset, caller, second.id.as_str()).await;
+    assert_eq!(view.info.status, TaskStatus::Failed);
+    assert!(
+        view.error.unwrap().contains("instance"),
+        "the reason names the pool"
+    );
+    toolset
+        .stop_background_agent(caller, holder.id.as_str())
+        .await
+        .unwrap();
+    works(&toolset).await;
+}
