@@ -129,9 +129,10 @@ async fn throughput() {
     }
     let elapsed = started.elapsed();
     println!(
-        "2. throughput: {count} trivial sub-agents in {:.2} s = {:.0} tasks/s",
+        "2. throughput: {count} trivial sub-agents in {:.2} s = {:.0} tasks/s  [{}]",
         elapsed.as_secs_f64(),
-        count as f64 / elapsed.as_secs_f64()
+        count as f64 / elapsed.as_secs_f64(),
+        toolset.load_report().allocator
     );
     session.close().await;
 }
@@ -144,7 +145,7 @@ async fn scale() {
     };
     let most = *steps.last().unwrap();
     let toolset = load(&format!(
-        "limits: {{max_running: {most}, max_retained: {most}}}\n\
+        "limits: {{max_running: {most}, max_retained: {most}}}\nengine: {{pool_size: {most}}}\n\
          agents:\n  probe: {{component: probe.wasm, limits: {{timeout: 1h}}}}\n"
     ));
     let session = toolset.open_session(None).unwrap();

@@ -41,6 +41,8 @@ fn defaults_fill_every_limit() {
             max_depth: 10
         }
     );
+    assert_eq!(team.engine.pool_size, 100, "the pool matches max_retained");
+    assert_eq!(team.engine.fuel_yield_interval, 1_000_000);
     let root = team.agent("root").unwrap();
     assert_eq!(root.limits, AgentLimits::default());
     assert_eq!(root.component.as_deref(), Some(plugin("probe").as_path()));
@@ -58,6 +60,13 @@ fn limits_accept_human_units() {
     )
     .unwrap();
     assert_eq!(team.limits.max_running, 3);
+    let big = Team::parse(
+        "limits: {max_retained: 50000}\nagents:\n  root: {component: probe.wasm}\n",
+        Path::new("team.yaml"),
+        plugin_dir(),
+    )
+    .unwrap();
+    assert_eq!(big.engine.pool_size, 1000, "the default pool is capped");
     assert_eq!(team.limits.max_output, 1 << 20);
     let limits = &team.agent("root").unwrap().limits;
     assert_eq!(limits.fuel, 5_000_000);

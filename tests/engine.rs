@@ -197,9 +197,12 @@ async fn a_full_pool_fails_the_task_and_frees_its_slot() {
         .unwrap();
     let view = finished(&toolset, caller, second.id.as_str()).await;
     assert_eq!(view.info.status, TaskStatus::Failed);
+    let reason = view.error.unwrap();
     assert!(
-        view.error.unwrap().contains("instance"),
-        "the reason names the pool"
+        reason.starts_with("no free instance slot (maximum concurrent limit of 1 for ")
+            && reason
+                .ends_with("raise engine.pool_size in the team file, or set engine.pooling to off"),
+        "{reason}"
     );
     toolset
         .stop_background_agent(caller, holder.id.as_str())

@@ -66,14 +66,17 @@ pub enum CacheSetting {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineSettings {
     pub pooling: Pooling,
-    /// Task instances the pool holds; defaults to `limits.max_retained`,
-    /// which bounds how many tasks can be live at once.
+    /// Task instances the pool holds; defaults to `limits.max_retained`
+    /// (which bounds how many tasks can be live at once), at most 1000.
     pub pool_size: u32,
     /// Fuel a guest burns between two yields to the scheduler: bounds how
     /// long a CPU-bound guest can delay a stop, at some metering cost.
     pub fuel_yield_interval: u64,
     pub cache: CacheSetting,
 }
+
+/// The largest default `engine.pool_size` (it is `limits.max_retained` up to this).
+pub const DEFAULT_POOL_CAP: usize = 1000;
 
 /// Default `engine.fuel_yield_interval`, chosen by measurement (BENCHMARKS.md).
 pub const DEFAULT_FUEL_YIELD_INTERVAL: u64 = 1_000_000;
@@ -275,7 +278,10 @@ fn resolve_engine(
         Some(file::PoolingFile::On) => Pooling::On,
         Some(file::PoolingFile::Off) => Pooling::Off,
     };
-    let default_pool = u32::try_from(limits.max_retained).unwrap_or(u32::MAX);
+    // Live instances never outnumber live tasks, which never outnumber the
+    // retained ones; past a thousand slots the pool's address-space
+    // reservation (two 4 GiB-guarded memories per slot) starts to fail.
+    let default_pool = u32::try_from(limits.max_retained.min(DEFAULT_POOL_CAP)).unwrap_or(1);
     let pool_size = match given.pool_size.map(|count| u32::try_from(count.0)) {
         None => default_pool,
         Some(Ok(size)) if size > 0 => size,

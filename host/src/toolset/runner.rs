@@ -132,6 +132,12 @@ fn explain_trap(error: &wasmtime::Error, store: &Store<GuestState>, fuel: u64) -
         }
         _ => {}
     }
+    if let Some(full) = error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
+        return format!(
+            "no free instance slot ({full}); raise engine.pool_size in the team file, \
+             or set engine.pooling to off"
+        );
+    }
     let frames = error
         .downcast_ref::<wasmtime::WasmBacktrace>()
         .map(collapse_backtrace)
