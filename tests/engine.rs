@@ -37,6 +37,9 @@ fn entries(dir: &Path) -> Vec<PathBuf> {
     entries
 }
 
+/// A way of spoiling a cache entry.
+type Damage = fn(&Path);
+
 /// Runs one task to show the loaded component works.
 async fn works(toolset: &Toolset) {
     let session = toolset.open_session(None).unwrap();
@@ -71,7 +74,7 @@ async fn the_first_load_compiles_and_later_loads_hit_the_cache() {
 async fn corrupt_truncated_and_foreign_entries_are_recompiled_not_trusted() {
     let scratch = Scratch::new();
     Toolset::load(cached(&scratch.dir)).unwrap();
-    let damage: [(&str, fn(&Path)); 4] = [
+    let damage: [(&str, Damage); 4] = [
         ("checksum mismatch", |entry| {
             let mut bytes = std::fs::read(entry).unwrap();
             let middle = bytes.len() / 2;
