@@ -148,7 +148,12 @@ fn help_explains_the_commands_and_exit_codes() {
         assert!(help.contains(expected), "{help}");
     }
     let run_help = text(&bgagents(&["run", "--help"]).stdout);
-    for expected in ["--agent", "--quiet", "--expected-output", "[default: root]"] {
+    for expected in [
+        "--agent",
+        "--quiet",
+        "--expected-output",
+        "[default: root, or the component's own name]",
+    ] {
         assert!(run_help.contains(expected), "{run_help}");
     }
 }

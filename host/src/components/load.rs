@@ -2,7 +2,9 @@
 //! fits the `sub-agent` world, with errors that say what to do about it.
 
 use super::cache::{CacheOutcome, ComponentCache};
-use crate::bindings::{AGENT_EXPORT, SubAgentPre};
+use crate::bindings::{
+    AGENT_EXPORT, SubAgentPre, WIT_PACKAGE, WIT_VERSION, wit_version_compatible,
+};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use wasmtime::Engine;
@@ -54,6 +56,7 @@ pub fn load_component<T: 'static>(
     let (component, outcome) = cache
         .load(engine, &bytes)
         .map_err(|error| format!("{shown} is not a valid component: {error:#}"))?;
+    check_wit_version(engine, &component.component_type(), &shown.to_string())?;
     let pre = linker.instantiate_pre(&component).map_err(|error| {
         format!(
             "{shown} imports something bgagents does not provide ({error:#}); a sub-agent may \
@@ -72,4 +75,32 @@ pub fn load_component<T: 'static>(
         cache: outcome,
         took: started.elapsed(),
     })
+}
+
+/// Refuses a component built against an incompatible version of our WIT
+/// package, naming both versions (before linking would give a vaguer error).
+fn check_wit_version(
+    engine: &Engine,
+    component: &wasmtime::component::types::Component,
+    shown: &str,
+) -> Result<(), String> {
+    let imports = component.imports(engine).map(|(name, _)| name);
+    let exports = component.exports(engine).map(|(name, _)| name);
+    for name in imports.chain(exports) {
+        let Some(version) = name
+            .strip_prefix(WIT_PACKAGE)
+            .and_then(|rest| rest.split_once('@'))
+            .map(|(_, version)| version)
+        else {
+            continue;
+        };
+        if !wit_version_compatible(version) {
+            return Err(format!(
+                "{shown} was built for {WIT_PACKAGE}@{version}, but this host provides \
+                 {WIT_PACKAGE}@{WIT_VERSION}; rebuild the plugin against the WIT that \
+                 `bgagents wit` writes (a host accepts guests of the same 0.minor version)"
+            ));
+        }
+    }
+    Ok(())
 }

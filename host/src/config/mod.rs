@@ -210,6 +210,40 @@ impl Team {
             })
     }
 
+    /// A team of one: the component at `path`, run as an agent named after
+    /// the file, with default limits and no grants (`bgagents run x.wasm`).
+    pub fn single_component(path: &Path) -> Team {
+        let name = path
+            .file_stem()
+            .map(|stem| stem.to_string_lossy().replace([' ', ','], "_"))
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "agent".to_string());
+        let component = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let limits = HostLimits::default();
+        let engine = EngineSettings {
+            pooling: Pooling::Auto,
+            pool_size: u32::try_from(limits.max_retained).unwrap_or(1),
+            fuel_yield_interval: DEFAULT_FUEL_YIELD_INTERVAL,
+            cache: CacheSetting::DefaultDir,
+        };
+        let agent = AgentSpec {
+            name: name.clone(),
+            description: String::new(),
+            instruction: String::new(),
+            sub_agents: Vec::new(),
+            background_agents: false,
+            component: Some(component),
+            limits: AgentLimits::default(),
+            grants: Grants::default(),
+        };
+        Team {
+            source: path.to_path_buf(),
+            limits,
+            engine,
+            agents: BTreeMap::from([(name, agent)]),
+        }
+    }
+
     /// The agent called `name`.
     pub fn agent(&self, name: &str) -> Option<&AgentSpec> {
         self.agents.get(name)

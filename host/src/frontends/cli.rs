@@ -28,7 +28,8 @@ const EXIT_INTERRUPTED: u8 = 130;
         environment access, under a fuel budget, a memory limit and a timeout.\n\n\
         Start with:  bgagents check examples/team.yaml\n\
         then:        bgagents run examples/team.yaml \"your task\"\n\
-        or serve it to an MCP client:  bgagents mcp examples/team.yaml",
+        or serve it to an MCP client:  bgagents mcp examples/team.yaml\n\
+        Write a plugin:  bgagents new my-agent  (see docs/plugins.md)",
     after_help = "Exit codes: 0 completed · 1 the agent failed or was stopped · \
         2 bad team file, component or usage · 130 interrupted (Ctrl-C)"
 )]
@@ -44,11 +45,12 @@ enum Command {
     /// The agent's live output, and what its sub-agents do, go to stderr as
     /// they happen; its final result goes to stdout. Ctrl-C stops every task.
     Run {
-        /// The team file.
+        /// The team file — or a component (.wasm) to run alone, with default
+        /// limits and no grants.
         team: PathBuf,
-        /// The agent to run.
-        #[arg(long, short, default_value = "root")]
-        agent: String,
+        /// The agent to run [default: root, or the component's own name].
+        #[arg(long, short)]
+        agent: Option<String>,
         /// What the caller expects back, passed to the agent.
         #[arg(long)]
         expected_output: Option<String>,
@@ -63,6 +65,20 @@ enum Command {
     Check {
         /// The team file.
         team: PathBuf,
+    },
+    /// Write the WIT package plugins build against.
+    Wit {
+        /// The directory to write `bgagents.wit` into.
+        #[arg(long, default_value = "wit")]
+        out: PathBuf,
+    },
+    /// Create a Rust plugin project that builds and runs right away.
+    New {
+        /// The plugin's name (lowercase letters, digits, - and _).
+        name: String,
+        /// Where to create it [default: ./NAME].
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// Serve the background-agents toolset over MCP on stdin/stdout.
     ///
@@ -96,19 +112,53 @@ pub fn main() -> ExitCode {
                 expected_output,
                 quiet,
                 task,
-            } => run(team, &agent, &task.join(" "), expected_output, quiet).await,
+            } => run(team, agent, &task.join(" "), expected_output, quiet).await,
             Command::Check { team } => check(team),
+            Command::Wit { out } => report(super::scaffold::write_wit(&out).map(|file| vec![file])),
+            Command::New { name, dir } => {
+                let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+                let created = super::scaffold::new_plugin(&name, &dir);
+                if created.is_ok() {
+                    println!(
+                        "created plugin {name} in {}; next:\n  cd {}\n  cargo build --release --target wasm32-wasip2\n  bgagents run team.yaml \"some task\"",
+                        dir.display(),
+                        dir.display()
+                    );
+                }
+                report(created)
+            }
             Command::Mcp { team, agent } => mcp(team, &agent).await,
         }
     })
 }
 
-/// Loads the team and its components, printing every problem.
+/// Prints the files written, or the error.
+fn report(written: Result<Vec<PathBuf>, String>) -> ExitCode {
+    match written {
+        Ok(files) => {
+            for file in files {
+                println!("wrote {}", file.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+    }
+}
+
+/// Loads the team (or a lone component) and compiles its components,
+/// printing every problem.
 fn load(path: &PathBuf) -> Result<Toolset, ExitCode> {
-    let team = Team::load(path).map_err(|error| {
-        eprintln!("{error}");
-        ExitCode::from(EXIT_BAD_INPUT)
-    })?;
+    let team = if path.extension().is_some_and(|ext| ext == "wasm") {
+        Team::single_component(path)
+    } else {
+        Team::load(path).map_err(|error| {
+            eprintln!("{error}");
+            ExitCode::from(EXIT_BAD_INPUT)
+        })?
+    };
     let source = team.source.clone();
     Toolset::load(team).map_err(|error| {
         for problem in &error.problems {
@@ -204,7 +254,7 @@ fn check(path: PathBuf) -> ExitCode {
 
 async fn run(
     path: PathBuf,
-    agent: &str,
+    agent: Option<String>,
     task: &str,
     expected_output: Option<String>,
     quiet: bool,
@@ -213,6 +263,12 @@ async fn run(
         Ok(toolset) => toolset,
         Err(code) => return code,
     };
+    // A lone component's only agent is the default.
+    let agent = agent.unwrap_or_else(|| match toolset.team().agents.keys().next() {
+        Some(only) if toolset.team().agents.len() == 1 => only.clone(),
+        _ => "root".to_string(),
+    });
+    let agent = agent.as_str();
     let session = toolset
         .open_session(None)
         .expect("the operator session needs no agent");

@@ -3,4 +3,5 @@
 
 pub mod cli;
 pub mod mcp;
+pub mod scaffold;
 pub mod wit_imports;

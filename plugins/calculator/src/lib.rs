@@ -1,14 +1,11 @@
 //! Example worker: evaluates the arithmetic expressions in its task text
 //! (`+ - * / ^`, parentheses, decimals), one per comma-separated item.
 
-wit_bindgen::generate!({ path: "../../wit", world: "sub-agent" });
-
-use bgagents::agents::output;
-use exports::bgagents::agents::agent::{Guest, Request};
+use bgagents_guest::{Agent, Request, print};
 
 struct Calculator;
 
-impl Guest for Calculator {
+impl Agent for Calculator {
     fn run(request: Request) -> Result<String, String> {
         let mut answers = Vec::new();
         for expression in request
@@ -19,7 +16,7 @@ impl Guest for Calculator {
         {
             let value = evaluate(expression)
                 .map_err(|error| format!("cannot evaluate `{expression}`: {error}"))?;
-            output::write(&format!("{expression} = {}\n", show(value)));
+            print(&format!("{expression} = {}\n", show(value)));
             answers.push(format!("{expression} = {}", show(value)));
         }
         if answers.is_empty() {
@@ -126,4 +123,4 @@ impl Parser {
     }
 }
 
-export!(Calculator);
+bgagents_guest::export_agent!(Calculator);

@@ -5,16 +5,11 @@
 //! Parts are separated by newlines or `;`. A part written `agent: text` goes
 //! to that agent; other parts go to the sub-agents in turn.
 
-wit_bindgen::generate!({ path: "../../wit", world: "sub-agent" });
-
-use bgagents::agents::background_agents as toolset;
-use bgagents::agents::output;
-use bgagents::agents::types::TaskStatus;
-use exports::bgagents::agents::agent::{Guest, Request};
+use bgagents_guest::{Agent, Request, outcome, print, start, wait_all};
 
 struct Coordinator;
 
-impl Guest for Coordinator {
+impl Agent for Coordinator {
     fn run(request: Request) -> Result<String, String> {
         if request.sub_agents.is_empty() {
             return Err(
@@ -27,40 +22,32 @@ impl Guest for Coordinator {
         if parts.is_empty() {
             return Err("the task has no parts to dispatch".into());
         }
-        output::write(&format!(
+        print(&format!(
             "dispatching {} part(s) in parallel\n",
             parts.len()
         ));
 
         let mut dispatched = Vec::new();
+        let mut ids = Vec::new();
         for (index, part) in parts.iter().enumerate() {
             let (agent, text) = route(part, &request.sub_agents, index);
-            let info = toolset::run_background_agent(&agent, &text, None)?;
-            output::write(&format!("  {} ← {agent}: {text}\n", info.id));
-            dispatched.push((agent, text, info.id));
+            let id = start(&agent, &text)?;
+            print(&format!("  {id} ← {agent}: {text}\n"));
+            dispatched.push((agent, text));
+            ids.push(id);
         }
 
-        let ids: Vec<String> = dispatched.iter().map(|(_, _, id)| id.clone()).collect();
-        loop {
-            let report = toolset::wait_background_agents(&ids, 0)?;
-            if report.all_done {
-                break;
-            }
-            output::write("still waiting for sub-agents…\n");
-        }
-        output::write("all parts finished; combining\n");
-
+        let views = wait_all(&ids)?;
+        print("all parts finished; combining\n");
         let mut combined = String::new();
         let mut failures = 0;
-        for (agent, text, id) in &dispatched {
-            let view = toolset::view_background_agent(id)?;
+        for ((agent, text), view) in dispatched.iter().zip(&views) {
             combined.push_str(&format!("## {agent}: {text}\n"));
-            match view.info.status {
-                TaskStatus::Completed => combined.push_str(view.result.as_deref().unwrap_or("")),
-                status => {
+            match outcome(view) {
+                Ok(result) => combined.push_str(&result),
+                Err(reason) => {
                     failures += 1;
-                    let reason = view.error.unwrap_or_default();
-                    combined.push_str(&format!("({status:?}) {reason}").to_lowercase());
+                    combined.push_str(&format!("(failed) {reason}"));
                 }
             }
             combined.push_str("\n\n");
@@ -94,4 +81,4 @@ fn route(part: &str, sub_agents: &[String], index: usize) -> (String, String) {
     )
 }
 
-export!(Coordinator);
+bgagents_guest::export_agent!(Coordinator);

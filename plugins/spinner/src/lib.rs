@@ -2,13 +2,11 @@
 //! runs a hash chain for the number of rounds in its task, or forever when
 //! the task holds no number. It shows preemptive stop and fuel budgets.
 
-wit_bindgen::generate!({ path: "../../wit", world: "sub-agent" });
-
-use exports::bgagents::agents::agent::{Guest, Request};
+use bgagents_guest::{Agent, Request};
 
 struct Spinner;
 
-impl Guest for Spinner {
+impl Agent for Spinner {
     fn run(request: Request) -> Result<String, String> {
         let rounds: Option<u64> = request
             .task
@@ -33,4 +31,4 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-export!(Spinner);
+bgagents_guest::export_agent!(Spinner);

@@ -1,15 +1,12 @@
 //! Example worker: word statistics of its task text — words, distinct words,
 //! sentences, the longest word and the most frequent words.
 
-wit_bindgen::generate!({ path: "../../wit", world: "sub-agent" });
-
-use bgagents::agents::output;
-use exports::bgagents::agents::agent::{Guest, Request};
+use bgagents_guest::{Agent, Request, print};
 use std::collections::BTreeMap;
 
 struct WordStats;
 
-impl Guest for WordStats {
+impl Agent for WordStats {
     fn run(request: Request) -> Result<String, String> {
         let words: Vec<String> = request
             .task
@@ -20,7 +17,7 @@ impl Guest for WordStats {
         if words.is_empty() {
             return Err("the task has no words to count".into());
         }
-        output::write(&format!("counting {} words\n", words.len()));
+        print(&format!("counting {} words\n", words.len()));
         let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
         for word in &words {
             *counts.entry(word).or_default() += 1;
@@ -51,4 +48,4 @@ impl Guest for WordStats {
     }
 }
 
-export!(WordStats);
+bgagents_guest::export_agent!(WordStats);

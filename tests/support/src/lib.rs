@@ -33,9 +33,11 @@ impl Scratch {
         Scratch { dir }
     }
 
-    /// Writes `contents` to `name` inside the scratch directory.
+    /// Writes `contents` to `name` (which may hold folders) inside the
+    /// scratch directory.
     pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
         let path = self.dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, contents).unwrap();
         path
     }

@@ -1,0 +1,126 @@
+//! The plugin author's path: `bgagents wit` hands out the WIT, `bgagents
+//! new` scaffolds a project that cargo builds and `bgagents run` runs, a
+//! lone component runs without a team file, and a guest built for another
+//! WIT version is refused naming both versions.
+
+use bgagents_testkit::{HANG, Scratch, plugin, plugin_dir};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Instant;
+
+fn bgagents(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bgagents"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn wit_writes_the_package_guests_build_against() {
+    let scratch = Scratch::new();
+    let output = bgagents(&["wit", "--out", "for-my-plugin"], &scratch.dir);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let written = std::fs::read_to_string(scratch.dir.join("for-my-plugin/bgagents.wit")).unwrap();
+    let source =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../wit/bgagents.wit"))
+            .unwrap();
+    assert_eq!(written, source);
+    assert!(written.contains("package bgagents:agents@0.1.0;"));
+}
+
+#[test]
+fn a_scaffolded_plugin_builds_and_runs_right_away() {
+    let scratch = Scratch::new();
+    let created = bgagents(&["new", "hello-agent"], &scratch.dir);
+    assert_eq!(created.status.code(), Some(0), "{}", text(&created.stderr));
+    assert!(text(&created.stdout).contains("cargo build --release --target wasm32-wasip2"));
+    let project = scratch.dir.join("hello-agent");
+
+    // Build it as an author would; share the plugins' target directory so
+    // wit-bindgen is not compiled again.
+    let started = Instant::now();
+    let target = plugin_dir().ancestors().nth(2).unwrap().to_path_buf();
+    let build = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .current_dir(&project)
+        .env("CARGO_TARGET_DIR", &target)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "{}", text(&build.stderr));
+    assert!(
+        started.elapsed() < HANG * 5,
+        "building the scaffold took too long"
+    );
+    let component = target.join("wasm32-wasip2/release/hello_agent.wasm");
+    assert!(component.exists());
+
+    // Its team file points at target/ inside the project: link the build there.
+    std::fs::create_dir_all(project.join("target/wasm32-wasip2/release")).unwrap();
+    std::fs::copy(
+        &component,
+        project.join("target/wasm32-wasip2/release/hello_agent.wasm"),
+    )
+    .unwrap();
+    let run = bgagents(&["run", "team.yaml", "hello", "wasm", "world"], &project);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    assert_eq!(text(&run.stdout), "3 words; reversed: dlrow msaw olleh\n");
+    assert!(text(&run.stderr).contains("working on 16 characters"));
+
+    // The same component alone, without a team file.
+    let alone = bgagents(&["run", component.to_str().unwrap(), "abc"], &project);
+    assert_eq!(text(&alone.stdout), "1 words; reversed: cba\n");
+}
+
+#[test]
+fn new_refuses_bad_names_and_occupied_directories() {
+    let scratch = Scratch::new();
+    let bad = bgagents(&["new", "Hello World"], &scratch.dir);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad.stderr).contains("is not a usable plugin name"));
+    scratch.write("taken/file", "x");
+    let taken = bgagents(&["new", "ok", "--dir", "taken"], &scratch.dir);
+    assert_eq!(taken.status.code(), Some(2));
+    assert!(text(&taken.stderr).contains("already exists and is not empty"));
+}
+
+#[test]
+fn a_lone_component_runs_with_default_limits_and_no_grants() {
+    let scratch = Scratch::new();
+    let probe = plugin("probe");
+    let env = bgagents(&["run", probe.to_str().unwrap(), "env"], &scratch.dir);
+    assert_eq!(env.status.code(), Some(0), "{}", text(&env.stderr));
+    assert_eq!(text(&env.stdout), "[]\n");
+    let escape = bgagents(
+        &["run", probe.to_str().unwrap(), "read", "/etc/passwd"],
+        &scratch.dir,
+    );
+    assert_eq!(escape.status.code(), Some(1));
+    let check = bgagents(&["check", probe.to_str().unwrap()], &scratch.dir);
+    assert!(
+        text(&check.stdout).contains("grants:      none"),
+        "{}",
+        text(&check.stdout)
+    );
+}
+
+#[test]
+fn a_guest_built_for_another_wit_version_is_refused_naming_both() {
+    let scratch = Scratch::new();
+    let future = plugin_dir().join("future_agent.wasm");
+    let check = bgagents(&["check", future.to_str().unwrap()], &scratch.dir);
+    assert_eq!(check.status.code(), Some(2));
+    let stderr = text(&check.stderr);
+    assert!(
+        stderr.contains(
+            "was built for bgagents:agents@0.2.0, but this host provides bgagents:agents@0.1.0; \
+             rebuild the plugin against the WIT that `bgagents wit` writes"
+        ),
+        "{stderr}"
+    );
+}
