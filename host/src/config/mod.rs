@@ -75,6 +75,22 @@ pub struct EngineSettings {
     pub cache: CacheSetting,
 }
 
+impl EngineSettings {
+    /// The defaults for a host with `limits`.
+    pub fn defaults(limits: &HostLimits) -> EngineSettings {
+        // Live instances never outnumber live tasks, which never outnumber
+        // the retained ones; past a thousand slots the pool's address-space
+        // reservation (two 4 GiB-guarded memories per slot) starts to fail.
+        let pool_size = limits.max_retained.min(DEFAULT_POOL_CAP);
+        EngineSettings {
+            pooling: Pooling::Auto,
+            pool_size: u32::try_from(pool_size).unwrap_or(1),
+            fuel_yield_interval: DEFAULT_FUEL_YIELD_INTERVAL,
+            cache: CacheSetting::DefaultDir,
+        }
+    }
+}
+
 /// The largest default `engine.pool_size` (it is `limits.max_retained` up to this).
 pub const DEFAULT_POOL_CAP: usize = 1000;
 
@@ -220,12 +236,7 @@ impl Team {
             .unwrap_or_else(|| "agent".to_string());
         let component = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let limits = HostLimits::default();
-        let engine = EngineSettings {
-            pooling: Pooling::Auto,
-            pool_size: u32::try_from(limits.max_retained).unwrap_or(1),
-            fuel_yield_interval: DEFAULT_FUEL_YIELD_INTERVAL,
-            cache: CacheSetting::DefaultDir,
-        };
+        let engine = EngineSettings::defaults(&limits);
         let agent = AgentSpec {
             name: name.clone(),
             description: String::new(),
@@ -307,27 +318,28 @@ fn resolve_engine(
     problems: &mut Vec<String>,
 ) -> EngineSettings {
     let given = &file.engine;
-    let pooling = match given.pooling {
-        None | Some(file::PoolingFile::Auto) => Pooling::Auto,
-        Some(file::PoolingFile::On) => Pooling::On,
-        Some(file::PoolingFile::Off) => Pooling::Off,
-    };
-    // Live instances never outnumber live tasks, which never outnumber the
-    // retained ones; past a thousand slots the pool's address-space
-    // reservation (two 4 GiB-guarded memories per slot) starts to fail.
-    let default_pool = u32::try_from(limits.max_retained.min(DEFAULT_POOL_CAP)).unwrap_or(1);
-    let pool_size = match given.pool_size.map(|count| u32::try_from(count.0)) {
-        None => default_pool,
-        Some(Ok(size)) if size > 0 => size,
-        Some(_) => {
-            problems.push(format!(
-                "engine.pool_size: must be between 1 and {}",
-                u32::MAX
-            ));
-            default_pool
-        }
-    };
-    let cache = match (given.cache, &given.cache_dir) {
+    let mut engine = EngineSettings::defaults(limits);
+    if let Some(pooling) = given.pooling {
+        engine.pooling = match pooling {
+            file::PoolingFile::Auto => Pooling::Auto,
+            file::PoolingFile::On => Pooling::On,
+            file::PoolingFile::Off => Pooling::Off,
+        };
+    }
+    match given.pool_size.map(|count| u32::try_from(count.0)) {
+        None => {}
+        Some(Ok(size)) if size > 0 => engine.pool_size = size,
+        Some(_) => problems.push(format!(
+            "engine.pool_size: must be between 1 and {}",
+            u32::MAX
+        )),
+    }
+    match given.fuel_yield_interval {
+        None => {}
+        Some(count) if count.0 > 0 => engine.fuel_yield_interval = count.0,
+        Some(_) => problems.push("engine.fuel_yield_interval: must be at least 1".into()),
+    }
+    engine.cache = match (given.cache, &given.cache_dir) {
         (Some(false), Some(_)) => {
             problems.push("engine.cache_dir: given, but engine.cache is false".into());
             CacheSetting::Off
@@ -336,18 +348,7 @@ fn resolve_engine(
         (_, Some(dir)) => CacheSetting::Dir(base_dir.join(dir)),
         (_, None) => CacheSetting::DefaultDir,
     };
-    let fuel_yield_interval = given
-        .fuel_yield_interval
-        .map_or(DEFAULT_FUEL_YIELD_INTERVAL, |count| count.0);
-    if fuel_yield_interval == 0 {
-        problems.push("engine.fuel_yield_interval: must be at least 1".into());
-    }
-    EngineSettings {
-        pooling,
-        pool_size,
-        fuel_yield_interval,
-        cache,
-    }
+    engine
 }
 
 fn resolve_host_limits(file: &TeamFile, problems: &mut Vec<String>) -> HostLimits {
