@@ -132,6 +132,14 @@ pub fn main() -> ExitCode {
     })
 }
 
+/// Appends one formatted line to a `String`.
+macro_rules! push_line {
+    ($out:expr, $($arg:tt)*) => {{
+        $out.push_str(&format!($($arg)*));
+        $out.push('\n');
+    }};
+}
+
 /// Prints the files written, or the error.
 fn report(written: Result<Vec<PathBuf>, String>) -> ExitCode {
     match written {
@@ -187,14 +195,18 @@ fn check(path: PathBuf) -> ExitCode {
         Ok(toolset) => toolset,
         Err(code) => return code,
     };
+    // Written in one go so that a closed pipe (`check | head`) is not a panic.
+    let mut out = String::new();
     let team = toolset.team();
-    println!(
+    push_line!(
+        out,
         "{}: OK — {} agent(s), every component compiled",
         path.display(),
         team.agents.len()
     );
     let limits = &team.limits;
-    println!(
+    push_line!(
+        out,
         "host limits: {} running at once (more are queued), {} retained, {} output per task, depth {}",
         limits.max_running,
         limits.max_retained,
@@ -202,13 +214,14 @@ fn check(path: PathBuf) -> ExitCode {
         limits.max_depth
     );
     let report = toolset.load_report();
-    println!("instances:   {}", report.allocator);
+    push_line!(out, "instances:   {}", report.allocator);
     match &report.cache_dir {
-        Some(dir) => println!("cache:       {}", dir.display()),
-        None => println!("cache:       off"),
+        Some(dir) => push_line!(out, "cache:       {}", dir.display()),
+        None => push_line!(out, "cache:       off"),
     }
     for component in &report.components {
-        println!(
+        push_line!(
+            out,
             "component:   {} — {} in {:.1} ms",
             component.path.display(),
             component.cache,
@@ -216,39 +229,51 @@ fn check(path: PathBuf) -> ExitCode {
         );
     }
     for agent in team.agents.values() {
-        println!("\n{}", agent.name);
+        out.push_str(&format!("\n{}\n", agent.name));
         if !agent.description.is_empty() {
-            println!("  description: {}", agent.description);
+            push_line!(out, "  description: {}", agent.description);
         }
         match &agent.component {
-            Some(component) => println!("  component:   {}", component.display()),
-            None => println!("  component:   none (usable only as a front-end's identity)"),
+            Some(component) => push_line!(out, "  component:   {}", component.display()),
+            None => push_line!(
+                out,
+                "  component:   none (usable only as a front-end's identity)"
+            ),
         }
         let toolsets = if agent.background_agents {
             "background_agents"
         } else {
             "none"
         };
-        println!("  toolsets:    {toolsets}");
+        push_line!(out, "  toolsets:    {toolsets}");
         if !agent.sub_agents.is_empty() {
-            println!("  sub_agents:  {}", agent.sub_agents.join(", "));
+            push_line!(out, "  sub_agents:  {}", agent.sub_agents.join(", "));
             if !agent.background_agents {
-                println!(
+                push_line!(
+                    out,
                     "  warning:     has sub_agents but not the background_agents toolset, so it cannot dispatch them"
                 );
             }
         }
         if agent.grants.is_empty() {
-            println!("  grants:      none — no files, no environment, no network; stdin empty");
+            push_line!(
+                out,
+                "  grants:      none — no files, no environment, no network; stdin empty"
+            );
         } else {
             for (index, grant) in agent.grants.describe().iter().enumerate() {
                 let label = if index == 0 { "grants:" } else { "" };
-                println!("  {label:<12} {grant}");
+                push_line!(out, "  {label:<12} {grant}");
             }
-            println!("  {:<12} everything else denied; stdin empty", "");
+            push_line!(out, "  {:<12} everything else denied; stdin empty", "");
         }
-        println!("  limits:      {}", Team::describe_limits(&agent.limits));
+        push_line!(
+            out,
+            "  limits:      {}",
+            Team::describe_limits(&agent.limits)
+        );
     }
+    let _ = std::io::stdout().write_all(out.as_bytes());
     ExitCode::SUCCESS
 }
 

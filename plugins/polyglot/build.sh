@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Builds the Python and JavaScript example guests into target/polyglot/:
+#   coordinator-py.wasm  (Python, componentize-py)
+#   shouter-js.wasm      (JavaScript, componentize-js)
+# Installs the two toolchains from PyPI and npm into target/polyglot/ first.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+out="$root/target/polyglot"
+mkdir -p "$out"
+
+if [ ! -x "$out/venv/bin/componentize-py" ]; then
+    python3 -m venv "$out/venv"
+    "$out/venv/bin/pip" install --quiet componentize-py==0.25.1
+fi
+(cd "$here/python" &&
+    "$out/venv/bin/componentize-py" -d "$root/wit" -w sub-agent componentize app \
+        -o "$out/coordinator-py.wasm")
+
+(cd "$here/js" && npm install --silent --no-audit --no-fund && node build.mjs agent.js "$out/shouter-js.wasm")
+ls -l "$out"/*.wasm
