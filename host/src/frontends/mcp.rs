@@ -23,6 +23,7 @@ use rmcp::{ErrorData, Peer, RoleServer, ServerHandler, ServiceExt};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::sync::Arc;
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
 const RUN: &str = "run_background_agent";
@@ -53,12 +54,14 @@ pub async fn serve(toolset: Toolset, agent: &str) -> Result<(), String> {
         toolset: toolset.clone(),
         session: session.clone(),
     };
+    // Subscribed before any request is served, so no task event is missed.
+    let events = toolset.events().subscribe();
     let running = server
         .serve(rmcp::transport::stdio())
         .await
         .map_err(|error| format!("MCP handshake failed: {error}"))?;
     let notifier = tokio::spawn(forward_events(
-        toolset.clone(),
+        events,
         session.caller().session(),
         running.peer().clone(),
     ));
@@ -264,8 +267,11 @@ impl ServerHandler for McpServer {
 }
 
 /// Sends the session's task activity to the client as logging notifications.
-async fn forward_events(toolset: Toolset, session: SessionId, peer: Peer<RoleServer>) {
-    let mut events = toolset.events().subscribe();
+async fn forward_events(
+    mut events: broadcast::Receiver<TaskEvent>,
+    session: SessionId,
+    peer: Peer<RoleServer>,
+) {
     loop {
         let event = match events.recv().await {
             Ok(event) if event.session == session => event,
