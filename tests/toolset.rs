@@ -39,6 +39,11 @@ fn team() -> Toolset {
     toolset(TEAM)
 }
 
+/// What a text front-end shows for `view` of task `id`.
+fn rendered(toolset: &Toolset, caller: &bgagents::Caller, id: &str) -> String {
+    render::view(&toolset.view_background_agent(caller, id).unwrap())
+}
+
 fn is_task_id(id: &str) -> bool {
     let Some(uuid) = id.strip_prefix("agent_task_") else {
         return false;
@@ -95,11 +100,7 @@ async fn view_shows_live_output_while_running_and_the_stopped_notice_after() {
         status(&toolset, caller, quiet.id.as_str()) == TaskStatus::Running
     })
     .await;
-    let text = render::view(
-        &toolset
-            .view_background_agent(caller, quiet.id.as_str())
-            .unwrap(),
-    );
+    let text = rendered(&toolset, caller, quiet.id.as_str());
     assert!(
         text.ends_with("--- Output ---\n<no output yet — still running>"),
         "{text}"
@@ -115,11 +116,7 @@ async fn view_shows_live_output_while_running_and_the_stopped_notice_after() {
         view.output.text == "line\nline\n" && view.info.status == TaskStatus::Running
     })
     .await;
-    let text = render::view(
-        &toolset
-            .view_background_agent(caller, chatty.id.as_str())
-            .unwrap(),
-    );
+    let text = rendered(&toolset, caller, chatty.id.as_str());
     assert!(
         text.ends_with("--- Output ---\nline\nline\n\n\n[still running...]"),
         "{text}"
@@ -129,11 +126,7 @@ async fn view_shows_live_output_while_running_and_the_stopped_notice_after() {
         .stop_background_agent(caller, chatty.id.as_str())
         .await
         .unwrap();
-    let text = render::view(
-        &toolset
-            .view_background_agent(caller, chatty.id.as_str())
-            .unwrap(),
-    );
+    let text = rendered(&toolset, caller, chatty.id.as_str());
     assert!(
         text.ends_with("--- Output ---\n<task was stopped>"),
         "{text}"
@@ -570,7 +563,7 @@ async fn over_the_running_cap_tasks_queue_and_start_when_a_slot_frees() {
     })
     .await;
     assert_eq!(status(&toolset, caller, &ids[2]), TaskStatus::Queued);
-    let text = render::view(&toolset.view_background_agent(caller, &ids[2]).unwrap());
+    let text = rendered(&toolset, caller, &ids[2]);
     assert!(
         text.contains("Status:  queued") && text.contains("Runtime: 0s"),
         "{text}"
