@@ -213,3 +213,48 @@ async fn a_full_pool_fails_the_task_and_frees_its_slot() {
         .unwrap();
     works(&toolset).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_keeps_to_its_size_evicting_the_least_recently_used() {
+    let scratch = Scratch::new();
+    let only = |component: &str, cache_max: u64| {
+        let yaml = format!(
+            "engine: {{cache_dir: '{}', cache_max: {cache_max}}}\nagents:\n  x: {{component: {component}}}\n",
+            scratch.dir.display()
+        );
+        let team = Team::parse(&yaml, Path::new("lru.yaml"), plugin_dir()).unwrap();
+        outcomes(&Toolset::load(team).unwrap())
+    };
+    let size = |entries: &[PathBuf]| -> u64 {
+        entries
+            .iter()
+            .map(|e| std::fs::metadata(e).unwrap().len())
+            .sum()
+    };
+    // Learn the entry sizes, then keep room for probe and calculator only.
+    let unlimited = u64::MAX / 2;
+    only("probe.wasm", unlimited);
+    only("calculator.wasm", unlimited);
+    let cap = size(&entries(&scratch.dir));
+    for entry in entries(&scratch.dir) {
+        std::fs::remove_file(entry).unwrap();
+    }
+    only("probe.wasm", unlimited);
+    only("spinner.wasm", unlimited);
+
+    // A hit makes probe the most recently used; then a third entry pushes
+    // the least recently used (spinner) out.
+    assert_eq!(only("probe.wasm", cap), [CacheOutcome::Hit]);
+    assert_eq!(only("calculator.wasm", cap), [CacheOutcome::Stored]);
+    assert_eq!(
+        only("probe.wasm", cap),
+        [CacheOutcome::Hit],
+        "the recently used entry was evicted"
+    );
+    assert_eq!(
+        only("spinner.wasm", cap),
+        [CacheOutcome::Stored],
+        "the least recently used entry was kept"
+    );
+    assert!(size(&entries(&scratch.dir)) <= cap);
+}

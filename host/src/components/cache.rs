@@ -18,6 +18,8 @@ const CHECKSUM_LEN: usize = 32;
 #[derive(Debug, Clone)]
 pub struct ComponentCache {
     dir: Option<PathBuf>,
+    /// Beyond this many bytes of entries, the least recently used go.
+    max_bytes: u64,
 }
 
 /// What the cache did for one component.
@@ -49,8 +51,8 @@ impl std::fmt::Display for CacheOutcome {
 }
 
 impl ComponentCache {
-    pub fn new(dir: Option<PathBuf>) -> ComponentCache {
-        ComponentCache { dir }
+    pub fn new(dir: Option<PathBuf>, max_bytes: u64) -> ComponentCache {
+        ComponentCache { dir, max_bytes }
     }
 
     /// `$BGAGENTS_CACHE_DIR`, else `$XDG_CACHE_HOME/bgagents`, else
@@ -80,14 +82,21 @@ impl ComponentCache {
         let mut replaced = None;
         match std::fs::read(&entry) {
             Ok(bytes) => match deserialize(engine, &bytes) {
-                Ok(component) => return Ok((component, CacheOutcome::Hit)),
+                Ok(component) => {
+                    mark_used(&entry);
+                    return Ok((component, CacheOutcome::Hit));
+                }
                 Err(why) => replaced = Some(why),
             },
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
             Err(error) => replaced = Some(format!("unreadable: {error}")),
         }
         let component = Component::new(engine, wasm)?;
-        let outcome = match store(dir, &entry, &component) {
+        let stored = store(dir, &entry, &component);
+        if stored.is_ok() {
+            evict(dir, &entry, self.max_bytes);
+        }
+        let outcome = match stored {
             Err(why) => CacheOutcome::NotStored(why),
             Ok(()) => match replaced {
                 Some(why) => CacheOutcome::Replaced(why),
@@ -145,4 +154,40 @@ fn store(dir: &Path, entry: &Path, component: &Component) -> Result<(), String> 
             let _ = std::fs::remove_file(&partial);
             format!("cannot write {}: {error}", entry.display())
         })
+}
+
+/// Records a hit, so eviction takes the least recently used entries first.
+fn mark_used(entry: &Path) {
+    if let Ok(file) = std::fs::File::options().append(true).open(entry) {
+        let _ = file.set_modified(std::time::SystemTime::now());
+    }
+}
+
+/// Removes the least recently used entries (never `keep`) until the
+/// entries take at most `max_bytes`.
+fn evict(dir: &Path, keep: &Path, max_bytes: u64) {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<(std::time::SystemTime, u64, PathBuf)> = read
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let path = entry.path();
+            if path.extension()? != "cwasm" {
+                return None;
+            }
+            let meta = entry.metadata().ok()?;
+            Some((meta.modified().ok()?, meta.len(), path))
+        })
+        .collect();
+    let mut total: u64 = entries.iter().map(|(_, len, _)| len).sum();
+    entries.sort();
+    for (_, len, path) in entries {
+        if total <= max_bytes {
+            break;
+        }
+        if path != keep && std::fs::remove_file(&path).is_ok() {
+            total -= len;
+        }
+    }
 }

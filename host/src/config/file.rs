@@ -33,6 +33,7 @@ pub(super) struct EngineFile {
     pub fuel_yield_interval: Option<super::units::Count>,
     pub cache: Option<bool>,
     pub cache_dir: Option<PathBuf>,
+    pub cache_max: Option<ByteSize>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

@@ -73,6 +73,8 @@ pub struct EngineSettings {
     /// long a CPU-bound guest can delay a stop, at some metering cost.
     pub fuel_yield_interval: u64,
     pub cache: CacheSetting,
+    /// Bytes of cache entries kept; the least recently used go first.
+    pub cache_max: u64,
 }
 
 impl EngineSettings {
@@ -87,9 +89,13 @@ impl EngineSettings {
             pool_size: u32::try_from(pool_size).unwrap_or(1),
             fuel_yield_interval: DEFAULT_FUEL_YIELD_INTERVAL,
             cache: CacheSetting::DefaultDir,
+            cache_max: DEFAULT_CACHE_MAX,
         }
     }
 }
+
+/// Default `engine.cache_max`.
+pub const DEFAULT_CACHE_MAX: u64 = 2 << 30;
 
 /// The largest default `engine.pool_size` (it is `limits.max_retained` up to this).
 pub const DEFAULT_POOL_CAP: usize = 1000;
@@ -348,6 +354,9 @@ fn resolve_engine(
         (_, Some(dir)) => CacheSetting::Dir(base_dir.join(dir)),
         (_, None) => CacheSetting::DefaultDir,
     };
+    if let Some(size) = given.cache_max {
+        engine.cache_max = size.0;
+    }
     engine
 }
 

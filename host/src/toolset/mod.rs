@@ -125,11 +125,12 @@ impl Toolset {
                 "engine: cannot create the WebAssembly engine: {error}"
             ))
         })?;
-        let cache = ComponentCache::new(match &team.engine.cache {
+        let cache_dir = match &team.engine.cache {
             CacheSetting::DefaultDir => ComponentCache::default_dir(),
             CacheSetting::Dir(dir) => Some(dir.clone()),
             CacheSetting::Off => None,
-        });
+        };
+        let cache = ComponentCache::new(cache_dir, team.engine.cache_max);
         let mut linker = Linker::new(&engine);
         crate::frontends::wit_imports::add_to_linker(&mut linker)
             .map_err(|error| fail(format!("cannot set up host imports: {error:#}")))?;
