@@ -189,10 +189,14 @@ async fn a_full_pool_fails_the_task_and_frees_its_slot() {
     let session = toolset.open_session(None).unwrap();
     let caller = session.caller();
     let holder = toolset
-        .run_background_agent(caller, "a", "sleep 60000", None)
+        .run_background_agent(caller, "a", "print 1 holding && sleep 60000", None)
         .unwrap();
-    bgagents_testkit::eventually("the holder to run", || {
-        bgagents_testkit::status(&toolset, caller, holder.id.as_str()) == TaskStatus::Running
+    // Its first output proves it is instantiated and holds the only slot.
+    bgagents_testkit::eventually("the holder to hold its instance", || {
+        let view = toolset
+            .view_background_agent(caller, holder.id.as_str())
+            .unwrap();
+        view.output.text == "holding\n"
     })
     .await;
     let second = toolset

@@ -162,10 +162,11 @@ async fn cpu_bound_guests_share_one_thread_and_stop_preemptively() {
     let session = toolset.open_session(None).unwrap();
     let caller = session.caller();
     let forever = toolset
-        .run_background_agent(caller, "spinner", "forever", None)
+        .run_background_agent(caller, "probe", "print 1 spinning && spin", None)
         .unwrap();
-    eventually("the endless spinner to run", || {
-        status(&toolset, caller, forever.id.as_str()) == TaskStatus::Running
+    // Its output proves it is inside its endless loop from here on.
+    eventually("the endless loop to start", || {
+        output(&toolset, caller, forever.id.as_str()) == "spinning\n"
     })
     .await;
     let bounded = toolset
@@ -193,30 +194,33 @@ async fn two_cpu_bound_guests_run_at_the_same_time() {
     let toolset = toolset(TEAM);
     let session = toolset.open_session(None).unwrap();
     let caller = session.caller();
-    let mut events = toolset.events().subscribe();
-    let ids: Vec<String> = (0..2)
-        .map(|_| {
-            toolset
-                .run_background_agent(caller, "spinner", "forever", None)
-                .unwrap()
-                .id
-                .to_string()
-        })
-        .collect();
-    eventually("both spinners to run", || {
-        ids.iter()
-            .all(|id| status(&toolset, caller, id) == TaskStatus::Running)
+    let first = toolset
+        .run_background_agent(caller, "probe", "print 1 first && spin", None)
+        .unwrap();
+    eventually("the first loop to start", || {
+        output(&toolset, caller, first.id.as_str()) == "first\n"
     })
     .await;
-    session.close().await;
-    // Both started before either ended: they overlapped.
-    let mut order = Vec::new();
-    while let Ok(event) = events.try_recv() {
-        match event.kind {
-            bgagents::tasks::EventKind::Started => order.push("started"),
-            bgagents::tasks::EventKind::Finished(_) => order.push("finished"),
-            _ => {}
-        }
+    // The second gets going while the first never stops spinning, and then
+    // both are in their loops at once.
+    let second = toolset
+        .run_background_agent(caller, "probe", "print 1 second && spin", None)
+        .unwrap();
+    eventually("the second loop to start", || {
+        output(&toolset, caller, second.id.as_str()) == "second\n"
+    })
+    .await;
+    for id in [&first.id, &second.id] {
+        assert_eq!(status(&toolset, caller, id.as_str()), TaskStatus::Running);
     }
-    assert_eq!(order, ["started", "started", "finished", "finished"]);
+    session.close().await;
+}
+
+/// The live output of task `id`.
+fn output(toolset: &Toolset, caller: &bgagents::Caller, id: &str) -> String {
+    toolset
+        .view_background_agent(caller, id)
+        .unwrap()
+        .output
+        .text
 }
