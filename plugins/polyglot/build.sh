@@ -17,5 +17,5 @@ fi
     "$out/venv/bin/componentize-py" -d "$root/wit" -w sub-agent componentize app \
         -o "$out/coordinator-py.wasm")
 
-(cd "$here/js" && npm install --no-save --silent --no-audit --no-fund && node build.mjs agent.js "$out/shouter-js.wasm")
+(cd "$here/js" && npm install --silent --no-audit --no-fund && node build.mjs agent.js "$out/shouter-js.wasm")
 ls -l "$out"/*.wasm
