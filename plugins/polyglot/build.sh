@@ -17,5 +17,13 @@ fi
     "$out/venv/bin/componentize-py" -d "$root/wit" -w sub-agent componentize app \
         -o "$out/coordinator-py.wasm")
 
-(cd "$here/js" && npm install --silent --no-audit --no-fund && node build.mjs agent.js "$out/shouter-js.wasm")
+# npm prunes a nested dependency of componentize-js when it reinstalls over
+# an existing node_modules (with or without a lock file), so install fresh,
+# and only when something is missing.
+cd "$here/js"
+if [ ! -d node_modules/@bytecodealliance/preview2-shim ]; then
+    rm -rf node_modules
+    npm install --no-package-lock --silent --no-audit --no-fund
+fi
+node build.mjs agent.js "$out/shouter-js.wasm"
 ls -l "$out"/*.wasm
