@@ -10,7 +10,8 @@
 //! 6. cold compile against cached load for each example component.
 //!
 //! `BENCH_QUICK=1` runs smaller sizes (a smoke run, not for numbers);
-//! `BENCH_ONLY=cache|dispatch|throughput|stop|scale` runs one part.
+//! `BENCH_ONLY=cache|dispatch|throughput|stop|scale` runs one part;
+//! `BENCH_RUNTIME=current_thread` runs everything on one thread.
 
 use bgagents::tasks::EventKind;
 use bgagents::{Caller, TaskStatus, Team, Toolset};
@@ -314,7 +315,14 @@ fn compile_versus_cache() {
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is taken.
-    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // `BENCH_RUNTIME=current_thread` measures without thread hops.
+    let runtime = match std::env::var("BENCH_RUNTIME").as_deref() {
+        Ok("current_thread") => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap(),
+        _ => tokio::runtime::Runtime::new().unwrap(),
+    };
     println!(
         "bgagents benchmark — {} cores, {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
