@@ -8,7 +8,7 @@
 // what clients listen to.
 #![allow(deprecated)]
 
-use crate::tasks::{Caller, EventKind, SessionId, TaskEvent};
+use crate::tasks::{Caller, EventKind, SessionId, TaskEvent, TaskStatus};
 use crate::toolset::{
     Session, ToolError, Toolset, WAIT_MAX_IDS, WAIT_MAX_TIMEOUT_SECS, WaitReport, render,
 };
@@ -183,8 +183,8 @@ impl McpServer {
             .iter()
             .filter(|id| {
                 self.toolset
-                    .view_background_agent(caller, id)
-                    .is_ok_and(|view| view.info.status.is_final())
+                    .task_status(caller, id)
+                    .is_ok_and(TaskStatus::is_final)
             })
             .cloned()
             .collect();
@@ -343,14 +343,14 @@ impl Args {
         }
     }
 
+    /// Seconds; the toolset refuses values over its maximum, this only
+    /// refuses what is not a whole non-negative number.
     fn timeout(&self, name: &str) -> Result<u64, String> {
-        let out_of_range = || ToolError::WaitTimeout.to_string();
         match self.0.get(name) {
             None | Some(Value::Null) => Ok(0),
             Some(Value::Number(number)) => number
                 .as_u64()
-                .filter(|seconds| *seconds <= WAIT_MAX_TIMEOUT_SECS)
-                .ok_or_else(out_of_range),
+                .ok_or_else(|| ToolError::WaitTimeout.to_string()),
             Some(_) => Err(format!("{name} must be a whole number of seconds")),
         }
     }

@@ -62,10 +62,21 @@ impl OutputBuffer {
     }
 
     pub fn snapshot(&self) -> OutputSnapshot {
+        self.snapshot_head(usize::MAX)
+    }
+
+    /// Like [`OutputBuffer::snapshot`], but copies at most the first `limit`
+    /// bytes (cut on a character boundary); `truncated` then also says
+    /// whether anything was left out.
+    pub fn snapshot_head(&self, limit: usize) -> OutputSnapshot {
         let state = self.state.lock().unwrap();
+        let mut end = state.bytes.len().min(limit);
+        while end < state.bytes.len() && end > 0 && state.bytes[end] & 0b1100_0000 == 0b1000_0000 {
+            end -= 1;
+        }
         OutputSnapshot {
-            text: String::from_utf8_lossy(&state.bytes).into_owned(),
-            truncated: state.truncated,
+            text: String::from_utf8_lossy(&state.bytes[..end]).into_owned(),
+            truncated: state.truncated || end < state.bytes.len(),
             cap: self.capacity as u64,
         }
     }
@@ -152,5 +163,15 @@ mod tests {
         let snapshot = buffer.snapshot();
         assert_eq!(snapshot.text, "abcde");
         assert!(snapshot.truncated);
+    }
+
+    #[test]
+    fn a_head_snapshot_stops_on_a_character_boundary() {
+        let buffer = OutputBuffer::new(64, None);
+        buffer.append("aé€".as_bytes());
+        let head = buffer.snapshot_head(4);
+        assert_eq!(head.text, "aé");
+        assert!(head.truncated);
+        assert!(!buffer.snapshot_head(64).truncated);
     }
 }

@@ -221,7 +221,15 @@ impl Task {
     }
 
     pub fn view(&self) -> TaskView {
-        let output = self.output.snapshot();
+        self.view_with(self.output.snapshot())
+    }
+
+    /// A view carrying at most the first `limit` bytes of the output.
+    pub fn view_head(&self, limit: usize) -> TaskView {
+        self.view_with(self.output.snapshot_head(limit))
+    }
+
+    fn view_with(&self, output: OutputSnapshot) -> TaskView {
         let state = self.state.lock().unwrap();
         TaskView {
             info: self.info_of(&state),

@@ -177,6 +177,11 @@ impl Toolset {
         Ok(self.visible_task(caller, task_id)?.view())
     }
 
+    /// The status of one of the caller's tasks (cheaper than a view).
+    pub fn task_status(&self, caller: &Caller, task_id: &str) -> Result<TaskStatus, ToolError> {
+        Ok(self.visible_task(caller, task_id)?.status())
+    }
+
     /// Stops a queued or running task and its descendants; returns once none
     /// of their guests runs. Their status is `stopped` from the moment this
     /// is called, whatever the guests were about to return.
@@ -401,7 +406,8 @@ fn wait_entry(id: &str, task: Option<&Task>) -> WaitEntry {
             truncated: false,
         };
     };
-    let view = task.view();
+    // Only what the entry can hold is copied, however much output there is.
+    let view = task.view_head(WAIT_OUTPUT_CAP);
     let output = match view.info.status {
         TaskStatus::Completed => view.result,
         _ => Some(view.output.text).filter(|text| !text.is_empty()),
