@@ -4,7 +4,7 @@
 //! fuel-driven yields make CPU-bound guests preemptible.
 
 use bgagents::{TaskStatus, Toolset};
-use bgagents_testkit::{eventually, finished, status, toolset};
+use bgagents_testkit::{eventually, finished, run_to_end, start, status, toolset};
 
 const TEAM: &str = r#"
 agents:
@@ -27,11 +27,7 @@ agents:
 
 /// Runs `task` on `agent` to the end and returns (status, error).
 async fn outcome(toolset: &Toolset, agent: &str, task: &str) -> (TaskStatus, String) {
-    let session = toolset.open_session(None).unwrap();
-    let info = toolset
-        .run_background_agent(session.caller(), agent, task, None)
-        .unwrap();
-    let view = finished(toolset, session.caller(), info.id.as_str()).await;
+    let view = run_to_end(toolset, agent, task).await;
     (view.info.status, view.error.unwrap_or_default())
 }
 
@@ -124,13 +120,7 @@ async fn a_failing_guest_does_not_harm_its_siblings() {
     ];
     let ids: Vec<String> = tasks
         .iter()
-        .map(|(agent, task)| {
-            toolset
-                .run_background_agent(caller, agent, task, None)
-                .unwrap()
-                .id
-                .to_string()
-        })
+        .map(|(agent, task)| start(&toolset, caller, agent, task))
         .collect();
     let mut statuses = Vec::new();
     for id in &ids {

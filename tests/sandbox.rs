@@ -6,7 +6,7 @@
 //! its baseline.
 
 use bgagents::{TaskStatus, Toolset};
-use bgagents_testkit::{Scratch, finished, plugin_dir};
+use bgagents_testkit::{Scratch, finished, plugin_dir, run_to_end, start};
 use std::net::TcpListener;
 use std::path::Path;
 
@@ -54,11 +54,7 @@ agents:
 
 /// Runs `task` on `agent`; returns the result or the failure reason.
 async fn outcome(toolset: &Toolset, agent: &str, task: &str) -> Result<String, String> {
-    let session = toolset.open_session(None).unwrap();
-    let info = toolset
-        .run_background_agent(session.caller(), agent, task, None)
-        .unwrap();
-    let view = finished(toolset, session.caller(), info.id.as_str()).await;
+    let view = run_to_end(toolset, agent, task).await;
     match view.info.status {
         TaskStatus::Completed => Ok(view.result.unwrap()),
         _ => Err(view.error.unwrap()),
@@ -259,14 +255,11 @@ async fn hostile_round(toolset: &Toolset) -> usize {
     let mut hostile = Vec::new();
     let mut good = Vec::new();
     for (index, &(agent, task)) in HOSTILE.iter().enumerate() {
-        let info = toolset
-            .run_background_agent(caller, agent, task, None)
-            .unwrap();
-        hostile.push((agent, task, info.id.to_string()));
-        let calm = toolset
-            .run_background_agent(caller, "helper", &format!("echo calm {index}"), None)
-            .unwrap();
-        good.push((index, calm.id.to_string()));
+        hostile.push((agent, task, start(toolset, caller, agent, task)));
+        good.push((
+            index,
+            start(toolset, caller, "helper", &format!("echo calm {index}")),
+        ));
     }
     for (index, id) in &good {
         let view = finished(toolset, caller, id).await;

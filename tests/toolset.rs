@@ -4,7 +4,7 @@
 
 use bgagents::toolset::render;
 use bgagents::{TaskStatus, ToolError, Toolset};
-use bgagents_testkit::{eventually, finished, status, toolset};
+use bgagents_testkit::{eventually, finished, start, status, toolset};
 
 const TEAM: &str = r#"
 agents:
@@ -548,13 +548,7 @@ async fn over_the_running_cap_tasks_queue_and_start_when_a_slot_frees() {
     let session = toolset.open_session(None).unwrap();
     let caller = session.caller();
     let ids: Vec<String> = (0..3)
-        .map(|_| {
-            toolset
-                .run_background_agent(caller, "helper", "spin", None)
-                .unwrap()
-                .id
-                .to_string()
-        })
+        .map(|_| start(&toolset, caller, "helper", "spin"))
         .collect();
     eventually("two to run", || {
         ids[..2]
@@ -904,11 +898,7 @@ async fn shutdown_stops_every_task_and_refuses_new_ones() {
             } else {
                 "helper"
             };
-            toolset
-                .run_background_agent(caller, agent, task, None)
-                .unwrap()
-                .id
-                .to_string()
+            start(&toolset, caller, agent, task)
         })
         .collect();
     eventually("two to run", || {

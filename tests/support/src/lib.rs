@@ -111,9 +111,30 @@ pub fn status(
     caller: &bgagents::Caller,
     id: &str,
 ) -> bgagents::TaskStatus {
+    toolset.task_status(caller, id).expect("task not visible")
+}
+
+/// Starts `task` on `agent` for `caller`, panicking if refused; its id.
+pub fn start(
+    toolset: &bgagents::Toolset,
+    caller: &bgagents::Caller,
+    agent: &str,
+    task: &str,
+) -> String {
     toolset
-        .view_background_agent(caller, id)
-        .expect("view refused")
-        .info
-        .status
+        .run_background_agent(caller, agent, task, None)
+        .unwrap_or_else(|error| panic!("{agent} refused {task:?}: {error}"))
+        .id
+        .to_string()
+}
+
+/// Runs `task` on `agent` in a session of its own and returns the final view.
+pub async fn run_to_end(
+    toolset: &bgagents::Toolset,
+    agent: &str,
+    task: &str,
+) -> bgagents::TaskView {
+    let session = toolset.open_session(None).unwrap();
+    let id = start(toolset, session.caller(), agent, task);
+    finished(toolset, session.caller(), &id).await
 }
