@@ -878,7 +878,7 @@ async fn output_is_capped_and_the_view_says_so() {
     assert_eq!(view.output.text.len(), 1024);
     let text = render::view(&view);
     assert!(
-        text.ends_with("\n\n[output truncated at 1KiB limit — still running...]"),
+        text.ends_with("\n\n[output truncated at 1KB limit — still running...]"),
         "{}",
         &text[text.len() - 80..]
     );

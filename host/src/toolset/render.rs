@@ -2,9 +2,8 @@
 //! matching docker-agent's so prompts written for it read the same.
 
 use super::ops::WaitReport;
-use crate::config::units::format_size;
 use crate::tasks::{TaskInfo, TaskStatus, TaskView};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
 use std::fmt::Write;
 use std::time::Duration;
 
@@ -72,7 +71,7 @@ pub fn view(view: &TaskView) -> String {
         TaskStatus::Running => {
             text.push_str(&view.output.text);
             if view.output.truncated {
-                let cap = format_size(view.output.cap).replace(' ', "");
+                let cap = cap_text(view.output.cap);
                 let _ = write!(
                     text,
                     "\n\n[output truncated at {cap} limit — still running...]"
@@ -89,36 +88,68 @@ pub fn stopped(info: &TaskInfo) -> String {
     format!("Background agent task {} stopped.", info.id)
 }
 
-/// The compact JSON docker-agent's wait returns.
+/// The compact JSON docker-agent's wait returns, keys in its order:
+/// `all_done, timed_out?, tasks`, and `task_id, status, done, output?,
+/// error?, truncated?` for each task.
 pub fn wait(report: &WaitReport) -> String {
-    let tasks: Vec<Value> = report
-        .tasks
-        .iter()
-        .map(|entry| {
-            let mut task = Map::new();
-            task.insert("task_id".into(), json!(entry.task_id));
-            let status = entry.status.map_or("not_found", TaskStatus::as_str);
-            task.insert("status".into(), json!(status));
-            task.insert("done".into(), json!(entry.is_done()));
-            if let Some(output) = &entry.output {
-                task.insert("output".into(), json!(output));
-            }
-            if let Some(error) = &entry.error {
-                task.insert("error".into(), json!(error));
-            }
-            if entry.truncated {
-                task.insert("truncated".into(), json!(true));
-            }
-            Value::Object(task)
-        })
-        .collect();
-    let mut root = Map::new();
-    root.insert("all_done".into(), json!(report.all_done));
-    if report.timed_out {
-        root.insert("timed_out".into(), json!(true));
+    #[derive(Serialize)]
+    struct Report<'a> {
+        all_done: bool,
+        #[serde(skip_serializing_if = "is_false")]
+        timed_out: bool,
+        tasks: Vec<Entry<'a>>,
     }
-    root.insert("tasks".into(), Value::Array(tasks));
-    Value::Object(root).to_string()
+
+    #[derive(Serialize)]
+    struct Entry<'a> {
+        task_id: &'a str,
+        status: &'a str,
+        done: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        output: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<&'a str>,
+        #[serde(skip_serializing_if = "is_false")]
+        truncated: bool,
+    }
+
+    fn is_false(value: &bool) -> bool {
+        !value
+    }
+
+    let report = Report {
+        all_done: report.all_done,
+        timed_out: report.timed_out,
+        tasks: report
+            .tasks
+            .iter()
+            .map(|entry| Entry {
+                task_id: &entry.task_id,
+                status: entry.status.map_or("not_found", TaskStatus::as_str),
+                done: entry.is_done(),
+                output: entry.output.as_deref(),
+                error: entry.error.as_deref(),
+                truncated: entry.truncated,
+            })
+            .collect(),
+    };
+    serde_json::to_string(&report).expect("a wait report serializes")
+}
+
+/// A size the way docker-agent writes its output cap (`10MB` for 10 MiB).
+fn cap_text(bytes: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1 << 30, "GB"), (1 << 20, "MB"), (1 << 10, "KB")];
+    for (size, unit) in UNITS {
+        if bytes >= size {
+            let value = bytes as f64 / size as f64;
+            return if value.fract() == 0.0 {
+                format!("{value}{unit}")
+            } else {
+                format!("{value:.1}{unit}")
+            };
+        }
+    }
+    format!("{bytes}B")
 }
 
 #[cfg(test)]
@@ -134,5 +165,38 @@ mod tests {
         assert_eq!(runtime(Duration::from_secs(65)), "1m5s");
         assert_eq!(runtime(Duration::from_secs(3600)), "1h0m0s");
         assert_eq!(runtime(Duration::from_secs(3723)), "1h2m3s");
+    }
+
+    #[test]
+    fn wait_keys_come_in_docker_agents_order() {
+        use super::super::ops::WaitEntry;
+        let entry = |task_id: &str, status, output: Option<&str>, error: Option<&str>| WaitEntry {
+            task_id: task_id.to_string(),
+            status,
+            output: output.map(str::to_string),
+            error: error.map(str::to_string),
+            truncated: output.is_some(),
+        };
+        let report = WaitReport {
+            all_done: false,
+            timed_out: true,
+            tasks: vec![
+                entry("a", Some(TaskStatus::Running), Some("so far"), None),
+                entry("b", Some(TaskStatus::Failed), None, Some("boom")),
+                entry("c", None, None, Some("gone")),
+            ],
+        };
+        assert_eq!(
+            wait(&report),
+            r#"{"all_done":false,"timed_out":true,"tasks":[{"task_id":"a","status":"running","done":false,"output":"so far","truncated":true},{"task_id":"b","status":"failed","done":true,"error":"boom"},{"task_id":"c","status":"not_found","done":true,"error":"gone"}]}"#
+        );
+    }
+
+    #[test]
+    fn the_output_cap_reads_as_docker_agent_writes_it() {
+        assert_eq!(cap_text(10 << 20), "10MB");
+        assert_eq!(cap_text(1024), "1KB");
+        assert_eq!(cap_text(1536), "1.5KB");
+        assert_eq!(cap_text(100), "100B");
     }
 }

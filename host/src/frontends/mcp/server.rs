@@ -1,0 +1,210 @@
+//! The MCP server handler: the toolset's five operations as tools, the
+//! logging level, and requests that end the moment the client cancels them
+//! or goes away.
+
+use super::args::Args;
+use super::notify::{LogFilter, WaitProgress};
+use super::schemas::{LIST, RUN, STOP, VIEW, WAIT, tools};
+use crate::tasks::{Caller, TaskStatus};
+use crate::toolset::{Session, ToolError, Toolset, WaitReport, render};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig,
+    SetLevelRequestParams,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler};
+use std::sync::Arc;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+pub struct McpServer {
+    pub toolset: Toolset,
+    pub session: Arc<Session>,
+    pub log_filter: Arc<LogFilter>,
+    /// Cancelled when the client's input ends.
+    pub client_gone: CancellationToken,
+}
+
+impl McpServer {
+    fn caller(&self) -> &Caller {
+        self.session.caller()
+    }
+
+    /// Who the client may dispatch, for the server instructions.
+    fn instructions(&self) -> String {
+        let team = self.toolset.team();
+        let agent = self.caller().agent().unwrap_or("root");
+        let mut text = format!(
+            "Background agents: each runs as a sandboxed WebAssembly component. You act as \
+             agent {agent:?} and may start these agents with {RUN}:\n"
+        );
+        for name in &team
+            .agent(agent)
+            .map(|spec| spec.sub_agents.clone())
+            .unwrap_or_default()
+        {
+            let description = team.agent(name).map(|spec| spec.description.as_str());
+            match description {
+                Some(description) if !description.is_empty() => {
+                    text.push_str(&format!("- {name}: {description}\n"))
+                }
+                _ => text.push_str(&format!("- {name}\n")),
+            }
+        }
+        text.push_str(&format!(
+            "\nStart independent tasks together, then call {WAIT} once to collect their \
+             results instead of polling {VIEW}. Task activity is also sent as logging \
+             notifications."
+        ));
+        text
+    }
+
+    async fn call(
+        &self,
+        name: &str,
+        args: &Args,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<String, String> {
+        let toolset = &self.toolset;
+        let caller = self.caller();
+        match name {
+            RUN => {
+                args.only(&["agent", "task", "expected_output"])?;
+                let agent = args.string("agent")?.unwrap_or_default();
+                let task = args.string("task")?.unwrap_or_default();
+                let expected = args.string("expected_output")?;
+                let info = toolset
+                    .run_background_agent(caller, &agent, &task, expected.as_deref())
+                    .map_err(|e| e.to_string())?;
+                Ok(render::started(&info, &task))
+            }
+            LIST => {
+                args.only(&[])?;
+                Ok(render::list(&toolset.list_background_agents(caller)))
+            }
+            VIEW => {
+                args.only(&["task_id"])?;
+                let id = args.string("task_id")?.unwrap_or_default();
+                let view = toolset
+                    .view_background_agent(caller, &id)
+                    .map_err(|e| e.to_string())?;
+                Ok(render::view(&view))
+            }
+            STOP => {
+                args.only(&["task_id"])?;
+                let id = args.string("task_id")?.unwrap_or_default();
+                let info = toolset
+                    .stop_background_agent(caller, &id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(render::stopped(&info))
+            }
+            WAIT => {
+                args.only(&["task_ids", "timeout"])?;
+                let ids = args.strings("task_ids")?;
+                let timeout = args.timeout("timeout")?;
+                let report = self.wait_with_progress(&ids, timeout, context).await;
+                Ok(render::wait(&report.map_err(|e| e.to_string())?))
+            }
+            other => Err(format!(
+                "unknown tool {other:?}; the tools are {RUN}, {LIST}, {VIEW}, {STOP}, {WAIT}"
+            )),
+        }
+    }
+
+    /// Waits like the toolset does, telling a client that asked for
+    /// progress how many of the awaited tasks have finished as they finish.
+    async fn wait_with_progress(
+        &self,
+        ids: &[String],
+        timeout: u64,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<WaitReport, ToolError> {
+        let caller = self.caller();
+        let mut events = self.toolset.events().subscribe();
+        let wait = self.toolset.wait_background_agents(caller, ids, timeout);
+        let Some(token) = context.meta.get_progress_token() else {
+            return wait.await;
+        };
+        tokio::pin!(wait);
+        let already_final = ids
+            .iter()
+            .filter(|id| {
+                self.toolset
+                    .task_status(caller, id)
+                    .is_ok_and(TaskStatus::is_final)
+            })
+            .cloned();
+        let mut progress =
+            WaitProgress::new(&context.peer, token, ids, caller.session(), already_final);
+        let report = loop {
+            tokio::select! {
+                report = &mut wait => break report,
+                event = events.recv() => match event {
+                    Ok(event) => progress.on_event(&event).await,
+                    Err(RecvError::Closed) => break wait.await,
+                    Err(RecvError::Lagged(_)) => {}
+                },
+            }
+        };
+        // Finishes announced while the wait was returning.
+        while let Ok(event) = events.try_recv() {
+            progress.on_event(&event).await;
+        }
+        report
+    }
+}
+
+impl ServerHandler for McpServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_logging()
+                .build(),
+        )
+        .with_server_info(Implementation::new("bgagents", env!("CARGO_PKG_VERSION")))
+        .with_instructions(self.instructions())
+    }
+
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.log_filter.set(request.level);
+        Ok(())
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(tools()))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let args = Args::new(request.arguments);
+        // A cancelled request or a departed client ends the call at once;
+        // rmcp drops the reply of a cancelled request.
+        let outcome = tokio::select! {
+            // Checked first: a cancelled wait must not report one more finish.
+            biased;
+            _ = context.ct.cancelled() => Err("the request was cancelled".to_string()),
+            _ = self.client_gone.cancelled() => Err("the client disconnected".to_string()),
+            outcome = self.call(&request.name, &args, &context) => outcome,
+        };
+        let result = match outcome {
+            Ok(text) => CallToolResult::success(vec![ContentBlock::text(text)]),
+            Err(text) => CallToolResult::error(vec![ContentBlock::text(text)]),
+        };
+        Ok(result.into())
+    }
+}
