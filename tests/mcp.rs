@@ -770,6 +770,12 @@ async fn every_protocol_error_gets_a_reply_and_a_log_line() {
             "jsonrpc must be \"2.0\"",
         ),
         (
+            r#"{"jsonrpc":"2.0","id":"r","method":"ping","result":{}}"#.into(),
+            json!("r"),
+            -32600,
+            "Invalid Request",
+        ),
+        (
             r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"list_background_agents","arguments":"x"}}"#.into(),
             json!(4),
             -32602,
@@ -814,6 +820,9 @@ async fn every_protocol_error_gets_a_reply_and_a_log_line() {
     client
         .send(r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":"soon"}"#)
         .await;
+    client
+        .send(r#"{"jsonrpc":"2.0","method":"tools/list"}"#)
+        .await;
 
     // The server still serves.
     let pong = client
@@ -837,7 +846,7 @@ async fn every_protocol_error_gets_a_reply_and_a_log_line() {
         .lines()
         .filter(|line| line.contains("protocol error in input line"))
         .collect();
-    assert_eq!(logged.len(), count + 1, "{stderr}");
+    assert_eq!(logged.len(), count + 2, "{stderr}");
     assert!(
         logged[0].contains("input line 3: Parse error")
             && logged[0].ends_with("answered -32700 (id null)"),
@@ -846,6 +855,10 @@ async fn every_protocol_error_gets_a_reply_and_a_log_line() {
     assert!(
         logged[count].contains("Invalid params for notifications/cancelled")
             && logged[count].ends_with("ignored (it has no id to answer)"),
+        "{stderr}"
+    );
+    assert!(
+        logged[count + 1].contains("tools/list is a request but has no id"),
         "{stderr}"
     );
 }

@@ -249,12 +249,11 @@ fn check(line: &[u8]) -> Verdict {
     let message = match serde_json::from_value::<RxJsonRpcMessage<RoleServer>>(value) {
         Ok(message) => message,
         Err(error) => {
-            let known = method
-                .as_deref()
-                .and_then(|method| Some((method, params_problem(method, line)?)));
-            return match known {
-                Some((method, problem)) => bad_params(method, problem),
-                None => refuse(error.to_string()),
+            return match method.as_deref() {
+                Some(method) if let Some(Err(problem)) = params_problem(method, line) => {
+                    bad_params(method, problem)
+                }
+                _ => refuse(error.to_string()),
             };
         }
     };
@@ -270,26 +269,28 @@ fn check(line: &[u8]) -> Verdict {
         },
         _ => None,
     };
-    if let Some(method) = custom {
-        let known = params_problem(method, line);
-        match (is_request, is_notification(method)) {
-            _ if known.is_none() => {}
-            (true, true) => return refuse(format!("{method} is a notification but has an id")),
-            (false, false) => return refuse(format!("{method} is a request but has no id")),
-            _ => return bad_params(method, known.unwrap_or_default()),
-        }
+    if let Some(method) = custom
+        && let Some(params) = params_problem(method, line)
+    {
+        return match (is_request, is_notification(method), params) {
+            (true, true, _) => refuse(format!("{method} is a notification but has an id")),
+            (false, false, _) => refuse(format!("{method} is a request but has no id")),
+            (_, _, Err(problem)) => bad_params(method, problem),
+            (_, _, Ok(())) => bad_params(method, "they do not fit the method".to_string()),
+        };
     }
     Verdict::Deliver(Box::new(message))
 }
 
-/// Why `line` is not a valid `method` message, for the methods rmcp knows;
-/// `None` for other methods.
-fn params_problem(method: &str, line: &[u8]) -> Option<String> {
-    fn problem<T: DeserializeOwned>(line: &[u8]) -> Option<String> {
-        match serde_json::from_slice::<T>(line) {
-            Ok(_) => Some("they do not match the method's schema".to_string()),
-            Err(error) => Some(error.to_string()),
-        }
+/// Whether `line` reads as a `method` message, for the methods rmcp knows,
+/// and why not; `None` for other methods.
+fn params_problem(method: &str, line: &[u8]) -> Option<Result<(), String>> {
+    fn problem<T: DeserializeOwned>(line: &[u8]) -> Option<Result<(), String>> {
+        Some(
+            serde_json::from_slice::<T>(line)
+                .map(drop)
+                .map_err(|error| error.to_string()),
+        )
     }
     match method {
         "initialize" => problem::<InitializeRequest>(line),
