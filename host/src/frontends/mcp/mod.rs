@@ -1,8 +1,8 @@
 //! The MCP front-end: `bgagents mcp` serves the toolset over the Model
 //! Context Protocol on stdio, the client acting as one agent of the team.
-//! It only adapts: [`transport`] checks each line and answers protocol
-//! errors, [`server`] maps tool calls to the toolset's operations (with
-//! [`args`] and [`schemas`]), and [`notify`] pushes task activity and wait
+//! It only adapts: `transport` checks each line and answers protocol
+//! errors, `server` maps tool calls to the toolset's operations (with
+//! `args` and `schemas`), and `notify` pushes task activity and wait
 //! progress.
 
 // Logging notifications are deprecated in the newest MCP revision but still
