@@ -375,8 +375,9 @@ fn every_problem_of_every_kind_is_reported_in_one_pass() {
 fn a_syntax_error_says_it_is_the_first_and_to_check_again() {
     let only = problem("agents:\n  root: {component: probe.wasm\n  other: [\n");
     assert!(only.starts_with("team.yaml: line "), "{only}");
+    assert!(!only.contains("at line 3 column"), "the line is given once, in front: {only}");
     assert!(
-        only.ends_with("(a YAML syntax error stops the check here: fix it and run check again)"),
+        only.ends_with("(the YAML parser stops at its first error: fix it and run check again)"),
         "{only}"
     );
 }

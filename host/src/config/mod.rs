@@ -289,7 +289,7 @@ impl Team {
                 None => why,
             };
             fail(vec![format!(
-                "{problem} (a YAML syntax error stops the check here: fix it and run check again)"
+                "{problem} (the YAML parser stops at its first error: fix it and run check again)"
             )])
         })?;
         let mut reader = file::Reader::default();
