@@ -375,7 +375,10 @@ fn every_problem_of_every_kind_is_reported_in_one_pass() {
 fn a_syntax_error_says_it_is_the_first_and_to_check_again() {
     let only = problem("agents:\n  root: {component: probe.wasm\n  other: [\n");
     assert!(only.starts_with("team.yaml: line "), "{only}");
-    assert!(!only.contains("at line 3 column"), "the line is given once, in front: {only}");
+    assert!(
+        !only.contains("at line 3 column"),
+        "the line is given once, in front: {only}"
+    );
     assert!(
         only.ends_with("(the YAML parser stops at its first error: fix it and run check again)"),
         "{only}"
@@ -670,4 +673,23 @@ fn unbounded_knobs_have_ceilings() {
     .unwrap();
     assert_eq!(at_the_ceiling.limits.max_output, 1 << 30);
     assert_eq!(at_the_ceiling.engine.fuel_yield_interval, 1_000_000_000);
+}
+
+#[test]
+fn names_from_the_file_cannot_rewrite_the_terminal() {
+    let all = problems(
+        "agents:\n  \"ev\\e[2Kil\\u202E\":\n    component: probe.wasm\n    \"col\\e[1Aour\": 1\n    \
+         sub_agents: [\"gh\\u200Bost\"]\n",
+    );
+    for line in &all {
+        assert!(
+            !line
+                .chars()
+                .any(|c| c.is_control() || c == '\u{202E}' || c == '\u{200B}'),
+            "{line:?}"
+        );
+    }
+    let text = all.join("\n");
+    assert!(text.contains("unknown field `col\\u{1b}[1Aour`"), "{text}");
+    assert!(text.contains("`gh\\u{200b}ost` is not defined"), "{text}");
 }

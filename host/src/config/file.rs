@@ -652,11 +652,23 @@ fn kind(value: &Value) -> String {
     }
 }
 
-/// Text from the file, cut to a length that keeps one message on a screen.
+/// Text from the file for a message: cut to a length that keeps one message
+/// on a screen, with control, bidirectional and zero-width characters shown
+/// as escapes so that a name cannot rewrite the reviewer's terminal.
 pub(super) fn shorten(text: &str) -> String {
     const MAX: usize = 80;
-    match text.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_string(),
+    let mut out = String::new();
+    for (index, c) in text.chars().enumerate() {
+        if index == MAX {
+            out.push('…');
+            break;
+        }
+        let invisible = matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}');
+        if c.is_control() || invisible {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
     }
+    out
 }

@@ -13,7 +13,8 @@ pub enum Step {
     Index(usize),
 }
 
-/// Renders a key path the way messages show it: `agents.root.toolsets[0]`.
+/// Renders a key path the way messages show it: `agents.root.toolsets[0]`
+/// (keys made safe to print, see `file::shorten`).
 pub fn render(path: &[Step]) -> String {
     let mut out = String::new();
     for step in path {
@@ -22,7 +23,7 @@ pub fn render(path: &[Step]) -> String {
                 if !out.is_empty() {
                     out.push('.');
                 }
-                out.push_str(key);
+                out.push_str(&super::file::shorten(key));
             }
             Step::Index(index) => out.push_str(&format!("[{index}]")),
         }
