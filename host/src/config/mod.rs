@@ -260,7 +260,8 @@ impl Team {
     /// wrong type, settings that contradict each other, and — when there is
     /// any of those — component files that are missing or not components
     /// (with no problems, loading the components finds those). Only a YAML
-    /// syntax error stops the check early, and says so.
+    /// parser error, a file over the size cap or nesting deeper than
+    /// [`read::MAX_NESTING`] stops the check early, and the message says so.
     pub fn parse(text: &str, source: &Path, base_dir: &Path) -> Result<Team, ConfigError> {
         let fail = |problems: Vec<String>| ConfigError::new(source, problems);
         if text.trim().is_empty() {
