@@ -83,7 +83,8 @@ fn unknown_keys_name_the_line_and_the_key() {
          `grants`, `model`, `harness`"
     );
     assert!(
-        problem("agents: {}\nlimit: {}\n").starts_with("team.yaml: line 2: unknown field `limit`"),
+        problems("agents: {}\nlimit: {}\n")[0]
+            .starts_with("team.yaml: line 2: unknown field `limit`"),
     );
     assert!(
         problem("agents:\n  a:\n    limits:\n      cpu: 5\n")
@@ -117,8 +118,8 @@ fn wrong_types_name_the_line_and_the_key() {
 fn unsupported_toolsets_and_agent_kinds_are_named() {
     assert_eq!(
         problem("agents:\n  root:\n    toolsets:\n      - type: think\n"),
-        "team.yaml: line 4: agents.root.toolsets: toolset type `think` is not supported yet; \
-         bgagents provides: background_agents"
+        "team.yaml: line 4: agents.root.toolsets[0]: toolset type `think` is not supported yet — \
+         remove it; a component does its own reasoning (bgagents provides: background_agents)"
     );
     assert!(
         problem("agents:\n  root:\n    toolsets: [{type: teleport}]\n")
@@ -332,4 +333,363 @@ fn check_prints_effective_grants_for_review() {
         !stdout.contains("fast"),
         "values of variables are not printed"
     );
+}
+
+#[test]
+fn every_problem_of_every_kind_is_reported_in_one_pass() {
+    // A typo'd key, an unsupported toolset, a docker-agent-only key, a bad
+    // value and a contradiction, each in a different place: each used to
+    // hide the ones after it.
+    let all = problems(
+        "agents:\n  \
+           root:\n    descripton: typo\n    component: probe.wasm\n    \
+             toolsets:\n      - type: shell\n      - type: background_agents\n    \
+             sub_agents: [ghost]\n  \
+           writer:\n    component: probe.wasm\n    add_date: true\n    \
+             limits: {memory: lots, timeout: 0s}\n\
+         limits: {max_running: 0}\n",
+    );
+    assert_eq!(
+        all,
+        [
+            "team.yaml: line 3: agents.root: unknown field `descripton`, expected one of \
+             `description`, `instruction`, `sub_agents`, `toolsets`, `component`, `limits`, \
+             `grants`, `model`, `harness`",
+            "team.yaml: line 6: agents.root.toolsets[0]: toolset type `shell` is not supported \
+             yet — remove it; a component cannot run host commands, so do the work inside it \
+             (bgagents provides: background_agents)",
+            "team.yaml: line 11: agents.writer: `add_date` is a docker-agent key that bgagents \
+             does not support: there is no prompt to add the date to; remove it (a component \
+             can read the clock)",
+            "team.yaml: line 12: agents.writer.limits.memory: `lots` is not a size such as \
+             65536, 512KiB, 64MiB or 1GiB",
+            "team.yaml: limits.max_running: must be at least 1",
+            "team.yaml: agents.root.sub_agents: `ghost` is not defined under `agents:` \
+             (defined: root, writer)",
+            "team.yaml: agents.writer.limits.timeout: must be longer than zero",
+        ]
+    );
+}
+
+#[test]
+fn a_syntax_error_says_it_is_the_first_and_to_check_again() {
+    let only = problem("agents:\n  root: {component: probe.wasm\n  other: [\n");
+    assert!(only.starts_with("team.yaml: line "), "{only}");
+    assert!(
+        !only.contains("at line 3 column"),
+        "the line is given once, in front: {only}"
+    );
+    assert!(
+        only.ends_with("(the YAML parser stops at its first error: fix it and run check again)"),
+        "{only}"
+    );
+}
+
+#[test]
+fn docker_agent_files_get_advice_for_each_unsupported_thing() {
+    let all = problems(
+        "providers: {local: {api_type: openai_chatcompletions}}\n\
+         agents:\n  root:\n    component: probe.wasm\n    max_iterations: 20\n    \
+         toolsets:\n      - type: think\n      - type: filesystem\n      - type: mcp\n        \
+         ref: docker:duckduckgo\n      - type: fetch\n",
+    );
+    let expect = [
+        "line 1: `providers` is a docker-agent key that bgagents does not support",
+        "line 5: agents.root: `max_iterations` is a docker-agent key that bgagents does not \
+         support: a component has no model loop; remove it and bound the work with `limits:",
+        "line 7: agents.root.toolsets[0]: toolset type `think` is not supported yet — remove it",
+        "line 8: agents.root.toolsets[1]: toolset type `filesystem` is not supported yet — \
+         remove it and grant the directories with `grants.files`",
+        "line 9: agents.root.toolsets[2]: toolset type `mcp` is not supported yet — remove it",
+        "line 11: agents.root.toolsets[3]: toolset type `fetch` is not supported yet — remove \
+         it and grant the endpoints with `grants.network.connect`",
+    ];
+    assert_eq!(all.len(), expect.len(), "{all:#?}");
+    for (problem, expect) in all.iter().zip(expect) {
+        assert!(
+            problem.starts_with(&format!("team.yaml: {expect}")),
+            "{problem}\nexpected: {expect}"
+        );
+        assert!(!problem.contains("unknown field"), "{problem}");
+    }
+}
+
+#[test]
+fn check_reports_component_files_with_the_team_files_problems() {
+    let scratch = Scratch::new();
+    scratch.write("notes.wasm", "just some text");
+    let team = scratch.team(
+        "agents:\n  \
+           root:\n    component: nothing-here.wasm\n    limits: {fuel: 0}\n  \
+           text:\n    component: notes.wasm\n    toolsets: [{type: todo}]\n  \
+           example:\n    component: target/wasm32-wasip2/release/wordstats.wasm\n",
+    );
+    let (code, stdout, stderr) = check(&team);
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 5, "{stderr}");
+    assert!(
+        lines[0].contains("agents.text.toolsets[0]: toolset type `todo`"),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].contains("agents.root.limits.fuel: must be at least 1"),
+        "{stderr}"
+    );
+    assert!(
+        lines[2].contains("agents.example.component:")
+            && lines[2].contains("does not exist; build the plugin (run `cargo build-plugins`"),
+        "{stderr}"
+    );
+    assert!(
+        lines[3].contains("agents.root.component:")
+            && lines[3].contains("nothing-here.wasm does not exist; build the plugin")
+            && lines[3]
+                .contains("cargo build --release --target wasm32-wasip2` in the plugin's crate"),
+        "{stderr}"
+    );
+    assert!(
+        lines[4].contains("agents.text.component:")
+            && lines[4].contains("is not a WebAssembly file"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_component_whose_run_has_the_wrong_signature_is_a_world_mismatch() {
+    let scratch = Scratch::new();
+    let team = scratch.team("agents:\n  root: {component: '{plugins}/wrong_signature.wasm'}\n");
+    for target in [team, plugin("wrong_signature")] {
+        let (code, stdout, stderr) = check(&target);
+        assert_eq!(code, 2, "{stdout}{stderr}");
+        assert!(!stdout.contains("OK"), "{stdout}");
+        assert!(
+            stderr.contains("does not fit the `sub-agent` world")
+                && stderr.contains(
+                    "exports `run: func(request: record { task-id: string, agent: string, \
+                     instruction: string, task: string, expected-output: option<string>, \
+                     sub-agents: list<string> }, extra: u32) -> string`"
+                )
+                && stderr.contains("run: func(request: request) -> result<string, string>"),
+            "{stderr}"
+        );
+    }
+}
+
+/// `check` on `target`, failing the test if it does not end within a
+/// generous bound (the hostile inputs below used to hang or exhaust memory).
+fn check_bounded(target: &Path) -> (i32, String, String) {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_bgagents"))
+        .arg("check")
+        .arg(target)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = child.id();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    let output = match finished.recv_timeout(Duration::from_secs(30)) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &id.to_string()])
+                .status();
+            panic!("check {} did not finish within 30 s", target.display());
+        }
+    };
+    (
+        output.status.code().unwrap(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn check_reads_only_regular_files_of_bounded_size() {
+    let scratch = Scratch::new();
+    mkfifo(&scratch.dir.join("fifo.yaml"));
+    mkfifo(&scratch.dir.join("fifo.wasm"));
+    std::os::unix::fs::symlink("/dev/zero", scratch.dir.join("zero.yaml")).unwrap();
+    let big = std::fs::File::create(scratch.dir.join("big.yaml")).unwrap();
+    big.set_len(2 << 20).unwrap();
+    // Sparse: takes no disk space, but a reader would have to read it all.
+    let huge = std::fs::File::create(scratch.dir.join("huge.wasm")).unwrap();
+    huge.set_len(300 << 20).unwrap();
+    for (team, expected) in [
+        (
+            Path::new("/dev/zero"),
+            "it is a device, not a regular file".to_string(),
+        ),
+        (
+            &scratch.dir.join("zero.yaml"),
+            "it is a device, not a regular file".into(),
+        ),
+        (
+            &scratch.dir.join("fifo.yaml"),
+            "it is a FIFO, not a regular file".into(),
+        ),
+        (
+            &scratch.dir.join("big.yaml"),
+            "it is 2 MiB — more than the 1 MiB bgagents reads".into(),
+        ),
+        (
+            scratch.dir.as_path(),
+            "it is a directory, not a regular file".into(),
+        ),
+    ] {
+        let (code, _, stderr) = check_bounded(team);
+        assert_eq!(code, 2, "{stderr}");
+        assert_eq!(
+            stderr,
+            format!(
+                "{}: cannot read the team file: {expected}\n",
+                team.display()
+            ),
+        );
+    }
+    let team = scratch.team(
+        "agents:\n  \
+           zero: {component: /dev/zero}\n  \
+           fifo: {component: fifo.wasm}\n  \
+           huge: {component: huge.wasm}\n",
+    );
+    let (code, _, stderr) = check_bounded(&team);
+    assert_eq!(code, 2, "{stderr}");
+    for (agent, expected) in [
+        (
+            "zero",
+            "component file /dev/zero is a device, not a regular file",
+        ),
+        ("fifo", "fifo.wasm is a FIFO, not a regular file"),
+        (
+            "huge",
+            "huge.wasm is 300 MiB — more than the 256 MiB bgagents reads",
+        ),
+    ] {
+        assert!(
+            stderr
+                .lines()
+                .any(|line| line.contains(&format!("agents.{agent}.component:"))
+                    && line.contains(expected)),
+            "no {expected:?} for {agent} in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn error_text_stays_bounded_for_thousands_of_agents() {
+    let scratch = Scratch::new();
+    let mut yaml = String::from("agents:\n");
+    for index in 0..10_000 {
+        yaml.push_str(&format!("  agent{index}: {{sub_agents: [missing]}}\n"));
+    }
+    let team = scratch.team(&yaml);
+    let (code, _, stderr) = check_bounded(&team);
+    assert_eq!(code, 2, "{}", &stderr[..stderr.len().min(2000)]);
+    assert_eq!(stderr.lines().count(), 51, "{stderr}");
+    assert!(stderr.len() < 20_000, "{} bytes of errors", stderr.len());
+    assert!(
+        stderr.contains("`missing` is not defined under `agents:` (defined: agent0, agent1,"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("and 9990 more)"), "{stderr}");
+    assert!(
+        stderr.ends_with("… and 9950 more problem(s) not listed; fix these and run check again\n"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn deep_nesting_is_refused_before_parsing() {
+    for (name, text) in [
+        (
+            "flow",
+            format!("agents: {}{}\n", "[".repeat(100_000), "]".repeat(100_000)),
+        ),
+        (
+            "compact",
+            format!(
+                "agents:\n  root:\n    sub_agents:\n      {}x\n",
+                "- ".repeat(100_000)
+            ),
+        ),
+    ] {
+        let started = std::time::Instant::now();
+        let problem = problem(&text);
+        assert!(
+            problem.contains("maps and lists are nested more than 64 levels deep here"),
+            "{name}: {problem}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{name}: {:?}",
+            started.elapsed()
+        );
+    }
+    // A real file's nesting is well within the bound.
+    let deep_enough = "agents:\n  root:\n    component: probe.wasm\n    grants:\n      \
+                       network: {connect: [\"127.0.0.1:8080\"]}\n";
+    Team::parse(deep_enough, Path::new("team.yaml"), plugin_dir()).unwrap();
+}
+
+#[test]
+fn unbounded_knobs_have_ceilings() {
+    assert_eq!(
+        problem(
+            "engine: {fuel_yield_interval: 1_000_000_000_000_000}\n\
+             agents:\n  root: {component: probe.wasm}\n"
+        ),
+        "team.yaml: engine.fuel_yield_interval: 1000000000000000 is above the ceiling of \
+         1000000000 (past it a CPU-bound guest could outlast its timeout and ignore stop); \
+         the default is 1000000"
+    );
+    assert!(
+        problem("engine: {fuel_yield_interval: 1e15}\nagents:\n  root: {component: probe.wasm}\n")
+            .starts_with("team.yaml: line 1: engine.fuel_yield_interval: invalid type"),
+    );
+    assert_eq!(
+        problem("limits: {max_output: 1000GiB}\nagents:\n  root: {component: probe.wasm}\n"),
+        "team.yaml: limits.max_output: 1000 GiB is above the ceiling of 1 GiB (output is kept \
+         in memory, for every retained task)"
+    );
+    let at_the_ceiling = Team::parse(
+        "limits: {max_output: 1GiB}\nengine: {fuel_yield_interval: 1_000_000_000}\n\
+         agents:\n  root: {component: probe.wasm}\n",
+        Path::new("team.yaml"),
+        plugin_dir(),
+    )
+    .unwrap();
+    assert_eq!(at_the_ceiling.limits.max_output, 1 << 30);
+    assert_eq!(at_the_ceiling.engine.fuel_yield_interval, 1_000_000_000);
+}
+
+#[test]
+fn names_from_the_file_cannot_rewrite_the_terminal() {
+    let all = problems(
+        "agents:\n  \"ev\\e[2Kil\\u202E\":\n    component: probe.wasm\n    \"col\\e[1Aour\": 1\n    \
+         sub_agents: [\"gh\\u200Bost\"]\n",
+    );
+    for line in &all {
+        assert!(
+            !line
+                .chars()
+                .any(|c| c.is_control() || c == '\u{202E}' || c == '\u{200B}'),
+            "{line:?}"
+        );
+    }
+    let text = all.join("\n");
+    assert!(text.contains("unknown field `col\\u{1b}[1Aour`"), "{text}");
+    assert!(text.contains("`gh\\u{200b}ost` is not defined"), "{text}");
 }

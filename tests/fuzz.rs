@@ -113,6 +113,92 @@ proptest! {
     }
 }
 
+/// Mistakes that do not depend on each other, with a piece of what each is
+/// reported as. The last needs the component's file, which is only looked
+/// at next to other problems (alone, loading the component reports it).
+const MISTAKES: &[(&str, &str)] = &[
+    ("descripton: typo", "unknown field `descripton`"),
+    (
+        "toolsets: [{type: shell}]",
+        "toolset type `shell` is not supported yet — remove it",
+    ),
+    ("add_date: true", "`add_date` is a docker-agent key"),
+    ("limits: {memory: lots}", "`lots` is not a size"),
+    (
+        "limits: {timeout: 0s}",
+        "limits.timeout: must be longer than zero",
+    ),
+    (
+        "sub_agents: [ghost]",
+        "`ghost` is not defined under `agents:`",
+    ),
+    ("limits: {fuel: 0}", "limits.fuel: must be at least 1"),
+    (
+        "grants: {env: ['bad-name']}",
+        "`bad-name` is not `NAME` or `NAME=value`",
+    ),
+    ("sub_agents: worker", "expected a sequence"),
+    (
+        "grants: {files: [{guest: /x, mode: everything}]}",
+        "unknown variant `everything`",
+    ),
+    ("component: missing.wasm", "missing.wasm does not exist"),
+];
+
+/// A team with one agent per chosen mistake (in the chosen order).
+fn team_with_mistakes(chosen: &[usize]) -> String {
+    let mut yaml = String::from("agents:\n");
+    for (agent, &mistake) in chosen.iter().enumerate() {
+        let (text, _) = MISTAKES[mistake];
+        yaml.push_str(&format!("  a{agent}:\n    {text}\n"));
+        if !text.starts_with("component:") {
+            yaml.push_str("    component: probe.wasm\n");
+        }
+    }
+    yaml
+}
+
+proptest! {
+    #[test]
+    fn every_mistake_is_reported_whatever_else_is_wrong(
+        chosen in proptest::sample::subsequence((0..MISTAKES.len()).collect::<Vec<_>>(), 1..=MISTAKES.len())
+            .prop_shuffle()
+    ) {
+        let yaml = team_with_mistakes(&chosen);
+        let result = Team::parse(&yaml, Path::new("fuzz.yaml"), plugin_dir());
+        if chosen == [MISTAKES.len() - 1] {
+            prop_assert!(result.is_ok(), "{yaml}");
+            return Ok(());
+        }
+        let error = result.expect_err("every chosen mistake is an error").to_string();
+        for (agent, &mistake) in chosen.iter().enumerate() {
+            let (_, reported) = MISTAKES[mistake];
+            prop_assert!(
+                error.lines().any(|line| line.contains(&format!("agents.a{agent}")) && line.contains(reported)),
+                "{reported:?} for a{agent} missing from:\n{error}\nin:\n{yaml}"
+            );
+        }
+    }
+
+    #[test]
+    fn nesting_within_the_bound_is_never_refused_as_deep(value in yaml_value()) {
+        let text = serde_yaml::to_string(&value).unwrap();
+        if let Err(error) = Team::parse(&text, Path::new("fuzz.yaml"), plugin_dir()) {
+            prop_assert!(!error.to_string().contains("levels deep"), "{error}\n{text}");
+        }
+    }
+
+    #[test]
+    fn any_nesting_is_bounded_quickly(open in "[\\[{(-]{1,8}", depth in 60usize..5000) {
+        // `- ` compact sequences, `[`/`{` flow collections and mixtures.
+        let prefix: String = open.chars().map(|c| if c == '-' || c == '(' { "- ".to_string() } else { c.to_string() }).collect();
+        let text = format!("agents:\n  root:\n    sub_agents:\n      {}x\n", prefix.repeat(depth / prefix.len().max(1) + 1));
+        let started = std::time::Instant::now();
+        parse(&text);
+        prop_assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+}
+
 fn indent(text: &str) -> String {
     text.lines().map(|line| format!("    {line}\n")).collect()
 }

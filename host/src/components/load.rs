@@ -2,17 +2,15 @@
 //! fits the `sub-agent` world, with errors that say what to do about it.
 
 use super::cache::{CacheOutcome, ComponentCache};
+use crate::bindings::agent::Request;
 use crate::bindings::{
     AGENT_EXPORT, SubAgentPre, WIT_PACKAGE, WIT_VERSION, wit_version_compatible,
 };
+use crate::config::read::read_component;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use wasmtime::Engine;
 use wasmtime::component::Linker;
-
-const WASM_MAGIC: &[u8] = b"\0asm";
-/// Version/layer bytes of a core module (`01 00 00 00`) and a component (`0d 00 01 00`).
-const CORE_MODULE_VERSION: &[u8] = &[1, 0, 0, 0];
 
 /// A component ready to instantiate, and how it got so.
 pub struct LoadedComponent<T: 'static> {
@@ -33,26 +31,8 @@ pub fn load_component<T: 'static>(
 ) -> Result<LoadedComponent<T>, String> {
     let started = Instant::now();
     let shown = path.display();
-    let bytes = std::fs::read(path).map_err(|error| match error.kind() {
-        std::io::ErrorKind::NotFound => format!(
-            "component file {shown} does not exist; build the plugin \
-             (cargo build --release --target wasm32-wasip2) or fix the `component:` path"
-        ),
-        _ => format!("cannot read component file {shown}: {error}"),
-    })?;
-    if !bytes.starts_with(WASM_MAGIC) {
-        return Err(format!(
-            "{shown} is not a WebAssembly file (it does not start with `\\0asm`); \
-             point `component:` at the .wasm your plugin build produces"
-        ));
-    }
-    if bytes.get(4..8) == Some(CORE_MODULE_VERSION) {
-        return Err(format!(
-            "{shown} is a core WebAssembly module, not a component; build for \
-             --target wasm32-wasip2 (which emits a component) or wrap it with \
-             `wasm-tools component new`"
-        ));
-    }
+    // Only a regular file, within a size cap, that looks like a component.
+    let bytes = read_component(path)?;
     let (component, outcome) = cache
         .load(engine, &bytes)
         .map_err(|error| format!("{shown} is not a valid component: {error:#}"))?;
@@ -63,6 +43,7 @@ pub fn load_component<T: 'static>(
              import WASI 0.2 and the bgagents:agents interfaces in wit/ (output, background-agents)"
         )
     })?;
+    check_agent_export(&pre, &shown.to_string())?;
     let pre = SubAgentPre::new(pre).map_err(|error| {
         format!(
             "{shown} does not fit the `sub-agent` world ({error:#}); it must export \
@@ -103,4 +84,99 @@ fn check_wit_version(
         }
     }
     Ok(())
+}
+
+/// Type-checks the `agent.run` export against what the host calls, so a
+/// guest with the wrong signature is refused at load (by `check`) instead of
+/// failing every task at call time.
+fn check_agent_export<T: 'static>(
+    pre: &wasmtime::component::InstancePre<T>,
+    shown: &str,
+) -> Result<(), String> {
+    use wasmtime::component::types::ComponentItem;
+    let component = pre.component();
+    // A missing export is left to the world check that follows, which names it.
+    let Some((_, instance)) = component.get_export(None, AGENT_EXPORT) else {
+        return Ok(());
+    };
+    let mismatch = |found: String| {
+        format!(
+            "{shown} does not fit the `sub-agent` world: its `{AGENT_EXPORT}` exports {found}, \
+             but the host calls `{RUN_SIGNATURE}`; rebuild it against the WIT that `bgagents wit` \
+             writes"
+        )
+    };
+    let Some((item, _)) = component.get_export(Some(&instance), "run") else {
+        return Ok(());
+    };
+    let ComponentItem::ComponentFunc(run) = item else {
+        return Err(mismatch("a `run` that is not a function".to_string()));
+    };
+    run.typecheck::<(&Request,), (Result<String, String>,)>(&pre.instance_type())
+        .map_err(|_| mismatch(format!("`run: {}`", render_func(&run))))
+}
+
+/// `run`'s type as the WIT declares it.
+const RUN_SIGNATURE: &str = "run: func(request: request) -> result<string, string>";
+
+/// A function type in WIT syntax, for messages.
+fn render_func(func: &wasmtime::component::types::ComponentFunc) -> String {
+    let params: Vec<String> = func
+        .params()
+        .map(|(name, ty)| format!("{name}: {}", render_type(&ty)))
+        .collect();
+    let results: Vec<String> = func.results().map(|ty| render_type(&ty)).collect();
+    match results.as_slice() {
+        [] => format!("func({})", params.join(", ")),
+        [one] => format!("func({}) -> {one}", params.join(", ")),
+        many => format!("func({}) -> ({})", params.join(", "), many.join(", ")),
+    }
+}
+
+fn render_type(ty: &wasmtime::component::Type) -> String {
+    use wasmtime::component::Type;
+    let optional = |ty: Option<Type>| ty.map_or("_".to_string(), |ty| render_type(&ty));
+    match ty {
+        Type::List(list) => format!("list<{}>", render_type(&list.ty())),
+        Type::Option(option) => format!("option<{}>", render_type(&option.ty())),
+        Type::Result(result) => format!(
+            "result<{}, {}>",
+            optional(result.ok()),
+            optional(result.err())
+        ),
+        Type::Tuple(tuple) => format!(
+            "tuple<{}>",
+            tuple
+                .types()
+                .map(|ty| render_type(&ty))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Type::Record(record) => format!(
+            "record {{ {} }}",
+            record
+                .fields()
+                .map(|field| format!("{}: {}", field.name, render_type(&field.ty)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Type::Bool => "bool".into(),
+        Type::S8 => "s8".into(),
+        Type::U8 => "u8".into(),
+        Type::S16 => "s16".into(),
+        Type::U16 => "u16".into(),
+        Type::S32 => "s32".into(),
+        Type::U32 => "u32".into(),
+        Type::S64 => "s64".into(),
+        Type::U64 => "u64".into(),
+        Type::Float32 => "f32".into(),
+        Type::Float64 => "f64".into(),
+        Type::Char => "char".into(),
+        Type::String => "string".into(),
+        Type::Variant(_) => "variant".into(),
+        Type::Enum(_) => "enum".into(),
+        Type::Flags(_) => "flags".into(),
+        Type::Own(_) | Type::Borrow(_) => "resource".into(),
+        _ => "an async type".into(),
+    }
 }

@@ -1,36 +1,44 @@
-//! The team file exactly as written: serde types that reject unknown keys and
-//! wrong types, so every mistake is reported with its key path and line.
+//! The team file exactly as written, read from a parsed YAML value section
+//! by section and key by key, so that one mistake never hides another: every
+//! unknown key and every value of the wrong type is collected as a
+//! [`Problem`] with its key path (lines are added later, see `locate`).
 
+use super::locate::{Step, render};
 use super::units::{ByteSize, Count, HumanDuration};
 use serde::Deserialize;
-use serde::de::{self, Deserializer};
+use serde::de::DeserializeOwned;
+use serde_yaml::{Mapping, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct TeamFile {
-    /// Accepted for compatibility with docker-agent team files; not interpreted.
-    #[allow(dead_code)]
-    pub version: Option<serde_yaml::Value>,
-    /// Free-form, for people (authors, license, ...); not interpreted.
-    #[allow(dead_code)]
-    pub metadata: Option<serde_yaml::Value>,
-    /// docker-agent's model registry; rejected with a pointer to `component:`.
-    pub models: Option<serde_yaml::Value>,
-    #[serde(default)]
-    pub limits: HostLimitsFile,
-    #[serde(default)]
-    pub engine: EngineFile,
-    pub agents: BTreeMap<String, AgentFile>,
+/// One mistake in the file as written.
+#[derive(Debug, Clone)]
+pub(super) struct Problem {
+    /// The key path shown before the message (empty at the top level).
+    pub shown: String,
+    /// Where the line is looked up.
+    pub locate: Vec<Step>,
+    /// Whether the line is that of the last key itself (unknown keys).
+    pub at_key: bool,
+    pub message: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
+pub(super) struct TeamFile {
+    /// docker-agent's model registry; rejected with a pointer to `component:`.
+    pub models: bool,
+    pub limits: HostLimitsFile,
+    pub engine: EngineFile,
+    pub agents: BTreeMap<String, AgentFile>,
+    /// Whether `agents:` was given (even if it could not be read).
+    pub agents_given: bool,
+}
+
+#[derive(Debug, Default)]
 pub(super) struct EngineFile {
     pub pooling: Option<PoolingFile>,
-    pub pool_size: Option<super::units::Count>,
-    pub fuel_yield_interval: Option<super::units::Count>,
+    pub pool_size: Option<Count>,
+    pub fuel_yield_interval: Option<Count>,
     pub cache: Option<bool>,
     pub cache_dir: Option<PathBuf>,
     pub cache_max: Option<ByteSize>,
@@ -44,8 +52,7 @@ pub(super) enum PoolingFile {
     Off,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 pub(super) struct HostLimitsFile {
     pub max_running: Option<usize>,
     pub max_retained: Option<usize>,
@@ -53,30 +60,22 @@ pub(super) struct HostLimitsFile {
     pub max_depth: Option<usize>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 pub(super) struct AgentFile {
-    #[serde(default)]
     pub description: String,
-    #[serde(default)]
     pub instruction: String,
-    #[serde(default)]
     pub sub_agents: Vec<String>,
-    #[serde(default)]
     pub toolsets: Vec<ToolsetFile>,
     pub component: Option<PathBuf>,
-    #[serde(default)]
     pub limits: AgentLimitsFile,
-    #[serde(default)]
     pub grants: GrantsFile,
     /// docker-agent's LLM agents; reported as not supported.
-    pub model: Option<serde_yaml::Value>,
+    pub model: bool,
     /// docker-agent's external harness agents; reported as not supported.
-    pub harness: Option<serde_yaml::Value>,
+    pub harness: bool,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 pub(super) struct AgentLimitsFile {
     pub fuel: Option<Count>,
     pub memory: Option<ByteSize>,
@@ -87,26 +86,20 @@ pub(super) struct AgentLimitsFile {
 }
 
 /// What an agent may touch beyond computing (everything else is denied).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 pub(super) struct GrantsFile {
-    #[serde(default)]
     pub files: Vec<DirGrantFile>,
     /// `NAME` (the host's value) or `NAME=value`.
-    #[serde(default)]
     pub env: Vec<String>,
-    #[serde(default)]
     pub network: NetworkGrantFile,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub(super) struct DirGrantFile {
     /// Host directory, relative to the team file.
     pub host: PathBuf,
     /// Where the guest sees it.
     pub guest: String,
-    #[serde(default)]
     pub mode: DirMode,
 }
 
@@ -118,69 +111,564 @@ pub(super) enum DirMode {
     ReadWrite,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 pub(super) struct NetworkGrantFile {
     /// `host:port` pairs the guest may open TCP connections to.
-    #[serde(default)]
     pub connect: Vec<String>,
     /// Whether the guest may resolve names.
-    #[serde(default)]
     pub dns: bool,
 }
 
 /// One `toolsets:` entry. Only `background_agents` exists today; docker-agent's
-/// other types are named as not supported yet rather than as unknown keys.
+/// other types are named as not supported yet, with what to do instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ToolsetFile {
     BackgroundAgents,
 }
 
-/// Toolset types docker-agent knows that bgagents does not provide (yet).
-const KNOWN_ELSEWHERE: &[&str] = &[
-    "think",
-    "todo",
+const TOP_KEYS: &[&str] = &[
+    "version", "metadata", "models", "limits", "engine", "agents",
+];
+const ENGINE_KEYS: &[&str] = &[
+    "pooling",
+    "pool_size",
+    "fuel_yield_interval",
+    "cache",
+    "cache_dir",
+    "cache_max",
+];
+const HOST_LIMIT_KEYS: &[&str] = &["max_running", "max_retained", "max_output", "max_depth"];
+const AGENT_KEYS: &[&str] = &[
+    "description",
+    "instruction",
+    "sub_agents",
+    "toolsets",
+    "component",
+    "limits",
+    "grants",
+    "model",
+    "harness",
+];
+const AGENT_LIMIT_KEYS: &[&str] = &[
+    "fuel",
     "memory",
-    "mcp",
-    "filesystem",
-    "shell",
-    "script",
-    "fetch",
-    "api",
-    "a2a",
-    "lsp",
-    "user_prompt",
-    "transfer_task",
+    "timeout",
+    "output",
+    "spawns",
+    "concurrent_spawns",
+];
+const GRANT_KEYS: &[&str] = &["files", "env", "network"];
+const DIR_GRANT_KEYS: &[&str] = &["host", "guest", "mode"];
+const NETWORK_KEYS: &[&str] = &["connect", "dns"];
+
+/// Top-level keys of docker-agent team files that bgagents has no use for.
+const DOCKER_AGENT_TOP_KEYS: &[(&str, &str)] = &[(
+    "providers",
+    "model providers are for model-backed agents, which bgagents does not run; remove it",
+)];
+
+/// Agent keys of docker-agent's model-backed agents: what each would mean
+/// here, and what to do about it.
+const DOCKER_AGENT_AGENT_KEYS: &[(&str, &str)] = &[
+    (
+        "fallback",
+        "fallback models are for model-backed agents; remove it",
+    ),
+    (
+        "welcome_message",
+        "bgagents shows no welcome message; remove it",
+    ),
+    (
+        "handoffs",
+        "hand-offs are not supported; remove it and dispatch with `sub_agents` and \
+         `toolsets: [{type: background_agents}]`",
+    ),
+    (
+        "rag",
+        "retrieval belongs inside the component; remove it (grant the documents with \
+         `grants.files` if the component should read them)",
+    ),
+    (
+        "add_date",
+        "there is no prompt to add the date to; remove it (a component can read the clock)",
+    ),
+    (
+        "add_environment_info",
+        "there is no prompt to add it to; remove it",
+    ),
+    ("code_mode_tools", "there are no model tools; remove it"),
+    (
+        "add_description_parameter",
+        "there are no model tools; remove it",
+    ),
+    (
+        "max_iterations",
+        "a component has no model loop; remove it and bound the work with \
+         `limits: {fuel: …, timeout: …}`",
+    ),
+    ("num_history_items", "there is no chat history; remove it"),
+    (
+        "add_prompt_files",
+        "there is no prompt; remove it (grant the files with `grants.files` if the component \
+         should read them)",
+    ),
+    ("commands", "there are no slash commands; remove it"),
+    (
+        "structured_output",
+        "a component returns its result as a string; remove it and have the component \
+         produce the format itself",
+    ),
+    ("skills", "skills are for model-backed agents; remove it"),
+    ("hooks", "hooks are not supported; remove it"),
 ];
 
-impl<'de> Deserialize<'de> for ToolsetFile {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let entry = BTreeMap::<String, serde_yaml::Value>::deserialize(deserializer)?;
-        let Some(kind) = entry.get("type") else {
-            return Err(de::Error::custom(
-                "toolset entry has no `type`; write `- type: background_agents`",
-            ));
-        };
-        let Some(kind) = kind.as_str() else {
-            return Err(de::Error::custom(
-                "toolset `type` must be a string such as background_agents",
-            ));
-        };
-        match kind {
-            "background_agents" => {
-                if let Some(extra) = entry.keys().find(|key| *key != "type") {
-                    return Err(de::Error::custom(format!(
-                        "the background_agents toolset takes no options; remove `{extra}`"
-                    )));
-                }
-                Ok(ToolsetFile::BackgroundAgents)
+/// docker-agent toolset types that bgagents does not provide, with what to
+/// do instead.
+const DOCKER_AGENT_TOOLSETS: &[(&str, &str)] = &[
+    ("think", "remove it; a component does its own reasoning"),
+    (
+        "todo",
+        "remove it; a component keeps its own list (in memory, or in a file under a \
+         read-write `grants.files` directory)",
+    ),
+    (
+        "memory",
+        "remove it; a component can keep state in a file under a read-write `grants.files` \
+         directory",
+    ),
+    (
+        "filesystem",
+        "remove it and grant the directories with `grants.files` (the component reads and \
+         writes them itself)",
+    ),
+    (
+        "shell",
+        "remove it; a component cannot run host commands, so do the work inside it",
+    ),
+    (
+        "script",
+        "remove it; a component cannot run host commands, so do the work inside it",
+    ),
+    (
+        "fetch",
+        "remove it and grant the endpoints with `grants.network.connect` (the component \
+         opens the connections itself)",
+    ),
+    (
+        "api",
+        "remove it and grant the endpoints with `grants.network.connect` (the component \
+         opens the connections itself)",
+    ),
+    ("mcp", "remove it; components cannot reach MCP servers yet"),
+    ("a2a", "remove it; components cannot reach A2A agents yet"),
+    ("lsp", "remove it; components cannot reach language servers"),
+    ("user_prompt", "remove it; a component cannot ask the user"),
+    (
+        "transfer_task",
+        "remove it and dispatch with `sub_agents` and `- type: background_agents`",
+    ),
+    (
+        "handoff",
+        "remove it and dispatch with `sub_agents` and `- type: background_agents`",
+    ),
+];
+
+/// Collects the problems found while reading.
+#[derive(Default)]
+pub(super) struct Reader {
+    pub problems: Vec<Problem>,
+}
+
+impl Reader {
+    fn push(&mut self, path: &[Step], message: String) {
+        self.problems.push(Problem {
+            shown: render(path),
+            locate: path.to_vec(),
+            at_key: false,
+            message,
+        });
+    }
+
+    fn push_at_key(&mut self, parent: &[Step], key: &str, message: String) {
+        let mut locate = parent.to_vec();
+        locate.push(Step::Key(key.to_string()));
+        self.problems.push(Problem {
+            shown: render(parent),
+            locate,
+            at_key: true,
+            message,
+        });
+    }
+
+    /// The map at `path` with its keys checked against `known` (and
+    /// `elsewhere`: keys another tool uses, with advice); `None` (and a
+    /// problem) if the value is not a map. `null` reads as an empty map.
+    fn section<'v>(
+        &mut self,
+        value: Option<&'v Value>,
+        path: &[Step],
+        known: &[&str],
+        elsewhere: &[(&str, &str)],
+    ) -> Option<Section<'v>> {
+        static EMPTY: std::sync::LazyLock<Mapping> = std::sync::LazyLock::new(Mapping::new);
+        let map = match value {
+            None | Some(Value::Null) => &*EMPTY,
+            Some(Value::Mapping(map)) => map,
+            Some(other) => {
+                self.push(
+                    path,
+                    format!(
+                        "expected a map of keys ({}), found {}",
+                        known.join(", "),
+                        kind(other)
+                    ),
+                );
+                return None;
             }
-            other if KNOWN_ELSEWHERE.contains(&other) => Err(de::Error::custom(format!(
-                "toolset type `{other}` is not supported yet; bgagents provides: background_agents"
-            ))),
-            other => Err(de::Error::custom(format!(
-                "unknown toolset type `{other}`; bgagents provides: background_agents"
-            ))),
+        };
+        for key in map.keys() {
+            let Some(key) = key_text(key) else {
+                self.push(path, format!("keys must be names, found {}", kind(key)));
+                continue;
+            };
+            if known.contains(&key.as_str()) {
+                continue;
+            }
+            let message = match elsewhere.iter().find(|(name, _)| *name == key) {
+                Some((_, advice)) => format!(
+                    "`{}` is a docker-agent key that bgagents does not support: {advice}",
+                    shorten(&key)
+                ),
+                None => format!(
+                    "unknown field `{}`, expected one of {}",
+                    shorten(&key),
+                    known
+                        .iter()
+                        .map(|key| format!("`{key}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            self.push_at_key(path, &key, message);
+        }
+        Some(Section {
+            map,
+            path: path.to_vec(),
+        })
+    }
+}
+
+/// A map being read key by key.
+struct Section<'v> {
+    map: &'v Mapping,
+    path: Vec<Step>,
+}
+
+impl<'v> Section<'v> {
+    fn raw(&self, key: &str) -> Option<&'v Value> {
+        self.map.get(key)
+    }
+
+    fn at(&self, key: &str) -> Vec<Step> {
+        let mut path = self.path.clone();
+        path.push(Step::Key(key.to_string()));
+        path
+    }
+
+    /// The value of `key` as a `T`, or `None` if absent or (with a problem)
+    /// of the wrong type.
+    fn get<T: DeserializeOwned>(&self, reader: &mut Reader, key: &str) -> Option<T> {
+        let value = self.map.get(key)?;
+        convert(reader, value, &self.at(key))
+    }
+
+    fn get_or_default<T: DeserializeOwned + Default>(&self, reader: &mut Reader, key: &str) -> T {
+        self.get(reader, key).unwrap_or_default()
+    }
+
+    /// A list under `key`, each item read by `item` (items that fail are
+    /// left out, with their problems).
+    fn list<T>(
+        &self,
+        reader: &mut Reader,
+        key: &str,
+        mut item: impl FnMut(&mut Reader, &Value, &[Step]) -> Option<T>,
+    ) -> Vec<T> {
+        let path = self.at(key);
+        match self.map.get(key) {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Sequence(items)) => items
+                .iter()
+                .enumerate()
+                .filter_map(|(index, value)| {
+                    let mut path = path.clone();
+                    path.push(Step::Index(index));
+                    item(reader, value, &path)
+                })
+                .collect(),
+            Some(other) => {
+                reader.push(
+                    &path,
+                    format!("invalid type: {}, expected a sequence", kind(other)),
+                );
+                Vec::new()
+            }
         }
     }
+}
+
+fn convert<T: DeserializeOwned>(reader: &mut Reader, value: &Value, path: &[Step]) -> Option<T> {
+    match serde_yaml::from_value(value.clone()) {
+        Ok(value) => Some(value),
+        Err(error) => {
+            reader.push(path, error.to_string());
+            None
+        }
+    }
+}
+
+/// Reads the whole file; `problems` of `reader` say what could not be read.
+pub(super) fn read_team(reader: &mut Reader, root: &Value) -> TeamFile {
+    let mut team = TeamFile::default();
+    let Some(top) = reader.section(Some(root), &[], TOP_KEYS, DOCKER_AGENT_TOP_KEYS) else {
+        return team;
+    };
+    team.models = top.raw("models").is_some();
+    if let Some(limits) = reader.section(top.raw("limits"), &top.at("limits"), HOST_LIMIT_KEYS, &[])
+    {
+        team.limits = HostLimitsFile {
+            max_running: limits.get(reader, "max_running"),
+            max_retained: limits.get(reader, "max_retained"),
+            max_output: limits.get(reader, "max_output"),
+            max_depth: limits.get(reader, "max_depth"),
+        };
+    }
+    if let Some(engine) = reader.section(top.raw("engine"), &top.at("engine"), ENGINE_KEYS, &[]) {
+        team.engine = EngineFile {
+            pooling: engine.get(reader, "pooling"),
+            pool_size: engine.get(reader, "pool_size"),
+            fuel_yield_interval: engine.get(reader, "fuel_yield_interval"),
+            cache: engine.get(reader, "cache"),
+            cache_dir: engine.get(reader, "cache_dir"),
+            cache_max: engine.get(reader, "cache_max"),
+        };
+    }
+    let agents_path = top.at("agents");
+    match top.raw("agents") {
+        None => {}
+        Some(Value::Mapping(agents)) => {
+            team.agents_given = true;
+            for (name, agent) in agents {
+                let Some(name) = key_text(name) else {
+                    reader.push(
+                        &agents_path,
+                        format!("agent names must be text, found {}", kind(name)),
+                    );
+                    continue;
+                };
+                let mut path = agents_path.clone();
+                path.push(Step::Key(name.clone()));
+                if let Some(agent) = read_agent(reader, agent, &path) {
+                    team.agents.insert(name, agent);
+                }
+            }
+        }
+        Some(other) => {
+            team.agents_given = true;
+            reader.push(
+                &agents_path,
+                format!(
+                    "expected a map from agent names to agents, found {}",
+                    kind(other)
+                ),
+            );
+        }
+    }
+    team
+}
+
+fn read_agent(reader: &mut Reader, value: &Value, path: &[Step]) -> Option<AgentFile> {
+    if value.is_null() {
+        reader.push(
+            path,
+            "the agent is empty; give it at least `component: path/to/agent.wasm`".into(),
+        );
+        return None;
+    }
+    let agent = reader.section(Some(value), path, AGENT_KEYS, DOCKER_AGENT_AGENT_KEYS)?;
+    let limits = reader
+        .section(
+            agent.raw("limits"),
+            &agent.at("limits"),
+            AGENT_LIMIT_KEYS,
+            &[],
+        )
+        .map(|limits| AgentLimitsFile {
+            fuel: limits.get(reader, "fuel"),
+            memory: limits.get(reader, "memory"),
+            timeout: limits.get(reader, "timeout"),
+            output: limits.get(reader, "output"),
+            spawns: limits.get(reader, "spawns"),
+            concurrent_spawns: limits.get(reader, "concurrent_spawns"),
+        })
+        .unwrap_or_default();
+    let grants = reader
+        .section(agent.raw("grants"), &agent.at("grants"), GRANT_KEYS, &[])
+        .map(|grants| read_grants(reader, &grants))
+        .unwrap_or_default();
+    Some(AgentFile {
+        description: agent.get_or_default(reader, "description"),
+        instruction: agent.get_or_default(reader, "instruction"),
+        sub_agents: agent.get_or_default(reader, "sub_agents"),
+        toolsets: agent.list(reader, "toolsets", read_toolset),
+        component: agent.get(reader, "component"),
+        limits,
+        grants,
+        model: agent.raw("model").is_some(),
+        harness: agent.raw("harness").is_some(),
+    })
+}
+
+fn read_grants(reader: &mut Reader, grants: &Section) -> GrantsFile {
+    let files = grants.list(reader, "files", |reader, value, path| {
+        let entry = reader.section(Some(value), path, DIR_GRANT_KEYS, &[])?;
+        let host = entry.get::<PathBuf>(reader, "host");
+        let guest = entry.get::<String>(reader, "guest");
+        let mode = entry.get_or_default(reader, "mode");
+        for (key, missing) in [("host", host.is_none()), ("guest", guest.is_none())] {
+            if missing && entry.raw(key).is_none() {
+                reader.push(path, format!("missing field `{key}`"));
+            }
+        }
+        Some(DirGrantFile {
+            host: host?,
+            guest: guest?,
+            mode,
+        })
+    });
+    let network = reader
+        .section(
+            grants.raw("network"),
+            &grants.at("network"),
+            NETWORK_KEYS,
+            &[],
+        )
+        .map(|network| NetworkGrantFile {
+            connect: network.get_or_default(reader, "connect"),
+            dns: network.get_or_default(reader, "dns"),
+        })
+        .unwrap_or_default();
+    GrantsFile {
+        files,
+        env: grants.get_or_default(reader, "env"),
+        network,
+    }
+}
+
+fn read_toolset(reader: &mut Reader, value: &Value, path: &[Step]) -> Option<ToolsetFile> {
+    let Value::Mapping(entry) = value else {
+        reader.push(
+            path,
+            format!(
+                "expected a toolset such as `{{type: background_agents}}`, found {}",
+                kind(value)
+            ),
+        );
+        return None;
+    };
+    let Some(kind_value) = entry.get("type") else {
+        reader.push(
+            path,
+            "toolset entry has no `type`; write `- type: background_agents`".into(),
+        );
+        return None;
+    };
+    let Some(toolset) = kind_value.as_str() else {
+        reader.push(
+            path,
+            "toolset `type` must be a string such as background_agents".into(),
+        );
+        return None;
+    };
+    match toolset {
+        "background_agents" => {
+            let extras: Vec<String> = entry
+                .keys()
+                .filter_map(key_text)
+                .filter(|key| key != "type")
+                .collect();
+            for extra in &extras {
+                reader.push_at_key(
+                    path,
+                    extra,
+                    format!(
+                        "the background_agents toolset takes no options; remove `{}`",
+                        shorten(extra)
+                    ),
+                );
+            }
+            extras.is_empty().then_some(ToolsetFile::BackgroundAgents)
+        }
+        other => {
+            let message = match DOCKER_AGENT_TOOLSETS
+                .iter()
+                .find(|(name, _)| *name == other)
+            {
+                Some((_, advice)) => format!(
+                    "toolset type `{other}` is not supported yet — {advice} \
+                     (bgagents provides: background_agents)"
+                ),
+                None => format!(
+                    "unknown toolset type `{}`; bgagents provides: background_agents",
+                    shorten(other)
+                ),
+            };
+            reader.push(path, message);
+            None
+        }
+    }
+}
+
+/// A map key as text, if it is a scalar.
+fn key_text(key: &Value) -> Option<String> {
+    match key {
+        Value::String(text) => Some(text.clone()),
+        Value::Number(number) => Some(number.to_string()),
+        Value::Bool(value) => Some(value.to_string()),
+        _ => None,
+    }
+}
+
+/// What kind of value this is, for messages.
+fn kind(value: &Value) -> String {
+    match value {
+        Value::Null => "nothing (null)".into(),
+        Value::Bool(value) => format!("boolean `{value}`"),
+        Value::Number(number) => format!("number `{number}`"),
+        Value::String(text) => format!("string \"{}\"", shorten(text)),
+        Value::Sequence(_) => "a list".into(),
+        Value::Mapping(_) => "a map".into(),
+        Value::Tagged(tagged) => format!("a value tagged `{}`", shorten(&tagged.tag.to_string())),
+    }
+}
+
+/// Text from the file for a message: cut to a length that keeps one message
+/// on a screen, with control, bidirectional and zero-width characters shown
+/// as escapes so that a name cannot rewrite the reviewer's terminal.
+pub(super) fn shorten(text: &str) -> String {
+    const MAX: usize = 80;
+    let mut out = String::new();
+    for (index, c) in text.chars().enumerate() {
+        if index == MAX {
+            out.push('…');
+            break;
+        }
+        let invisible = matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}');
+        if c.is_control() || invisible {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

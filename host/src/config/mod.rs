@@ -6,9 +6,11 @@
 
 mod file;
 pub mod grants;
+mod locate;
+pub mod read;
+mod resolve;
 pub mod units;
 
-use file::{AgentFile, TeamFile, ToolsetFile};
 pub use grants::{ConnectGrant, DirGrant, Grants};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -137,6 +139,16 @@ impl Default for AgentLimits {
 pub const MAX_AGENT_MEMORY: u64 = 4 << 30;
 pub const MAX_AGENT_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
+/// Ceiling of `limits.max_output`: live output is held in memory for every
+/// retained task, so this times `max_retained` bounds what output can take.
+pub const MAX_HOST_OUTPUT: u64 = 1 << 30;
+
+/// Ceiling of `engine.fuel_yield_interval`: a CPU-bound guest notices a
+/// timeout or a stop only when it yields, so the interval bounds how late.
+/// At this ceiling that is a few hundred milliseconds of guest CPU (the
+/// spinner's 1 s timeout fired after 1.24 s, against 1.06 s at the default).
+pub const MAX_FUEL_YIELD_INTERVAL: u64 = 1_000_000_000;
+
 /// One agent of the team, resolved.
 #[derive(Debug, Clone)]
 pub struct AgentSpec {
@@ -169,7 +181,29 @@ pub struct Team {
 #[derive(Debug, Clone)]
 pub struct ConfigError {
     pub source: PathBuf,
+    /// The problems listed, at most [`MAX_LISTED_PROBLEMS`].
     pub problems: Vec<String>,
+    /// Problems found beyond those listed.
+    pub more: usize,
+}
+
+/// The most problems one error lists; the rest are counted.
+pub const MAX_LISTED_PROBLEMS: usize = 50;
+
+/// Bytes of team file parsed again to find the lines of problems: all 50
+/// for files up to 64 KiB, fewer (the first ones) for bigger files.
+const LINE_LOOKUP_BUDGET: usize = 50 * (64 << 10);
+
+impl ConfigError {
+    fn new(source: &Path, mut problems: Vec<String>) -> ConfigError {
+        let more = problems.len().saturating_sub(MAX_LISTED_PROBLEMS);
+        problems.truncate(MAX_LISTED_PROBLEMS);
+        ConfigError {
+            source: source.to_path_buf(),
+            problems,
+            more,
+        }
+    }
 }
 
 impl fmt::Display for ConfigError {
@@ -180,6 +214,14 @@ impl fmt::Display for ConfigError {
             }
             write!(f, "{}: {problem}", self.source.display())?;
         }
+        if self.more > 0 {
+            write!(
+                f,
+                "\n{}: … and {} more problem(s) not listed; fix these and run check again",
+                self.source.display(),
+                self.more
+            )?;
+        }
         Ok(())
     }
 }
@@ -187,12 +229,22 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Team {
-    /// Reads and checks a team file.
+    /// Reads and checks a team file. Only a regular file of at most
+    /// [`read::MAX_TEAM_FILE`] bytes is read (symlinks are followed).
     pub fn load(path: impl AsRef<Path>) -> Result<Team, ConfigError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
-            source: path.to_path_buf(),
-            problems: vec![format!("cannot read the team file: {error}")],
+        let fail = |problem: String| ConfigError::new(path, vec![problem]);
+        let bytes = read::read_regular_file(path, read::MAX_TEAM_FILE).map_err(|error| {
+            fail(format!(
+                "cannot read the team file: it {}",
+                error.describe(read::MAX_TEAM_FILE)
+            ))
+        })?;
+        let text = String::from_utf8(bytes).map_err(|error| {
+            fail(format!(
+                "the team file is not UTF-8 text (invalid byte at offset {})",
+                error.utf8_error().valid_up_to()
+            ))
         })?;
         let base = match path.parent() {
             Some(parent) if !parent.as_os_str().is_empty() => parent,
@@ -203,33 +255,97 @@ impl Team {
 
     /// Checks team YAML `text`; `source` names it in messages and relative
     /// `component:` paths are resolved against `base_dir`.
+    ///
+    /// Every problem is reported in one go: unknown keys, values of the
+    /// wrong type, settings that contradict each other, and — when there is
+    /// any of those — component files that are missing or not components
+    /// (with no problems, loading the components finds those). Only a YAML
+    /// parser error, a file over the size cap or nesting deeper than
+    /// [`read::MAX_NESTING`] stops the check early, and the message says so.
     pub fn parse(text: &str, source: &Path, base_dir: &Path) -> Result<Team, ConfigError> {
-        let fail = |problems: Vec<String>| ConfigError {
-            source: source.to_path_buf(),
-            problems,
-        };
+        let fail = |problems: Vec<String>| ConfigError::new(source, problems);
         if text.trim().is_empty() {
             return Err(fail(vec![
                 "the team file is empty; it needs an `agents:` map (see examples/team.yaml)".into(),
             ]));
         }
-        let file: TeamFile = serde_yaml::from_str(text).map_err(|error| {
+        if text.len() as u64 > read::MAX_TEAM_FILE {
+            return Err(fail(vec![format!(
+                "the team file is {} — more than the {} bgagents reads",
+                format_size(text.len() as u64),
+                format_size(read::MAX_TEAM_FILE)
+            )]));
+        }
+        if let Some(line) = read::too_deep(text) {
+            return Err(fail(vec![format!(
+                "line {line}: maps and lists are nested more than {} levels deep here, more \
+                 than a team file may use; nothing was checked",
+                read::MAX_NESTING
+            )]));
+        }
+        let root: serde_yaml::Value = serde_yaml::from_str(text).map_err(|error| {
+            let why = strip_location(&error.to_string());
             let problem = match error.location() {
                 // serde_yaml appends "at line L column C"; lead with it instead.
-                Some(at) => format!("line {}: {}", at.line(), strip_location(&error.to_string())),
-                None => error.to_string(),
+                Some(at) => format!("line {}: {why}", at.line()),
+                None => why,
             };
-            fail(vec![problem])
+            fail(vec![format!(
+                "{problem} (the YAML parser stops at its first error: fix it and run check again)"
+            )])
         })?;
+        let mut reader = file::Reader::default();
+        let file = file::read_team(&mut reader, &root);
+        // Looking a line up parses the text again: only for problems that
+        // are listed, and only as many as a budget of re-parsed bytes allows
+        // (all of them for a file of normal size).
+        let lookups = (LINE_LOOKUP_BUDGET / text.len().max(1)).min(MAX_LISTED_PROBLEMS);
+        let mut located: Vec<(Option<usize>, &file::Problem)> = reader
+            .problems
+            .iter()
+            .enumerate()
+            .map(|(index, problem)| {
+                let line = (index < lookups)
+                    .then(|| locate::line_of(text, &problem.locate, problem.at_key))
+                    .flatten();
+                (line, problem)
+            })
+            .collect();
+        // In the order of the file (the sort is stable; unknown lines last).
+        located.sort_by_key(|(line, _)| line.unwrap_or(usize::MAX));
+        let mut problems: Vec<String> = located
+            .into_iter()
+            .map(|(line, problem)| {
+                let mut out = String::new();
+                if let Some(line) = line {
+                    out.push_str(&format!("line {line}: "));
+                }
+                if !problem.shown.is_empty() {
+                    out.push_str(&problem.shown);
+                    out.push_str(": ");
+                }
+                out.push_str(&problem.message);
+                out
+            })
+            .collect();
         let base_dir = std::path::absolute(base_dir).unwrap_or_else(|_| base_dir.to_path_buf());
-        resolve(file, &base_dir)
-            .map_err(fail)
-            .map(|(limits, engine, agents)| Team {
+        match resolve::resolve(&file, &base_dir) {
+            Ok((limits, engine, agents)) if problems.is_empty() => Ok(Team {
                 source: source.to_path_buf(),
                 limits,
                 engine,
                 agents,
-            })
+            }),
+            Ok(_) => {
+                problems.extend(resolve::component_file_problems(&file, &base_dir));
+                Err(fail(problems))
+            }
+            Err(more) => {
+                problems.extend(more);
+                problems.extend(resolve::component_file_problems(&file, &base_dir));
+                Err(fail(problems))
+            }
+        }
     }
 
     /// A team of one: the component at `path`, run as an agent named after
@@ -280,228 +396,21 @@ impl Team {
     }
 }
 
-fn strip_location(message: &str) -> &str {
-    match message.rfind(" at line ") {
-        Some(at) => &message[..at],
-        None => message,
-    }
-}
-
-fn resolve(
-    file: TeamFile,
-    base_dir: &Path,
-) -> Result<(HostLimits, EngineSettings, BTreeMap<String, AgentSpec>), Vec<String>> {
-    let mut problems = Vec::new();
-    if file.models.is_some() {
-        problems.push(
-            "models: model-backed agents are not supported yet; bgagents runs WebAssembly \
-             components — remove `models:` and give each agent a `component:`"
-                .to_string(),
-        );
-    }
-    let limits = resolve_host_limits(&file, &mut problems);
-    let engine = resolve_engine(&file, &limits, base_dir, &mut problems);
-    if file.agents.is_empty() {
-        problems.push("agents: no agents are defined; add at least one under `agents:`".into());
-    }
-    let mut agents = BTreeMap::new();
-    for (name, agent) in &file.agents {
-        if let Some(spec) = resolve_agent(name, agent, &file, &limits, base_dir, &mut problems) {
-            agents.insert(name.clone(), spec);
-        }
-    }
-    if problems.is_empty() {
-        Ok((limits, engine, agents))
-    } else {
-        Err(problems)
-    }
-}
-
-fn resolve_engine(
-    file: &TeamFile,
-    limits: &HostLimits,
-    base_dir: &Path,
-    problems: &mut Vec<String>,
-) -> EngineSettings {
-    let given = &file.engine;
-    let mut engine = EngineSettings::defaults(limits);
-    if let Some(pooling) = given.pooling {
-        engine.pooling = match pooling {
-            file::PoolingFile::Auto => Pooling::Auto,
-            file::PoolingFile::On => Pooling::On,
-            file::PoolingFile::Off => Pooling::Off,
-        };
-    }
-    match given.pool_size.map(|count| u32::try_from(count.0)) {
-        None => {}
-        Some(Ok(size)) if size > 0 => engine.pool_size = size,
-        Some(_) => problems.push(format!(
-            "engine.pool_size: must be between 1 and {}",
-            u32::MAX
-        )),
-    }
-    match given.fuel_yield_interval {
-        None => {}
-        Some(count) if count.0 > 0 => engine.fuel_yield_interval = count.0,
-        Some(_) => problems.push("engine.fuel_yield_interval: must be at least 1".into()),
-    }
-    engine.cache = match (given.cache, &given.cache_dir) {
-        (Some(false), Some(_)) => {
-            problems.push("engine.cache_dir: given, but engine.cache is false".into());
-            CacheSetting::Off
-        }
-        (Some(false), None) => CacheSetting::Off,
-        (_, Some(dir)) => CacheSetting::Dir(base_dir.join(dir)),
-        (_, None) => CacheSetting::DefaultDir,
+/// The message without serde_yaml's " at line L column C" (the line is
+/// given in front instead).
+fn strip_location(message: &str) -> String {
+    let Some(at) = message.find(" at line ") else {
+        return message.to_string();
     };
-    if let Some(size) = given.cache_max {
-        engine.cache_max = size.0;
-    }
-    engine
-}
-
-fn resolve_host_limits(file: &TeamFile, problems: &mut Vec<String>) -> HostLimits {
-    let defaults = HostLimits::default();
-    let given = &file.limits;
-    let mut at_least_one = |key: &str, value: Option<usize>, default: usize| match value {
-        Some(0) => {
-            problems.push(format!("limits.{key}: must be at least 1"));
-            default
-        }
-        Some(value) => value,
-        None => default,
+    let rest = &message[at + " at line ".len()..];
+    let digits = |text: &str| {
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len())
     };
-    HostLimits {
-        max_running: at_least_one("max_running", given.max_running, defaults.max_running),
-        max_retained: at_least_one("max_retained", given.max_retained, defaults.max_retained),
-        max_depth: at_least_one("max_depth", given.max_depth, defaults.max_depth),
-        max_output: given.max_output.map_or(defaults.max_output, |size| size.0),
-    }
-}
-
-fn resolve_agent(
-    name: &str,
-    agent: &AgentFile,
-    file: &TeamFile,
-    host: &HostLimits,
-    base_dir: &Path,
-    problems: &mut Vec<String>,
-) -> Option<AgentSpec> {
-    let before = problems.len();
-    let at = format!("agents.{name}");
-    if name.trim().is_empty() || name.chars().any(|c| c.is_whitespace() || c == ',') {
-        problems.push(format!(
-            "{at}: agent names must be non-empty and contain no spaces or commas"
-        ));
-    }
-    if agent.component.is_none() {
-        for (key, given) in [("model", &agent.model), ("harness", &agent.harness)] {
-            if given.is_some() {
-                problems.push(format!(
-                    "{at}.{key}: `{key}:` agents are not supported yet; bgagents runs \
-                     WebAssembly components — give the agent `component: path/to/agent.wasm`"
-                ));
-            }
-        }
-    }
-    let mut seen = Vec::new();
-    for sub in &agent.sub_agents {
-        if seen.contains(&sub) {
-            problems.push(format!("{at}.sub_agents: `{sub}` is listed twice"));
-            continue;
-        }
-        seen.push(sub);
-        match file.agents.get(sub) {
-            None => problems.push(format!(
-                "{at}.sub_agents: `{sub}` is not defined under `agents:` (defined: {})",
-                file.agents.keys().cloned().collect::<Vec<_>>().join(", ")
-            )),
-            Some(target) if target.component.is_none() => problems.push(format!(
-                "{at}.sub_agents: `{sub}` has no `component:`, so it could never run; \
-                 give agents.{sub} a component"
-            )),
-            Some(_) => {}
-        }
-    }
-    let background_agents = match agent.toolsets.as_slice() {
-        [] => false,
-        [ToolsetFile::BackgroundAgents] => true,
-        _ => {
-            problems.push(format!(
-                "{at}.toolsets: background_agents is listed more than once"
-            ));
-            true
-        }
+    let line_end = digits(rest);
+    let Some(after) = rest[line_end..].strip_prefix(" column ") else {
+        return message.to_string();
     };
-    let limits = resolve_agent_limits(&at, agent, host, problems);
-    let grants = grants::resolve(&agent.grants, &at, base_dir, problems);
-    (problems.len() == before).then(|| AgentSpec {
-        name: name.to_string(),
-        description: agent.description.clone(),
-        instruction: agent.instruction.clone(),
-        sub_agents: agent.sub_agents.clone(),
-        background_agents,
-        component: agent.component.as_ref().map(|path| {
-            let path = base_dir.join(path);
-            path.canonicalize().unwrap_or(path)
-        }),
-        limits,
-        grants,
-    })
-}
-
-fn resolve_agent_limits(
-    at: &str,
-    agent: &AgentFile,
-    host: &HostLimits,
-    problems: &mut Vec<String>,
-) -> AgentLimits {
-    let defaults = AgentLimits::default();
-    let given = &agent.limits;
-    let limits = AgentLimits {
-        fuel: given.fuel.map_or(defaults.fuel, |count| count.0),
-        memory: given.memory.map_or(defaults.memory, |size| size.0),
-        timeout: given.timeout.map_or(defaults.timeout, |time| time.0),
-        output: given.output.map_or(host.max_output, |size| size.0),
-        spawns: given.spawns.unwrap_or(defaults.spawns),
-        concurrent_spawns: given
-            .concurrent_spawns
-            .unwrap_or(defaults.concurrent_spawns),
-    };
-    if limits.fuel == 0 {
-        problems.push(format!("{at}.limits.fuel: must be at least 1"));
-    }
-    if limits.memory < 64 << 10 {
-        problems.push(format!(
-            "{at}.limits.memory: {} is below one WebAssembly page (64KiB)",
-            format_size(limits.memory)
-        ));
-    }
-    if limits.memory > MAX_AGENT_MEMORY {
-        problems.push(format!(
-            "{at}.limits.memory: {} is above the ceiling of {} (what a 32-bit guest can address)",
-            format_size(limits.memory),
-            format_size(MAX_AGENT_MEMORY)
-        ));
-    }
-    if limits.timeout.is_zero() {
-        problems.push(format!("{at}.limits.timeout: must be longer than zero"));
-    }
-    if limits.timeout > MAX_AGENT_TIMEOUT {
-        problems.push(format!("{at}.limits.timeout: must be at most 24h"));
-    }
-    if limits.output > host.max_output {
-        problems.push(format!(
-            "{at}.limits.output: {} is above the host's limits.max_output of {}",
-            format_size(limits.output),
-            format_size(host.max_output)
-        ));
-    }
-    if limits.concurrent_spawns > limits.spawns {
-        problems.push(format!(
-            "{at}.limits.concurrent_spawns: {} is above limits.spawns ({})",
-            limits.concurrent_spawns, limits.spawns
-        ));
-    }
-    limits
+    let column_end = digits(after);
+    format!("{}{}", &message[..at], &after[column_end..])
 }

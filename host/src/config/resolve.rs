@@ -1,0 +1,292 @@
+//! Resolution: the team file as read, checked for settings that contradict
+//! each other or exceed a ceiling, with every default filled in.
+
+use super::file::{self, AgentFile, TeamFile, ToolsetFile};
+use super::grants;
+use super::units::format_size;
+use super::{
+    AgentLimits, AgentSpec, CacheSetting, EngineSettings, HostLimits, MAX_AGENT_MEMORY,
+    MAX_AGENT_TIMEOUT, MAX_FUEL_YIELD_INTERVAL, MAX_HOST_OUTPUT, Pooling,
+};
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+/// The team's settings, or every problem found in them.
+pub(super) fn resolve(
+    file: &TeamFile,
+    base_dir: &Path,
+) -> Result<(HostLimits, EngineSettings, BTreeMap<String, AgentSpec>), Vec<String>> {
+    let mut problems = Vec::new();
+    if file.models {
+        problems.push(
+            "models: model-backed agents are not supported yet; bgagents runs WebAssembly \
+             components — remove `models:` and give each agent a `component:`"
+                .to_string(),
+        );
+    }
+    let limits = resolve_host_limits(file, &mut problems);
+    let engine = resolve_engine(file, &limits, base_dir, &mut problems);
+    if file.agents.is_empty() && !file.agents_given {
+        problems.push(
+            "missing `agents:`; a team file needs an `agents:` map (see examples/team.yaml)".into(),
+        );
+    } else if file.agents.is_empty() && file.agents_given {
+        problems.push("agents: no agents are defined; add at least one under `agents:`".into());
+    }
+    let mut agents = BTreeMap::new();
+    for (name, agent) in &file.agents {
+        if let Some(spec) = resolve_agent(name, agent, file, &limits, base_dir, &mut problems) {
+            agents.insert(name.clone(), spec);
+        }
+    }
+    if problems.is_empty() {
+        Ok((limits, engine, agents))
+    } else {
+        Err(problems)
+    }
+}
+
+fn resolve_engine(
+    file: &TeamFile,
+    limits: &HostLimits,
+    base_dir: &Path,
+    problems: &mut Vec<String>,
+) -> EngineSettings {
+    let given = &file.engine;
+    let mut engine = EngineSettings::defaults(limits);
+    if let Some(pooling) = given.pooling {
+        engine.pooling = match pooling {
+            file::PoolingFile::Auto => Pooling::Auto,
+            file::PoolingFile::On => Pooling::On,
+            file::PoolingFile::Off => Pooling::Off,
+        };
+    }
+    match given.pool_size.map(|count| u32::try_from(count.0)) {
+        None => {}
+        Some(Ok(size)) if size > 0 => engine.pool_size = size,
+        Some(_) => problems.push(format!(
+            "engine.pool_size: must be between 1 and {}",
+            u32::MAX
+        )),
+    }
+    match given.fuel_yield_interval {
+        None => {}
+        Some(count) if count.0 == 0 => {
+            problems.push("engine.fuel_yield_interval: must be at least 1".into())
+        }
+        Some(count) if count.0 > MAX_FUEL_YIELD_INTERVAL => problems.push(format!(
+            "engine.fuel_yield_interval: {} is above the ceiling of {MAX_FUEL_YIELD_INTERVAL} \
+             (past it a CPU-bound guest could outlast its timeout and ignore stop); the \
+             default is {}",
+            count.0,
+            super::DEFAULT_FUEL_YIELD_INTERVAL
+        )),
+        Some(count) => engine.fuel_yield_interval = count.0,
+    }
+    engine.cache = match (given.cache, &given.cache_dir) {
+        (Some(false), Some(_)) => {
+            problems.push("engine.cache_dir: given, but engine.cache is false".into());
+            CacheSetting::Off
+        }
+        (Some(false), None) => CacheSetting::Off,
+        (_, Some(dir)) => CacheSetting::Dir(base_dir.join(dir)),
+        (_, None) => CacheSetting::DefaultDir,
+    };
+    if let Some(size) = given.cache_max {
+        engine.cache_max = size.0;
+    }
+    engine
+}
+
+fn resolve_host_limits(file: &TeamFile, problems: &mut Vec<String>) -> HostLimits {
+    let defaults = HostLimits::default();
+    let given = &file.limits;
+    let mut at_least_one = |key: &str, value: Option<usize>, default: usize| match value {
+        Some(0) => {
+            problems.push(format!("limits.{key}: must be at least 1"));
+            default
+        }
+        Some(value) => value,
+        None => default,
+    };
+    let limits = HostLimits {
+        max_running: at_least_one("max_running", given.max_running, defaults.max_running),
+        max_retained: at_least_one("max_retained", given.max_retained, defaults.max_retained),
+        max_depth: at_least_one("max_depth", given.max_depth, defaults.max_depth),
+        max_output: given.max_output.map_or(defaults.max_output, |size| size.0),
+    };
+    if limits.max_output > MAX_HOST_OUTPUT {
+        problems.push(format!(
+            "limits.max_output: {} is above the ceiling of {} (output is kept in memory, for \
+             every retained task)",
+            format_size(limits.max_output),
+            format_size(MAX_HOST_OUTPUT)
+        ));
+        // Agents' outputs are then checked against the ceiling, not reported again.
+        return HostLimits {
+            max_output: MAX_HOST_OUTPUT,
+            ..limits
+        };
+    }
+    limits
+}
+
+fn resolve_agent(
+    name: &str,
+    agent: &AgentFile,
+    file: &TeamFile,
+    host: &HostLimits,
+    base_dir: &Path,
+    problems: &mut Vec<String>,
+) -> Option<AgentSpec> {
+    let before = problems.len();
+    let at = format!("agents.{}", file::shorten(name));
+    if name.trim().is_empty() || name.chars().any(|c| c.is_whitespace() || c == ',') {
+        problems.push(format!(
+            "{at}: agent names must be non-empty and contain no spaces or commas"
+        ));
+    }
+    if agent.component.is_none() {
+        for (key, given) in [("model", agent.model), ("harness", agent.harness)] {
+            if given {
+                problems.push(format!(
+                    "{at}.{key}: `{key}:` agents are not supported yet; bgagents runs \
+                     WebAssembly components — give the agent `component: path/to/agent.wasm`"
+                ));
+            }
+        }
+    }
+    let mut seen = HashSet::new();
+    for sub in &agent.sub_agents {
+        let shown = file::shorten(sub);
+        if !seen.insert(sub) {
+            problems.push(format!("{at}.sub_agents: `{shown}` is listed twice"));
+            continue;
+        }
+        match file.agents.get(sub) {
+            None => problems.push(format!(
+                "{at}.sub_agents: `{shown}` is not defined under `agents:` (defined: {})",
+                defined_names(file)
+            )),
+            Some(target) if target.component.is_none() => problems.push(format!(
+                "{at}.sub_agents: `{shown}` has no `component:`, so it could never run; \
+                 give agents.{shown} a component"
+            )),
+            Some(_) => {}
+        }
+    }
+    let background_agents = match agent.toolsets.as_slice() {
+        [] => false,
+        [ToolsetFile::BackgroundAgents] => true,
+        [_, _, ..] => {
+            problems.push(format!(
+                "{at}.toolsets: background_agents is listed more than once"
+            ));
+            true
+        }
+    };
+    let limits = resolve_agent_limits(&at, agent, host, problems);
+    let grants = grants::resolve(&agent.grants, &at, base_dir, problems);
+    (problems.len() == before).then(|| AgentSpec {
+        name: name.to_string(),
+        description: agent.description.clone(),
+        instruction: agent.instruction.clone(),
+        sub_agents: agent.sub_agents.clone(),
+        background_agents,
+        component: agent.component.as_ref().map(|path| {
+            let path = base_dir.join(path);
+            path.canonicalize().unwrap_or(path)
+        }),
+        limits,
+        grants,
+    })
+}
+
+fn resolve_agent_limits(
+    at: &str,
+    agent: &AgentFile,
+    host: &HostLimits,
+    problems: &mut Vec<String>,
+) -> AgentLimits {
+    let defaults = AgentLimits::default();
+    let given = &agent.limits;
+    let limits = AgentLimits {
+        fuel: given.fuel.map_or(defaults.fuel, |count| count.0),
+        memory: given.memory.map_or(defaults.memory, |size| size.0),
+        timeout: given.timeout.map_or(defaults.timeout, |time| time.0),
+        output: given.output.map_or(host.max_output, |size| size.0),
+        spawns: given.spawns.unwrap_or(defaults.spawns),
+        concurrent_spawns: given
+            .concurrent_spawns
+            .unwrap_or(defaults.concurrent_spawns),
+    };
+    if limits.fuel == 0 {
+        problems.push(format!("{at}.limits.fuel: must be at least 1"));
+    }
+    if limits.memory < 64 << 10 {
+        problems.push(format!(
+            "{at}.limits.memory: {} is below one WebAssembly page (64KiB)",
+            format_size(limits.memory)
+        ));
+    }
+    if limits.memory > MAX_AGENT_MEMORY {
+        problems.push(format!(
+            "{at}.limits.memory: {} is above the ceiling of {} (what a 32-bit guest can address)",
+            format_size(limits.memory),
+            format_size(MAX_AGENT_MEMORY)
+        ));
+    }
+    if limits.timeout.is_zero() {
+        problems.push(format!("{at}.limits.timeout: must be longer than zero"));
+    }
+    if limits.timeout > MAX_AGENT_TIMEOUT {
+        problems.push(format!("{at}.limits.timeout: must be at most 24h"));
+    }
+    if limits.output > host.max_output {
+        problems.push(format!(
+            "{at}.limits.output: {} is above the host's limits.max_output of {}",
+            format_size(limits.output),
+            format_size(host.max_output)
+        ));
+    }
+    if limits.concurrent_spawns > limits.spawns {
+        problems.push(format!(
+            "{at}.limits.concurrent_spawns: {} is above limits.spawns ({})",
+            limits.concurrent_spawns, limits.spawns
+        ));
+    }
+    limits
+}
+
+/// The agents' names for a message, the first few only: a team of
+/// thousands must not make every message thousands of names long.
+fn defined_names(file: &TeamFile) -> String {
+    const SHOWN: usize = 10;
+    let mut names: Vec<String> = file
+        .agents
+        .keys()
+        .take(SHOWN)
+        .map(|name| file::shorten(name))
+        .collect();
+    if file.agents.len() > SHOWN {
+        names.push(format!("and {} more", file.agents.len() - SHOWN));
+    }
+    names.join(", ")
+}
+
+/// Component files that are missing, unreadable or not components, found
+/// without compiling them: reported next to the team file's other problems
+/// so that one run of `check` shows both.
+pub(super) fn component_file_problems(file: &TeamFile, base_dir: &Path) -> Vec<String> {
+    file.agents
+        .iter()
+        .filter_map(|(name, agent)| {
+            let path = base_dir.join(agent.component.as_ref()?);
+            let problem = super::read::check_component_file(&path).err()?;
+            Some(format!(
+                "agents.{}.component: {problem}",
+                file::shorten(name)
+            ))
+        })
+        .collect()
+}
