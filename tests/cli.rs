@@ -560,10 +560,17 @@ fn wit_out_dash_prints_to_stdout() {
 
 #[test]
 fn help_says_what_each_command_takes_and_paths_print_tidy() {
-    for command in ["check", "run", "mcp"] {
+    for command in ["check", "run"] {
         let help = text(&bgagents(&[command, "--help"]).stdout);
         assert!(help.contains("or a component (.wasm)"), "{command}: {help}");
     }
+    let lone = bgagents(&["mcp", "agent.wasm"]);
+    assert_eq!(lone.status.code(), Some(2));
+    assert!(
+        text(&lone.stderr).contains("serves a team, not a lone component"),
+        "{}",
+        text(&lone.stderr)
+    );
     let wit_help = text(&bgagents(&["wit", "--help"]).stdout);
     assert!(wit_help.contains("`-` for stdout"), "{wit_help}");
 

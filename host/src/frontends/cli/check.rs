@@ -64,7 +64,7 @@ pub fn check(path: &Path) -> ExitCode {
             push_line!(
                 out,
                 "  description: {}",
-                indented(&agent.description, VALUE_INDENT)
+                indented(agent.description.trim_end(), VALUE_INDENT)
             );
         }
         match &agent.component {

@@ -105,7 +105,7 @@ enum Command {
     /// only the tasks it started. When the client disconnects, every task is
     /// stopped and the server exits.
     Mcp {
-        /// The team file — or a component (.wasm) to serve alone.
+        /// The team file (a lone component has no sub-agents to serve).
         team: PathBuf,
         /// The agent the client acts as (it needs the background_agents toolset).
         #[arg(long, short, default_value = "root")]
@@ -217,6 +217,15 @@ fn print_problems(source: &Path, problems: &[String]) {
 }
 
 async fn mcp(path: &Path, agent: &str) -> ExitCode {
+    if path.extension().is_some_and(|ext| ext == "wasm") {
+        eprintln!(
+            "error: `bgagents mcp` serves a team, not a lone component: write a team file \
+             whose agent `{agent}` has the background_agents toolset and lists {} in its \
+             sub_agents (`bgagents new` creates one)",
+            shown_path(path)
+        );
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
     let toolset = match load(path, true) {
         Ok(toolset) => toolset,
         Err(code) => return code,

@@ -88,13 +88,8 @@ fn heartbeat(line: String) -> (mpsc::Sender<()>, JoinHandle<()>) {
             let _ = stderr.flush();
         };
         write(&line);
-        loop {
-            match stopped.recv_timeout(HEARTBEAT) {
-                Err(RecvTimeoutError::Timeout) => {
-                    write(&format!("\r{line} {} s", started.elapsed().as_secs()));
-                }
-                _ => break,
-            }
+        while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(HEARTBEAT) {
+            write(&format!("\r{line} {} s", started.elapsed().as_secs()));
         }
         write(&format!(
             "\r{line} done in {:.1} s\n",
