@@ -3,9 +3,9 @@
 //! It only adapts: tasks are started, watched and stopped through the
 //! toolset like any other front-end.
 //!
-//! What it prints follows one rule, so a guest cannot pass for the host:
-//! every line the host writes to stderr starts at column 0 with `bgagents:`
-//! or `error:`, and no guest-written line ever does (sub-agents' lines start
+//! What `run` prints follows one rule, so a guest cannot pass for the host:
+//! once guests run, every line the host writes to stderr starts at column 0
+//! with `bgagents:` or `error:`, and no guest-written line ever does (sub-agents' lines start
 //! with their `[agent id]` tag; a line of the top-level agent that would
 //! look like a host or sub-agent line gets its tag too). All team-file and
 //! guest text goes through [`sanitise::printable`].
