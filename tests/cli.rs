@@ -4,6 +4,7 @@
 
 use bgagents_testkit::{HANG, Scratch};
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
@@ -29,6 +30,37 @@ fn bgagents(args: &[&str]) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `bgagents` with a compiled-component cache of its own.
+fn bgagents_cached_in(cache: &Path, args: &[&str]) -> Output {
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_bgagents"))
+        .args(args)
+        .env("BGAGENTS_CACHE_DIR", cache)
+        .output()
+        .unwrap();
+    assert!(started.elapsed() < HANG, "bgagents {args:?} took too long");
+    output
+}
+
+/// `stderr` without the lines saying a component is being compiled (which
+/// depends on what the machine's cache holds).
+fn without_compile_notices(stderr: &str) -> String {
+    stderr
+        .lines()
+        .filter(|line| !line.starts_with("bgagents: compiling "))
+        .map(|line| format!("{line}\n"))
+        .collect()
+}
+
+/// The lines of `stderr` that the host wrote, by the rule that guests can
+/// never start a line with these.
+fn host_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|line| line.starts_with("bgagents:") || line.starts_with("error:"))
+        .collect()
 }
 
 /// The shipped example team, pointed at the plugins the tests built.
@@ -112,7 +144,10 @@ fn exit_codes_tell_failure_from_bad_input() {
 
     let failed = bgagents(&["run", team, "fail", "nope"]);
     assert_eq!(failed.status.code(), Some(1));
-    assert_eq!(text(&failed.stderr).trim_end(), "error: root failed: nope");
+    assert_eq!(
+        without_compile_notices(&text(&failed.stderr)).trim_end(),
+        "error: root failed: nope"
+    );
 
     let other_agent = bgagents(&["run", team, "--agent", "helper", "echo", "hi"]);
     assert_eq!(other_agent.status.code(), Some(0));
@@ -171,6 +206,173 @@ fn the_run_ends_when_the_agent_does_even_if_it_left_tasks_running() {
         "{}",
         text(&output.stderr)
     );
+}
+
+#[test]
+fn the_run_says_what_it_stopped_and_shows_a_tasks_output_before_its_status() {
+    let scratch = Scratch::new();
+    let team = scratch.team(TEAM);
+    // The helper floods its output until the run stops it, when the root
+    // returns; output it wrote up to then comes before its `stopped` line.
+    let output = bgagents(&[
+        "run",
+        team.to_str().unwrap(),
+        "spawn helper flood 1000000000 && sleep 300",
+    ]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("bgagents: stopped 1 task(s) that root left running\n"),
+        "{}",
+        tail(&stderr)
+    );
+    let status = stderr
+        .lines()
+        .position(|line| line.starts_with("bgagents: [helper ") && line.ends_with("] stopped"))
+        .unwrap_or_else(|| panic!("no stopped line:\n{}", tail(&stderr)));
+    let after: Vec<&str> = stderr.lines().skip(status + 1).collect();
+    assert_eq!(
+        after,
+        ["bgagents: stopped 1 task(s) that root left running"],
+        "output after the status line:\n{}",
+        tail(&stderr)
+    );
+}
+
+/// The end of a long text, for a readable failure.
+fn tail(text: &str) -> &str {
+    let mut start = text.len().saturating_sub(2000);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
+
+#[test]
+fn an_output_flood_into_a_file_or_pipe_loses_nothing() {
+    let scratch = Scratch::new();
+    let team = scratch.team(TEAM);
+    const LINES: usize = 150_000;
+    // One output event per line: far more than the event backlog holds.
+    let output = bgagents(&[
+        "run",
+        team.to_str().unwrap(),
+        &format!("dispatch helper print {LINES} line"),
+    ]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{}", tail(&stderr));
+    assert!(!stderr.contains("skipped"), "{}", tail(&stderr));
+    let shown = stderr
+        .lines()
+        .filter(|line| line.starts_with("[helper ") && line.ends_with("] line"))
+        .count();
+    assert_eq!(shown, LINES, "{}", tail(&stderr));
+    let last = stderr
+        .lines()
+        .rev()
+        .find(|line| line.starts_with("[helper "));
+    assert!(last.is_some_and(|line| line.ends_with("] line")));
+    assert!(stderr.contains("] completed\n"), "{}", tail(&stderr));
+}
+
+#[test]
+fn hitting_the_output_cap_is_said_once_and_the_cut_line_ends() {
+    let scratch = Scratch::new();
+    let team = scratch.team(
+        r#"
+agents:
+  root:
+    component: '{plugins}/probe.wasm'
+    limits: {output: 1500}
+"#,
+    );
+    // 1023 x's and a newline per line: the cap cuts the second line.
+    let output = bgagents(&["run", team.to_str().unwrap(), "flood", "8192"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let x = "x".repeat(1023);
+    let cut = "x".repeat(1500 - 1024);
+    let notice = "] output reached its cap of 1.5 KiB (limits.output in the team file); \
+                  the rest is dropped\n";
+    let expected_start = format!("{x}\n{cut}\nbgagents: [root ");
+    let stderr = without_compile_notices(&stderr);
+    assert!(stderr.starts_with(&expected_start), "{stderr}");
+    assert!(stderr.ends_with(notice), "{stderr}");
+    assert_eq!(stderr.matches("output reached its cap").count(), 1);
+}
+
+#[test]
+fn a_cache_miss_says_what_it_compiles_and_a_hit_says_nothing() {
+    let scratch = Scratch::new();
+    let cache = scratch.dir.join("cache");
+    let team = scratch.team(TEAM);
+    let team = team.to_str().unwrap();
+    let size = std::fs::metadata(bgagents_testkit::plugin("probe"))
+        .unwrap()
+        .len();
+    let notice = format!(
+        "bgagents: compiling probe.wasm ({}, first run only)…\n",
+        format_size(size)
+    );
+    for args in [&["check", team][..], &["run", team, "echo", "hi"][..]] {
+        let _ = std::fs::remove_dir_all(&cache);
+        let first = bgagents_cached_in(&cache, args);
+        assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+        // Once, although two agents share the component.
+        assert_eq!(
+            text(&first.stderr).matches(&notice).count(),
+            1,
+            "{args:?}: {}",
+            text(&first.stderr)
+        );
+        let again = bgagents_cached_in(&cache, args);
+        assert!(
+            !text(&again.stderr).contains("compiling"),
+            "{}",
+            text(&again.stderr)
+        );
+    }
+    // `--quiet` shows only the result.
+    let _ = std::fs::remove_dir_all(&cache);
+    let quiet = bgagents_cached_in(&cache, &["run", team, "--quiet", "echo", "hi"]);
+    assert_eq!(text(&quiet.stderr), "");
+}
+
+fn format_size(bytes: u64) -> String {
+    bgagents::config::units::format_size(bytes)
+}
+
+#[test]
+fn on_a_terminal_the_compile_notice_counts_in_place_and_ends_its_line() {
+    // `script` (util-linux) runs the command with a terminal for stdio.
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: `script` is not installed");
+        return;
+    }
+    let scratch = Scratch::new();
+    let cache = scratch.dir.join("cache");
+    let team = scratch.team(TEAM);
+    let command = format!(
+        "{} check {}",
+        env!("CARGO_BIN_EXE_bgagents"),
+        team.display()
+    );
+    let output = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("BGAGENTS_CACHE_DIR", &cache)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let screen = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{screen}");
+    let line = "bgagents: compiling probe.wasm (";
+    let start = screen.find(line).unwrap_or_else(|| panic!("{screen:?}"));
+    let end = start + screen[start..].find('\n').unwrap();
+    let notice = &screen[start..end];
+    // Rewritten in place, ending with how long it took.
+    assert!(notice.contains("first run only)…\r"), "{notice:?}");
+    assert!(notice.trim_end().ends_with(" s"), "{notice:?}");
+    assert!(notice.contains(" done in "), "{notice:?}");
 }
 
 #[test]
@@ -245,4 +447,139 @@ fn guest_escape_sequences_never_reach_the_terminal_raw() {
         stderr.contains("error: root failed: \u{FFFD}[31mred"),
         "{stderr:?}"
     );
+}
+
+#[test]
+fn check_shows_team_file_text_inert() {
+    let scratch = Scratch::new();
+    // A name that moves the cursor up and erases; a description that
+    // reverses what follows and hides a zero-width space, and fakes a field.
+    let team = scratch.team(
+        r#"
+agents:
+  "ev\e[1A\e[2Kil":
+    component: '{plugins}/probe.wasm'
+    description: "looks fine\u202Eetc\u200B\u2066\n  grants:      none"
+"#,
+    );
+    let output = bgagents(&["check", team.to_str().unwrap()]);
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    for raw in ['\u{1b}', '\u{202E}', '\u{200B}', '\u{2066}'] {
+        assert!(!stdout.contains(raw), "{raw:?} in {stdout:?}");
+    }
+    assert!(
+        stdout.contains("\nev\u{FFFD}[1A\u{FFFD}[2Kil\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  description: looks fine\u{FFFD}etc\u{FFFD}\u{FFFD}\n                 grants:      none\n"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|line| line.starts_with("  grants:"))
+            .count(),
+        1,
+        "{stdout}"
+    );
+}
+
+#[test]
+fn guest_text_can_neither_hide_nor_pass_for_the_hosts_lines() {
+    let scratch = Scratch::new();
+    let team = scratch.team(
+        r#"
+agents:
+  root:
+    component: '{plugins}/probe.wasm'
+    sub_agents: ["he\e[31mlper"]
+    toolsets: [{type: background_agents}]
+  "he\e[31mlper":
+    component: '{plugins}/probe.wasm'
+"#,
+    );
+    let output = bgagents(&[
+        "run",
+        team.to_str().unwrap(),
+        "print 1 bgagents: [helper 00000000] completed \
+         && print 1   error: root failed: forged \
+         && print 1 a\u{202E}b\u{200B}c\u{2067}d\u{FEFF}e \
+         && dispatch he\u{1b}[31mlper print 1 started",
+    ]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    for raw in ['\u{1b}', '\u{202E}', '\u{200B}', '\u{2067}', '\u{FEFF}'] {
+        assert!(!stderr.contains(raw), "{raw:?} in {stderr:?}");
+    }
+    // The guest's imitations carry its tag; the host's lines are its own.
+    assert!(
+        stderr.contains("] bgagents: [helper 00000000] completed\n"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("]   error: root failed: forged\n"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("a\u{FFFD}b\u{FFFD}c\u{FFFD}d\u{FFFD}e\n"),
+        "{stderr}"
+    );
+    let tag = "[he\u{FFFD}[31mlper ";
+    let host = host_lines(&stderr);
+    assert_eq!(host.len(), 3, "{host:?}");
+    for (line, word) in host.iter().zip(["queued", "started", "completed"]) {
+        assert!(line.starts_with(&format!("bgagents: {tag}")), "{line}");
+        assert!(line.ends_with(&format!("] {word}")), "{line}");
+    }
+    // The sub-agent's own "started" is tagged output, not a status line.
+    assert!(
+        stderr
+            .lines()
+            .any(|line| line.starts_with(tag) && line.ends_with("] started")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn wit_out_dash_prints_to_stdout() {
+    let scratch = Scratch::new();
+    let output = Command::new(env!("CARGO_BIN_EXE_bgagents"))
+        .args(["wit", "--out", "-"])
+        .current_dir(&scratch.dir)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert!(text(&output.stdout).contains("package bgagents:agents@"));
+    assert!(
+        !scratch.dir.join("-").exists(),
+        "created a directory named -"
+    );
+}
+
+#[test]
+fn help_says_what_each_command_takes_and_paths_print_tidy() {
+    for command in ["check", "run"] {
+        let help = text(&bgagents(&[command, "--help"]).stdout);
+        assert!(help.contains("or a component (.wasm)"), "{command}: {help}");
+    }
+    let lone = bgagents(&["mcp", "agent.wasm"]);
+    assert_eq!(lone.status.code(), Some(2));
+    assert!(
+        text(&lone.stderr).contains("serves a team, not a lone component"),
+        "{}",
+        text(&lone.stderr)
+    );
+    let wit_help = text(&bgagents(&["wit", "--help"]).stdout);
+    assert!(wit_help.contains("`-` for stdout"), "{wit_help}");
+
+    let scratch = Scratch::new();
+    let team = scratch.team("agents:\n  root:\n    component: ./nope.wasm\n");
+    let output = bgagents(&["check", team.to_str().unwrap()]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2));
+    let expected = format!("{}/nope.wasm does not exist", scratch.dir.display());
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(!stderr.contains("/./"), "{stderr}");
 }

@@ -226,7 +226,10 @@ fn bad_components_are_each_named_with_what_to_do() {
         line("alien")
     );
     assert!(!stderr.contains("agents.fine"), "{stderr}");
-    assert_eq!(stderr.lines().count(), 6, "{stderr}");
+    let problems = stderr
+        .lines()
+        .filter(|line| !line.starts_with("bgagents: compiling "));
+    assert_eq!(problems.count(), 6, "{stderr}");
 }
 
 #[test]

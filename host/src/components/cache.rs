@@ -69,6 +69,14 @@ impl ComponentCache {
         self.dir.as_deref()
     }
 
+    /// Whether an entry for `wasm` is on disk, so that [`ComponentCache::load`]
+    /// will most likely not compile (the entry is verified only then).
+    pub fn contains(&self, engine: &Engine, wasm: &[u8]) -> bool {
+        self.dir
+            .as_ref()
+            .is_some_and(|dir| dir.join(entry_name(engine, wasm)).is_file())
+    }
+
     /// The compiled form of `wasm`, from the cache or freshly compiled.
     pub fn load(
         &self,

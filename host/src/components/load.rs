@@ -12,6 +12,21 @@ use std::time::{Duration, Instant};
 use wasmtime::Engine;
 use wasmtime::component::Linker;
 
+/// What loading is doing, for a front-end to show while it waits.
+#[derive(Debug, Clone, Copy)]
+pub enum LoadProgress<'a> {
+    /// `path` (`bytes` long) is not in the cache and is being compiled, which
+    /// can take many seconds for a large component. `cached_after`: the
+    /// result will be cached, so the next load is quick.
+    Compiling {
+        path: &'a Path,
+        bytes: u64,
+        cached_after: bool,
+    },
+    /// Compiling `path` ended (successfully or not) after `took`.
+    Compiled { path: &'a Path, took: Duration },
+}
+
 /// A component ready to instantiate, and how it got so.
 pub struct LoadedComponent<T: 'static> {
     pub pre: SubAgentPre<T>,
@@ -21,21 +36,42 @@ pub struct LoadedComponent<T: 'static> {
 }
 
 /// Compiles (or loads from `cache`) the component at `path` and
-/// pre-instantiates it against `linker`. The error is a complete sentence
-/// naming the file.
+/// pre-instantiates it against `linker`, telling `progress` when it has to
+/// compile. The error is a complete sentence naming the file.
 pub fn load_component<T: 'static>(
     engine: &Engine,
     linker: &Linker<T>,
     cache: &ComponentCache,
     path: &Path,
+    progress: &dyn Fn(LoadProgress),
 ) -> Result<LoadedComponent<T>, String> {
     let started = Instant::now();
-    let shown = path.display();
+    // `dir/./agent.wasm` is shown as `dir/agent.wasm`.
+    let tidy: std::path::PathBuf = path
+        .components()
+        .filter(|part| *part != std::path::Component::CurDir)
+        .collect();
+    let shown = tidy.display();
     // Only a regular file, within a size cap, that looks like a component.
-    let bytes = read_component(path)?;
-    let (component, outcome) = cache
-        .load(engine, &bytes)
-        .map_err(|error| format!("{shown} is not a valid component: {error:#}"))?;
+    let bytes = read_component(&tidy)?;
+    let compiling = !cache.contains(engine, &bytes);
+    if compiling {
+        progress(LoadProgress::Compiling {
+            path,
+            bytes: bytes.len() as u64,
+            cached_after: cache.dir().is_some(),
+        });
+    }
+    let compile_started = Instant::now();
+    let loaded = cache.load(engine, &bytes);
+    if compiling {
+        progress(LoadProgress::Compiled {
+            path,
+            took: compile_started.elapsed(),
+        });
+    }
+    let (component, outcome) =
+        loaded.map_err(|error| format!("{shown} is not a valid component: {error:#}"))?;
     check_wit_version(engine, &component.component_type(), &shown.to_string())?;
     let pre = linker.instantiate_pre(&component).map_err(|error| {
         format!(

@@ -8,4 +8,4 @@ mod load;
 
 pub use cache::{CacheOutcome, ComponentCache};
 pub use engine::{Allocator, EngineOptions, new_engine};
-pub use load::{LoadedComponent, load_component};
+pub use load::{LoadProgress, LoadedComponent, load_component};

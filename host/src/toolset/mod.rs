@@ -17,6 +17,7 @@ pub use ops::{
 };
 
 use crate::bindings::SubAgentPre;
+pub use crate::components::LoadProgress;
 use crate::components::{
     Allocator, CacheOutcome, ComponentCache, EngineOptions, load_component, new_engine,
 };
@@ -100,7 +101,17 @@ impl Toolset {
     /// Compiles (or loads from the cache) every agent's component. All
     /// problems are reported together.
     pub fn load(team: Team) -> Result<Toolset, LoadError> {
-        Toolset::load_with(team, true)
+        Toolset::load_with(team, true, &|_| {})
+    }
+
+    /// Like [`Toolset::load`], telling `progress` when a component has to be
+    /// compiled (not in the cache) and when that ends, so a front-end can
+    /// say why nothing happens for a while.
+    pub fn load_with_progress(
+        team: Team,
+        progress: impl Fn(LoadProgress),
+    ) -> Result<Toolset, LoadError> {
+        Toolset::load_with(team, true, &progress)
     }
 
     /// Like [`Toolset::load`] with fuel metering off: tasks cannot be stopped
@@ -108,10 +119,14 @@ impl Toolset {
     /// costs.
     #[doc(hidden)]
     pub fn load_unmetered(team: Team) -> Result<Toolset, LoadError> {
-        Toolset::load_with(team, false)
+        Toolset::load_with(team, false, &|_| {})
     }
 
-    fn load_with(team: Team, fuel_metering: bool) -> Result<Toolset, LoadError> {
+    fn load_with(
+        team: Team,
+        fuel_metering: bool,
+        progress: &dyn Fn(LoadProgress),
+    ) -> Result<Toolset, LoadError> {
         let fail = |problem: String| LoadError {
             problems: vec![problem],
         };
@@ -144,7 +159,7 @@ impl Toolset {
                 continue;
             };
             let loaded = compiled.entry(path).or_insert_with(|| {
-                let loaded = load_component(&engine, &linker, &cache, path)?;
+                let loaded = load_component(&engine, &linker, &cache, path, progress)?;
                 components.push(ComponentReport {
                     path: path.clone(),
                     cache: loaded.cache,

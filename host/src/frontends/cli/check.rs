@@ -1,0 +1,117 @@
+//! `bgagents check`: load a team, compile every component, and show what
+//! each agent may do. Every name, description and path from the team file
+//! is printed through [`printable`], so a team file cannot rewrite the
+//! report (erase another agent's grants, say) on the reviewer's screen.
+
+use super::sanitise::{Keep, indented, printable, shown_path};
+use crate::config::Team;
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Appends one formatted line to a `String`.
+macro_rules! push_line {
+    ($out:expr, $($arg:tt)*) => {{
+        $out.push_str(&format!($($arg)*));
+        $out.push('\n');
+    }};
+}
+
+/// Under a field's label, where its further lines go.
+const VALUE_INDENT: &str = "               ";
+
+pub fn check(path: &Path) -> ExitCode {
+    let toolset = match super::load(path, true) {
+        Ok(toolset) => toolset,
+        Err(code) => return code,
+    };
+    // Written in one go so that a closed pipe (`check | head`) is not a panic.
+    let mut out = String::new();
+    let team = toolset.team();
+    push_line!(
+        out,
+        "{}: OK — {} agent(s), every component compiled",
+        shown_path(path),
+        team.agents.len()
+    );
+    let limits = &team.limits;
+    push_line!(
+        out,
+        "host limits: {} running at once (more are queued), {} retained, {} output per task, depth {}",
+        limits.max_running,
+        limits.max_retained,
+        crate::config::units::format_size(limits.max_output),
+        limits.max_depth
+    );
+    let report = toolset.load_report();
+    push_line!(out, "instances:   {}", report.allocator);
+    match &report.cache_dir {
+        Some(dir) => push_line!(out, "cache:       {}", shown_path(dir)),
+        None => push_line!(out, "cache:       off"),
+    }
+    for component in &report.components {
+        push_line!(
+            out,
+            "component:   {} — {} in {:.1} ms",
+            shown_path(&component.path),
+            printable(&component.cache.to_string(), Keep::OneLine),
+            component.took.as_secs_f64() * 1000.0
+        );
+    }
+    for agent in team.agents.values() {
+        out.push_str(&format!("\n{}\n", printable(&agent.name, Keep::OneLine)));
+        if !agent.description.is_empty() {
+            push_line!(
+                out,
+                "  description: {}",
+                indented(agent.description.trim_end(), VALUE_INDENT)
+            );
+        }
+        match &agent.component {
+            Some(component) => push_line!(out, "  component:   {}", shown_path(component)),
+            None => push_line!(
+                out,
+                "  component:   none (usable only as a front-end's identity)"
+            ),
+        }
+        let toolsets = if agent.background_agents {
+            "background_agents"
+        } else {
+            "none"
+        };
+        push_line!(out, "  toolsets:    {toolsets}");
+        if !agent.sub_agents.is_empty() {
+            let names: Vec<_> = agent
+                .sub_agents
+                .iter()
+                .map(|name| printable(name, Keep::OneLine))
+                .collect();
+            push_line!(out, "  sub_agents:  {}", names.join(", "));
+            if !agent.background_agents {
+                push_line!(
+                    out,
+                    "  warning:     has sub_agents but not the background_agents toolset, so it cannot dispatch them"
+                );
+            }
+        }
+        if agent.grants.is_empty() {
+            push_line!(
+                out,
+                "  grants:      none — no files, no environment, no network; stdin empty"
+            );
+        } else {
+            for (index, grant) in agent.grants.describe().iter().enumerate() {
+                let label = if index == 0 { "grants:" } else { "" };
+                push_line!(out, "  {label:<12} {}", printable(grant, Keep::OneLine));
+            }
+            push_line!(out, "  {:<12} everything else denied; stdin empty", "");
+        }
+        push_line!(
+            out,
+            "  limits:      {}",
+            printable(&Team::describe_limits(&agent.limits), Keep::OneLine)
+        );
+    }
+    let _ = std::io::stdout().write_all(out.as_bytes());
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,240 @@
+//! The `bgagents` command line: `run` an agent of a team in the foreground,
+//! `check` a team before running it, and the helpers (`wit`, `new`, `mcp`).
+//! It only adapts: tasks are started, watched and stopped through the
+//! toolset like any other front-end.
+//!
+//! What `run` prints follows one rule, so a guest cannot pass for the host:
+//! once guests run, every line the host writes to stderr starts at column 0
+//! with `bgagents:` or `error:`, and no guest-written line ever does (sub-agents' lines start
+//! with their `[agent id]` tag; a line of the top-level agent that would
+//! look like a host or sub-agent line gets its tag too). All team-file and
+//! guest text goes through [`sanitise::printable`].
+
+mod check;
+mod printer;
+mod progress;
+mod run;
+mod sanitise;
+
+use crate::config::Team;
+use crate::toolset::Toolset;
+use clap::{Parser, Subcommand};
+use sanitise::{Keep, indented, printable, shown_path};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Exit codes, documented in `--help`.
+const EXIT_FAILED: u8 = 1;
+const EXIT_BAD_INPUT: u8 = 2;
+const EXIT_INTERRUPTED: u8 = 130;
+
+/// What starts every status line the host writes to stderr (besides the
+/// final `error:` line).
+const HOST: &str = "bgagents:";
+
+#[derive(Parser)]
+#[command(
+    name = "bgagents",
+    version,
+    about = "Run sub-agents as sandboxed WebAssembly components, in the background.",
+    long_about = "Run sub-agents as sandboxed WebAssembly components, in the background.\n\n\
+        A team file (YAML) names agents, the component each one runs, which sub-agents it may \
+        dispatch, and its limits. Every task runs in its own sandbox with no file, network or \
+        environment access, under a fuel budget, a memory limit and a timeout.\n\n\
+        Start with:  bgagents check examples/team.yaml\n\
+        then:        bgagents run examples/team.yaml \"your task\"\n\
+        or serve it to an MCP client:  bgagents mcp examples/team.yaml\n\
+        Write a plugin:  bgagents new my-agent  (see docs/plugins.md)",
+    after_help = "Exit codes: 0 completed · 1 the agent failed or was stopped · \
+        2 bad team file, component or usage · 130 interrupted (Ctrl-C)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one agent of a team in the foreground and print its result.
+    ///
+    /// The agent's live output, and what its sub-agents do, go to stderr as
+    /// they happen; its final result goes to stdout. Ctrl-C stops every task.
+    /// Lines the host writes start with `bgagents:` (or `error:`); sub-agents'
+    /// output lines start with `[agent id]`.
+    Run {
+        /// The team file — or a component (.wasm) to run alone, with default
+        /// limits and no grants.
+        team: PathBuf,
+        /// The agent to run [default: root, or the component's own name].
+        #[arg(long, short)]
+        agent: Option<String>,
+        /// What the caller expects back, passed to the agent.
+        #[arg(long)]
+        expected_output: Option<String>,
+        /// Show only the result: no live output or sub-agent activity.
+        #[arg(long, short)]
+        quiet: bool,
+        /// The task, as one or more words.
+        #[arg(required = true, num_args = 1..)]
+        task: Vec<String>,
+    },
+    /// Load a team (or one component), compile every component, and report
+    /// every problem found.
+    Check {
+        /// The team file — or a component (.wasm) to check alone.
+        team: PathBuf,
+    },
+    /// Write the WIT package plugins build against.
+    Wit {
+        /// The directory to write `bgagents.wit` into, or `-` for stdout.
+        #[arg(long, default_value = "wit")]
+        out: PathBuf,
+    },
+    /// Create a Rust plugin project that builds and runs right away.
+    New {
+        /// The plugin's name (lowercase letters, digits, - and _).
+        name: String,
+        /// Where to create it [default: ./NAME].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Serve the background-agents toolset over MCP on stdin/stdout.
+    ///
+    /// The client acts as agent NAME: it may start NAME's sub_agents and sees
+    /// only the tasks it started. When the client disconnects, every task is
+    /// stopped and the server exits.
+    Mcp {
+        /// The team file (a lone component has no sub-agents to serve).
+        team: PathBuf,
+        /// The agent the client acts as (it needs the background_agents toolset).
+        #[arg(long, short, default_value = "root")]
+        agent: String,
+    },
+}
+
+/// Entry point of the `bgagents` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Run {
+                team,
+                agent,
+                expected_output,
+                quiet,
+                task,
+            } => {
+                let options = run::Options {
+                    agent,
+                    task: task.join(" "),
+                    expected_output,
+                    quiet,
+                };
+                run::run(&team, options).await
+            }
+            Command::Check { team } => check::check(&team),
+            Command::Wit { out } => wit(&out),
+            Command::New { name, dir } => {
+                let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+                let created = super::scaffold::new_plugin(&name, &dir);
+                if created.is_ok() {
+                    let dir = shown_path(&dir);
+                    println!(
+                        "created plugin {name} in {dir}; next:\n  cd {dir}\n  cargo build --release --target wasm32-wasip2\n  bgagents run team.yaml \"some task\"",
+                    );
+                }
+                report(created)
+            }
+            Command::Mcp { team, agent } => mcp(&team, &agent).await,
+        }
+    })
+}
+
+/// `wit --out DIR` writes the file; `wit --out -` prints the package.
+fn wit(out: &Path) -> ExitCode {
+    if out == Path::new("-") {
+        let _ = std::io::stdout().write_all(crate::bindings::WIT.as_bytes());
+        return ExitCode::SUCCESS;
+    }
+    report(super::scaffold::write_wit(out).map(|file| vec![file]))
+}
+
+/// Prints the files written, or the error.
+fn report(written: Result<Vec<PathBuf>, String>) -> ExitCode {
+    match written {
+        Ok(files) => {
+            for file in files {
+                println!("wrote {}", shown_path(&file));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {}", printable(&error, Keep::Lines));
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+    }
+}
+
+/// Loads the team (or a lone component) and compiles its components,
+/// printing every problem. `notices`: say on stderr when a component has to
+/// be compiled, which can take a while.
+fn load(path: &Path, notices: bool) -> Result<Toolset, ExitCode> {
+    let team = if path.extension().is_some_and(|ext| ext == "wasm") {
+        Team::single_component(path)
+    } else {
+        Team::load(path).map_err(|error| {
+            print_problems(&error.source, &error.problems);
+            ExitCode::from(EXIT_BAD_INPUT)
+        })?
+    };
+    let source = team.source.clone();
+    let progress = progress::CompileNotices::new(notices);
+    let loaded = Toolset::load_with_progress(team, |event| progress.show(event));
+    drop(progress);
+    loaded.map_err(|error| {
+        print_problems(&source, &error.problems);
+        ExitCode::from(EXIT_BAD_INPUT)
+    })
+}
+
+/// One `file: problem` line per problem; a problem's further lines are
+/// indented.
+fn print_problems(source: &Path, problems: &[String]) {
+    let source = shown_path(source);
+    let mut text = String::new();
+    for problem in problems {
+        text.push_str(&format!("{source}: {}\n", indented(problem, "  ")));
+    }
+    let _ = std::io::stderr().write_all(text.as_bytes());
+}
+
+async fn mcp(path: &Path, agent: &str) -> ExitCode {
+    if path.extension().is_some_and(|ext| ext == "wasm") {
+        eprintln!(
+            "error: `bgagents mcp` serves a team, not a lone component: write a team file \
+             whose agent `{agent}` has the background_agents toolset and lists {} in its \
+             sub_agents (`bgagents new` creates one)",
+            shown_path(path)
+        );
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
+    let toolset = match load(path, true) {
+        Ok(toolset) => toolset,
+        Err(code) => return code,
+    };
+    match super::mcp::serve(toolset, agent).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", printable(&error.to_string(), Keep::Lines));
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+    }
+}
