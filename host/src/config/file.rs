@@ -84,6 +84,8 @@ pub(super) struct AgentLimitsFile {
     pub output: Option<ByteSize>,
     pub spawns: Option<usize>,
     pub concurrent_spawns: Option<usize>,
+    pub result: Option<ByteSize>,
+    pub open_files: Option<usize>,
 }
 
 /// What an agent may touch beyond computing (everything else is denied).

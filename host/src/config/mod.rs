@@ -118,6 +118,10 @@ pub struct AgentLimits {
     pub spawns: usize,
     /// Tasks one task may have queued or running at once.
     pub concurrent_spawns: usize,
+    /// Bytes of a task's result or error kept; the rest is cut and noted.
+    pub result: u64,
+    /// Handles (files, directories, sockets, streams) a task may hold open.
+    pub open_files: usize,
 }
 
 impl Default for AgentLimits {
@@ -129,6 +133,8 @@ impl Default for AgentLimits {
             output: HostLimits::default().max_output,
             spawns: 100,
             concurrent_spawns: 20,
+            result: 1 << 20,
+            open_files: 256,
         }
     }
 }
@@ -136,6 +142,10 @@ impl Default for AgentLimits {
 /// Ceilings no agent's limits may exceed, whatever the team file says.
 pub const MAX_AGENT_MEMORY: u64 = 4 << 30;
 pub const MAX_AGENT_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// A result is handed over in one call, so it can be at most what one call
+/// may carry (`toolset::HOSTCALL_BYTES`).
+pub const MAX_AGENT_RESULT: u64 = 4 << 20;
+pub const MAX_AGENT_OPEN_FILES: usize = 4096;
 
 /// One agent of the team, resolved.
 #[derive(Debug, Clone)]
@@ -467,7 +477,22 @@ fn resolve_agent_limits(
         concurrent_spawns: given
             .concurrent_spawns
             .unwrap_or(defaults.concurrent_spawns),
+        result: given.result.map_or(defaults.result, |size| size.0),
+        open_files: given.open_files.unwrap_or(defaults.open_files),
     };
+    if limits.result > MAX_AGENT_RESULT {
+        problems.push(format!(
+            "{at}.limits.result: {} is above the ceiling of {}",
+            format_size(limits.result),
+            format_size(MAX_AGENT_RESULT)
+        ));
+    }
+    if limits.open_files == 0 || limits.open_files > MAX_AGENT_OPEN_FILES {
+        problems.push(format!(
+            "{at}.limits.open_files: {} is outside 1 to {MAX_AGENT_OPEN_FILES}",
+            limits.open_files
+        ));
+    }
     if limits.fuel == 0 {
         problems.push(format!("{at}.limits.fuel: must be at least 1"));
     }

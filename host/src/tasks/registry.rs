@@ -1,9 +1,14 @@
 //! The retained tasks, oldest first. At the cap, the oldest *finished* task
-//! is pruned to make room; live tasks are never pruned.
+//! is pruned to make room; live tasks are never pruned. Finished tasks are
+//! also pruned, oldest first, while what the retained set holds (outputs,
+//! results, errors) is over [`RETAINED_BYTES`].
 
 use super::task::{Task, TaskId};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+
+/// Bytes of output, results and errors the finished tasks may hold in total.
+pub const RETAINED_BYTES: usize = 256 << 20;
 
 pub struct Registry {
     max_retained: usize,
@@ -11,6 +16,9 @@ pub struct Registry {
     tasks: BTreeMap<u64, Arc<Task>>,
     order_of: HashMap<TaskId, u64>,
     next_order: u64,
+    /// Bytes each finished task holds, by admission order.
+    finished_bytes: BTreeMap<u64, usize>,
+    finished_total: usize,
 }
 
 /// Every retained task is still queued or running.
@@ -24,6 +32,8 @@ impl Registry {
             tasks: BTreeMap::new(),
             order_of: HashMap::new(),
             next_order: 0,
+            finished_bytes: BTreeMap::new(),
+            finished_total: 0,
         }
     }
 
@@ -36,16 +46,48 @@ impl Registry {
                 .tasks
                 .iter()
                 .find(|(_, task)| task.exited.is_cancelled())
-                .map(|(order, task)| (*order, task.id.clone()));
-            let (order, id) = oldest_finished.ok_or(RegistryFull)?;
-            self.tasks.remove(&order);
-            self.order_of.remove(&id);
+                .map(|(order, _)| *order);
+            let order = oldest_finished.ok_or(RegistryFull)?;
+            self.remove(order);
         }
         let order = self.next_order;
         self.next_order += 1;
         self.order_of.insert(task.id.clone(), order);
         self.tasks.insert(order, task);
         Ok(())
+    }
+
+    /// Records that `task` has finished (its guest exited), counting what
+    /// it holds, then prunes the oldest finished tasks (never `task`) while
+    /// the finished ones hold more than [`RETAINED_BYTES`].
+    pub fn finished(&mut self, task: &Task) {
+        let Some(&order) = self.order_of.get(&task.id) else {
+            return;
+        };
+        let bytes = task.retained_bytes();
+        if self.finished_bytes.insert(order, bytes).is_none() {
+            self.finished_total += bytes;
+        }
+        while self.finished_total > RETAINED_BYTES {
+            let oldest = self
+                .finished_bytes
+                .keys()
+                .copied()
+                .find(|oldest| *oldest != order);
+            match oldest {
+                Some(oldest) => self.remove(oldest),
+                None => break,
+            }
+        }
+    }
+
+    fn remove(&mut self, order: u64) {
+        if let Some(task) = self.tasks.remove(&order) {
+            self.order_of.remove(&task.id);
+        }
+        if let Some(bytes) = self.finished_bytes.remove(&order) {
+            self.finished_total -= bytes;
+        }
     }
 
     pub fn get(&self, id: &str) -> Option<&Arc<Task>> {
