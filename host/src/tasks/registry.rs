@@ -19,6 +19,8 @@ pub struct Registry {
     /// Bytes each finished task holds, by admission order.
     finished_bytes: BTreeMap<u64, usize>,
     finished_total: usize,
+    /// [`RETAINED_BYTES`], but for tests.
+    max_bytes: usize,
 }
 
 /// Every retained task is still queued or running.
@@ -34,6 +36,7 @@ impl Registry {
             next_order: 0,
             finished_bytes: BTreeMap::new(),
             finished_total: 0,
+            max_bytes: RETAINED_BYTES,
         }
     }
 
@@ -68,7 +71,7 @@ impl Registry {
         if self.finished_bytes.insert(order, bytes).is_none() {
             self.finished_total += bytes;
         }
-        while self.finished_total > RETAINED_BYTES {
+        while self.finished_total > self.max_bytes {
             let oldest = self
                 .finished_bytes
                 .keys()
@@ -115,5 +118,53 @@ impl Registry {
 
     pub fn is_empty(&self) -> bool {
         self.tasks.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::OutputBuffer;
+    use crate::tasks::{NewTask, Outcome, SessionId};
+    use tokio_util::sync::CancellationToken;
+
+    fn finished_task(result_bytes: usize) -> Arc<Task> {
+        let task = Task::new(
+            TaskId::generate(),
+            NewTask {
+                agent: "a".into(),
+                task: "t".into(),
+                expected_output: None,
+                session: SessionId::next(),
+                ancestors: Vec::new(),
+                lineage: Vec::new(),
+                cancel: CancellationToken::new(),
+            },
+            OutputBuffer::new(1024, None),
+        );
+        task.finish(Outcome::Completed("r".repeat(result_bytes)), |_| {});
+        task.exited.cancel();
+        Arc::new(task)
+    }
+
+    #[test]
+    fn finished_tasks_are_pruned_oldest_first_past_the_byte_budget() {
+        let mut registry = Registry::new(100);
+        registry.max_bytes = 1000;
+        let tasks: Vec<Arc<Task>> = (0..4).map(|_| finished_task(400)).collect();
+        for task in &tasks {
+            registry.admit(task.clone()).unwrap();
+            registry.finished(task);
+        }
+        // 4 × 401 bytes against 1000: the two oldest go.
+        let kept: Vec<&TaskId> = registry.iter().map(|task| &task.id).collect();
+        assert_eq!(kept, [&tasks[2].id, &tasks[3].id]);
+        // One record alone over the budget is kept (it is the newest).
+        let huge = finished_task(5000);
+        registry.admit(huge.clone()).unwrap();
+        registry.finished(&huge);
+        let kept: Vec<&TaskId> = registry.iter().map(|task| &task.id).collect();
+        assert_eq!(kept, [&huge.id]);
+        assert_eq!(registry.finished_total, huge.retained_bytes());
     }
 }
