@@ -6,11 +6,15 @@
 //! 3. host RSS with up to 10,000 live sub-agents, each blocked in a host call;
 //! 4. stop latency of a CPU-bound guest that never calls the host, for
 //!    several fuel yield intervals, against what metering costs at each;
-//! 5. metering overhead: the same guest metered, unmetered, and native;
-//! 6. cold compile against cached load for each example component.
+//! 5. metering overhead: the same guest with fuel and epoch interruption
+//!    (the default), fuel only, epoch only, neither, and native;
+//! 6. cold compile against cached load for each example component;
+//! 7. stop and timeout latency of guests flooding host calls with huge
+//!    arguments (`output.write` and `run` with 4 MiB, the per-call cap), and
+//!    how fast floods over the cap (16/64/32 MiB) fail.
 //!
 //! `BENCH_QUICK=1` runs smaller sizes (a smoke run, not for numbers);
-//! `BENCH_ONLY=cache|dispatch|throughput|stop|scale` runs one part;
+//! `BENCH_ONLY=cache|dispatch|throughput|stop|scale|flood` runs one part;
 //! `BENCH_RUNTIME=current_thread` runs everything on one thread.
 
 use bgagents::tasks::EventKind;
@@ -252,6 +256,16 @@ async fn stop_latency_and_metering() {
         );
     }
     let metered = spin_time(&load(SPINNER), rounds).await;
+    let fuel_only = spin_time(
+        &Toolset::load_with(team(SPINNER), true, false).unwrap(),
+        rounds,
+    )
+    .await;
+    let epoch_only = spin_time(
+        &Toolset::load_with(team(SPINNER), false, true).unwrap(),
+        rounds,
+    )
+    .await;
     let native = {
         let started = Instant::now();
         let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -270,6 +284,93 @@ async fn stop_latency_and_metering() {
         millis(native),
         unmetered_time.as_secs_f64() / native.as_secs_f64()
     );
+    let over = |time: Duration| (time.as_secs_f64() / unmetered_time.as_secs_f64() - 1.0) * 100.0;
+    println!(
+        "   fuel only {} ({:+.1} %), epoch only {} ({:+.1} %), both (default) {} ({:+.1} %)",
+        millis(fuel_only),
+        over(fuel_only),
+        millis(epoch_only),
+        over(epoch_only),
+        millis(metered),
+        over(metered)
+    );
+}
+
+/// Floods under the per-call cap (every call is accepted).
+const FLOODS: &[&str] = &["write-flood 4", "task-flood probe 3"];
+/// Floods over it (the first call fails the task).
+const OVER_CAP: &[&str] = &["write-flood 16", "write-flood 64", "task-flood probe 32"];
+
+/// How fast a stop and a timeout end guests that flood host calls.
+async fn flood_latency() {
+    let rounds = if quick() { 3 } else { 20 };
+    let toolset = load(
+        "agents:\n  flooder: {component: probe.wasm, limits: {output: 64KiB}}\n  \
+         hasty: {component: probe.wasm, limits: {timeout: 1s, output: 64KiB}}\n",
+    );
+    let session = toolset.open_session(None).unwrap();
+    let caller = session.caller();
+    println!("7. stop and timeout latency under host-call floods ({rounds} of each):");
+    for flood in FLOODS {
+        let mut stops = Vec::new();
+        let mut overshoots = Vec::new();
+        for _ in 0..rounds {
+            let task = format!("print 1 flooding && {flood}");
+            let id = toolset
+                .run_background_agent(caller, "flooder", &task, None)
+                .unwrap()
+                .id;
+            while toolset
+                .view_background_agent(caller, id.as_str())
+                .unwrap()
+                .output
+                .text
+                .is_empty()
+            {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let started = Instant::now();
+            toolset
+                .stop_background_agent(caller, id.as_str())
+                .await
+                .unwrap();
+            stops.push(started.elapsed());
+
+            let id = toolset
+                .run_background_agent(caller, "hasty", flood, None)
+                .unwrap()
+                .id;
+            let view = bgagents_testkit::finished(&toolset, caller, id.as_str()).await;
+            assert_eq!(view.error.as_deref(), Some("timed out after 1s"));
+            overshoots.push(view.info.runtime.saturating_sub(Duration::from_secs(1)));
+        }
+        println!(
+            "   {flood:<20} stop p50 {}, max {}; past the 1 s timeout p50 {}, max {}",
+            millis(percentile(&mut stops, 0.5)),
+            millis(percentile(&mut stops, 1.0)),
+            millis(percentile(&mut overshoots, 0.5)),
+            millis(percentile(&mut overshoots, 1.0)),
+        );
+    }
+    for flood in OVER_CAP {
+        let mut ends = Vec::new();
+        for _ in 0..rounds {
+            let started = Instant::now();
+            let id = toolset
+                .run_background_agent(caller, "flooder", flood, None)
+                .unwrap()
+                .id;
+            let view = bgagents_testkit::finished(&toolset, caller, id.as_str()).await;
+            assert_eq!(view.info.status, TaskStatus::Failed);
+            ends.push(started.elapsed());
+        }
+        println!(
+            "   {flood:<20} over the per-call cap: failed after p50 {}, max {}",
+            millis(percentile(&mut ends, 0.5)),
+            millis(percentile(&mut ends, 1.0)),
+        );
+    }
 }
 
 /// The spinner plugin's round, compiled natively as the baseline.
@@ -328,7 +429,7 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         if quick() { "quick sizes" } else { "full sizes" }
     );
-    // `BENCH_ONLY=dispatch` (or throughput, stop, scale, cache) runs one part.
+    // `BENCH_ONLY=dispatch` (or throughput, stop, scale, cache, flood) runs one part.
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let wanted = |part: &str| only.is_empty() || only == part;
     if wanted("cache") {
@@ -346,6 +447,9 @@ fn main() {
         }
         if wanted("scale") {
             scale().await;
+        }
+        if wanted("flood") {
+            flood_latency().await;
         }
     });
 }

@@ -1,6 +1,7 @@
 //! The engine's fast paths, checked for correctness (timings belong to the
 //! benchmark): the compiled-component cache (hit, miss, corrupt, truncated,
-//! foreign entries, engine change, off) and the pooling allocator with its
+//! foreign and planted entries, engine change, off; its private directory
+//! and grants that would reach it) and the pooling allocator with its
 //! fallback.
 
 use bgagents::components::{Allocator, CacheOutcome};
@@ -29,10 +30,12 @@ fn outcomes(toolset: &Toolset) -> Vec<CacheOutcome> {
         .collect()
 }
 
+/// The cache's entries (not its key).
 fn entries(dir: &Path) -> Vec<PathBuf> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|read| read.map(|entry| entry.unwrap().path()).collect())
         .unwrap_or_default();
+    entries.retain(|path| path.extension().is_some_and(|ext| ext == "cwasm"));
     entries.sort();
     entries
 }
@@ -75,13 +78,13 @@ async fn corrupt_truncated_and_foreign_entries_are_recompiled_not_trusted() {
     let scratch = Scratch::new();
     Toolset::load(cached(&scratch.dir)).unwrap();
     let damage: [(&str, Damage); 4] = [
-        ("checksum mismatch", |entry| {
+        ("authentication failed", |entry| {
             let mut bytes = std::fs::read(entry).unwrap();
             let middle = bytes.len() / 2;
             bytes[middle] ^= 0xff;
             std::fs::write(entry, bytes).unwrap();
         }),
-        ("checksum mismatch", |entry| {
+        ("authentication failed", |entry| {
             let bytes = std::fs::read(entry).unwrap();
             std::fs::write(entry, &bytes[..bytes.len() - 1000]).unwrap();
         }),
@@ -261,4 +264,122 @@ async fn the_cache_keeps_to_its_size_evicting_the_least_recently_used() {
         "the least recently used entry was kept"
     );
     assert!(size(&entries(&scratch.dir)) <= cap);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_planted_without_the_hosts_key_are_recompiled_never_loaded() {
+    // Entries made under another key: well-formed, right names, valid for
+    // this engine — what anyone who can write the directory but has not
+    // got the key could plant.
+    let elsewhere = Scratch::new();
+    Toolset::load(cached(&elsewhere.dir)).unwrap();
+    let scratch = Scratch::new();
+    Toolset::load(cached(&scratch.dir)).unwrap();
+    for planted in entries(&elsewhere.dir) {
+        std::fs::copy(&planted, scratch.dir.join(planted.file_name().unwrap())).unwrap();
+    }
+    let toolset = Toolset::load(cached(&scratch.dir)).unwrap();
+    for outcome in outcomes(&toolset) {
+        match outcome {
+            CacheOutcome::Replaced(why) => {
+                assert!(why.starts_with("authentication failed"), "{why}")
+            }
+            other => panic!("a planted entry was not replaced: {other:?}"),
+        }
+    }
+    works(&toolset).await;
+    // An entry renamed to another component's name does not pass either.
+    let names = entries(&scratch.dir);
+    let probe = names
+        .iter()
+        .max_by_key(|path| std::fs::metadata(path).unwrap().len())
+        .unwrap();
+    for name in &names {
+        if name != probe {
+            std::fs::copy(probe, name).unwrap();
+        }
+    }
+    let again = Toolset::load(cached(&scratch.dir)).unwrap();
+    let replaced = outcomes(&again)
+        .iter()
+        .filter(|outcome| matches!(outcome, CacheOutcome::Replaced(_)))
+        .count();
+    assert_eq!(replaced, names.len() - 1, "{:?}", outcomes(&again));
+}
+
+#[test]
+fn the_cache_directory_and_key_are_private_to_this_user() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let scratch = Scratch::new();
+    let dir = scratch.dir.join("cache");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    Toolset::load(cached(&dir)).unwrap();
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700, "a world-writable cache was trusted");
+    assert_eq!(mode(&dir.join("key")), 0o600);
+
+    // A directory someone else owns is not used at all (needs root to set up).
+    if std::fs::metadata(&scratch.dir).unwrap().uid() == 0 {
+        let foreign = scratch.dir.join("foreign");
+        std::fs::create_dir(&foreign).unwrap();
+        std::os::unix::fs::chown(&foreign, Some(65534), None).unwrap();
+        let toolset = Toolset::load(cached(&foreign)).unwrap();
+        for outcome in outcomes(&toolset) {
+            match outcome {
+                CacheOutcome::NotStored(why) => assert!(
+                    why.contains("belongs to user 65534") && why.contains("engine.cache_dir"),
+                    "{why}"
+                ),
+                other => panic!("a foreign cache directory was used: {other:?}"),
+            }
+        }
+        assert!(entries(&foreign).is_empty());
+    }
+}
+
+#[test]
+fn grants_that_contain_or_lie_inside_the_cache_are_refused() {
+    let scratch = Scratch::new();
+    let base = scratch.dir.canonicalize().unwrap();
+    let cache = base.join("home/.cache/bgagents");
+    std::fs::create_dir_all(cache.join("inner")).unwrap();
+    for (granted, relation) in [
+        (base.join("home"), "contains"),
+        (cache.clone(), "contains"),
+        (cache.join("inner"), "lies inside"),
+    ] {
+        let yaml = format!(
+            "engine: {{cache_dir: '{}'}}\nagents:\n  nosy:\n    component: probe.wasm\n    \
+             grants:\n      files: [{{host: '{}', guest: /home, mode: read-write}}]\n",
+            cache.display(),
+            granted.display()
+        );
+        let team = Team::parse(&yaml, Path::new("nosy.yaml"), plugin_dir()).unwrap();
+        let error = Toolset::load(team)
+            .err()
+            .expect("a grant reaching the cache");
+        let error = error.to_string();
+        assert!(
+            error.starts_with("agents.nosy.grants.files: ")
+                && error.contains(&format!(
+                    "{} {relation} the compiled-component cache {}",
+                    granted.display(),
+                    cache.display()
+                ))
+                && error.contains("engine.cache_dir"),
+            "{error}"
+        );
+    }
+    // A sibling directory is fine.
+    let sibling = base.join("home/data");
+    std::fs::create_dir_all(&sibling).unwrap();
+    let yaml = format!(
+        "engine: {{cache_dir: '{}'}}\nagents:\n  fine:\n    component: probe.wasm\n    \
+         grants:\n      files: [{{host: '{}', guest: /data}}]\n",
+        cache.display(),
+        sibling.display()
+    );
+    let team = Team::parse(&yaml, Path::new("fine.yaml"), plugin_dir()).unwrap();
+    Toolset::load(team).unwrap();
 }

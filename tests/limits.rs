@@ -1,7 +1,8 @@
 //! Per-task budgets and failures: fuel, memory, wall-clock timeout, traps,
 //! panics and stack overflow each end the task `failed` with a reason a
-//! person understands, without harming the host or sibling tasks; and
-//! fuel-driven yields make CPU-bound guests preemptible.
+//! person understands, without harming the host or sibling tasks;
+//! epoch-driven yields make CPU-bound guests, and guests flooding host calls
+//! with huge arguments, preemptible; results and errors are capped.
 
 use bgagents::{TaskStatus, Toolset};
 use bgagents_testkit::{eventually, finished, run_to_end, start, status, toolset};
@@ -23,6 +24,9 @@ agents:
   spinner:
     component: spinner.wasm
     limits: {fuel: 1_000_000_000_000_000}
+  terse:
+    component: probe.wasm
+    limits: {result: 1KiB}
 "#;
 
 /// Runs `task` on `agent` to the end and returns (status, error).
@@ -213,4 +217,134 @@ fn output(toolset: &Toolset, caller: &bgagents::Caller, id: &str) -> String {
         .unwrap()
         .output
         .text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_call_floods_cannot_outlast_the_timeout() {
+    let toolset = toolset(TEAM);
+    let expected = (TaskStatus::Failed, "timed out after 1s".to_string());
+    // Under the per-call cap: each call is accepted, and the epoch still
+    // preempts the loop.
+    for flood in ["write-flood 4", "task-flood probe 3"] {
+        let started = std::time::Instant::now();
+        assert_eq!(outcome(&toolset, "hasty", flood).await, expected, "{flood}");
+        // Generous: only a guest that outlasts its timeout many times over fails.
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "{flood} ran {:?} past a 1s timeout",
+            started.elapsed()
+        );
+    }
+    // Over the per-call cap: refused before anything is copied, at once.
+    for flood in ["write-flood 16", "write-flood 64", "task-flood probe 32"] {
+        let (status, error) = outcome(&toolset, "probe", flood).await;
+        assert_eq!(status, TaskStatus::Failed);
+        assert_eq!(
+            error,
+            "the guest passed more than 4 MiB to the host in one call (or returned a result \
+             that large); a call may carry at most that: pass data in smaller pieces",
+            "{flood}"
+        );
+    }
+    let (status, error) = outcome(&toolset, "probe", "big-result 5").await;
+    assert_eq!(status, TaskStatus::Failed);
+    assert!(
+        error.starts_with("the guest passed more than 4 MiB"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_ends_a_host_call_flood() {
+    let toolset = toolset(TEAM);
+    let session = toolset.open_session(None).unwrap();
+    let caller = session.caller();
+    for flood in ["write-flood 4", "task-flood probe 3"] {
+        let id = start(
+            &toolset,
+            caller,
+            "probe",
+            &format!("print 1 flooding && {flood}"),
+        );
+        eventually("the flood to start", || {
+            output(&toolset, caller, &id).starts_with("flooding\n")
+        })
+        .await;
+        let stopped = tokio::time::timeout(
+            bgagents_testkit::HANG,
+            toolset.stop_background_agent(caller, &id),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("stop of `{flood}` hung"))
+        .unwrap();
+        assert_eq!(stopped.status, TaskStatus::Stopped);
+    }
+}
+
+/// Two flooding guests on a two-worker runtime must not take both workers:
+/// a calm sibling still starts, runs and finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flooding_guests_do_not_freeze_a_calm_sibling() {
+    let toolset = toolset(TEAM);
+    let session = toolset.open_session(None).unwrap();
+    let caller = session.caller();
+    let floods: Vec<String> = ["write-flood 4", "task-flood probe 3"]
+        .iter()
+        .map(|flood| {
+            start(
+                &toolset,
+                caller,
+                "probe",
+                &format!("print 1 flooding && {flood}"),
+            )
+        })
+        .collect();
+    for id in &floods {
+        eventually("the floods to start", || {
+            output(&toolset, caller, id).starts_with("flooding\n")
+        })
+        .await;
+    }
+    let calm = start(&toolset, caller, "spinner", "2000000 rounds");
+    let view = finished(&toolset, caller, &calm).await;
+    assert!(view.result.unwrap().starts_with("2000000 rounds"));
+    assert_eq!(
+        run_to_end(&toolset, "probe", "echo fine")
+            .await
+            .result
+            .as_deref(),
+        Some("fine")
+    );
+    for id in &floods {
+        assert_eq!(status(&toolset, caller, id), TaskStatus::Running);
+    }
+    session.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_and_errors_are_cut_to_the_agents_limit_and_say_so() {
+    let toolset = toolset(TEAM);
+    let view = run_to_end(&toolset, "terse", "big-result 2").await;
+    assert_eq!(view.info.status, TaskStatus::Completed);
+    let result = view.result.unwrap();
+    assert_eq!(
+        result,
+        format!(
+            "{}\n[truncated: 2097152 bytes, limits.result keeps 1024]",
+            "r".repeat(1024)
+        )
+    );
+    let (status, error) = outcome(&toolset, "terse", "big-error 2").await;
+    assert_eq!(status, TaskStatus::Failed);
+    assert!(
+        error.starts_with(&"e".repeat(1024))
+            && error.ends_with("\n[truncated: 2097152 bytes, limits.result keeps 1024]"),
+        "{}",
+        &error[1000..]
+    );
+    // The default keeps 1 MiB.
+    let view = run_to_end(&toolset, "probe", "big-result 3").await;
+    let result = view.result.unwrap();
+    assert!(result.len() < (1 << 20) + 100, "{}", result.len());
+    assert!(result.ends_with("limits.result keeps 1048576]"));
 }

@@ -239,11 +239,17 @@ const HOSTILE: &[(&str, &str)] = &[
     ("helper", "panic hostile panic"),
     ("frugal", "spin"),
     ("hasty", "sleep 60000"),
+    ("flooder", "write-flood 4"),
+    ("flooder", "write-flood 16"),
+    ("flooder", "task-flood helper 3"),
+    ("reader", "symlink ../secret.txt /out/planted"),
+    ("reader", "open-files /data/hello.txt 100000"),
 ];
 
 const HOSTILE_AGENTS: &str = "  small:\n    component: probe.wasm\n    limits: {memory: 32MiB}\n  \
     frugal:\n    component: probe.wasm\n    limits: {fuel: 5_000_000}\n  \
     hasty:\n    component: probe.wasm\n    limits: {timeout: 2s}\n  \
+    flooder:\n    component: probe.wasm\n    limits: {timeout: 2s, output: 64KiB}\n  \
     bomber:\n    component: probe.wasm\n    sub_agents: [helper]\n    \
     toolsets: [{type: background_agents}]\n    limits: {spawns: 50, concurrent_spawns: 10}\n";
 
@@ -285,7 +291,10 @@ async fn hostile_round(toolset: &Toolset) -> usize {
             "recurse" => "stack overflow",
             "trap" => "guest trapped: wasm trap: wasm `unreachable`",
             "panic hostile panic" => "guest panicked: hostile panic",
-            "sleep 60000" => "timed out after 2s",
+            "sleep 60000" | "write-flood 4" | "task-flood helper 3" => "timed out after 2s",
+            "write-flood 16" => "the guest passed more than 4 MiB to the host in one call",
+            "symlink ../secret.txt /out/planted" => "symlink /out/planted: ",
+            "open-files /data/hello.txt 100000" => "open-handle limit of 256 reached",
             "flood 50000000" => "",
             _ => task.split(' ').next().unwrap(),
         };
@@ -341,4 +350,365 @@ async fn host_memory_returns_to_baseline_after_hostile_rounds() {
         grown_mib < 100,
         "RSS grew by {grown_mib} MiB ({baseline} → {after} KiB)"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symlinks_cannot_be_planted_in_a_read_write_grant() {
+    let scratch = files();
+    let toolset = team(&scratch, "");
+    for (target, link) in [
+        ("../secret.txt", "/out/l3"),
+        ("/etc/passwd", "/out/abs"),
+        ("inside.txt", "/out/inside"),
+    ] {
+        let error = outcome(&toolset, "reader", &format!("symlink {target} {link}"))
+            .await
+            .unwrap_err();
+        assert!(
+            error.starts_with(&format!("symlink {link}: ")) && error.contains("ermitted"),
+            "{error}"
+        );
+        let host = scratch.dir.join(link.trim_start_matches('/'));
+        assert!(
+            std::fs::symlink_metadata(&host).is_err(),
+            "{} was created",
+            host.display()
+        );
+    }
+    // Ordinary writes in the same grant still work.
+    assert_eq!(
+        outcome(&toolset, "reader", "write /out/plain.txt text").await,
+        Ok("wrote /out/plain.txt".to_string())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_cannot_exhaust_the_hosts_file_handles() {
+    let scratch = files();
+    let toolset = team(
+        &scratch,
+        &format!(
+            "  hoarder:\n    component: probe.wasm\n    limits: {{open_files: 40}}\n    \
+             grants:\n      files: [{{host: \"{}/data\", guest: /data}}]\n",
+            scratch.dir.display()
+        ),
+    );
+    let session = toolset.open_session(None).unwrap();
+    let caller = session.caller();
+    // Hoarders at once, each trying to keep 100,000 files open.
+    let hoarders: Vec<String> = (0..4)
+        .map(|_| {
+            start(
+                &toolset,
+                caller,
+                "hoarder",
+                "open-files /data/hello.txt 100000",
+            )
+        })
+        .collect();
+    for id in &hoarders {
+        let view = finished(&toolset, caller, id).await;
+        assert_eq!(view.info.status, TaskStatus::Failed);
+        let error = view.error.unwrap();
+        assert!(
+            error.starts_with("open-handle limit of 40 reached")
+                && error.contains("raise limits.open_files"),
+            "{error}"
+        );
+    }
+    // Under the limit all is well, and a sibling with the grant still starts.
+    assert_eq!(
+        outcome(&toolset, "hoarder", "open-files /data/hello.txt 20").await,
+        Ok("opened 20".to_string())
+    );
+    assert_eq!(
+        outcome(&toolset, "reader", "open-files /data/hello.txt 200").await,
+        Ok("opened 200".to_string())
+    );
+    assert_eq!(
+        outcome(&toolset, "reader", "read /data/hello.txt").await,
+        Ok("hello from the host".to_string())
+    );
+}
+
+/// Ctrl-C on the real binary while a sub-agent floods host calls with
+/// 4 MiB strings: every task is stopped and the process exits.
+#[test]
+fn ctrl_c_ends_the_process_while_a_guest_floods_host_calls() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let scratch = Scratch::new();
+    let team = scratch.team(
+        "agents:\n  root:\n    component: '{plugins}/probe.wasm'\n    sub_agents: [helper]\n    \
+         toolsets: [{type: background_agents}]\n  helper:\n    component: '{plugins}/probe.wasm'\n    \
+         limits: {output: 1KiB}\n",
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bgagents"))
+        .args([
+            "run",
+            team.to_str().unwrap(),
+            "spawn-then-wait",
+            "helper",
+            "write-flood",
+            "4",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    // Kills the process if it outlives the interrupt by far (then the
+    // test fails on time, instead of hanging).
+    let watchdog_pid = pid.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(bgagents_testkit::HANG * 2);
+        let _ = Command::new("kill").args(["-KILL", &watchdog_pid]).status();
+    });
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let started = std::time::Instant::now();
+    while !seen.contains("] started") {
+        assert!(
+            started.elapsed() < bgagents_testkit::HANG,
+            "the helper never started:\n{seen}"
+        );
+        let mut line = String::new();
+        assert_ne!(
+            stderr.read_line(&mut line).unwrap(),
+            0,
+            "stderr closed:\n{seen}"
+        );
+        seen.push_str(&line);
+    }
+    // Let the flood get going.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let interrupted_at = std::time::Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        interrupted_at.elapsed() < bgagents_testkit::HANG,
+        "Ctrl-C took {:?}",
+        interrupted_at.elapsed()
+    );
+    assert_eq!(status.code(), Some(130), "{seen}{rest}");
+    assert!(
+        rest.contains("] stopped"),
+        "the helper was not reported stopped:\n{rest}"
+    );
+}
+
+/// Open file descriptors of this process.
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// A small xorshift generator: the soak's choices, reproducible by seed.
+struct Dice(u64);
+
+impl Dice {
+    fn roll(&mut self, sides: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % sides
+    }
+}
+
+/// What a soak task is, so its end can be checked.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Echo,
+    Sleep,
+    Nested,
+    StoppedSpin,
+    StoppedTree,
+    Flood,
+    Hoard,
+    BigResult,
+}
+
+/// Soak: `BGAGENTS_SOAK_TASKS` (default 2000) tasks with random stops,
+/// waits, nested dispatches and hostile siblings. Afterwards no task is lost
+/// or stuck, every running slot and instance slot is free again, no file
+/// handle leaked, and RSS is back near its baseline. CI runs a small count;
+/// the full-size figures are in BENCHMARKS.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "soak: run with --ignored (BGAGENTS_SOAK_TASKS sets the count)"]
+async fn soak() {
+    let tasks: u64 = std::env::var("BGAGENTS_SOAK_TASKS")
+        .ok()
+        .and_then(|count| count.parse().ok())
+        .unwrap_or(2000);
+    let scratch = files();
+    let max_running = 8;
+    let toolset = team(
+        &scratch,
+        &format!(
+            "  nester:\n    component: probe.wasm\n    sub_agents: [helper]\n    \
+             toolsets: [{{type: background_agents}}]\n  \
+             flooder:\n    component: probe.wasm\n    limits: {{timeout: 1s, output: 64KiB}}\n  \
+             bulky:\n    component: probe.wasm\n    limits: {{result: 64KiB}}\n\
+             limits: {{max_running: {max_running}, max_retained: 1000}}\n\
+             engine: {{pool_size: 64}}\n"
+        ),
+    );
+    let session = toolset.open_session(None).unwrap();
+    let caller = session.caller();
+    // Warm up: compiled code, allocator pools, one of each kind.
+    for task in ["echo warm", "big-result 2", "open-files /data/hello.txt 10"] {
+        let agent = if task.starts_with("open") {
+            "reader"
+        } else {
+            "helper"
+        };
+        finished(&toolset, caller, &start(&toolset, caller, agent, task)).await;
+    }
+    let (baseline_rss, baseline_fds) = (rss_kib(), open_fds());
+    let began = std::time::Instant::now();
+    let mut dice = Dice(0x9e37_79b9_7f4a_7c15);
+    let mut in_flight: Vec<(String, Kind)> = Vec::new();
+    let mut ended = std::collections::HashMap::<&'static str, usize>::new();
+    for index in 0..tasks {
+        let (agent, task, kind) = match dice.roll(100) {
+            0..35 => ("helper", format!("echo {index}"), Kind::Echo),
+            35..50 => ("helper", format!("sleep {}", dice.roll(20)), Kind::Sleep),
+            50..65 => (
+                "nester",
+                format!("dispatch helper echo {index}"),
+                Kind::Nested,
+            ),
+            65..75 => ("helper", "spin".to_string(), Kind::StoppedSpin),
+            75..82 => (
+                "nester",
+                "spawn-then-wait helper spin".into(),
+                Kind::StoppedTree,
+            ),
+            82..86 => ("flooder", "write-flood 4".to_string(), Kind::Flood),
+            86..93 => (
+                "reader",
+                "open-files /data/hello.txt 100000".into(),
+                Kind::Hoard,
+            ),
+            _ => ("bulky", "big-result 2".to_string(), Kind::BigResult),
+        };
+        in_flight.push((start(&toolset, caller, agent, &task), kind));
+        if in_flight.len() < 24 {
+            continue;
+        }
+        // Stop what would run forever (it holds running slots the others
+        // may be queued for), then wait for a random handful of the rest.
+        let (forever, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut in_flight)
+            .into_iter()
+            .partition(|(_, kind)| matches!(kind, Kind::StoppedSpin | Kind::StoppedTree));
+        in_flight = rest;
+        for (id, kind) in forever {
+            settle(&toolset, caller, &id, kind, &mut dice).await;
+            *ended.entry(kind_name(kind)).or_default() += 1;
+        }
+        for _ in 0..8.min(in_flight.len()) {
+            let (id, kind) = in_flight.swap_remove(dice.roll(in_flight.len() as u64) as usize);
+            settle(&toolset, caller, &id, kind, &mut dice).await;
+            *ended.entry(kind_name(kind)).or_default() += 1;
+        }
+    }
+    in_flight.sort_by_key(|(_, kind)| !matches!(kind, Kind::StoppedSpin | Kind::StoppedTree));
+    for (id, kind) in std::mem::take(&mut in_flight) {
+        settle(&toolset, caller, &id, kind, &mut dice).await;
+        *ended.entry(kind_name(kind)).or_default() += 1;
+    }
+    let took = began.elapsed();
+    // Nothing stuck: every retained task of the session is final.
+    let stuck: Vec<_> = toolset
+        .list_background_agents(caller)
+        .into_iter()
+        .filter(|info| !info.status.is_final())
+        .collect();
+    assert!(stuck.is_empty(), "stuck tasks: {stuck:?}");
+    assert_eq!(ended.values().sum::<usize>() as u64, tasks, "tasks lost");
+    // Every running slot is free: max_running tasks run at once.
+    let holders: Vec<String> = (0..max_running)
+        .map(|_| start(&toolset, caller, "helper", "print 1 up && sleep 60000"))
+        .collect();
+    for id in &holders {
+        bgagents_testkit::eventually("every running slot to be free", || {
+            toolset.task_status(caller, id).unwrap() == TaskStatus::Running
+        })
+        .await;
+    }
+    session.close().await;
+    let (rss, fds) = (rss_kib(), open_fds());
+    eprintln!(
+        "soak: {tasks} tasks in {took:?} ({:.0}/s); by kind {ended:?}; RSS {baseline_rss} → {rss} KiB; \
+         fds {baseline_fds} → {fds}",
+        tasks as f64 / took.as_secs_f64()
+    );
+    assert!(
+        fds <= baseline_fds + 4,
+        "file handles leaked: {baseline_fds} → {fds}"
+    );
+    let grown_mib = rss.saturating_sub(baseline_rss) / 1024;
+    // Up to 1000 retained records hold their capped results and outputs;
+    // a leak of Stores or guest memory (each task maps at least 1 MiB)
+    // would show far more.
+    assert!(grown_mib < 100, "RSS grew by {grown_mib} MiB");
+}
+
+fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Echo => "echo",
+        Kind::Sleep => "sleep",
+        Kind::Nested => "nested",
+        Kind::StoppedSpin => "stopped spin",
+        Kind::StoppedTree => "stopped tree",
+        Kind::Flood => "flood",
+        Kind::Hoard => "hoard",
+        Kind::BigResult => "big result",
+    }
+}
+
+/// Brings one soak task to its end and checks that end.
+async fn settle(
+    toolset: &Toolset,
+    caller: &bgagents::Caller,
+    id: &str,
+    kind: Kind,
+    dice: &mut Dice,
+) {
+    if matches!(kind, Kind::StoppedSpin | Kind::StoppedTree) {
+        tokio::time::sleep(std::time::Duration::from_millis(dice.roll(5))).await;
+        let stopped = tokio::time::timeout(
+            bgagents_testkit::HANG,
+            toolset.stop_background_agent(caller, id),
+        )
+        .await
+        .expect("a stop hung");
+        // A tree's child may have been stopped with it; the task itself
+        // can only be stopped (it never ends on its own).
+        assert_eq!(stopped.unwrap().status, TaskStatus::Stopped);
+    }
+    let view = finished(toolset, caller, id).await;
+    let status = view.info.status;
+    let error = view.error.clone().unwrap_or_default();
+    match kind {
+        Kind::Echo | Kind::Nested => {
+            assert_eq!(status, TaskStatus::Completed, "{kind:?}: {error}");
+        }
+        Kind::Sleep => assert_eq!(status, TaskStatus::Completed, "{error}"),
+        Kind::StoppedSpin | Kind::StoppedTree => assert_eq!(status, TaskStatus::Stopped),
+        Kind::Flood => assert_eq!(error, "timed out after 1s"),
+        Kind::Hoard => assert!(error.starts_with("open-handle limit"), "{error}"),
+        Kind::BigResult => {
+            let result = view.result.unwrap_or_else(|| error.clone());
+            let tail = &result[result.len().saturating_sub(200)..];
+            assert!(result.ends_with("limits.result keeps 65536]"), "{tail}");
+        }
+    }
 }

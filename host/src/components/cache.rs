@@ -1,8 +1,16 @@
 //! Compiled components cached on disk, so only the first start of a
 //! component pays for compilation. An entry is keyed by the component's
 //! content hash and the engine's compatibility hash (configuration and
-//! version), and carries a checksum of its own: a corrupt, truncated or
-//! foreign file is recompiled and replaced, never loaded.
+//! version), and carries a MAC: a corrupt, truncated, foreign or planted
+//! file is recompiled and replaced, never loaded.
+//!
+//! Entries are native code, so the cache is guarded three ways. The
+//! directory is created 0700 and used only if this user owns it and no one
+//! else can reach it. Each entry is authenticated with a keyed blake3 hash
+//! under a 256-bit key held in the directory's `key` file (0600): without
+//! the key no one can make an entry that loads. And no agent may be granted
+//! a directory that contains or lies inside the cache (checked when the
+//! team loads), so no guest can reach the key or the entries.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -11,8 +19,11 @@ use wasmtime::component::Component;
 use wasmtime::{Engine, Precompiled};
 
 /// Identifies an entry as ours, and its layout version.
-const MAGIC: &[u8; 8] = b"bgagc001";
-const CHECKSUM_LEN: usize = 32;
+const MAGIC: &[u8; 8] = b"bgagc002";
+const MAC_LEN: usize = 32;
+/// The key file, beside the entries.
+const KEY_FILE: &str = "key";
+const KEY_LEN: usize = 32;
 
 /// Where compiled components go; `None` disables the cache.
 #[derive(Debug, Clone)]
@@ -86,10 +97,18 @@ impl ComponentCache {
         let Some(dir) = &self.dir else {
             return Ok((Component::new(engine, wasm)?, CacheOutcome::Disabled));
         };
-        let entry = dir.join(entry_name(engine, wasm));
+        let key = match trusted_key(dir) {
+            Ok(key) => key,
+            Err(why) => {
+                let component = Component::new(engine, wasm)?;
+                return Ok((component, CacheOutcome::NotStored(why)));
+            }
+        };
+        let name = entry_name(engine, wasm);
+        let entry = dir.join(&name);
         let mut replaced = None;
         match std::fs::read(&entry) {
-            Ok(bytes) => match deserialize(engine, &bytes) {
+            Ok(bytes) => match deserialize(engine, &key, &name, &bytes) {
                 Ok(component) => {
                     mark_used(&entry);
                     return Ok((component, CacheOutcome::Hit));
@@ -100,7 +119,7 @@ impl ComponentCache {
             Err(error) => replaced = Some(format!("unreadable: {error}")),
         }
         let component = Component::new(engine, wasm)?;
-        let stored = store(dir, &entry, &component);
+        let stored = store(&key, &name, &entry, &component);
         if stored.is_ok() {
             evict(dir, &entry, self.max_bytes);
         }
@@ -127,34 +146,152 @@ fn entry_name(engine: &Engine, wasm: &[u8]) -> String {
     )
 }
 
-fn deserialize(engine: &Engine, bytes: &[u8]) -> Result<Component, String> {
-    let header = MAGIC.len() + CHECKSUM_LEN;
+/// The MAC of an entry: keyed blake3 over its name (which names the
+/// component and the engine) and its payload, so an entry is valid only
+/// under its own name and only if written with this host's key.
+fn mac(key: &[u8; KEY_LEN], name: &str, payload: &[u8]) -> blake3::Hash {
+    let mut hasher = blake3::Hasher::new_keyed(key);
+    hasher.update(&(name.len() as u64).to_le_bytes());
+    hasher.update(name.as_bytes());
+    hasher.update(payload);
+    hasher.finalize()
+}
+
+fn deserialize(
+    engine: &Engine,
+    key: &[u8; KEY_LEN],
+    name: &str,
+    bytes: &[u8],
+) -> Result<Component, String> {
+    let header = MAGIC.len() + MAC_LEN;
     if bytes.len() < header || &bytes[..MAGIC.len()] != MAGIC {
         return Err("not a bgagents cache entry".into());
     }
-    let (checksum, payload) = bytes[MAGIC.len()..].split_at(CHECKSUM_LEN);
-    if blake3::hash(payload).as_bytes() != checksum {
-        return Err("checksum mismatch (corrupt or truncated)".into());
+    let (tag, payload) = bytes[MAGIC.len()..].split_at(MAC_LEN);
+    let tag: [u8; MAC_LEN] = tag.try_into().expect("split at MAC_LEN");
+    // `Hash`'s equality is constant-time.
+    if mac(key, name, payload) != blake3::Hash::from_bytes(tag) {
+        return Err(
+            "authentication failed (corrupt, truncated, or not written by this host)".into(),
+        );
     }
     if Engine::detect_precompiled(payload) != Some(Precompiled::Component) {
         return Err("not a precompiled component".into());
     }
-    // SAFETY: the payload is exactly what `Component::serialize` wrote for
-    // this engine configuration (the checksum guards against corruption and
-    // truncation), and wasmtime rejects artifacts from an incompatible engine.
+    // SAFETY: `deserialize` runs native code from the payload, so it must be
+    // exactly what `Component::serialize` wrote on this host. The keyed MAC
+    // proves that: only holders of the key, which lives 0600 in a 0700
+    // directory of this user that no guest can be granted, can make an
+    // entry that passes; corruption and truncation fail it too. Wasmtime
+    // still rejects artifacts from an incompatible engine configuration.
     unsafe { Component::deserialize(engine, payload) }.map_err(|error| format!("{error:#}"))
 }
 
-/// Writes the entry atomically: a reader sees the old file or the new one.
-fn store(dir: &Path, entry: &Path, component: &Component) -> Result<(), String> {
-    let payload = component.serialize().map_err(|e| e.to_string())?;
+/// Creates `dir` (0700) if needed, checks that only this user can reach it,
+/// and returns the MAC key, creating it on first use.
+fn trusted_key(dir: &Path) -> Result<[u8; KEY_LEN], String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let meta = std::fs::symlink_metadata(dir)
+            .map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+        if !meta.is_dir() {
+            return Err(format!("{} is not a directory", dir.display()));
+        }
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me {
+            return Err(format!(
+                "the cache directory {} belongs to user {}, not to this user ({me});                  choose another with engine.cache_dir or BGAGENTS_CACHE_DIR",
+                dir.display(),
+                meta.uid()
+            ));
+        }
+        if meta.mode() & 0o077 != 0 {
+            // Ours, but others may have written to it: close it. Entries
+            // someone else planted meanwhile fail authentication.
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| format!("cannot make {} private (chmod 700): {e}", dir.display()))?;
+        }
+    }
+    #[cfg(not(unix))]
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let path = dir.join(KEY_FILE);
+    match read_key(&path) {
+        Ok(key) => Ok(key),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => create_key(&path),
+        Err(error) => Err(format!("cache key {}: {error}", path.display())),
+    }
+}
+
+fn read_key(path: &Path) -> std::io::Result<[u8; KEY_LEN]> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = file.metadata()?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if meta.uid() != unsafe { libc::geteuid() } || meta.mode() & 0o077 != 0 {
+            return Err(std::io::Error::other(
+                "not owned by this user or readable by others; delete it to make a new one",
+            ));
+        }
+    }
+    let mut key = [0; KEY_LEN];
+    file.read_exact(&mut key)
+        .map_err(|_| std::io::Error::other("too short; delete it to make a new one"))?;
+    Ok(key)
+}
+
+/// Writes a fresh random key (0600) without replacing one another process
+/// created meanwhile.
+fn create_key(path: &Path) -> Result<[u8; KEY_LEN], String> {
+    use std::io::{Read, Write};
+    let mut key = [0; KEY_LEN];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut key))
+        .map_err(|e| format!("cannot read /dev/urandom for the cache key: {e}"))?;
+    let mut options = std::fs::File::options();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(mut file) => {
+            file.write_all(&key)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| format!("cannot write the cache key {}: {e}", path.display()))?;
+            Ok(key)
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            read_key(path).map_err(|error| format!("cache key {}: {error}", path.display()))
+        }
+        Err(error) => Err(format!(
+            "cannot create the cache key {}: {error}",
+            path.display()
+        )),
+    }
+}
+
+/// Writes the entry atomically: a reader sees the old file or the new one.
+fn store(
+    key: &[u8; KEY_LEN],
+    name: &str,
+    entry: &Path,
+    component: &Component,
+) -> Result<(), String> {
+    let payload = component.serialize().map_err(|e| e.to_string())?;
     static WRITES: AtomicU64 = AtomicU64::new(0);
     let unique = WRITES.fetch_add(1, Ordering::Relaxed);
     let partial = entry.with_extension(format!("partial-{}-{unique}", std::process::id()));
-    let mut bytes = Vec::with_capacity(MAGIC.len() + CHECKSUM_LEN + payload.len());
+    let mut bytes = Vec::with_capacity(MAGIC.len() + MAC_LEN + payload.len());
     bytes.extend_from_slice(MAGIC);
-    bytes.extend_from_slice(blake3::hash(&payload).as_bytes());
+    bytes.extend_from_slice(mac(key, name, &payload).as_bytes());
     bytes.extend_from_slice(&payload);
     std::fs::write(&partial, &bytes)
         .and_then(|()| std::fs::rename(&partial, entry))
@@ -197,5 +334,72 @@ fn evict(dir: &Path, keep: &Path, max_bytes: u64) {
         if path != keep && std::fs::remove_file(&path).is_ok() {
             total -= len;
         }
+    }
+}
+
+/// `dir` with its existing part resolved (symlinks, `..`), so that it can
+/// be compared with a grant's canonical path before it exists.
+fn resolved(dir: &Path) -> PathBuf {
+    let mut existing = dir;
+    let mut rest = Vec::new();
+    while let Some(parent) = existing.parent() {
+        if existing.exists() {
+            break;
+        }
+        rest.push(existing.file_name().unwrap_or_default());
+        existing = parent;
+    }
+    let mut path = existing
+        .canonicalize()
+        .unwrap_or_else(|_| existing.to_path_buf());
+    path.extend(rest.iter().rev());
+    path
+}
+
+/// Refuses grants that contain the cache directory or lie inside it: a
+/// guest that could write there could plant native code for the host, and
+/// one that could read there could learn the key. One problem per grant,
+/// naming both.
+pub fn check_grants_avoid_cache<'a>(
+    cache_dir: &Path,
+    grants: impl IntoIterator<Item = (&'a str, &'a Path)>,
+) -> Vec<String> {
+    let cache = resolved(cache_dir);
+    grants
+        .into_iter()
+        .filter_map(|(agent, granted)| {
+            let granted = resolved(granted);
+            let relation = if cache.starts_with(&granted) {
+                "contains"
+            } else if granted.starts_with(&cache) {
+                "lies inside"
+            } else {
+                return None;
+            };
+            Some(format!(
+                "agents.{agent}.grants.files: {} {relation} the compiled-component cache {} \
+                 (a guest could plant native code the host would run); grant a narrower \
+                 directory, or move the cache with engine.cache_dir or BGAGENTS_CACHE_DIR",
+                granted.display(),
+                cache.display()
+            ))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_entry_name_changes_with_the_engine_configuration() {
+        let wasm = b"\0asm\x0d\0\x01\0";
+        let name = |epoch: bool| {
+            let mut config = wasmtime::Config::new();
+            config.epoch_interruption(epoch).consume_fuel(true);
+            entry_name(&Engine::new(&config).unwrap(), wasm)
+        };
+        assert_ne!(name(true), name(false));
+        assert_eq!(name(true), name(true));
     }
 }

@@ -1,9 +1,21 @@
-//! The one wasmtime Engine every task shares: async, fuel-metered, and —
-//! where the machine allows — with a pooling instance allocator so that a
-//! task's instantiation reuses pre-reserved memory instead of mapping anew.
+//! The one wasmtime Engine every task shares: async, fuel-metered, with
+//! epoch interruption driven by a ticker thread, and — where the machine
+//! allows — with a pooling instance allocator so that a task's instantiation
+//! reuses pre-reserved memory instead of mapping anew.
+//!
+//! Fuel is the CPU budget. The epoch is what bounds how long a guest runs
+//! without giving its worker back: every [`EPOCH_TICK`] each running guest
+//! yields to the runtime at its next function entry or loop header, however
+//! little fuel it burns (a guest that loops over host calls with huge
+//! arguments burns almost none), so a timeout or stop takes effect within a
+//! tick plus one host call.
 
 use crate::config::Pooling;
+use std::time::Duration;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances, so how often every running guest yields.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// How the engine is built.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,6 +25,8 @@ pub struct EngineOptions {
     pub pool_size: u32,
     /// Fuel metering; off only to measure its cost in benchmarks.
     pub fuel_metering: bool,
+    /// Epoch interruption; off only to measure its cost in benchmarks.
+    pub epoch_interruption: bool,
 }
 
 /// Which allocator the engine ended up with, for `check` and benchmarks.
@@ -36,13 +50,40 @@ impl std::fmt::Display for Allocator {
     }
 }
 
-/// Builds the shared engine. Fuel metering is what lets a stop or timeout
-/// take effect inside a guest loop that never calls the host.
+/// Builds the shared engine and, with epoch interruption, starts its ticker.
 pub fn new_engine(options: &EngineOptions) -> Result<(Engine, Allocator), String> {
+    let (engine, allocator) = build_engine(options)?;
+    if options.epoch_interruption {
+        start_epoch_ticker(&engine)?;
+    }
+    Ok((engine, allocator))
+}
+
+/// Advances `engine`'s epoch every [`EPOCH_TICK`] on a thread of its own,
+/// which ends once the engine is dropped.
+fn start_epoch_ticker(engine: &Engine) -> Result<(), String> {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("bgagents-epoch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(EPOCH_TICK);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => return,
+                }
+            }
+        })
+        .map(drop)
+        .map_err(|error| format!("cannot start the epoch ticker thread: {error}"))
+}
+
+fn build_engine(options: &EngineOptions) -> Result<(Engine, Allocator), String> {
     let mut config = Config::new();
     config
         .wasm_component_model(true)
-        .consume_fuel(options.fuel_metering);
+        .consume_fuel(options.fuel_metering)
+        .epoch_interruption(options.epoch_interruption);
     if options.pooling != Pooling::Off {
         let mut pooled = config.clone();
         pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pool(options.pool_size)));

@@ -83,6 +83,8 @@ pub(super) struct AgentLimitsFile {
     pub output: Option<ByteSize>,
     pub spawns: Option<usize>,
     pub concurrent_spawns: Option<usize>,
+    pub result: Option<ByteSize>,
+    pub open_files: Option<usize>,
 }
 
 /// What an agent may touch beyond computing (everything else is denied).
@@ -156,6 +158,8 @@ const AGENT_LIMIT_KEYS: &[&str] = &[
     "output",
     "spawns",
     "concurrent_spawns",
+    "result",
+    "open_files",
 ];
 const GRANT_KEYS: &[&str] = &["files", "env", "network"];
 const DIR_GRANT_KEYS: &[&str] = &["host", "guest", "mode"];
@@ -510,6 +514,8 @@ fn read_agent(reader: &mut Reader, value: &Value, path: &[Step]) -> Option<Agent
             output: limits.get(reader, "output"),
             spawns: limits.get(reader, "spawns"),
             concurrent_spawns: limits.get(reader, "concurrent_spawns"),
+            result: limits.get(reader, "result"),
+            open_files: limits.get(reader, "open_files"),
         })
         .unwrap_or_default();
     let grants = reader

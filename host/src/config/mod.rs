@@ -120,6 +120,10 @@ pub struct AgentLimits {
     pub spawns: usize,
     /// Tasks one task may have queued or running at once.
     pub concurrent_spawns: usize,
+    /// Bytes of a task's result or error kept; the rest is cut and noted.
+    pub result: u64,
+    /// Handles (files, directories, sockets, streams) a task may hold open.
+    pub open_files: usize,
 }
 
 impl Default for AgentLimits {
@@ -131,6 +135,8 @@ impl Default for AgentLimits {
             output: HostLimits::default().max_output,
             spawns: 100,
             concurrent_spawns: 20,
+            result: 1 << 20,
+            open_files: 256,
         }
     }
 }
@@ -138,6 +144,10 @@ impl Default for AgentLimits {
 /// Ceilings no agent's limits may exceed, whatever the team file says.
 pub const MAX_AGENT_MEMORY: u64 = 4 << 30;
 pub const MAX_AGENT_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// A result is handed over in one call, so it can be at most what one call
+/// may carry (`toolset::HOSTCALL_BYTES`).
+pub const MAX_AGENT_RESULT: u64 = 4 << 20;
+pub const MAX_AGENT_OPEN_FILES: usize = 4096;
 
 /// Ceiling of `limits.max_output`: live output is held in memory for every
 /// retained task, so this times `max_retained` bounds what output can take.

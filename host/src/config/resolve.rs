@@ -6,7 +6,8 @@ use super::grants;
 use super::units::format_size;
 use super::{
     AgentLimits, AgentSpec, CacheSetting, EngineSettings, HostLimits, MAX_AGENT_MEMORY,
-    MAX_AGENT_TIMEOUT, MAX_FUEL_YIELD_INTERVAL, MAX_HOST_OUTPUT, Pooling,
+    MAX_AGENT_OPEN_FILES, MAX_AGENT_RESULT, MAX_AGENT_TIMEOUT, MAX_FUEL_YIELD_INTERVAL,
+    MAX_HOST_OUTPUT, Pooling,
 };
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -219,7 +220,22 @@ fn resolve_agent_limits(
         concurrent_spawns: given
             .concurrent_spawns
             .unwrap_or(defaults.concurrent_spawns),
+        result: given.result.map_or(defaults.result, |size| size.0),
+        open_files: given.open_files.unwrap_or(defaults.open_files),
     };
+    if limits.result > MAX_AGENT_RESULT {
+        problems.push(format!(
+            "{at}.limits.result: {} is above the ceiling of {}",
+            format_size(limits.result),
+            format_size(MAX_AGENT_RESULT)
+        ));
+    }
+    if limits.open_files == 0 || limits.open_files > MAX_AGENT_OPEN_FILES {
+        problems.push(format!(
+            "{at}.limits.open_files: {} is outside 1 to {MAX_AGENT_OPEN_FILES}",
+            limits.open_files
+        ));
+    }
     if limits.fuel == 0 {
         problems.push(format!("{at}.limits.fuel: must be at least 1"));
     }

@@ -1,5 +1,6 @@
 //! The WIT front-end: the `output` and `background-agents` imports a guest
-//! calls, adapted onto the toolset with the calling task as the caller.
+//! calls, adapted onto the toolset with the calling task as the caller; and
+//! WASI 0.2 with symlink creation refused.
 
 use crate::bindings::SubAgent;
 use crate::bindings::bgagents::agents::{background_agents, output, types};
@@ -10,7 +11,31 @@ use wasmtime::component::{HasSelf, Linker};
 /// Adds WASI 0.2 and the bgagents imports to `linker`.
 pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    refuse_symlink_creation(linker)?;
     SubAgent::add_to_linker::<GuestState, HasSelf<GuestState>>(linker, |state| state)
+}
+
+/// The WASI filesystem interface the linker provides (guests importing any
+/// earlier 0.2 version are linked to it).
+const WASI_FILESYSTEM_TYPES: &str = "wasi:filesystem/types@0.2.12";
+
+/// Replaces `descriptor.symlink-at` with one that always answers
+/// `not-permitted`. A guest cannot follow a symlink out of its grant, but a
+/// link it planted in a read-write grant (`out/l -> ../secret`) would be
+/// followed by whatever on the host uses that directory later.
+fn refuse_symlink_creation(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
+    use wasmtime::component::Resource;
+    use wasmtime_wasi::filesystem::Descriptor;
+    use wasmtime_wasi::p2::bindings::filesystem::types::ErrorCode;
+    linker.allow_shadowing(true);
+    let replaced = linker.instance(WASI_FILESYSTEM_TYPES)?.func_wrap_async(
+        "[method]descriptor.symlink-at",
+        |_store, (_dir, _target, _link): (Resource<Descriptor>, String, String)| {
+            Box::new(async { Ok((Err::<(), _>(ErrorCode::NotPermitted),)) })
+        },
+    );
+    linker.allow_shadowing(false);
+    replaced
 }
 
 impl types::Host for GuestState {}

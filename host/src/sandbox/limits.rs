@@ -1,7 +1,8 @@
 //! Per-task resource limits enforced inside the Store: host memory held for
 //! the task's linear memories *and* tables (summed, against one budget),
 //! and instance, table and memory counts. A refused growth is remembered so
-//! the task's failure can name the limit.
+//! the task's failure can name the limit. Also the cap on the handles a task
+//! holds open, and the process's own open-file limit.
 
 use crate::config::units::format_size;
 use wasmtime::ResourceLimiter;
@@ -85,6 +86,35 @@ impl ResourceLimiter for TaskLimiter {
     fn memories(&self) -> usize {
         MAX_MEMORIES
     }
+}
+
+/// The message for a task that ran into its open-handle limit.
+pub fn open_files_breach(limit: usize) -> String {
+    format!(
+        "open-handle limit of {limit} reached (files, directories, sockets and streams \
+         held open at once); close handles sooner, or raise limits.open_files"
+    )
+}
+
+/// Raises the process's soft open-file limit to its hard limit, once, so
+/// that tasks (each capped by `limits.open_files`) and the host share the
+/// most the system allows. Failure only leaves the limit as it was.
+pub fn raise_open_file_limit() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        #[cfg(unix)]
+        // SAFETY: getrlimit and setrlimit only read and write the struct
+        // passed by pointer, which lives on this stack frame.
+        unsafe {
+            let mut limit = std::mem::zeroed::<libc::rlimit>();
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0
+                && limit.rlim_cur < limit.rlim_max
+            {
+                limit.rlim_cur = limit.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            }
+        }
+    });
 }
 
 #[cfg(test)]

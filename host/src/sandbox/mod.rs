@@ -7,6 +7,6 @@ pub mod limits;
 pub mod output;
 pub mod wasi;
 
-pub use limits::TaskLimiter;
+pub use limits::{TaskLimiter, open_files_breach, raise_open_file_limit};
 pub use output::{OutputBuffer, OutputListener, OutputSnapshot};
 pub use wasi::task_context;

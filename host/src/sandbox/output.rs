@@ -61,6 +61,15 @@ impl OutputBuffer {
         }
     }
 
+    /// Bytes held.
+    pub fn len(&self) -> usize {
+        self.state.lock().unwrap().bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn snapshot(&self) -> OutputSnapshot {
         self.snapshot_head(usize::MAX)
     }

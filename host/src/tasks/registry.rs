@@ -1,9 +1,14 @@
 //! The retained tasks, oldest first. At the cap, the oldest *finished* task
-//! is pruned to make room; live tasks are never pruned.
+//! is pruned to make room; live tasks are never pruned. Finished tasks are
+//! also pruned, oldest first, while what the retained set holds (outputs,
+//! results, errors) is over [`RETAINED_BYTES`].
 
 use super::task::{Task, TaskId};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+
+/// Bytes of output, results and errors the finished tasks may hold in total.
+pub const RETAINED_BYTES: usize = 256 << 20;
 
 pub struct Registry {
     max_retained: usize,
@@ -11,6 +16,11 @@ pub struct Registry {
     tasks: BTreeMap<u64, Arc<Task>>,
     order_of: HashMap<TaskId, u64>,
     next_order: u64,
+    /// Bytes each finished task holds, by admission order.
+    finished_bytes: BTreeMap<u64, usize>,
+    finished_total: usize,
+    /// [`RETAINED_BYTES`], but for tests.
+    max_bytes: usize,
 }
 
 /// Every retained task is still queued or running.
@@ -24,6 +34,9 @@ impl Registry {
             tasks: BTreeMap::new(),
             order_of: HashMap::new(),
             next_order: 0,
+            finished_bytes: BTreeMap::new(),
+            finished_total: 0,
+            max_bytes: RETAINED_BYTES,
         }
     }
 
@@ -36,16 +49,48 @@ impl Registry {
                 .tasks
                 .iter()
                 .find(|(_, task)| task.exited.is_cancelled())
-                .map(|(order, task)| (*order, task.id.clone()));
-            let (order, id) = oldest_finished.ok_or(RegistryFull)?;
-            self.tasks.remove(&order);
-            self.order_of.remove(&id);
+                .map(|(order, _)| *order);
+            let order = oldest_finished.ok_or(RegistryFull)?;
+            self.remove(order);
         }
         let order = self.next_order;
         self.next_order += 1;
         self.order_of.insert(task.id.clone(), order);
         self.tasks.insert(order, task);
         Ok(())
+    }
+
+    /// Records that `task` has finished (its guest exited), counting what
+    /// it holds, then prunes the oldest finished tasks (never `task`) while
+    /// the finished ones hold more than [`RETAINED_BYTES`].
+    pub fn finished(&mut self, task: &Task) {
+        let Some(&order) = self.order_of.get(&task.id) else {
+            return;
+        };
+        let bytes = task.retained_bytes();
+        if self.finished_bytes.insert(order, bytes).is_none() {
+            self.finished_total += bytes;
+        }
+        while self.finished_total > self.max_bytes {
+            let oldest = self
+                .finished_bytes
+                .keys()
+                .copied()
+                .find(|oldest| *oldest != order);
+            match oldest {
+                Some(oldest) => self.remove(oldest),
+                None => break,
+            }
+        }
+    }
+
+    fn remove(&mut self, order: u64) {
+        if let Some(task) = self.tasks.remove(&order) {
+            self.order_of.remove(&task.id);
+        }
+        if let Some(bytes) = self.finished_bytes.remove(&order) {
+            self.finished_total -= bytes;
+        }
     }
 
     pub fn get(&self, id: &str) -> Option<&Arc<Task>> {
@@ -73,5 +118,53 @@ impl Registry {
 
     pub fn is_empty(&self) -> bool {
         self.tasks.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::OutputBuffer;
+    use crate::tasks::{NewTask, Outcome, SessionId};
+    use tokio_util::sync::CancellationToken;
+
+    fn finished_task(result_bytes: usize) -> Arc<Task> {
+        let task = Task::new(
+            TaskId::generate(),
+            NewTask {
+                agent: "a".into(),
+                task: "t".into(),
+                expected_output: None,
+                session: SessionId::next(),
+                ancestors: Vec::new(),
+                lineage: Vec::new(),
+                cancel: CancellationToken::new(),
+            },
+            OutputBuffer::new(1024, None),
+        );
+        task.finish(Outcome::Completed("r".repeat(result_bytes)), |_| {});
+        task.exited.cancel();
+        Arc::new(task)
+    }
+
+    #[test]
+    fn finished_tasks_are_pruned_oldest_first_past_the_byte_budget() {
+        let mut registry = Registry::new(100);
+        registry.max_bytes = 1000;
+        let tasks: Vec<Arc<Task>> = (0..4).map(|_| finished_task(400)).collect();
+        for task in &tasks {
+            registry.admit(task.clone()).unwrap();
+            registry.finished(task);
+        }
+        // 4 × 401 bytes against 1000: the two oldest go.
+        let kept: Vec<&TaskId> = registry.iter().map(|task| &task.id).collect();
+        assert_eq!(kept, [&tasks[2].id, &tasks[3].id]);
+        // One record alone over the budget is kept (it is the newest).
+        let huge = finished_task(5000);
+        registry.admit(huge.clone()).unwrap();
+        registry.finished(&huge);
+        let kept: Vec<&TaskId> = registry.iter().map(|task| &task.id).collect();
+        assert_eq!(kept, [&huge.id]);
+        assert_eq!(registry.finished_total, huge.retained_bytes());
     }
 }

@@ -216,6 +216,14 @@ impl Task {
         true
     }
 
+    /// Bytes this record holds for list and view: output, result, error
+    /// and task text.
+    pub fn retained_bytes(&self) -> usize {
+        let state = self.state.lock().unwrap();
+        let text = |text: &Option<String>| text.as_ref().map_or(0, String::len);
+        self.output.len() + text(&state.result) + text(&state.error) + self.task.len()
+    }
+
     pub fn info(&self) -> TaskInfo {
         self.info_of(&self.state.lock().unwrap())
     }

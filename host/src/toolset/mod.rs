@@ -15,6 +15,7 @@ pub use ops::{
     MAX_EXPECTED_OUTPUT_BYTES, MAX_TASK_BYTES, WAIT_DEFAULT_TIMEOUT_SECS, WAIT_MAX_IDS,
     WAIT_MAX_TIMEOUT_SECS, WAIT_OUTPUT_CAP, WaitEntry, WaitReport,
 };
+pub use runner::HOSTCALL_BYTES;
 
 use crate::bindings::SubAgentPre;
 pub use crate::components::LoadProgress;
@@ -41,6 +42,7 @@ struct Shared {
     team: Team,
     engine: Engine,
     fuel_metering: bool,
+    epoch_interruption: bool,
     report: LoadReport,
     agents: HashMap<String, Arc<LoadedAgent>>,
     registry: Mutex<Registry>,
@@ -101,7 +103,7 @@ impl Toolset {
     /// Compiles (or loads from the cache) every agent's component. All
     /// problems are reported together.
     pub fn load(team: Team) -> Result<Toolset, LoadError> {
-        Toolset::load_with(team, true, &|_| {})
+        Toolset::load_inner(team, true, true, &|_| {})
     }
 
     /// Like [`Toolset::load`], telling `progress` when a component has to be
@@ -111,22 +113,35 @@ impl Toolset {
         team: Team,
         progress: impl Fn(LoadProgress),
     ) -> Result<Toolset, LoadError> {
-        Toolset::load_with(team, true, &progress)
+        Toolset::load_inner(team, true, true, &progress)
     }
 
-    /// Like [`Toolset::load`] with fuel metering off: tasks cannot be stopped
-    /// inside loops that never call the host. Only to measure what metering
-    /// costs.
+    /// Like [`Toolset::load`] with fuel metering and epoch interruption off:
+    /// tasks have no CPU budget and cannot be stopped inside loops. Only to
+    /// measure what metering costs.
     #[doc(hidden)]
     pub fn load_unmetered(team: Team) -> Result<Toolset, LoadError> {
-        Toolset::load_with(team, false, &|_| {})
+        Toolset::load_inner(team, false, false, &|_| {})
     }
 
-    fn load_with(
+    /// Like [`Toolset::load`] with only fuel metering or only epoch
+    /// interruption on. Only to measure what each costs.
+    #[doc(hidden)]
+    pub fn load_with(
         team: Team,
         fuel_metering: bool,
+        epoch_interruption: bool,
+    ) -> Result<Toolset, LoadError> {
+        Toolset::load_inner(team, fuel_metering, epoch_interruption, &|_| {})
+    }
+
+    fn load_inner(
+        team: Team,
+        fuel_metering: bool,
+        epoch_interruption: bool,
         progress: &dyn Fn(LoadProgress),
     ) -> Result<Toolset, LoadError> {
+        crate::sandbox::raise_open_file_limit();
         let fail = |problem: String| LoadError {
             problems: vec![problem],
         };
@@ -134,6 +149,7 @@ impl Toolset {
             pooling: team.engine.pooling,
             pool_size: team.engine.pool_size,
             fuel_metering,
+            epoch_interruption,
         };
         let (engine, allocator) = new_engine(&options).map_err(|error| {
             fail(format!(
@@ -145,6 +161,16 @@ impl Toolset {
             CacheSetting::Dir(dir) => Some(dir.clone()),
             CacheSetting::Off => None,
         };
+        if let Some(dir) = &cache_dir {
+            let grants = team.agents.values().flat_map(|spec| {
+                let agent = spec.name.as_str();
+                (spec.grants.dirs.iter()).map(move |grant| (agent, grant.host.as_path()))
+            });
+            let problems = crate::components::check_grants_avoid_cache(dir, grants);
+            if !problems.is_empty() {
+                return Err(LoadError { problems });
+            }
+        }
         let cache = ComponentCache::new(cache_dir, team.engine.cache_max);
         let mut linker = Linker::new(&engine);
         crate::frontends::wit_imports::add_to_linker(&mut linker)
@@ -193,6 +219,7 @@ impl Toolset {
             team,
             engine,
             fuel_metering,
+            epoch_interruption,
             report,
             agents,
             events: Events::default(),

@@ -1,16 +1,19 @@
 //! Executing one task: wait for a running slot, then run the guest in a fresh
 //! Store under its fuel budget, memory limit and wall-clock timeout, racing
-//! the task's cancellation. Fuel-driven yields let a stop or timeout take
-//! effect even in a guest loop that never calls the host.
+//! the task's cancellation. Epoch-driven yields (every few milliseconds,
+//! whatever the guest does) let a stop or timeout take effect within a tick
+//! of it, in a loop that never calls the host as in one that floods host
+//! calls with huge arguments; fuel is the CPU budget.
 
 use super::guest::GuestState;
 use super::slots::{Claim, Slot};
 use super::{LoadedAgent, Toolset, render};
 use crate::bindings::agent::Request;
+use crate::config::units::format_size;
 use crate::sandbox::{TaskLimiter, task_context};
 use crate::tasks::{Caller, EventKind, Outcome, Task};
 use std::sync::Arc;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{ResourceTable, ResourceTableError};
 use wasmtime::{Store, Trap};
 
 pub(super) fn spawn(toolset: Toolset, task: Arc<Task>, agent: Arc<LoadedAgent>, claim: Claim) {
@@ -53,6 +56,7 @@ async fn drive(toolset: Toolset, task: Arc<Task>, agent: Arc<LoadedAgent>, claim
         task.cancel.cancel();
     }
     task.exited.cancel();
+    toolset.0.registry.lock().unwrap().finished(&task);
 }
 
 async fn run_guest(toolset: &Toolset, task: &Task, agent: &LoadedAgent, slot: Slot) -> Outcome {
@@ -61,9 +65,13 @@ async fn run_guest(toolset: &Toolset, task: &Task, agent: &LoadedAgent, slot: Sl
         Ok(wasi) => wasi,
         Err(reason) => return Outcome::Failed(reason),
     };
+    // Every handle a guest holds open (file, directory, socket, stream,
+    // pollable) is one entry of its table: capping the table caps them all.
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(limits.open_files);
     let state = GuestState {
         wasi,
-        table: ResourceTable::new(),
+        table,
         limiter: TaskLimiter::new(limits.memory),
         caller: Caller::for_task(task),
         toolset: toolset.clone(),
@@ -79,6 +87,11 @@ async fn run_guest(toolset: &Toolset, task: &Task, agent: &LoadedAgent, slot: Sl
         })
     {
         return Outcome::Failed(format!("cannot set up fuel metering: {error}"));
+    }
+    store.set_hostcall_fuel(HOSTCALL_BYTES);
+    if toolset.0.epoch_interruption {
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
     }
     let request = Request {
         task_id: task.id.to_string(),
@@ -103,10 +116,58 @@ async fn run_guest(toolset: &Toolset, task: &Task, agent: &LoadedAgent, slot: Sl
             "timed out after {}",
             render::runtime(limits.timeout)
         )),
-        Ok(Ok(Ok(result))) => Outcome::Completed(result),
-        Ok(Ok(Err(message))) => Outcome::Failed(message),
+        Ok(Ok(Ok(result))) => Outcome::Completed(cap_text(result, limits.result)),
+        Ok(Ok(Err(message))) => Outcome::Failed(cap_text(message, limits.result)),
+        Ok(Err(error)) if is_hostcall_overflow(&error) => Outcome::Failed(format!(
+            "the guest passed more than {} to the host in one call (or returned a \
+             result that large); a call may carry at most that: pass data in smaller pieces",
+            format_size(HOSTCALL_BYTES as u64)
+        )),
+        Ok(Err(error)) if is_table_full(&error) => {
+            Outcome::Failed(crate::sandbox::open_files_breach(limits.open_files))
+        }
         Ok(Err(error)) => Outcome::Failed(explain_trap(&error, &store, limits.fuel)),
     }
+}
+
+/// Bytes a guest may hand the host in one call (strings and lists summed),
+/// and so the largest result it may return. Checked by wasmtime before
+/// anything is copied, so a guest that passes huge arguments in a loop
+/// costs the host nothing per call beyond this.
+pub const HOSTCALL_BYTES: usize = 4 << 20;
+
+/// The guest passed more than [`HOSTCALL_BYTES`] in one call.
+fn is_hostcall_overflow(error: &wasmtime::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .to_string()
+            .starts_with("too much data is being copied")
+    })
+}
+
+/// The guest tried to hold more handles than `limits.open_files`.
+fn is_table_full(error: &wasmtime::Error) -> bool {
+    matches!(error.downcast_ref(), Some(ResourceTableError::Full))
+}
+
+/// Cuts a task's result or error to `limit` bytes (on a character
+/// boundary), noting the cut at the end the way a view notes cut output.
+fn cap_text(mut text: String, limit: u64) -> String {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    if text.len() <= limit {
+        return text;
+    }
+    let total = text.len();
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.shrink_to_fit();
+    text.push_str(&format!(
+        "\n[truncated: {total} bytes, limits.result keeps {limit}]"
+    ));
+    text
 }
 
 /// Turns a trap into a reason a person understands: the limit that was hit,

@@ -10,7 +10,9 @@
 //! `spawn-then-spin AGENT TASK` · `spawn-then-wait AGENT TASK` · `chain` ·
 //! `view ID` · `stop ID` · `wait ID` · `list` · `env` · `read PATH` ·
 //! `write PATH TEXT` · `connect HOST:PORT` · `listen HOST:PORT` · `udp HOST:PORT` ·
-//! `resolve NAME` · `stdin` · `bomb AGENT TASK`
+//! `resolve NAME` · `stdin` · `bomb AGENT TASK` · `write-flood MIB` ·
+//! `task-flood AGENT MIB` · `symlink TARGET LINK` · `open-files PATH N` ·
+//! `big-result MIB` · `big-error MIB`
 
 wit_bindgen::generate!({ path: "../../wit", world: "sub-agent" });
 
@@ -168,6 +170,51 @@ fn execute(line: &str, request: &Request) -> Result<String, String> {
                     }
                 }
             }
+            "write-flood" => {
+                // One huge string handed to the host over and over: costs the
+                // guest almost no fuel, the host a copy of it per call.
+                let mib: usize = rest.parse().map_err(|_| "write-flood takes MiB")?;
+                let text = "x".repeat(mib << 20);
+                loop {
+                    output::write(black_box(&text));
+                }
+            }
+            "task-flood" => {
+                // Starts with a task text over the host's task cap, again and again.
+                let (agent, mib) = rest.split_once(' ').unwrap_or((rest, ""));
+                let mib: usize = mib.parse().map_err(|_| "task-flood takes AGENT MIB")?;
+                let text = "x".repeat(mib << 20);
+                loop {
+                    let _ = black_box(toolset::run_background_agent(agent, &text, None));
+                }
+            }
+            "symlink" => {
+                let (target, link) = rest.split_once(' ').unwrap_or((rest, ""));
+                symlink(target, link)
+                    .map(|()| format!("linked {link} -> {target}"))
+                    .map_err(|e| format!("symlink {link}: {e}"))
+            }
+            "open-files" => {
+                // Opens PATH N times and keeps every handle open.
+                let (path, count) = rest.split_once(' ').unwrap_or((rest, ""));
+                let count: usize = count.parse().map_err(|_| "open-files takes PATH N")?;
+                let mut files = Vec::new();
+                for _ in 0..count {
+                    match std::fs::File::open(path) {
+                        Ok(file) => files.push(file),
+                        Err(e) => return Err(format!("opened {}; then: {e}", files.len())),
+                    }
+                }
+                Ok(format!("opened {}", files.len()))
+            }
+            "big-result" => {
+                let mib: usize = rest.parse().map_err(|_| "big-result takes MiB")?;
+                Ok("r".repeat(mib << 20))
+            }
+            "big-error" => {
+                let mib: usize = rest.parse().map_err(|_| "big-error takes MiB")?;
+                Err("e".repeat(mib << 20))
+            }
             other => Err(format!("unknown probe command `{other}`")),
         }
     }
@@ -180,6 +227,21 @@ fn wait_for(id: &str) -> Result<String, String> {
     match view.info.status {
         TaskStatus::Completed => Ok(view.result.unwrap_or_default()),
         status => Err(format!("{status:?}: {}", view.error.unwrap_or_default())),
+    }
+}
+
+/// `symlink(2)` of the guest's C library (std has no stable one on WASI).
+fn symlink(target: &str, link: &str) -> std::io::Result<()> {
+    use std::ffi::{CString, c_char, c_int};
+    unsafe extern "C" {
+        fn symlink(target: *const c_char, link: *const c_char) -> c_int;
+    }
+    let target = CString::new(target)?;
+    let link = CString::new(link)?;
+    // SAFETY: both are valid NUL-terminated strings that outlive the call.
+    match unsafe { symlink(target.as_ptr(), link.as_ptr()) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
     }
 }
 
