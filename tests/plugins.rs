@@ -124,3 +124,78 @@ fn a_guest_built_for_another_wit_version_is_refused_naming_both() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_panic_shows_its_message_and_the_plugins_own_frames_first() {
+    let scratch = Scratch::new();
+    let probe = plugin("probe");
+    let run = bgagents(
+        &[
+            "run",
+            probe.to_str().unwrap(),
+            "panic index 7 is out of range",
+        ],
+        &scratch.dir,
+    );
+    assert_eq!(run.status.code(), Some(1));
+    let stderr = text(&run.stderr);
+    let reason = &stderr[stderr.find("guest panicked:").expect(&stderr)..];
+    let mut lines = reason.lines();
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with("guest panicked: index 7 is out of range (at "),
+        "{reason}"
+    );
+    assert_eq!(
+        lines.next(),
+        Some("wasm backtrace (innermost first):"),
+        "{reason}"
+    );
+    assert_eq!(
+        lines.next(),
+        Some("  probe.wasm!<probe::Probe as Guest>::run"),
+        "the plugin's frame comes first: {reason}"
+    );
+    let last = lines.next().unwrap();
+    assert!(
+        last.starts_with("  … ")
+            && last.ends_with(
+                " more frames of the Rust runtime, panic machinery and bindings glue left out"
+            ),
+        "{reason}"
+    );
+    // No panic machinery, no hashes, no advice that does nothing in the sandbox.
+    for noise in ["std::", "core::", "abort", "::h", "[", "RUST_BACKTRACE"] {
+        assert!(!reason.contains(noise), "`{noise}` in {reason}");
+    }
+}
+
+#[test]
+fn limit_failures_name_the_function_and_the_key_to_raise() {
+    let scratch = Scratch::new();
+    let team = scratch.team(&format!(
+        "agents:\n  root:\n    component: {}\n    limits: {{fuel: 2_000_000}}\n",
+        plugin("probe").display()
+    ));
+    let run = bgagents(&["run", team.to_str().unwrap(), "spin"], &scratch.dir);
+    assert_eq!(run.status.code(), Some(1));
+    let stderr = text(&run.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "fuel budget of 2000000 exhausted in `probe.wasm!<probe::Probe as Guest>::run`; \
+             raise agents.root.limits.fuel in {}",
+            team.display()
+        )),
+        "{stderr}"
+    );
+    // A lone component has no team file to raise it in yet.
+    let probe = plugin("probe");
+    let overflow = bgagents(&["run", probe.to_str().unwrap(), "recurse"], &scratch.dir);
+    let stderr = text(&overflow.stderr);
+    assert!(
+        stderr.contains("stack overflow: `probe.wasm!probe::recurse` recursed"),
+        "{stderr}"
+    );
+}
