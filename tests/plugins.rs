@@ -72,6 +72,14 @@ fn a_scaffolded_plugin_builds_and_runs_right_away() {
     assert_eq!(text(&run.stdout), "3 words; reversed: dlrow msaw olleh\n");
     assert!(text(&run.stderr).contains("working on 16 characters"));
 
+    let digits = bgagents(&["run", "team.yaml", "1 2 3"], &project);
+    assert_eq!(digits.status.code(), Some(1));
+    assert!(
+        text(&digits.stderr).contains("root failed: give me some text with letters to work on"),
+        "{}",
+        text(&digits.stderr)
+    );
+
     // The same component alone, without a team file.
     let alone = bgagents(&["run", component.to_str().unwrap(), "abc"], &project);
     assert_eq!(text(&alone.stdout), "1 words; reversed: cba\n");

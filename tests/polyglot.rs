@@ -166,7 +166,7 @@ fn build(dir: &Path, program: &str, args: &[&str]) {
 fn python_and_javascript_scaffolds_build_and_run() {
     let scratch = Scratch::new();
     let toolchains = [
-        ("python", polyglot("venv"), "venv", ["sh", "build.sh"]),
+        ("python", polyglot("venv"), "venv", &["sh", "build.sh"][..]),
         (
             "js",
             PathBuf::from(concat!(
@@ -174,21 +174,21 @@ fn python_and_javascript_scaffolds_build_and_run() {
                 "/../plugins/polyglot/js/node_modules"
             )),
             "node_modules",
-            ["npm", "run", "build"],
+            &["npm", "run", "build"][..],
         ),
     ];
-    for (lang, toolchain, link, [program, args @ ..]) in toolchains {
+    for (lang, toolchain, link, command) in toolchains {
         let name = format!("hello-{lang}");
         let created = bgagents_in(&["new", &name, "--lang", lang], &scratch.dir);
         assert_eq!(created.status.code(), Some(0), "{}", text(&created.stderr));
         assert!(
-            text(&created.stdout).contains(&args.join(" ")),
+            text(&created.stdout).contains(&command.join(" ")),
             "{}",
             text(&created.stdout)
         );
         let project = scratch.dir.join(&name);
         std::os::unix::fs::symlink(&toolchain, project.join(link)).unwrap();
-        build(&project, program, args);
+        build(&project, command[0], &command[1..]);
 
         let run = bgagents_in(&["run", "team.yaml", "hello", "wasm", "world"], &project);
         assert_eq!(run.status.code(), Some(0), "{lang}: {}", text(&run.stderr));
@@ -203,10 +203,10 @@ fn python_and_javascript_scaffolds_build_and_run() {
         );
 
         // The guest's own failure reaches the caller as the reason.
-        let empty = bgagents_in(&["run", "team.yaml", " "], &project);
+        let empty = bgagents_in(&["run", "team.yaml", "1 2 3"], &project);
         assert_eq!(empty.status.code(), Some(1), "{lang}");
         assert!(
-            text(&empty.stderr).contains("root failed: give me some text to work on"),
+            text(&empty.stderr).contains("root failed: give me some text with letters to work on"),
             "{lang}: {}",
             text(&empty.stderr)
         );

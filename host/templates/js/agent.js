@@ -13,9 +13,9 @@ function failingWithReason(run) {
       // An import's err arrives as an error whose payload is the text.
       if (typeof error?.payload === 'string') return { tag: 'err', val: error.payload };
       if (error instanceof Error) {
-        const name = error.name === 'Error' ? '' : `${error.name}: `;
+        const kind = error.name === 'Error' ? '' : `${error.name}: `;
         const stack = (error.stack ?? '').trim();
-        return { tag: 'err', val: `${name}${error.message}${stack ? `\n${stack}` : ''}` };
+        return { tag: 'err', val: `${kind}${error.message}${stack ? `\n${stack}` : ''}` };
       }
       return { tag: 'err', val: String(error) };
     }
@@ -27,7 +27,8 @@ export const agent = {
   // A returned string is the task's result; a thrown exception its failure.
   run: failingWithReason((request) => {
     const task = request.task.trim();
-    if (task === '') throw new Error('give me some text to work on');
+    const letters = [...task].filter((c) => c.toLowerCase() !== c.toUpperCase());
+    if (letters.length === 0) throw new Error('give me some text with letters to work on');
     // Live output: what `view` shows while the task runs.
     write(`working on ${task.length} characters\n`);
     const words = task.split(/\s+/).length;

@@ -13,8 +13,8 @@ class Agent(exports.Agent):
         failure reason. Any other exception traps the guest (its traceback
         is in the output)."""
         task = request.task.strip()
-        if not task:
-            raise Err("give me some text to work on")
+        if not any(character.isalpha() for character in task):
+            raise Err("give me some text with letters to work on")
         # Live output: what `view` shows while the task runs.
         output.write(f"working on {len(task)} characters\n")
         words = len(task.split())

@@ -12,9 +12,9 @@ function failingWithReason(run) {
       // An import's err arrives as an error whose payload is the text.
       if (typeof error?.payload === 'string') return { tag: 'err', val: error.payload };
       if (error instanceof Error) {
-        const name = error.name === 'Error' ? '' : `${error.name}: `;
+        const kind = error.name === 'Error' ? '' : `${error.name}: `;
         const stack = (error.stack ?? '').trim();
-        return { tag: 'err', val: `${name}${error.message}${stack ? `\n${stack}` : ''}` };
+        return { tag: 'err', val: `${kind}${error.message}${stack ? `\n${stack}` : ''}` };
       }
       return { tag: 'err', val: String(error) };
     }

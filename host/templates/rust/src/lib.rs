@@ -13,8 +13,8 @@ impl Guest for Agent {
     /// `Ok` becomes the task's result, `Err` its failure reason.
     fn run(request: Request) -> Result<String, String> {
         let task = request.task.trim();
-        if task.is_empty() {
-            return Err("give me some text to work on".into());
+        if !task.chars().any(char::is_alphabetic) {
+            return Err("give me some text with letters to work on".into());
         }
         // Live output: what `view` shows while the task runs.
         output::write(&format!("working on {} characters\n", task.len()));
