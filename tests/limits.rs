@@ -42,7 +42,9 @@ async fn fuel_exhaustion_fails_the_task_naming_the_budget() {
         outcome(&toolset, "frugal", "spin").await,
         (
             TaskStatus::Failed,
-            "fuel budget of 1000000 exhausted".to_string()
+            "fuel budget of 1000000 exhausted in `probe.wasm!<probe::Probe as Guest>::run`; \
+             raise agents.frugal.limits.fuel in test-team.yaml"
+                .to_string()
         )
     );
 }
@@ -84,7 +86,7 @@ async fn traps_and_panics_fail_the_task_with_their_message() {
         "{error}"
     );
     assert!(
-        error.contains("agent::Guest>::run"),
+        error.contains("probe.wasm!<probe::Probe as Guest>::run"),
         "function names are shown: {error}"
     );
 
@@ -100,7 +102,9 @@ async fn traps_and_panics_fail_the_task_with_their_message() {
     assert_eq!(
         error,
         "stack overflow: `probe.wasm!probe::recurse` recursed until the guest's stack ran out \
-         (out-of-bounds memory access)"
+         (out-of-bounds memory access); make the recursion shallower or iterative, or give a \
+         Rust guest a bigger stack when linking it \
+         (RUSTFLAGS=\"-C link-arg=-zstack-size=BYTES\"; the default is 1 MiB)"
     );
 
     assert_eq!(

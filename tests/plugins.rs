@@ -72,6 +72,14 @@ fn a_scaffolded_plugin_builds_and_runs_right_away() {
     assert_eq!(text(&run.stdout), "3 words; reversed: dlrow msaw olleh\n");
     assert!(text(&run.stderr).contains("working on 16 characters"));
 
+    let digits = bgagents(&["run", "team.yaml", "1 2 3"], &project);
+    assert_eq!(digits.status.code(), Some(1));
+    assert!(
+        text(&digits.stderr).contains("root failed: give me some text with letters to work on"),
+        "{}",
+        text(&digits.stderr)
+    );
+
     // The same component alone, without a team file.
     let alone = bgagents(&["run", component.to_str().unwrap(), "abc"], &project);
     assert_eq!(text(&alone.stdout), "1 words; reversed: cba\n");
@@ -122,5 +130,177 @@ fn a_guest_built_for_another_wit_version_is_refused_naming_both() {
              rebuild the plugin against the WIT that `bgagents wit` writes"
         ),
         "{stderr}"
+    );
+}
+
+#[test]
+fn a_panic_shows_its_message_and_the_plugins_own_frames_first() {
+    let scratch = Scratch::new();
+    let probe = plugin("probe");
+    let run = bgagents(
+        &[
+            "run",
+            probe.to_str().unwrap(),
+            "panic index 7 is out of range",
+        ],
+        &scratch.dir,
+    );
+    assert_eq!(run.status.code(), Some(1));
+    let stderr = text(&run.stderr);
+    let reason = &stderr[stderr.find("guest panicked:").expect(&stderr)..];
+    let mut lines = reason.lines();
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with("guest panicked: index 7 is out of range (at "),
+        "{reason}"
+    );
+    assert_eq!(
+        lines.next(),
+        Some("wasm backtrace (innermost first):"),
+        "{reason}"
+    );
+    assert_eq!(
+        lines.next(),
+        Some("  probe.wasm!<probe::Probe as Guest>::run"),
+        "the plugin's frame comes first: {reason}"
+    );
+    let last = lines.next().unwrap();
+    assert!(
+        last.starts_with("  … ")
+            && last.ends_with(
+                " more frames of the Rust runtime, panic machinery and bindings glue left out"
+            ),
+        "{reason}"
+    );
+    // No panic machinery, no hashes, no advice that does nothing in the sandbox.
+    for noise in ["std::", "core::", "abort", "::h", "[", "RUST_BACKTRACE"] {
+        assert!(!reason.contains(noise), "`{noise}` in {reason}");
+    }
+}
+
+#[test]
+fn limit_failures_name_the_function_and_the_key_to_raise() {
+    let scratch = Scratch::new();
+    let team = scratch.team(&format!(
+        "agents:\n  root:\n    component: {}\n    limits: {{fuel: 2_000_000}}\n",
+        plugin("probe").display()
+    ));
+    let run = bgagents(&["run", team.to_str().unwrap(), "spin"], &scratch.dir);
+    assert_eq!(run.status.code(), Some(1));
+    let stderr = text(&run.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "fuel budget of 2000000 exhausted in `probe.wasm!<probe::Probe as Guest>::run`; \
+             raise agents.root.limits.fuel in {}",
+            team.display()
+        )),
+        "{stderr}"
+    );
+    // A lone component has no team file to raise it in yet.
+    let probe = plugin("probe");
+    let overflow = bgagents(&["run", probe.to_str().unwrap(), "recurse"], &scratch.dir);
+    let stderr = text(&overflow.stderr);
+    assert!(
+        stderr.contains("stack overflow: `probe.wasm!probe::recurse` recursed"),
+        "{stderr}"
+    );
+}
+
+/// The repository's root.
+fn repo() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// The fenced code blocks of `markdown` that follow a line `<!-- KIND: X -->`,
+/// as (X, block contents).
+fn marked_blocks(markdown: &str, kind: &str) -> Vec<(String, String)> {
+    let prefix = format!("<!-- {kind}: ");
+    let mut blocks = Vec::new();
+    let mut lines = markdown.lines();
+    while let Some(line) = lines.next() {
+        let Some(label) = line
+            .strip_prefix(prefix.as_str())
+            .and_then(|rest| rest.strip_suffix(" -->"))
+        else {
+            continue;
+        };
+        let fence = lines.next().unwrap_or_default();
+        assert!(fence.starts_with("```"), "{label}: no code block follows");
+        let mut contents = String::new();
+        for line in lines.by_ref().take_while(|line| *line != "```") {
+            contents.push_str(line);
+            contents.push('\n');
+        }
+        blocks.push((label.to_string(), contents));
+    }
+    blocks
+}
+
+/// docs/recipes/run.sh runs the guide's recipes with the files under
+/// docs/recipes/NAME/; this checks the guide shows those files (and the
+/// scaffold templates it quotes) verbatim, so what runs is what is read.
+#[test]
+fn the_guides_code_blocks_are_the_files_that_run() {
+    let guide = std::fs::read_to_string(repo().join("docs/plugins.md")).unwrap();
+    let files = marked_blocks(&guide, "file");
+    assert!(files.len() >= 10, "{} file blocks", files.len());
+    for (path, block) in &files {
+        let file = std::fs::read_to_string(repo().join(path))
+            .unwrap_or_else(|error| panic!("docs/plugins.md quotes {path}: {error}"));
+        assert_eq!(
+            block, &file,
+            "docs/plugins.md's copy of {path} differs from the file"
+        );
+    }
+    let recipes: Vec<String> = marked_blocks(&guide, "recipe")
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    for name in [
+        "rust-scaffold",
+        "rust-guest",
+        "python-scaffold",
+        "python-coordinator",
+        "js-scaffold",
+    ] {
+        assert!(recipes.iter().any(|recipe| recipe == name), "{name}");
+    }
+    // Every file a recipe runs with is one the guide shows.
+    for entry in std::fs::read_dir(repo().join("docs/recipes")).unwrap() {
+        let dir = entry.unwrap().path();
+        if !dir.is_dir() {
+            continue;
+        }
+        let name = dir.file_name().unwrap().to_str().unwrap().to_string();
+        assert!(recipes.contains(&name), "docs/recipes/{name} has no recipe");
+        let mut pending = vec![dir];
+        while let Some(dir) = pending.pop() {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    pending.push(path);
+                    continue;
+                }
+                let relative = path.strip_prefix(repo()).unwrap().to_str().unwrap();
+                let relative = relative.trim_start_matches("./");
+                assert!(
+                    files.iter().any(|(shown, _)| shown == relative),
+                    "docs/plugins.md does not show {relative}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_guest_crate_carries_the_hosts_wit() {
+    let crate_wit =
+        std::fs::read_to_string(repo().join("plugins/bgagents-guest/wit/bgagents.wit")).unwrap();
+    let wit = std::fs::read_to_string(repo().join("wit/bgagents.wit")).unwrap();
+    assert_eq!(
+        crate_wit, wit,
+        "copy wit/bgagents.wit into plugins/bgagents-guest/wit/"
     );
 }

@@ -1,11 +1,12 @@
 //! Guests in other languages, through the real host: a Python coordinator
 //! (componentize-py) that dispatches Rust and JavaScript workers, and a
-//! JavaScript worker (componentize-js) on its own. They need the two
+//! JavaScript worker (componentize-js) on its own, and the projects
+//! `bgagents new --lang python|js` creates. They need the two
 //! toolchains, so `cargo test` skips them; CI builds the guests with
 //! `bash plugins/polyglot/build.sh` and runs `cargo test --test polyglot -- --ignored`.
 
 use bgagents_testkit::{Scratch, plugin};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn polyglot(name: &str) -> PathBuf {
@@ -21,6 +22,14 @@ fn polyglot(name: &str) -> PathBuf {
 fn bgagents(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_bgagents"))
         .args(args)
+        .output()
+        .unwrap()
+}
+
+fn bgagents_in(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bgagents"))
+        .args(args)
+        .current_dir(dir)
         .output()
         .unwrap()
 }
@@ -114,8 +123,92 @@ fn a_javascript_worker_runs_alone_and_reports_errors() {
     assert_eq!(empty.status.code(), Some(1));
     assert!(
         text(&empty.stderr)
-            .contains("shouter-js failed: the task is empty: give me something to shout"),
+            .contains("shouter-js failed: the task is empty: give me something to shout\n"),
         "{}",
         text(&empty.stderr)
     );
+    // A thrown Error keeps its name, message and stack.
+    let long = "a".repeat(1001);
+    let thrown = bgagents(&["run", js, &long]);
+    assert_eq!(thrown.status.code(), Some(1));
+    let stderr = text(&thrown.stderr);
+    assert!(
+        stderr.contains("shouter-js failed: RangeError: 1001 characters is too long to shout\n"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("agent.js:"),
+        "the stack names the source: {stderr}"
+    );
+}
+
+/// Runs `program` with `args` in `dir`, failing the test with its output if
+/// it fails.
+fn build(dir: &Path, program: &str, args: &[&str]) {
+    let output = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed:\n{}{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+}
+
+/// `bgagents new --lang python|js` projects build with the commands they
+/// print and run as they are; the toolchains build.sh installed are linked
+/// in rather than downloaded again.
+#[test]
+#[ignore = "needs the Python and JavaScript toolchains: bash plugins/polyglot/build.sh"]
+fn python_and_javascript_scaffolds_build_and_run() {
+    let scratch = Scratch::new();
+    let toolchains = [
+        ("python", polyglot("venv"), "venv", &["sh", "build.sh"][..]),
+        (
+            "js",
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../plugins/polyglot/js/node_modules"
+            )),
+            "node_modules",
+            &["npm", "run", "build"][..],
+        ),
+    ];
+    for (lang, toolchain, link, command) in toolchains {
+        let name = format!("hello-{lang}");
+        let created = bgagents_in(&["new", &name, "--lang", lang], &scratch.dir);
+        assert_eq!(created.status.code(), Some(0), "{}", text(&created.stderr));
+        assert!(
+            text(&created.stdout).contains(&command.join(" ")),
+            "{}",
+            text(&created.stdout)
+        );
+        let project = scratch.dir.join(&name);
+        std::os::unix::fs::symlink(&toolchain, project.join(link)).unwrap();
+        build(&project, command[0], &command[1..]);
+
+        let run = bgagents_in(&["run", "team.yaml", "hello", "wasm", "world"], &project);
+        assert_eq!(run.status.code(), Some(0), "{lang}: {}", text(&run.stderr));
+        assert_eq!(
+            text(&run.stdout),
+            "3 words; reversed: dlrow msaw olleh\n",
+            "{lang}"
+        );
+        assert!(
+            text(&run.stderr).contains("working on 16 characters"),
+            "{lang}"
+        );
+
+        // The guest's own failure reaches the caller as the reason.
+        let empty = bgagents_in(&["run", "team.yaml", "1 2 3"], &project);
+        assert_eq!(empty.status.code(), Some(1), "{lang}");
+        assert!(
+            text(&empty.stderr).contains("root failed: give me some text with letters to work on"),
+            "{lang}: {}",
+            text(&empty.stderr)
+        );
+    }
 }

@@ -1,10 +1,83 @@
-//! `bgagents new NAME`: a plugin project that builds with
-//! `cargo build --release --target wasm32-wasip2` and runs with
-//! `bgagents run` right away. It carries its own copy of the WIT, so it
-//! builds anywhere crates.io is reachable.
+//! `bgagents new NAME [--lang rust|python|js]`: a plugin project that builds
+//! with its language's toolchain (cargo, componentize-py, componentize-js)
+//! and runs with `bgagents run` right away. It carries its own copy of the
+//! WIT, so it builds anywhere its package registry is reachable. The
+//! templates are the files under `host/templates/`, which docs/plugins.md
+//! shows verbatim.
 
 use crate::bindings::WIT;
 use std::path::{Path, PathBuf};
+
+/// The languages `bgagents new` scaffolds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Lang {
+    /// Rust with wit-bindgen, built by cargo.
+    #[default]
+    Rust,
+    /// Python, built by componentize-py.
+    Python,
+    /// JavaScript, built by componentize-js.
+    Js,
+}
+
+impl Lang {
+    /// The template files: path in the project, contents with `{name}` and
+    /// `{artifact}` placeholders.
+    fn templates(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Lang::Rust => &[
+                (
+                    "Cargo.toml",
+                    include_str!("../../templates/rust/Cargo.toml"),
+                ),
+                (
+                    "src/lib.rs",
+                    include_str!("../../templates/rust/src/lib.rs"),
+                ),
+                ("team.yaml", include_str!("../../templates/rust/team.yaml")),
+                ("README.md", include_str!("../../templates/rust/README.md")),
+                (".gitignore", "target/\n"),
+            ],
+            Lang::Python => &[
+                ("app.py", include_str!("../../templates/python/app.py")),
+                ("build.sh", include_str!("../../templates/python/build.sh")),
+                (
+                    "team.yaml",
+                    include_str!("../../templates/python/team.yaml"),
+                ),
+                (
+                    "README.md",
+                    include_str!("../../templates/python/README.md"),
+                ),
+                (".gitignore", "venv/\n__pycache__/\n*.wasm\n"),
+            ],
+            Lang::Js => &[
+                ("agent.js", include_str!("../../templates/js/agent.js")),
+                ("build.mjs", include_str!("../../templates/js/build.mjs")),
+                (
+                    "package.json",
+                    include_str!("../../templates/js/package.json"),
+                ),
+                ("team.yaml", include_str!("../../templates/js/team.yaml")),
+                ("README.md", include_str!("../../templates/js/README.md")),
+                (".gitignore", "node_modules/\n*.wasm\n"),
+            ],
+        }
+    }
+
+    /// The commands that build and run a fresh project in `dir`.
+    pub fn next_steps(self, dir: &Path) -> String {
+        let build = match self {
+            Lang::Rust => "cargo build --release --target wasm32-wasip2",
+            Lang::Python => "sh build.sh",
+            Lang::Js => "npm install && npm run build",
+        };
+        format!(
+            "  cd {}\n  {build}\n  bgagents run team.yaml \"some task\"",
+            dir.display()
+        )
+    }
+}
 
 /// Writes the WIT package into `dir` as `bgagents.wit`; returns the file.
 pub fn write_wit(dir: &Path) -> Result<PathBuf, String> {
@@ -15,7 +88,7 @@ pub fn write_wit(dir: &Path) -> Result<PathBuf, String> {
 }
 
 /// Creates the project `name` in `dir`; returns the files written.
-pub fn new_plugin(name: &str, dir: &Path) -> Result<Vec<PathBuf>, String> {
+pub fn new_plugin(name: &str, dir: &Path, lang: Lang) -> Result<Vec<PathBuf>, String> {
     let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
         && name
             .chars()
@@ -36,25 +109,15 @@ pub fn new_plugin(name: &str, dir: &Path) -> Result<Vec<PathBuf>, String> {
             dir.display()
         ));
     }
-    // Cargo names the component after the library, with - turned into _.
+    // Cargo names the component after the library, with - turned into _;
+    // the other languages' build scripts use the same name.
     let artifact = name.replace('-', "_");
-    let files = [
-        ("Cargo.toml", CARGO_TOML.replace("{name}", name)),
-        ("src/lib.rs", LIB_RS.to_string()),
-        (
-            "team.yaml",
-            TEAM_YAML
-                .replace("{name}", name)
-                .replace("{artifact}", &artifact),
-        ),
-        (
-            "README.md",
-            README
-                .replace("{name}", name)
-                .replace("{artifact}", &artifact),
-        ),
-        (".gitignore", "target/\n".to_string()),
-    ];
+    let files = lang.templates().iter().map(|(relative, template)| {
+        let contents = template
+            .replace("{name}", name)
+            .replace("{artifact}", &artifact);
+        (*relative, contents)
+    });
     let mut written = vec![write_wit(&dir.join("wit"))?];
     for (relative, contents) in files {
         let path = dir.join(relative);
@@ -68,69 +131,3 @@ pub fn new_plugin(name: &str, dir: &Path) -> Result<Vec<PathBuf>, String> {
     }
     Ok(written)
 }
-
-const CARGO_TOML: &str = r#"[package]
-name = "{name}"
-version = "0.1.0"
-edition = "2024"
-
-[lib]
-crate-type = ["cdylib"]
-
-[dependencies]
-wit-bindgen = "0.61"
-
-# A plugin is its own workspace, even when created inside another one.
-[workspace]
-"#;
-
-const LIB_RS: &str = r#"//! A bgagents sub-agent. Build it with
-//! `cargo build --release --target wasm32-wasip2`, then run it with
-//! `bgagents run team.yaml "some task"`.
-
-wit_bindgen::generate!({ path: "wit", world: "sub-agent" });
-
-use bgagents::agents::output;
-use exports::bgagents::agents::agent::{Guest, Request};
-
-struct Agent;
-
-impl Guest for Agent {
-    /// `Ok` becomes the task's result, `Err` its failure reason.
-    fn run(request: Request) -> Result<String, String> {
-        let task = request.task.trim();
-        if task.is_empty() {
-            return Err("give me some text to work on".into());
-        }
-        // Live output: what `view` shows while the task runs.
-        output::write(&format!("working on {} characters\n", task.len()));
-        let words = task.split_whitespace().count();
-        Ok(format!("{words} words; reversed: {}", task.chars().rev().collect::<String>()))
-    }
-}
-
-export!(Agent);
-"#;
-
-const TEAM_YAML: &str = r#"# Run with: bgagents run team.yaml "some task"
-agents:
-  root:
-    description: Describe what {name} does
-    component: target/wasm32-wasip2/release/{artifact}.wasm
-    limits:
-      timeout: 30s
-"#;
-
-const README: &str = r#"# {name}
-
-A bgagents sub-agent: a WebAssembly component built against the WIT in
-`wit/`.
-
-    rustup target add wasm32-wasip2
-    cargo build --release --target wasm32-wasip2
-    bgagents run team.yaml "some task"
-
-The component is `target/wasm32-wasip2/release/{artifact}.wasm`; try it
-without a team file with `bgagents run target/wasm32-wasip2/release/{artifact}.wasm "some task"`,
-and review its limits with `bgagents check team.yaml`.
-"#;

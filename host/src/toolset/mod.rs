@@ -8,6 +8,7 @@ mod ops;
 pub mod render;
 mod runner;
 mod slots;
+mod trap;
 
 pub use errors::ToolError;
 pub(crate) use guest::GuestState;

@@ -22,7 +22,7 @@
 //! [`toolset`] and [`output`].
 
 wit_bindgen::generate!({
-    path: "../../wit",
+    path: "wit",
     world: "sub-agent",
     pub_export_macro: true,
     export_macro_name: "export_agent",

@@ -91,13 +91,16 @@ enum Command {
         #[arg(long, default_value = "wit")]
         out: PathBuf,
     },
-    /// Create a Rust plugin project that builds and runs right away.
+    /// Create a plugin project (Rust, Python or JavaScript) that builds and runs right away.
     New {
         /// The plugin's name (lowercase letters, digits, - and _).
         name: String,
         /// Where to create it [default: ./NAME].
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// The plugin's language.
+        #[arg(long, value_enum, default_value_t)]
+        lang: super::scaffold::Lang,
     },
     /// Serve the background-agents toolset over MCP on stdin/stdout.
     ///
@@ -142,13 +145,14 @@ pub fn main() -> ExitCode {
             }
             Command::Check { team } => check::check(&team),
             Command::Wit { out } => wit(&out),
-            Command::New { name, dir } => {
+            Command::New { name, dir, lang } => {
                 let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
-                let created = super::scaffold::new_plugin(&name, &dir);
+                let created = super::scaffold::new_plugin(&name, &dir, lang);
                 if created.is_ok() {
-                    let dir = shown_path(&dir);
+                    let shown = shown_path(&dir);
                     println!(
-                        "created plugin {name} in {dir}; next:\n  cd {dir}\n  cargo build --release --target wasm32-wasip2\n  bgagents run team.yaml \"some task\"",
+                        "created plugin {name} in {shown}; next:\n{}",
+                        lang.next_steps(Path::new(&shown))
                     );
                 }
                 report(created)
