@@ -38,14 +38,15 @@ async fn outcome(toolset: &Toolset, agent: &str, task: &str) -> (TaskStatus, Str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fuel_exhaustion_fails_the_task_naming_the_budget() {
     let toolset = toolset(TEAM);
-    assert_eq!(
-        outcome(&toolset, "frugal", "spin").await,
-        (
-            TaskStatus::Failed,
-            "fuel budget of 1000000 exhausted in `probe.wasm!<probe::Probe as Guest>::run`; \
-             raise agents.frugal.limits.fuel in test-team.yaml"
-                .to_string()
-        )
+    let (status, reason) = outcome(&toolset, "frugal", "spin").await;
+    assert_eq!(status, TaskStatus::Failed);
+    // Which of the probe's functions is named depends on inlining; that it
+    // is the probe's own, and the key to raise, do not.
+    assert!(
+        reason.starts_with("fuel budget of 1000000 exhausted in `probe.wasm!")
+            && reason.contains("probe::")
+            && reason.ends_with("`; raise agents.frugal.limits.fuel in test-team.yaml"),
+        "{reason}"
     );
 }
 

@@ -148,7 +148,8 @@ fn a_panic_shows_its_message_and_the_plugins_own_frames_first() {
     assert_eq!(run.status.code(), Some(1));
     let stderr = text(&run.stderr);
     let reason = &stderr[stderr.find("guest panicked:").expect(&stderr)..];
-    let mut lines = reason.lines();
+    // The CLI indents a reason's further lines; compare them without it.
+    let mut lines = reason.lines().map(str::trim_start);
     assert!(
         lines
             .next()
@@ -161,17 +162,27 @@ fn a_panic_shows_its_message_and_the_plugins_own_frames_first() {
         Some("wasm backtrace (innermost first):"),
         "{reason}"
     );
-    assert_eq!(
-        lines.next(),
-        Some("  probe.wasm!<probe::Probe as Guest>::run"),
-        "the plugin's frame comes first: {reason}"
-    );
-    let last = lines.next().unwrap();
+    // The plugin's own frames come first (which of its functions show
+    // depends on what the optimiser inlined), then the count of the rest.
+    let frames: Vec<&str> = lines
+        .by_ref()
+        .take_while(|line| !line.starts_with("… "))
+        .collect();
     assert!(
-        last.starts_with("  … ")
-            && last.ends_with(
-                " more frames of the Rust runtime, panic machinery and bindings glue left out"
-            ),
+        !frames.is_empty()
+            && frames
+                .iter()
+                .all(|frame| frame.starts_with("probe.wasm!") && frame.contains("probe::")),
+        "the plugin's frames come first: {reason}"
+    );
+    assert!(
+        frames.last() == Some(&"probe.wasm!<probe::Probe as Guest>::run"),
+        "the export is the outermost frame shown: {reason}"
+    );
+    assert!(
+        reason.trim_end().ends_with(
+            " more frames of the Rust runtime, panic machinery and bindings glue left out"
+        ),
         "{reason}"
     );
     // No panic machinery, no hashes, no advice that does nothing in the sandbox.
@@ -191,11 +202,11 @@ fn limit_failures_name_the_function_and_the_key_to_raise() {
     assert_eq!(run.status.code(), Some(1));
     let stderr = text(&run.stderr);
     assert!(
-        stderr.contains(&format!(
-            "fuel budget of 2000000 exhausted in `probe.wasm!<probe::Probe as Guest>::run`; \
-             raise agents.root.limits.fuel in {}",
-            team.display()
-        )),
+        stderr.contains("fuel budget of 2000000 exhausted in `probe.wasm!probe::")
+            && stderr.contains(&format!(
+                "`; raise agents.root.limits.fuel in {}",
+                team.display()
+            )),
         "{stderr}"
     );
     // A lone component has no team file to raise it in yet.

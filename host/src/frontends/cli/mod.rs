@@ -195,7 +195,7 @@ fn load(path: &Path, notices: bool) -> Result<Toolset, ExitCode> {
         Team::single_component(path)
     } else {
         Team::load(path).map_err(|error| {
-            print_problems(&error.source, &error.problems);
+            print_problems(&error.source, &error.problems, error.more);
             ExitCode::from(EXIT_BAD_INPUT)
         })?
     };
@@ -204,18 +204,23 @@ fn load(path: &Path, notices: bool) -> Result<Toolset, ExitCode> {
     let loaded = Toolset::load_with_progress(team, |event| progress.show(event));
     drop(progress);
     loaded.map_err(|error| {
-        print_problems(&source, &error.problems);
+        print_problems(&source, &error.problems, 0);
         ExitCode::from(EXIT_BAD_INPUT)
     })
 }
 
 /// One `file: problem` line per problem; a problem's further lines are
-/// indented.
-fn print_problems(source: &Path, problems: &[String]) {
+/// indented. `more`: problems found beyond those listed.
+fn print_problems(source: &Path, problems: &[String], more: usize) {
     let source = shown_path(source);
     let mut text = String::new();
     for problem in problems {
         text.push_str(&format!("{source}: {}\n", indented(problem, "  ")));
+    }
+    if more > 0 {
+        text.push_str(&format!(
+            "{source}: … and {more} more problem(s) not listed; fix these and run check again\n"
+        ));
     }
     let _ = std::io::stderr().write_all(text.as_bytes());
 }
