@@ -583,3 +583,60 @@ fn help_says_what_each_command_takes_and_paths_print_tidy() {
     assert!(stderr.contains(&expected), "{stderr}");
     assert!(!stderr.contains("/./"), "{stderr}");
 }
+
+#[test]
+fn rust_log_shows_each_tasks_lifecycle_with_its_id_agent_and_parent() {
+    let scratch = Scratch::new();
+    let team = example_team(&scratch);
+    let output = Command::new(env!("CARGO_BIN_EXE_bgagents"))
+        .args(["run", team.to_str().unwrap(), "calculator: 6 * 7"])
+        .env("RUST_LOG", "bgagents=debug")
+        .output()
+        .unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let log = |agent: &str, event: &str| {
+        stderr.lines().any(|line| {
+            line.contains(" DEBUG task{id=agent_task_")
+                && line.contains(&format!(" agent={agent}"))
+                && line.ends_with(event)
+        })
+    };
+    for event in ["queued", "started"] {
+        assert!(log("root", event), "no {event} for root in:\n{stderr}");
+        assert!(
+            log("calculator", event),
+            "no {event} for calculator in:\n{stderr}"
+        );
+    }
+    assert!(
+        stderr.lines().any(
+            |line| line.contains(" agent=calculator parent=\"agent_task_")
+                && line.contains("completed result_bytes=")
+        ),
+        "the child's lines name its parent:\n{stderr}"
+    );
+    // Without RUST_LOG the run stays quiet: no log lines at all.
+    let quiet = Command::new(env!("CARGO_BIN_EXE_bgagents"))
+        .args(["run", team.to_str().unwrap(), "calculator: 6 * 7"])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stderr = text(&quiet.stderr);
+    assert!(
+        !stderr.contains(" DEBUG ") && !stderr.contains(" INFO "),
+        "{stderr}"
+    );
+    // A filter that does not parse is said once, and the run goes on.
+    let bad = Command::new(env!("CARGO_BIN_EXE_bgagents"))
+        .args(["run", team.to_str().unwrap(), "calculator: 6 * 7"])
+        .env("RUST_LOG", "bgagents=[")
+        .output()
+        .unwrap();
+    let stderr = text(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("RUST_LOG=\"bgagents=[\" is not a log filter"),
+        "{stderr}"
+    );
+}

@@ -187,6 +187,12 @@ impl Toolset {
             };
             let loaded = compiled.entry(path).or_insert_with(|| {
                 let loaded = load_component(&engine, &linker, &cache, path, progress)?;
+                tracing::info!(
+                    component = %path.display(),
+                    cache = ?loaded.cache,
+                    took_ms = loaded.took.as_millis() as u64,
+                    "component loaded"
+                );
                 components.push(ComponentReport {
                     path: path.clone(),
                     cache: loaded.cache,

@@ -14,11 +14,22 @@ use crate::config::units::format_size;
 use crate::sandbox::{TaskLimiter, task_context};
 use crate::tasks::{Caller, EventKind, Outcome, Task};
 use std::sync::Arc;
+use tracing::Instrument;
 use wasmtime::Store;
 use wasmtime::component::{ResourceTable, ResourceTableError};
 
 pub(super) fn spawn(toolset: Toolset, task: Arc<Task>, agent: Arc<LoadedAgent>, claim: Claim) {
-    tokio::spawn(drive(toolset, task, agent, claim));
+    // Everything logged about the task, by the host or on its behalf, carries
+    // its id, agent and parent.
+    let span = tracing::info_span!(
+        parent: None,
+        "task",
+        id = %task.id,
+        agent = %task.agent,
+        parent = task.ancestors.last().map(|parent| parent.to_string()),
+    );
+    span.in_scope(|| tracing::debug!("queued"));
+    tokio::spawn(drive(toolset, task, agent, claim).instrument(span));
 }
 
 /// Marks `task` stopped (final at once) and cancels it and its subtree.
@@ -28,6 +39,9 @@ pub(super) fn stop(toolset: &Toolset, task: &Task) -> bool {
         toolset.emit(task, EventKind::Finished(status))
     });
     task.cancel.cancel();
+    if stopped {
+        tracing::debug!(task = %task.id, agent = %task.agent, "stop requested");
+    }
     stopped
 }
 
@@ -39,6 +53,7 @@ async fn drive(toolset: Toolset, task: Arc<Task>, agent: Arc<LoadedAgent>, claim
     };
     let outcome = match slot {
         Some(slot) if task.mark_running(|| toolset.emit(&task, EventKind::Started)) => {
+            tracing::debug!("started");
             tokio::select! {
                 biased;
                 _ = task.cancel.cancelled() => Outcome::Stopped,
@@ -48,6 +63,7 @@ async fn drive(toolset: Toolset, task: Arc<Task>, agent: Arc<LoadedAgent>, claim
         _ => Outcome::Stopped,
     };
     // The guest's Store has been dropped: nothing of it runs any more.
+    log_outcome(&outcome);
     let failed_or_stopped = !matches!(outcome, Outcome::Completed(_));
     task.finish(outcome, |status| {
         toolset.emit(&task, EventKind::Finished(status))
@@ -58,6 +74,16 @@ async fn drive(toolset: Toolset, task: Arc<Task>, agent: Arc<LoadedAgent>, claim
     }
     task.exited.cancel();
     toolset.0.registry.lock().unwrap().finished(&task);
+}
+
+/// How a task's guest ended, for operators. The reason is guest-influenced
+/// text, so it is logged escaped (`?`), never raw.
+fn log_outcome(outcome: &Outcome) {
+    match outcome {
+        Outcome::Completed(result) => tracing::debug!(result_bytes = result.len(), "completed"),
+        Outcome::Failed(reason) => tracing::info!(reason = ?reason, "failed"),
+        Outcome::Stopped => tracing::debug!("stopped"),
+    }
 }
 
 async fn run_guest(toolset: &Toolset, task: &Task, agent: &LoadedAgent, slot: Slot) -> Outcome {

@@ -11,6 +11,7 @@
 //! guest text goes through [`sanitise::printable`].
 
 mod check;
+mod logging;
 mod printer;
 mod progress;
 mod run;
@@ -119,6 +120,7 @@ enum Command {
 /// Entry point of the `bgagents` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    logging::init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
