@@ -275,8 +275,10 @@ async fn a_stop_ends_a_host_call_flood() {
             output(&toolset, caller, &id).starts_with("flooding\n")
         })
         .await;
+        // Generous for a loaded machine, yet well below what a flood held a
+        // stop off for when only fuel yields preempted it.
         let stopped = tokio::time::timeout(
-            bgagents_testkit::HANG,
+            std::time::Duration::from_secs(10),
             toolset.stop_background_agent(caller, &id),
         )
         .await
@@ -345,7 +347,7 @@ async fn results_and_errors_are_cut_to_the_agents_limit_and_say_so() {
         error.starts_with(&"e".repeat(1024))
             && error.ends_with("\n[truncated: 2097152 bytes, limits.result keeps 1024]"),
         "{}",
-        &error[1000..]
+        error.get(1000..).unwrap_or_default()
     );
     // The default keeps 1 MiB.
     let view = run_to_end(&toolset, "probe", "big-result 3").await;

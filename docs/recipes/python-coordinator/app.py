@@ -25,8 +25,8 @@ class Agent(exports.Agent):
             except Err as error:  # an import's err, its text in .value
                 raise Err(f"cannot start {counter}: {error.value}")
             ids.append(info.id)
-        # Wait for all before returning: a task still running when its
-        # parent returns is stopped.
+        # Wait for all before returning: `bgagents run` stops whatever is
+        # still running when its agent returns.
         while not toolset.wait_background_agents(ids, 60).all_done:
             pass
         total = 0

@@ -148,6 +148,9 @@ pub const MAX_AGENT_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 /// may carry (`toolset::HOSTCALL_BYTES`).
 pub const MAX_AGENT_RESULT: u64 = 4 << 20;
 pub const MAX_AGENT_OPEN_FILES: usize = 4096;
+/// Fewer handles than this would not even hold a task's own stdio streams,
+/// pollables and granted directories.
+pub const MIN_AGENT_OPEN_FILES: usize = 16;
 
 /// Ceiling of `limits.max_output`: live output is held in memory for every
 /// retained task, so this times `max_retained` bounds what output can take.

@@ -7,7 +7,7 @@ use super::units::format_size;
 use super::{
     AgentLimits, AgentSpec, CacheSetting, EngineSettings, HostLimits, MAX_AGENT_MEMORY,
     MAX_AGENT_OPEN_FILES, MAX_AGENT_RESULT, MAX_AGENT_TIMEOUT, MAX_FUEL_YIELD_INTERVAL,
-    MAX_HOST_OUTPUT, Pooling,
+    MAX_HOST_OUTPUT, MIN_AGENT_OPEN_FILES, Pooling,
 };
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -230,9 +230,11 @@ fn resolve_agent_limits(
             format_size(MAX_AGENT_RESULT)
         ));
     }
-    if limits.open_files == 0 || limits.open_files > MAX_AGENT_OPEN_FILES {
+    if !(MIN_AGENT_OPEN_FILES..=MAX_AGENT_OPEN_FILES).contains(&limits.open_files) {
         problems.push(format!(
-            "{at}.limits.open_files: {} is outside 1 to {MAX_AGENT_OPEN_FILES}",
+            "{at}.limits.open_files: {} is outside {MIN_AGENT_OPEN_FILES} to \
+             {MAX_AGENT_OPEN_FILES} (a task's own stdio streams and granted directories \
+             count too)",
             limits.open_files
         ));
     }

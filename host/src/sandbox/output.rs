@@ -20,6 +20,8 @@ pub struct OutputBuffer {
 struct OutputState {
     bytes: Vec<u8>,
     truncated: bool,
+    /// [`OutputBuffer::release`] was called: nothing more is kept.
+    released: bool,
 }
 
 /// What `view` shows of the output.
@@ -46,7 +48,10 @@ impl OutputBuffer {
     pub fn append(&self, chunk: &[u8]) {
         let accepted = {
             let mut state = self.state.lock().unwrap();
-            let room = self.capacity.saturating_sub(state.bytes.len());
+            let room = match state.released {
+                true => 0,
+                false => self.capacity.saturating_sub(state.bytes.len()),
+            };
             let take = chunk.len().min(room);
             state.bytes.extend_from_slice(&chunk[..take]);
             if take < chunk.len() {
@@ -68,6 +73,18 @@ impl OutputBuffer {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Drops everything held (a finished task's output, when the retained
+    /// set is over its byte budget) and marks the output truncated; returns
+    /// the bytes freed. Later appends are dropped too.
+    pub fn release(&self) -> usize {
+        let mut state = self.state.lock().unwrap();
+        let freed = state.bytes.len();
+        state.bytes = Vec::new();
+        state.truncated |= freed > 0;
+        state.released = true;
+        freed
     }
 
     pub fn snapshot(&self) -> OutputSnapshot {

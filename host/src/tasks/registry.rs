@@ -1,7 +1,9 @@
 //! The retained tasks, oldest first. At the cap, the oldest *finished* task
-//! is pruned to make room; live tasks are never pruned. Finished tasks are
-//! also pruned, oldest first, while what the retained set holds (outputs,
-//! results, errors) is over [`RETAINED_BYTES`].
+//! is pruned to make room; live tasks are never pruned. While what the
+//! finished tasks hold (outputs, results, errors) is over
+//! [`RETAINED_BYTES`], the oldest finished tasks first give up their live
+//! output (their status, result and error stay, so a coordinator can still
+//! collect them), and only then are whole records pruned, oldest first.
 
 use super::task::{Task, TaskId};
 use std::collections::{BTreeMap, HashMap};
@@ -61,8 +63,9 @@ impl Registry {
     }
 
     /// Records that `task` has finished (its guest exited), counting what
-    /// it holds, then prunes the oldest finished tasks (never `task`) while
-    /// the finished ones hold more than [`RETAINED_BYTES`].
+    /// it holds, then, while the finished tasks hold more than
+    /// [`RETAINED_BYTES`], releases the oldest ones' output and after that
+    /// prunes the oldest (never `task` itself).
     pub fn finished(&mut self, task: &Task) {
         let Some(&order) = self.order_of.get(&task.id) else {
             return;
@@ -70,6 +73,31 @@ impl Registry {
         let bytes = task.retained_bytes();
         if self.finished_bytes.insert(order, bytes).is_none() {
             self.finished_total += bytes;
+        }
+        if self.finished_total <= self.max_bytes {
+            return;
+        }
+        // The task that just finished keeps its output: a front-end may still
+        // be reading it.
+        let older: Vec<u64> = self
+            .finished_bytes
+            .keys()
+            .copied()
+            .filter(|older| *older != order)
+            .collect();
+        let mut with_output = older.into_iter();
+        while self.finished_total > self.max_bytes {
+            let Some(oldest) = with_output.next() else {
+                break;
+            };
+            let Some(held) = self.tasks.get(&oldest) else {
+                continue;
+            };
+            let freed = held.output.release();
+            if let Some(bytes) = self.finished_bytes.get_mut(&oldest) {
+                *bytes -= freed.min(*bytes);
+            }
+            self.finished_total -= freed.min(self.finished_total);
         }
         while self.finished_total > self.max_bytes {
             let oldest = self
@@ -145,6 +173,30 @@ mod tests {
         task.finish(Outcome::Completed("r".repeat(result_bytes)), |_| {});
         task.exited.cancel();
         Arc::new(task)
+    }
+
+    #[test]
+    fn outputs_go_before_records_past_the_byte_budget() {
+        let mut registry = Registry::new(100);
+        registry.max_bytes = 1000;
+        let tasks: Vec<Arc<Task>> = (0..4)
+            .map(|_| {
+                let task = finished_task(10);
+                task.output.append(&[b'o'; 300]);
+                task
+            })
+            .collect();
+        for task in &tasks {
+            registry.admit(task.clone()).unwrap();
+            registry.finished(task);
+        }
+        // 4 × 311 bytes against 1000: the oldest gives up its output, and
+        // every record, with its result, stays.
+        assert_eq!(registry.len(), 4);
+        assert!(tasks[0].output.is_empty() && tasks[0].output.snapshot().truncated);
+        assert!(tasks[1..].iter().all(|task| task.output.len() == 300));
+        assert!(tasks.iter().all(|task| task.view().result.is_some()));
+        assert_eq!(registry.finished_total, 10 * 4 + 4 + 300 * 3);
     }
 
     #[test]
