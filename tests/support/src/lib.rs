@@ -138,3 +138,26 @@ pub async fn run_to_end(
     let id = start(toolset, session.caller(), agent, task);
     finished(toolset, session.caller(), &id).await
 }
+
+/// Runs the ignored test `name` (its full path, e.g. `sandbox::measure`) in
+/// a process of its own and fails if it fails. For tests that measure the
+/// whole process (resident memory, open descriptors), which the other tests
+/// of the same binary would disturb by running beside them.
+pub fn run_alone(name: &str) {
+    let test_binary = std::env::current_exe().expect("the test binary's path");
+    let output = std::process::Command::new(test_binary)
+        .args([name, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .output()
+        .expect("cannot run the test binary again");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{name}, run alone, failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "{name} did not run (is it an ignored test of this binary?):\n{stdout}\n{stderr}"
+    );
+    eprint!("{stderr}");
+}
