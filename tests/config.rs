@@ -425,12 +425,13 @@ fn check_reports_component_files_with_the_team_files_problems() {
         "agents:\n  \
            root:\n    component: nothing-here.wasm\n    limits: {fuel: 0}\n  \
            text:\n    component: notes.wasm\n    toolsets: [{type: todo}]\n  \
-           example:\n    component: target/wasm32-wasip2/release/wordstats.wasm\n",
+           example:\n    component: target/wasm32-wasip2/release/wordstats.wasm\n  \
+           unbuilt:\n    component: ./sub/./nope.wasm\n",
     );
     let (code, stdout, stderr) = check(&team);
     assert_eq!(code, 2, "{stdout}{stderr}");
     let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 5, "{stderr}");
+    assert_eq!(lines.len(), 6, "{stderr}");
     assert!(
         lines[0].contains("agents.text.toolsets[0]: toolset type `todo`"),
         "{stderr}"
@@ -454,6 +455,14 @@ fn check_reports_component_files_with_the_team_files_problems() {
     assert!(
         lines[4].contains("agents.text.component:")
             && lines[4].contains("is not a WebAssembly file"),
+        "{stderr}"
+    );
+    // Named as the file it is, without `.` steps.
+    let dir = scratch.dir.display();
+    assert!(
+        lines[5].contains(&format!(
+            "agents.unbuilt.component: component file {dir}/sub/nope.wasm does not exist"
+        )),
         "{stderr}"
     );
 }
@@ -616,6 +625,7 @@ fn error_text_stays_bounded_for_thousands_of_agents() {
 
 #[test]
 fn deep_nesting_is_refused_before_parsing() {
+    let deep = format!("k: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
     for (name, text) in [
         (
             "flow",
@@ -627,6 +637,33 @@ fn deep_nesting_is_refused_before_parsing() {
                 "agents:\n  root:\n    sub_agents:\n      {}x\n",
                 "- ".repeat(100_000)
             ),
+        ),
+        // A quote inside a plain scalar opens nothing, so it cannot hide
+        // the nesting after it.
+        ("quote after a dash", format!("a: b-'c\n{deep}")),
+        ("quote after a colon", format!("a: b:\"c\n{deep}")),
+        ("quote after a space", format!("a: it 's\n{deep}")),
+        ("quote in a flow scalar", format!("a: [x'y]\n{deep}")),
+        (
+            "quote continuing a plain scalar",
+            format!("a: b\n  'c\n{deep}"),
+        ),
+        (
+            "quote in a block scalar",
+            format!("a: |\n  'c\n  \"d\n{deep}"),
+        ),
+        ("quote in a comment", format!("a: b # it's\n{deep}")),
+        // Closing brackets inside quotes close nothing.
+        (
+            "closers in quotes",
+            format!("k: [{}x]\n", "']]]', \"]]]\", [".repeat(20_000)),
+        ),
+        // Nesting repeated on each line stacks up.
+        (
+            "compact on every line",
+            (0..40)
+                .map(|level| format!("{}- - a:\n", " ".repeat(level * 6)))
+                .collect(),
         ),
     ] {
         let started = std::time::Instant::now();
@@ -645,6 +682,13 @@ fn deep_nesting_is_refused_before_parsing() {
     let deep_enough = "agents:\n  root:\n    component: probe.wasm\n    grants:\n      \
                        network: {connect: [\"127.0.0.1:8080\"]}\n";
     Team::parse(deep_enough, Path::new("team.yaml"), plugin_dir()).unwrap();
+    // Brackets and quotes in scalars and comments are not nesting.
+    let busy = "agents:\n  root:\n    component: probe.wasm   # it's [[[[\n    \
+                description: \"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\"\n    \
+                instruction: |\n      {{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{\n      \
+                'quoted' text\n    \
+                grants: {env: ['A=[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[']}\n";
+    Team::parse(busy, Path::new("team.yaml"), plugin_dir()).unwrap();
 }
 
 #[test]

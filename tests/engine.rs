@@ -383,3 +383,68 @@ fn grants_that_contain_or_lie_inside_the_cache_are_refused() {
     let team = Team::parse(&yaml, Path::new("fine.yaml"), plugin_dir()).unwrap();
     Toolset::load(team).unwrap();
 }
+
+/// `bgagents check` on `team` from `cwd`, with only the cache-related
+/// variables of the environment as given.
+fn check_with_env(team: &Path, cwd: &Path, vars: &[(&str, &Path)]) -> (i32, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_bgagents"));
+    command.arg("check").arg(team).current_dir(cwd);
+    for name in ["BGAGENTS_CACHE_DIR", "XDG_CACHE_HOME", "HOME"] {
+        command.env_remove(name);
+    }
+    for (name, value) in vars {
+        command.env(name, value);
+    }
+    let output = command.output().unwrap();
+    (
+        output.status.code().unwrap(),
+        String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr),
+    )
+}
+
+#[test]
+fn a_relative_cache_directory_that_does_not_exist_yet_is_still_kept_from_grants() {
+    let scratch = Scratch::new();
+    let base = scratch.dir.canonicalize().unwrap();
+    // The agent may write anywhere in the team's directory.
+    let team = scratch.team(
+        "agents:\n  nosy:\n    component: '{plugins}/probe.wasm'\n    \
+         grants:\n      files: [{host: ., guest: /team, mode: read-write}]\n",
+    );
+    let refused = |output: &str, cache: &Path| {
+        output.contains(&format!(
+            "agents.nosy.grants.files: {} contains the compiled-component cache {}",
+            base.display(),
+            cache.display()
+        ))
+    };
+    // BGAGENTS_CACHE_DIR relative to the current directory (the team's).
+    let (code, output) =
+        check_with_env(&team, &base, &[("BGAGENTS_CACHE_DIR", ".bgcache".as_ref())]);
+    assert_eq!(code, 2, "{output}");
+    assert!(refused(&output, &base.join(".bgcache")), "{output}");
+    assert!(!base.join(".bgcache").exists());
+    // A relative XDG_CACHE_HOME is ignored (as the XDG specification says):
+    // the cache falls back to $HOME/.cache/bgagents, here inside the grant.
+    let elsewhere = Scratch::new();
+    let (code, output) = check_with_env(
+        &team,
+        &elsewhere.dir,
+        &[("XDG_CACHE_HOME", "cache".as_ref()), ("HOME", &base)],
+    );
+    assert_eq!(code, 2, "{output}");
+    assert!(refused(&output, &base.join(".cache/bgagents")), "{output}");
+    assert!(!elsewhere.dir.join("cache").exists());
+    // And a relative cache directory outside the grant is used.
+    let (code, output) = check_with_env(
+        &team,
+        &elsewhere.dir,
+        &[("BGAGENTS_CACHE_DIR", "cache".as_ref())],
+    );
+    assert_eq!(code, 0, "{output}");
+    assert!(
+        elsewhere.dir.join("cache").join("key").is_file(),
+        "{output}"
+    );
+}

@@ -199,6 +199,26 @@ proptest! {
     }
 }
 
+proptest! {
+    #[test]
+    fn a_stray_quote_in_plain_text_does_not_hide_nesting(
+        plain in "[a-z]{1,5}[-:?]?['\"][a-z ]{0,5}",
+        layout in 0usize..3,
+        depth in 64usize..3000,
+    ) {
+        // A plain scalar with a quote in it, then flow nesting too deep.
+        let stray = match layout {
+            0 => format!("a: {plain}\n"),
+            1 => format!("a: b\n  {plain}\n"),
+            _ => format!("- x {plain}\n").replacen("- ", "a:\n  - ", 1),
+        };
+        let text = format!("{stray}k: {}{}\n", "[".repeat(depth), "]".repeat(depth));
+        let error = Team::parse(&text, Path::new("fuzz.yaml"), plugin_dir())
+            .expect_err("nesting past the bound is refused");
+        prop_assert!(error.to_string().contains("levels deep"), "{error}\n{text}");
+    }
+}
+
 fn indent(text: &str) -> String {
     text.lines().map(|line| format!("    {line}\n")).collect()
 }

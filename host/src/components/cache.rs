@@ -67,13 +67,22 @@ impl ComponentCache {
     }
 
     /// `$BGAGENTS_CACHE_DIR`, else `$XDG_CACHE_HOME/bgagents`, else
-    /// `~/.cache/bgagents`.
+    /// `~/.cache/bgagents`. A relative `$XDG_CACHE_HOME` is ignored, as the
+    /// XDG base directory specification asks; the result is made absolute
+    /// (against the current directory), so that it can be compared with
+    /// grants and does not move if the current directory changes.
     pub fn default_dir() -> Option<PathBuf> {
         let var = |name| std::env::var_os(name).filter(|value| !value.is_empty());
-        var("BGAGENTS_CACHE_DIR")
+        let dir = var("BGAGENTS_CACHE_DIR")
             .map(PathBuf::from)
-            .or_else(|| var("XDG_CACHE_HOME").map(|dir| PathBuf::from(dir).join("bgagents")))
-            .or_else(|| var("HOME").map(|home| PathBuf::from(home).join(".cache/bgagents")))
+            .or_else(|| {
+                var("XDG_CACHE_HOME")
+                    .map(PathBuf::from)
+                    .filter(|dir| dir.is_absolute())
+                    .map(|dir| dir.join("bgagents"))
+            })
+            .or_else(|| var("HOME").map(|home| PathBuf::from(home).join(".cache/bgagents")))?;
+        Some(std::path::absolute(&dir).unwrap_or(dir))
     }
 
     pub fn dir(&self) -> Option<&Path> {
@@ -206,11 +215,7 @@ fn trusted_key(dir: &Path) -> Result<[u8; KEY_LEN], String> {
         // SAFETY: geteuid has no preconditions and cannot fail.
         let me = unsafe { libc::geteuid() };
         if meta.uid() != me {
-            return Err(format!(
-                "the cache directory {} belongs to user {}, not to this user ({me});                  choose another with engine.cache_dir or BGAGENTS_CACHE_DIR",
-                dir.display(),
-                meta.uid()
-            ));
+            return Err(foreign_owner(dir, meta.uid(), me));
         }
         if meta.mode() & 0o077 != 0 {
             // Ours, but others may have written to it: close it. Entries
@@ -222,60 +227,147 @@ fn trusted_key(dir: &Path) -> Result<[u8; KEY_LEN], String> {
     #[cfg(not(unix))]
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let path = dir.join(KEY_FILE);
-    match read_key(&path) {
+    match read_key_settled(&path) {
         Ok(key) => Ok(key),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => create_key(&path),
-        Err(error) => Err(format!("cache key {}: {error}", path.display())),
+        Err(KeyProblem::Missing) => create_key(&path),
+        Err(KeyProblem::WrongLength(len)) => replace_key(&path, len),
+        Err(KeyProblem::Other(error)) => Err(format!("cache key {}: {error}", path.display())),
     }
 }
 
-fn read_key(path: &Path) -> std::io::Result<[u8; KEY_LEN]> {
+/// Why the key file could not be used.
+#[derive(Debug)]
+enum KeyProblem {
+    Missing,
+    /// Not `KEY_LEN` bytes long: damaged, safe to replace.
+    WrongLength(u64),
+    Other(std::io::Error),
+}
+
+/// Why a cache directory owned by someone else is not used.
+fn foreign_owner(dir: &Path, owner: u32, me: u32) -> String {
+    format!(
+        "the cache directory {} belongs to user {owner}, not to this user ({me}); \
+         choose another with engine.cache_dir or BGAGENTS_CACHE_DIR",
+        dir.display()
+    )
+}
+
+fn read_key(path: &Path) -> Result<[u8; KEY_LEN], KeyProblem> {
     use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
+    let mut file = std::fs::File::open(path).map_err(|error| match error.kind() {
+        std::io::ErrorKind::NotFound => KeyProblem::Missing,
+        _ => KeyProblem::Other(error),
+    })?;
+    let meta = file.metadata().map_err(KeyProblem::Other)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        let meta = file.metadata()?;
         // SAFETY: geteuid has no preconditions and cannot fail.
         if meta.uid() != unsafe { libc::geteuid() } || meta.mode() & 0o077 != 0 {
-            return Err(std::io::Error::other(
+            return Err(KeyProblem::Other(std::io::Error::other(
                 "not owned by this user or readable by others; delete it to make a new one",
-            ));
+            )));
         }
     }
+    if meta.len() != KEY_LEN as u64 {
+        return Err(KeyProblem::WrongLength(meta.len()));
+    }
     let mut key = [0; KEY_LEN];
-    file.read_exact(&mut key)
-        .map_err(|_| std::io::Error::other("too short; delete it to make a new one"))?;
+    file.read_exact(&mut key).map_err(KeyProblem::Other)?;
     Ok(key)
 }
 
-/// Writes a fresh random key (0600) without replacing one another process
-/// created meanwhile.
-fn create_key(path: &Path) -> Result<[u8; KEY_LEN], String> {
-    use std::io::{Read, Write};
-    let mut key = [0; KEY_LEN];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut random| random.read_exact(&mut key))
-        .map_err(|e| format!("cannot read /dev/urandom for the cache key: {e}"))?;
+/// [`read_key`], but a key file of the wrong length is read again a few
+/// times over about 100 ms first: an older bgagents created the file and
+/// then wrote it, so another process may see it empty for a moment.
+fn read_key_settled(path: &Path) -> Result<[u8; KEY_LEN], KeyProblem> {
+    let mut attempts = 0;
+    loop {
+        match read_key(path) {
+            Err(KeyProblem::WrongLength(_)) if attempts < 10 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            result => return result,
+        }
+    }
+}
+
+/// A file beside `path`, private to this user, holding `key` on disk.
+fn write_temp_key(path: &Path, key: &[u8; KEY_LEN]) -> Result<PathBuf, String> {
+    use std::io::Write;
+    static KEYS: AtomicU64 = AtomicU64::new(0);
+    let unique = KEYS.fetch_add(1, Ordering::Relaxed);
+    let temp = path.with_extension(format!("new-{}-{unique}", std::process::id()));
     let mut options = std::fs::File::options();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
-        Ok(mut file) => {
-            file.write_all(&key)
-                .and_then(|()| file.sync_all())
-                .map_err(|e| format!("cannot write the cache key {}: {e}", path.display()))?;
-            Ok(key)
-        }
+    options
+        .open(&temp)
+        .and_then(|mut file| file.write_all(key).and_then(|()| file.sync_all()))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&temp);
+            format!("cannot write the cache key {}: {e}", temp.display())
+        })?;
+    Ok(temp)
+}
+
+fn random_key() -> Result<[u8; KEY_LEN], String> {
+    use std::io::Read;
+    let mut key = [0; KEY_LEN];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut key))
+        .map_err(|e| format!("cannot read /dev/urandom for the cache key: {e}"))?;
+    Ok(key)
+}
+
+/// Makes a fresh random key (0600) appear whole or not at all, without
+/// replacing one another process created meanwhile: it is written to a
+/// temporary file and hard-linked into place, which fails if the key exists.
+fn create_key(path: &Path) -> Result<[u8; KEY_LEN], String> {
+    let key = random_key()?;
+    let temp = write_temp_key(path, &key)?;
+    let linked = std::fs::hard_link(&temp, path);
+    let _ = std::fs::remove_file(&temp);
+    match linked {
+        Ok(()) => Ok(key),
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
-            read_key(path).map_err(|error| format!("cache key {}: {error}", path.display()))
+            match read_key_settled(path) {
+                Ok(key) => Ok(key),
+                Err(KeyProblem::WrongLength(len)) => replace_key(path, len),
+                Err(KeyProblem::Missing) => Err(format!(
+                    "cache key {}: removed while being created; try again",
+                    path.display()
+                )),
+                Err(KeyProblem::Other(error)) => {
+                    Err(format!("cache key {}: {error}", path.display()))
+                }
+            }
         }
         Err(error) => Err(format!(
             "cannot create the cache key {}: {error}",
             path.display()
         )),
     }
+}
+
+/// Replaces a damaged key file (`len` bytes, not [`KEY_LEN`]) with a fresh
+/// key, atomically. Entries made under the old key, if any, then fail
+/// authentication and are recompiled. If another process replaced it too,
+/// the last rename wins, and whichever key loses only costs recompiles.
+fn replace_key(path: &Path, len: u64) -> Result<[u8; KEY_LEN], String> {
+    let key = random_key()?;
+    let temp = write_temp_key(path, &key)?;
+    std::fs::rename(&temp, path).map_err(|error| {
+        let _ = std::fs::remove_file(&temp);
+        format!(
+            "cannot replace the damaged cache key {} ({len} bytes, not {KEY_LEN}): {error}",
+            path.display()
+        )
+    })?;
+    Ok(key)
 }
 
 /// Writes the entry atomically: a reader sees the old file or the new one.
@@ -337,10 +429,13 @@ fn evict(dir: &Path, keep: &Path, max_bytes: u64) {
     }
 }
 
-/// `dir` with its existing part resolved (symlinks, `..`), so that it can
-/// be compared with a grant's canonical path before it exists.
+/// `dir` made absolute, with its existing part resolved (symlinks, `..`),
+/// so that it can be compared with a grant's canonical path before it
+/// exists. (A relative path would climb to "" and stay relative, and then
+/// match no grant.)
 fn resolved(dir: &Path) -> PathBuf {
-    let mut existing = dir;
+    let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mut existing = absolute.as_path();
     let mut rest = Vec::new();
     while let Some(parent) = existing.parent() {
         if existing.exists() {
@@ -401,5 +496,73 @@ mod tests {
         };
         assert_ne!(name(true), name(false));
         assert_eq!(name(true), name(true));
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("bgagents-cache-unit-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn the_foreign_owner_message_reads_as_one_sentence() {
+        let message = foreign_owner(Path::new("/c"), 0, 1000);
+        assert_eq!(
+            message,
+            "the cache directory /c belongs to user 0, not to this user (1000); choose \
+             another with engine.cache_dir or BGAGENTS_CACHE_DIR"
+        );
+    }
+
+    #[test]
+    fn processes_creating_the_key_at_once_all_get_the_same_whole_key() {
+        for round in 0..20 {
+            let dir = scratch(&format!("race-{round}"));
+            let barrier = std::sync::Barrier::new(8);
+            let keys: Vec<Result<[u8; KEY_LEN], String>> = std::thread::scope(|scope| {
+                let threads: Vec<_> = (0..8)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            barrier.wait();
+                            trusted_key(&dir)
+                        })
+                    })
+                    .collect();
+                threads.into_iter().map(|t| t.join().unwrap()).collect()
+            });
+            let on_disk = std::fs::read(dir.join(KEY_FILE)).unwrap();
+            assert_eq!(on_disk.len(), KEY_LEN);
+            for key in keys {
+                assert_eq!(key.as_ref().map(|key| &key[..]), Ok(&on_disk[..]));
+            }
+            let leftovers: Vec<_> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|entry| entry.unwrap().file_name())
+                .filter(|name| name != KEY_FILE)
+                .collect();
+            assert!(leftovers.is_empty(), "{leftovers:?}");
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_key_of_the_wrong_length_is_replaced_not_a_reason_to_stop_caching() {
+        for damaged in [&b""[..], b"short", &[7; KEY_LEN + 1]] {
+            let dir = scratch("damaged");
+            trusted_key(&dir).unwrap();
+            let path = dir.join(KEY_FILE);
+            std::fs::write(&path, damaged).unwrap();
+            let key = trusted_key(&dir).unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), key);
+            assert_eq!(trusted_key(&dir).unwrap(), key);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+                assert_eq!(mode & 0o777, 0o600);
+            }
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! or reading a device forever. `check` runs on files from strangers.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The largest team file read (a real one is a few KiB).
 pub const MAX_TEAM_FILE: u64 = 1 << 20;
@@ -119,68 +119,278 @@ fn describe_kind(kind: &std::fs::FileType) -> &'static str {
 /// [`MAX_NESTING`], found by a linear scan before the YAML parser (whose
 /// work grows much faster than the file on pathological nesting) sees it.
 ///
-/// Depth is estimated generously: open flow brackets, plus `- `/`? ` block
-/// indicators at the start of a line, plus one level per indentation step.
-/// Quoted text and comments are skipped.
+/// The scan splits the text into tokens the way the YAML parser does, as
+/// far as nesting depends on it: flow brackets count only outside quoted,
+/// plain and block scalars and comments, and a quote opens a quoted scalar
+/// only where a token starts (so the `'` in `a: b-'c` or `a: it's` is plain
+/// text, as for the parser). Block nesting is the parser's stack of
+/// indentation columns: one per `- `, `? ` and `key:` that starts a deeper
+/// column. Files the parser refuses may be scanned loosely: the parser
+/// stops at their first error anyway.
 pub fn too_deep(text: &str) -> Option<usize> {
-    let mut flow = 0usize;
-    // Indentation columns of the enclosing block levels.
-    let mut indents: Vec<usize> = Vec::new();
-    let mut quote: Option<char> = None;
+    let mut scan = NestingScan::default();
     for (index, line) in text.lines().enumerate() {
-        let mut chars = line.char_indices().peekable();
-        let mut block_indicators = 0usize;
-        if quote.is_none() && flow == 0 {
-            let indent = line.len() - line.trim_start_matches(' ').len();
-            let rest = line[indent..].trim_start();
-            if !rest.is_empty() && !rest.starts_with('#') {
-                while indents.last().is_some_and(|&last| last >= indent) {
-                    indents.pop();
-                }
-                indents.push(indent);
-                // Compact nested sequences: `- - - x`.
-                let mut compact = rest;
-                while let Some(after) = compact
-                    .strip_prefix("- ")
-                    .or_else(|| compact.strip_prefix("? "))
-                {
-                    block_indicators += 1;
-                    compact = after.trim_start();
-                }
-            }
-        }
-        // The last character outside quotes: a quote opens a quoted scalar
-        // only where a scalar can start, and `#` starts a comment only after
-        // a space (otherwise both are part of a plain scalar).
-        let mut previous = ' ';
-        while let Some((_, c)) = chars.next() {
-            match quote {
-                Some('\'') if c == '\'' => quote = None,
-                Some('"') if c == '\\' => {
-                    chars.next();
-                }
-                Some('"') if c == '"' => quote = None,
-                Some(_) => {}
-                None => match c {
-                    '\'' | '"'
-                        if matches!(previous, ' ' | '\t' | ':' | '-' | '?' | '[' | '{' | ',') =>
-                    {
-                        quote = Some(c)
-                    }
-                    '#' if matches!(previous, ' ' | '\t') => break,
-                    '[' | '{' => flow += 1,
-                    ']' | '}' => flow = flow.saturating_sub(1),
-                    _ => {}
-                },
-            }
-            previous = c;
-            let depth = indents.len() + block_indicators + flow;
-            if depth > MAX_NESTING {
-                return Some(index + 1);
-            }
+        if scan.line(line.as_bytes()) > MAX_NESTING {
+            return Some(index + 1);
         }
     }
     None
+}
+
+/// Where a line of the scan starts.
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum Carry {
+    /// Between tokens.
+    #[default]
+    Tokens,
+    /// Inside a quoted scalar opened by this quote.
+    Quoted(u8),
+    /// Inside a plain scalar, which may go on on this line.
+    Plain,
+    /// Inside a block scalar (`|`, `>`) of a node at `parent`'s column
+    /// (`None` at the top level): its content lines are indented to
+    /// `content`, once known.
+    Block {
+        parent: Option<usize>,
+        content: Option<usize>,
+    },
+}
+
+#[derive(Default)]
+struct NestingScan {
+    /// Open flow collections (`[`, `{`).
+    flow: usize,
+    /// Columns of the open block collections, innermost last.
+    indents: Vec<usize>,
+    carry: Carry,
+}
+
+fn is_blank(c: Option<&u8>) -> bool {
+    matches!(c, None | Some(b' ' | b'\t'))
+}
+
+impl NestingScan {
+    fn depth(&self) -> usize {
+        self.indents.len() + self.flow
+    }
+
+    /// A block collection at `column`, if deeper than the innermost one.
+    fn roll(&mut self, column: usize) {
+        if self.flow == 0 && self.indents.last().is_none_or(|&last| last < column) {
+            self.indents.push(column);
+        }
+    }
+
+    /// Scans one line; returns the deepest nesting it reached.
+    fn line(&mut self, line: &[u8]) -> usize {
+        let indent = line.iter().take_while(|&&c| c == b' ').count();
+        let first = line.iter().position(|&c| c != b' ' && c != b'\t');
+        if let Carry::Block { parent, content } = self.carry {
+            if first.is_none() {
+                // Blank lines belong to the scalar, whatever their indentation.
+                return self.depth();
+            }
+            // Content is indented deeper than the parent node, as deep as
+            // its first line (or as the header said).
+            let least = parent.map_or(1, |parent| parent + 1);
+            let content = content.unwrap_or(indent.max(least));
+            if indent >= content {
+                self.carry = Carry::Block {
+                    parent,
+                    content: Some(content),
+                };
+                return self.depth();
+            }
+            self.carry = Carry::Tokens;
+        }
+        let mut at = 0;
+        let mut plain = false;
+        match self.carry {
+            Carry::Quoted(quote) => match self.quoted(line, 0, quote) {
+                Some(end) => {
+                    self.carry = Carry::Tokens;
+                    at = end;
+                }
+                None => return self.depth(),
+            },
+            Carry::Plain => {
+                self.carry = Carry::Tokens;
+                let Some(first) = first else {
+                    // A blank line inside a plain scalar: it may go on.
+                    self.carry = Carry::Plain;
+                    return self.depth();
+                };
+                let document_marker =
+                    (line.starts_with(b"---") || line.starts_with(b"...")) && is_blank(line.get(3));
+                let goes_on = line[first] != b'#'
+                    && !document_marker
+                    && (self.flow > 0 || self.indents.last().is_none_or(|&last| first > last));
+                if goes_on {
+                    plain = true;
+                    at = first;
+                }
+            }
+            _ => {}
+        }
+        let mut deepest = self.depth();
+        if !plain && self.carry == Carry::Tokens && at == 0 {
+            // The first token of a line closes the block collections
+            // indented deeper than it.
+            if let Some(first) = first
+                && self.flow == 0
+                && line[first] != b'#'
+            {
+                while self.indents.last().is_some_and(|&last| last > first) {
+                    self.indents.pop();
+                }
+                if first == 0
+                    && (line.starts_with(b"---") || line.starts_with(b"..."))
+                    && is_blank(line.get(3))
+                {
+                    self.indents.clear();
+                    at = 3;
+                }
+            }
+        }
+        // Whether a node may start here and be a `key:` of a new mapping.
+        let mut key_column: Option<usize> = None;
+        let mut node_may_start = true;
+        while at < line.len() {
+            if plain {
+                // Inside a plain scalar: it ends at `: `, ` #` and (in a
+                // flow collection) at `,[]{}`.
+                let c = line[at];
+                let ends = (c == b':' && is_blank(line.get(at + 1)))
+                    || (self.flow > 0 && matches!(c, b',' | b'[' | b']' | b'{' | b'}'))
+                    || (c == b'#' && at > 0 && is_blank(line.get(at - 1)));
+                if !ends {
+                    at += 1;
+                    continue;
+                }
+                plain = false;
+            }
+            let c = line[at];
+            if c == b' ' || c == b'\t' {
+                at += 1;
+                continue;
+            }
+            let column = at;
+            match c {
+                b'#' => break,
+                b'[' | b'{' => {
+                    if node_may_start {
+                        key_column.get_or_insert(column);
+                        node_may_start = false;
+                    }
+                    self.flow += 1;
+                    at += 1;
+                }
+                b']' | b'}' => {
+                    self.flow = self.flow.saturating_sub(1);
+                    at += 1;
+                }
+                b',' => at += 1,
+                b'-' if is_blank(line.get(at + 1)) => {
+                    self.roll(column);
+                    key_column = None;
+                    node_may_start = true;
+                    at += 1;
+                }
+                b'?' if self.flow > 0 || is_blank(line.get(at + 1)) => {
+                    self.roll(column);
+                    key_column = None;
+                    node_may_start = true;
+                    at += 1;
+                }
+                b':' if self.flow > 0 || is_blank(line.get(at + 1)) => {
+                    if let Some(key) = key_column.take() {
+                        self.roll(key);
+                    }
+                    node_may_start = true;
+                    at += 1;
+                }
+                b'*' | b'&' => {
+                    if node_may_start {
+                        key_column.get_or_insert(column);
+                        node_may_start = c == b'&';
+                    }
+                    // An anchor or alias name: letters, digits, `-`, `_`.
+                    at += 1;
+                    while line
+                        .get(at)
+                        .is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_'))
+                    {
+                        at += 1;
+                    }
+                }
+                b'!' => {
+                    if node_may_start {
+                        key_column.get_or_insert(column);
+                    }
+                    // A tag runs to the next blank (brackets in it are part
+                    // of its URI; anything else the parser refuses).
+                    while !is_blank(line.get(at)) {
+                        at += 1;
+                    }
+                }
+                b'|' | b'>' if self.flow == 0 => {
+                    let explicit = line[at + 1..]
+                        .iter()
+                        .take_while(|&&c| !is_blank(Some(&c)))
+                        .find(|c| c.is_ascii_digit())
+                        .map(|digit| usize::from(digit - b'0'));
+                    let parent = self.indents.last().copied();
+                    self.carry = Carry::Block {
+                        parent,
+                        content: explicit.map(|step| parent.map_or(step, |parent| parent + step)),
+                    };
+                    break;
+                }
+                b'\'' | b'"' => {
+                    if node_may_start {
+                        key_column.get_or_insert(column);
+                        node_may_start = false;
+                    }
+                    match self.quoted(line, at + 1, c) {
+                        Some(end) => at = end,
+                        None => {
+                            self.carry = Carry::Quoted(c);
+                            break;
+                        }
+                    }
+                }
+                b'%' if column == 0 => break,
+                _ => {
+                    if node_may_start {
+                        key_column.get_or_insert(column);
+                        node_may_start = false;
+                    }
+                    plain = true;
+                    at += 1;
+                }
+            }
+            deepest = deepest.max(self.depth());
+        }
+        if plain {
+            self.carry = Carry::Plain;
+        }
+        deepest.max(self.depth())
+    }
+
+    /// The index just past the quote closing a quoted scalar whose text
+    /// starts at `from`, or `None` if it goes on past this line.
+    fn quoted(&self, line: &[u8], from: usize, quote: u8) -> Option<usize> {
+        let mut at = from;
+        while at < line.len() {
+            match line[at] {
+                b'\\' if quote == b'"' => at += 2,
+                b'\'' if quote == b'\'' && line.get(at + 1) == Some(&b'\'') => at += 2,
+                c if c == quote => return Some(at + 1),
+                _ => at += 1,
+            }
+        }
+        None
+    }
 }
 
 const WASM_MAGIC: &[u8] = b"\0asm";
@@ -195,6 +405,7 @@ const EXAMPLE_PLUGINS: &[&str] = &["coordinator", "wordstats", "calculator", "sp
 /// most [`MAX_COMPONENT_FILE`] bytes that looks like a component. The error
 /// is a sentence naming the file and what to do.
 pub fn read_component(path: &Path) -> Result<Vec<u8>, String> {
+    let path = &tidy(path);
     let bytes = read_regular_file(path, MAX_COMPONENT_FILE)
         .map_err(|error| component_read_problem(path, &error))?;
     check_component_header(path, &bytes)?;
@@ -204,6 +415,7 @@ pub fn read_component(path: &Path) -> Result<Vec<u8>, String> {
 /// The checks of [`read_component`] that need no more than the file's
 /// first bytes: exists, is a regular file, not too big, is a component.
 pub fn check_component_file(path: &Path) -> Result<(), String> {
+    let path = &tidy(path);
     let metadata =
         std::fs::metadata(path).map_err(|error| component_read_problem(path, &io_error(error)))?;
     check_regular(&metadata, MAX_COMPONENT_FILE)
@@ -225,6 +437,19 @@ pub fn check_component_file(path: &Path) -> Result<(), String> {
         })
         .map_err(|error| component_read_problem(path, &ReadError::Io(error)))?;
     check_component_header(path, &header)
+}
+
+/// `path` without `.` components, so that `dir/./agent.wasm` is named as
+/// `dir/agent.wasm` (the same file).
+fn tidy(path: &Path) -> PathBuf {
+    let tidy: PathBuf = path
+        .components()
+        .filter(|part| *part != std::path::Component::CurDir)
+        .collect();
+    if tidy.as_os_str().is_empty() {
+        return path.to_path_buf();
+    }
+    tidy
 }
 
 fn component_read_problem(path: &Path, error: &ReadError) -> String {
