@@ -2,7 +2,7 @@
 # Runs the recipes of docs/plugins.md exactly as the guide writes them. Each
 # shell block marked `<!-- recipe: NAME -->` runs with bash -e in a fresh
 # directory that holds the files of docs/recipes/NAME/ (the guide shows each
-# of them verbatim; `cargo test --test plugins` checks that it does), with
+# of them verbatim; `cargo test --test all plugins::` checks that it does), with
 # the bgagents of this checkout first on PATH.
 #
 #   bash docs/recipes/run.sh            # every recipe

@@ -34,7 +34,7 @@ bin="$clients/npm/node_modules/.bin"
 
 # The binary `cargo test` builds (the mcp test drives it), so that after the
 # test step this builds nothing.
-cargo build --quiet -p bgagents --test mcp
+cargo build --quiet -p bgagents --test all
 cargo build-plugins --quiet
 bgagents="$root/target/debug/bgagents"
 team="$root/examples/team.yaml"

@@ -146,7 +146,13 @@ pub async fn run_to_end(
 pub fn run_alone(name: &str) {
     let test_binary = std::env::current_exe().expect("the test binary's path");
     let output = std::process::Command::new(test_binary)
-        .args([name, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            name,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .output()
         .expect("cannot run the test binary again");
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -3,7 +3,7 @@
 //! JavaScript worker (componentize-js) on its own, and the projects
 //! `bgagents new --lang python|js` creates. They need the two
 //! toolchains, so `cargo test` skips them; CI builds the guests with
-//! `bash plugins/polyglot/build.sh` and runs `cargo test --test polyglot -- --ignored`.
+//! `bash plugins/polyglot/build.sh` and runs `cargo test --test all -- --ignored polyglot::`.
 
 use bgagents_testkit::{Scratch, plugin};
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! Property tests: arbitrary team files and arbitrary tool arguments never
 //! panic the host, and every refusal is an error with a message. Runs
 //! briefly by default; run longer by hand with, e.g.,
-//! `PROPTEST_CASES=20000 cargo test --test fuzz`.
+//! `PROPTEST_CASES=20000 cargo test --test all fuzz::`.
 
 use bgagents::{Team, Toolset};
 use bgagents_testkit::{plugin_dir, toolset};
