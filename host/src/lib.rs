@@ -13,6 +13,7 @@ pub mod config;
 pub mod frontends;
 pub mod sandbox;
 pub mod tasks;
+mod text;
 pub mod toolset;
 
 pub use config::Team;

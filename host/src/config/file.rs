@@ -669,8 +669,7 @@ pub(super) fn shorten(text: &str) -> String {
             out.push('…');
             break;
         }
-        let invisible = matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}');
-        if c.is_control() || invisible {
+        if c == '\t' || c == '\n' || crate::text::acts_on_terminal(c) {
             out.extend(c.escape_unicode());
         } else {
             out.push(c);

@@ -22,14 +22,8 @@ pub enum Keep {
 /// piece of team-file or guest text goes through.
 pub fn printable(text: &str, keep: Keep) -> Cow<'_, str> {
     let unsafe_char = |c: char| match c {
-        '\t' => false,
         '\n' => keep == Keep::OneLine,
-        c if c.is_control() => true,
-        // Bidirectional embeddings, overrides and isolates.
-        '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' => true,
-        // Zero-width spaces, joiners and marks, word joiner, BOM.
-        '\u{200B}'..='\u{200F}' | '\u{2060}' | '\u{FEFF}' => true,
-        _ => false,
+        c => crate::text::acts_on_terminal(c),
     };
     if !text.chars().any(unsafe_char) {
         return text.into();
