@@ -39,6 +39,11 @@ use wasmtime::component::Linker;
 #[derive(Clone)]
 pub struct Toolset(Arc<Shared>);
 
+/// Lock order, wherever more than one is held: `registry`, then a task's
+/// state (`Task::finish`, `Task::retained_bytes`), then the event channel —
+/// a task's events are sent under its state lock, so they arrive in the
+/// order its status changed. No lock is held across an await (the guards
+/// are std mutex guards, which a spawned future could not carry).
 struct Shared {
     team: Team,
     engine: Engine,
