@@ -17,7 +17,7 @@
 //! `BENCH_ONLY=cache|dispatch|throughput|stop|scale|flood` runs one part;
 //! `BENCH_RUNTIME=current_thread` runs everything on one thread.
 
-use bgagents::tasks::EventKind;
+use bgagents::EventKind;
 use bgagents::{Caller, TaskStatus, Team, Toolset};
 use bgagents_testkit::{Scratch, plugin_dir};
 use std::path::Path;

@@ -7,7 +7,6 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use self::bgagents::agents::types;
 pub use self::exports::bgagents::agents::agent;
 
 /// The WIT package guests build against, as `bgagents wit` writes it.

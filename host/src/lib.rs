@@ -1,21 +1,41 @@
 //! bgagents: a background-agents toolset whose sub-agents are untrusted
 //! WebAssembly components, each in its own sandbox.
 //!
-//! Data flows through the modules in this order:
-//! [`config`] (the team file) → [`components`] (compile once, check the
-//! world) → [`sandbox`] (what one task may touch) → [`tasks`] (task state,
-//! scoping, events) → [`toolset`] (run, list, view, stop, wait) →
-//! [`frontends`] (WIT imports, CLI).
+//! Data flows through the (private) modules in this order: `config` (the
+//! team file) → `components` (compile once, check the world) → `sandbox`
+//! (what one task may touch) → `tasks` (task state, scoping, events) →
+//! `toolset` (run, list, view, stop, wait) → `frontends` (WIT imports, CLI,
+//! MCP). The public API is the curated set of re-exports below.
 
-pub mod bindings;
-pub mod components;
-pub mod config;
-pub mod frontends;
-pub mod sandbox;
-pub mod tasks;
+mod bindings;
+mod components;
+mod config;
+mod frontends;
+mod sandbox;
+mod tasks;
 mod text;
-pub mod toolset;
+mod toolset;
 
-pub use config::Team;
-pub use tasks::{Caller, TaskId, TaskInfo, TaskStatus, TaskView};
-pub use toolset::{Session, ToolError, Toolset};
+// The API below is what an application embedding bgagents (and this crate's
+// tests, benchmark and binary) needs; everything else stays private.
+
+// The team file, read and resolved.
+pub use config::units::format_size;
+pub use config::{
+    AgentLimits, AgentSpec, ConfigError, ConnectGrant, DirGrant, EngineSettings, Grants,
+    HostLimits, Team,
+};
+// Loading a team: the engine's allocator, the compiled-component cache.
+pub use components::{Allocator, CacheOutcome, LoadProgress};
+// Tasks as the toolset reports them, and the events it sends.
+pub use tasks::{Caller, EventKind, SessionId, TaskEvent, TaskId, TaskInfo, TaskStatus, TaskView};
+// The toolset: run, list, view, stop and wait, with the limits and texts
+// every front-end shares.
+pub use toolset::{
+    ComponentReport, LoadError, LoadReport, MAX_EXPECTED_OUTPUT_BYTES, MAX_TASK_BYTES, Session,
+    ToolError, Toolset, WAIT_DEFAULT_TIMEOUT_SECS, WAIT_MAX_IDS, WAIT_MAX_TIMEOUT_SECS,
+    WAIT_OUTPUT_CAP, WaitEntry, WaitReport, render,
+};
+
+/// The `bgagents` command line (the binary's `main`).
+pub use frontends::cli::main as cli_main;

@@ -1,5 +1,5 @@
 //! The `bgagents` command.
 
 fn main() -> std::process::ExitCode {
-    bgagents::frontends::cli::main()
+    bgagents::cli_main()
 }

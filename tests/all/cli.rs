@@ -339,7 +339,7 @@ fn a_cache_miss_says_what_it_compiles_and_a_hit_says_nothing() {
 }
 
 fn format_size(bytes: u64) -> String {
-    bgagents::config::units::format_size(bytes)
+    bgagents::format_size(bytes)
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! what to write instead; nothing panics and nothing starts.
 
 use bgagents::Team;
-use bgagents::config::{AgentLimits, HostLimits};
+use bgagents::{AgentLimits, HostLimits};
 use bgagents_testkit::{Scratch, plugin, plugin_dir};
 use std::path::Path;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! and grants that would reach it) and the pooling allocator with its
 //! fallback.
 
-use bgagents::components::{Allocator, CacheOutcome};
+use bgagents::{Allocator, CacheOutcome};
 use bgagents::{TaskStatus, Team, Toolset};
 use bgagents_testkit::{Scratch, finished, plugin_dir};
 use std::path::{Path, PathBuf};

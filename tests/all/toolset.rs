@@ -2,7 +2,7 @@
 //! results, live output, every error text, stop, wait, queueing, pruning,
 //! nesting, scoping and shutdown.
 
-use bgagents::toolset::render;
+use bgagents::render;
 use bgagents::{TaskStatus, ToolError, Toolset};
 use bgagents_testkit::{eventually, finished, start, status, toolset};
 
@@ -245,7 +245,7 @@ async fn run_refuses_bad_arguments_with_the_documented_texts() {
         error(toolset.run_background_agent(operator.caller(), "frontdesk", "x", None))
             .starts_with("agent \"frontdesk\" has no component to run"),
     );
-    let huge = "x".repeat(bgagents::toolset::MAX_TASK_BYTES + 1);
+    let huge = "x".repeat(bgagents::MAX_TASK_BYTES + 1);
     assert!(
         error(toolset.run_background_agent(root, "helper", &huge, None))
             .starts_with("task is longer than")
@@ -494,7 +494,7 @@ async fn wait_times_out_without_cancelling_and_caps_output() {
     assert!(entry.truncated);
     assert_eq!(
         entry.output.as_ref().unwrap().len(),
-        bgagents::toolset::WAIT_OUTPUT_CAP
+        bgagents::WAIT_OUTPUT_CAP
     );
     let json: serde_json::Value = serde_json::from_str(&render::wait(&report)).unwrap();
     assert_eq!(json["timed_out"], true);
@@ -516,8 +516,7 @@ async fn wait_validates_its_arguments() {
     let toolset = team();
     let session = toolset.open_session(None).unwrap();
     let caller = session.caller();
-    let error =
-        |result: Result<bgagents::toolset::WaitReport, ToolError>| result.unwrap_err().to_string();
+    let error = |result: Result<bgagents::WaitReport, ToolError>| result.unwrap_err().to_string();
     assert_eq!(
         error(toolset.wait_background_agents(caller, &[], 0).await),
         "task_ids must contain 1 to 100 distinct task IDs"

@@ -7,5 +7,5 @@ mod engine;
 mod load;
 
 pub use cache::{CacheOutcome, ComponentCache, check_grants_avoid_cache};
-pub use engine::{Allocator, EPOCH_TICK, EngineOptions, new_engine};
-pub use load::{LoadProgress, LoadedComponent, load_component};
+pub use engine::{Allocator, EngineOptions, new_engine};
+pub use load::{LoadProgress, load_component};

@@ -71,10 +71,6 @@ impl OutputBuffer {
         self.state.lock().unwrap().bytes.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Drops everything held (a finished task's output, when the retained
     /// set is over its byte budget) and marks the output truncated; returns
     /// the bytes freed. Later appends are dropped too.

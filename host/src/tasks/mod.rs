@@ -7,6 +7,6 @@ pub mod scope;
 pub mod task;
 
 pub use events::{EventKind, Events, TaskEvent};
-pub use registry::{Registry, RegistryFull};
+pub use registry::Registry;
 pub use scope::{Caller, SessionId};
 pub use task::{NewTask, Outcome, Task, TaskId, TaskInfo, TaskStatus, TaskView};

@@ -132,20 +132,8 @@ impl Registry {
         self.tasks.values()
     }
 
-    /// Tasks below `id` in the delegation tree (not `id` itself).
-    pub fn descendants(&self, id: &TaskId) -> Vec<Arc<Task>> {
-        self.iter()
-            .filter(|task| task.ancestors.contains(id))
-            .cloned()
-            .collect()
-    }
-
     pub fn len(&self) -> usize {
         self.tasks.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.tasks.is_empty()
     }
 }
 
@@ -193,7 +181,7 @@ mod tests {
         // 4 × 311 bytes against 1000: the oldest gives up its output, and
         // every record, with its result, stays.
         assert_eq!(registry.len(), 4);
-        assert!(tasks[0].output.is_empty() && tasks[0].output.snapshot().truncated);
+        assert!(tasks[0].output.len() == 0 && tasks[0].output.snapshot().truncated);
         assert!(tasks[1..].iter().all(|task| task.output.len() == 300));
         assert!(tasks.iter().all(|task| task.view().result.is_some()));
         assert_eq!(registry.finished_total, 10 * 4 + 4 + 300 * 3);

@@ -16,7 +16,6 @@ pub use ops::{
     MAX_EXPECTED_OUTPUT_BYTES, MAX_TASK_BYTES, WAIT_DEFAULT_TIMEOUT_SECS, WAIT_MAX_IDS,
     WAIT_MAX_TIMEOUT_SECS, WAIT_OUTPUT_CAP, WaitEntry, WaitReport,
 };
-pub use runner::HOSTCALL_BYTES;
 
 use crate::bindings::SubAgentPre;
 pub use crate::components::LoadProgress;
