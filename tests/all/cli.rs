@@ -2,6 +2,7 @@
 //! result to stdout, exits 0/1/2/130 as documented, stops every task on
 //! Ctrl-C and at the end; the shipped example team runs.
 
+use crate::text;
 use bgagents_testkit::{HANG, Scratch};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -26,10 +27,6 @@ fn bgagents(args: &[&str]) -> Output {
         .unwrap();
     assert!(started.elapsed() < HANG, "bgagents {args:?} took too long");
     output
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// `bgagents` with a compiled-component cache of its own.

@@ -17,3 +17,20 @@ mod plugins;
 mod polyglot;
 mod sandbox;
 mod toolset;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Runs the `bgagents` binary with `args` in `dir` and collects its output.
+fn bgagents_in(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bgagents"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+/// Output bytes as text (invalid UTF-8 shown as U+FFFD).
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}

@@ -5,25 +5,15 @@
 
 use bgagents_testkit::{HANG, Scratch, plugin, plugin_dir};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Instant;
 
-fn bgagents(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bgagents"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use crate::{bgagents_in, text};
 
 #[test]
 fn wit_writes_the_package_guests_build_against() {
     let scratch = Scratch::new();
-    let output = bgagents(&["wit", "--out", "for-my-plugin"], &scratch.dir);
+    let output = bgagents_in(&["wit", "--out", "for-my-plugin"], &scratch.dir);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     let written = std::fs::read_to_string(scratch.dir.join("for-my-plugin/bgagents.wit")).unwrap();
     let source =
@@ -36,7 +26,7 @@ fn wit_writes_the_package_guests_build_against() {
 #[test]
 fn a_scaffolded_plugin_builds_and_runs_right_away() {
     let scratch = Scratch::new();
-    let created = bgagents(&["new", "hello-agent"], &scratch.dir);
+    let created = bgagents_in(&["new", "hello-agent"], &scratch.dir);
     assert_eq!(created.status.code(), Some(0), "{}", text(&created.stderr));
     assert!(text(&created.stdout).contains("cargo build --release --target wasm32-wasip2"));
     let project = scratch.dir.join("hello-agent");
@@ -67,12 +57,12 @@ fn a_scaffolded_plugin_builds_and_runs_right_away() {
         project.join("target/wasm32-wasip2/release/hello_agent.wasm"),
     )
     .unwrap();
-    let run = bgagents(&["run", "team.yaml", "hello", "wasm", "world"], &project);
+    let run = bgagents_in(&["run", "team.yaml", "hello", "wasm", "world"], &project);
     assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
     assert_eq!(text(&run.stdout), "3 words; reversed: dlrow msaw olleh\n");
     assert!(text(&run.stderr).contains("working on 16 characters"));
 
-    let digits = bgagents(&["run", "team.yaml", "1 2 3"], &project);
+    let digits = bgagents_in(&["run", "team.yaml", "1 2 3"], &project);
     assert_eq!(digits.status.code(), Some(1));
     assert!(
         text(&digits.stderr).contains("root failed: give me some text with letters to work on"),
@@ -81,18 +71,18 @@ fn a_scaffolded_plugin_builds_and_runs_right_away() {
     );
 
     // The same component alone, without a team file.
-    let alone = bgagents(&["run", component.to_str().unwrap(), "abc"], &project);
+    let alone = bgagents_in(&["run", component.to_str().unwrap(), "abc"], &project);
     assert_eq!(text(&alone.stdout), "1 words; reversed: cba\n");
 }
 
 #[test]
 fn new_refuses_bad_names_and_occupied_directories() {
     let scratch = Scratch::new();
-    let bad = bgagents(&["new", "Hello World"], &scratch.dir);
+    let bad = bgagents_in(&["new", "Hello World"], &scratch.dir);
     assert_eq!(bad.status.code(), Some(2));
     assert!(text(&bad.stderr).contains("is not a usable plugin name"));
     scratch.write("taken/file", "x");
-    let taken = bgagents(&["new", "ok", "--dir", "taken"], &scratch.dir);
+    let taken = bgagents_in(&["new", "ok", "--dir", "taken"], &scratch.dir);
     assert_eq!(taken.status.code(), Some(2));
     assert!(text(&taken.stderr).contains("already exists and is not empty"));
 }
@@ -101,15 +91,15 @@ fn new_refuses_bad_names_and_occupied_directories() {
 fn a_lone_component_runs_with_default_limits_and_no_grants() {
     let scratch = Scratch::new();
     let probe = plugin("probe");
-    let env = bgagents(&["run", probe.to_str().unwrap(), "env"], &scratch.dir);
+    let env = bgagents_in(&["run", probe.to_str().unwrap(), "env"], &scratch.dir);
     assert_eq!(env.status.code(), Some(0), "{}", text(&env.stderr));
     assert_eq!(text(&env.stdout), "[]\n");
-    let escape = bgagents(
+    let escape = bgagents_in(
         &["run", probe.to_str().unwrap(), "read", "/etc/passwd"],
         &scratch.dir,
     );
     assert_eq!(escape.status.code(), Some(1));
-    let check = bgagents(&["check", probe.to_str().unwrap()], &scratch.dir);
+    let check = bgagents_in(&["check", probe.to_str().unwrap()], &scratch.dir);
     assert!(
         text(&check.stdout).contains("grants:      none"),
         "{}",
@@ -121,7 +111,7 @@ fn a_lone_component_runs_with_default_limits_and_no_grants() {
 fn a_guest_built_for_another_wit_version_is_refused_naming_both() {
     let scratch = Scratch::new();
     let future = plugin_dir().join("future_agent.wasm");
-    let check = bgagents(&["check", future.to_str().unwrap()], &scratch.dir);
+    let check = bgagents_in(&["check", future.to_str().unwrap()], &scratch.dir);
     assert_eq!(check.status.code(), Some(2));
     let stderr = text(&check.stderr);
     assert!(
@@ -137,7 +127,7 @@ fn a_guest_built_for_another_wit_version_is_refused_naming_both() {
 fn a_panic_shows_its_message_and_the_plugins_own_frames_first() {
     let scratch = Scratch::new();
     let probe = plugin("probe");
-    let run = bgagents(
+    let run = bgagents_in(
         &[
             "run",
             probe.to_str().unwrap(),
@@ -198,7 +188,7 @@ fn limit_failures_name_the_function_and_the_key_to_raise() {
         "agents:\n  root:\n    component: {}\n    limits: {{fuel: 2_000_000}}\n",
         plugin("probe").display()
     ));
-    let run = bgagents(&["run", team.to_str().unwrap(), "spin"], &scratch.dir);
+    let run = bgagents_in(&["run", team.to_str().unwrap(), "spin"], &scratch.dir);
     assert_eq!(run.status.code(), Some(1));
     let stderr = text(&run.stderr);
     assert!(
@@ -211,7 +201,7 @@ fn limit_failures_name_the_function_and_the_key_to_raise() {
     );
     // A lone component has no team file to raise it in yet.
     let probe = plugin("probe");
-    let overflow = bgagents(&["run", probe.to_str().unwrap(), "recurse"], &scratch.dir);
+    let overflow = bgagents_in(&["run", probe.to_str().unwrap(), "recurse"], &scratch.dir);
     let stderr = text(&overflow.stderr);
     assert!(
         stderr.contains("stack overflow: `probe.wasm!probe::recurse` recursed"),

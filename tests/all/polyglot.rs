@@ -5,6 +5,7 @@
 //! toolchains, so `cargo test` skips them; CI builds the guests with
 //! `bash plugins/polyglot/build.sh` and runs `cargo test --test all -- --ignored polyglot::`.
 
+use crate::{bgagents_in, text};
 use bgagents_testkit::{Scratch, plugin};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -24,18 +25,6 @@ fn bgagents(args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap()
-}
-
-fn bgagents_in(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bgagents"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn team(scratch: &Scratch) -> PathBuf {
