@@ -156,18 +156,25 @@ impl<'de> serde::Deserialize<'de> for Count {
 
 /// Formats bytes the way the docs write them: `64 MiB`, `512 KiB`, `100 B`.
 pub fn format_size(bytes: u64) -> String {
-    const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
-    for (size, unit) in UNITS {
+    let (number, unit) = scale_bytes(bytes);
+    format!("{number} {}", ["B", "KiB", "MiB", "GiB"][unit])
+}
+
+/// `bytes` in the largest binary unit (1024-based) it reaches: the number,
+/// whole or to one decimal, and the unit (0 bytes, 1 Ki, 2 Mi, 3 Gi). Every
+/// size a person reads is written from this; only the unit names differ.
+pub fn scale_bytes(bytes: u64) -> (String, usize) {
+    for unit in (1..=3).rev() {
+        let size = 1u64 << (10 * unit);
         if bytes >= size {
             let value = bytes as f64 / size as f64;
-            return if value.fract() == 0.0 {
-                format!("{value} {unit}")
-            } else {
-                format!("{value:.1} {unit}")
+            return match value.fract() == 0.0 {
+                true => (format!("{value}"), unit),
+                false => (format!("{value:.1}"), unit),
             };
         }
     }
-    format!("{bytes} B")
+    (bytes.to_string(), 0)
 }
 
 #[cfg(test)]

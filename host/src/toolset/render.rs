@@ -138,18 +138,8 @@ pub fn wait(report: &WaitReport) -> String {
 
 /// A size the way docker-agent writes its output cap (`10MB` for 10 MiB).
 fn cap_text(bytes: u64) -> String {
-    const UNITS: [(u64, &str); 3] = [(1 << 30, "GB"), (1 << 20, "MB"), (1 << 10, "KB")];
-    for (size, unit) in UNITS {
-        if bytes >= size {
-            let value = bytes as f64 / size as f64;
-            return if value.fract() == 0.0 {
-                format!("{value}{unit}")
-            } else {
-                format!("{value:.1}{unit}")
-            };
-        }
-    }
-    format!("{bytes}B")
+    let (number, unit) = crate::config::units::scale_bytes(bytes);
+    format!("{number}{}", ["B", "KB", "MB", "GB"][unit])
 }
 
 #[cfg(test)]
