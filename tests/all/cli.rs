@@ -4,7 +4,6 @@
 
 use crate::text;
 use bgagents_testkit::{HANG, Scratch};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
@@ -376,44 +375,14 @@ fn on_a_terminal_the_compile_notice_counts_in_place_and_ends_its_line() {
 fn ctrl_c_stops_every_task_and_exits_130() {
     let scratch = Scratch::new();
     let team = scratch.team(TEAM);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bgagents"))
-        .args([
-            "run",
-            team.to_str().unwrap(),
-            "spawn-then-wait",
-            "helper",
-            "spin",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    let started = Instant::now();
-    while !seen.contains("] started") {
-        assert!(
-            started.elapsed() < HANG,
-            "the helper never started:\n{seen}"
-        );
-        let mut line = String::new();
-        assert_ne!(
-            stderr.read_line(&mut line).unwrap(),
-            0,
-            "stderr closed:\n{seen}"
-        );
-        seen.push_str(&line);
-    }
-    let interrupted = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(interrupted.success());
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
-    let status = child.wait().unwrap();
-    assert!(started.elapsed() < HANG, "interrupt took too long");
-    assert_eq!(status.code(), Some(130), "{seen}{rest}");
+    let end = crate::interrupt_run(
+        &team,
+        &["spawn-then-wait", "helper", "spin"],
+        std::time::Duration::ZERO,
+    );
+    assert!(end.took < HANG, "interrupt took too long");
+    let (seen, rest) = (&end.before, &end.after);
+    assert_eq!(end.status.code(), Some(130), "{seen}{rest}");
     assert!(rest.contains("interrupted: stopping every task"), "{rest}");
     assert!(
         rest.contains("] stopped"),

@@ -18,8 +18,11 @@ mod polyglot;
 mod sandbox;
 mod toolset;
 
+use bgagents_testkit::HANG;
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// Runs the `bgagents` binary with `args` in `dir` and collects its output.
 fn bgagents_in(args: &[&str], dir: &Path) -> Output {
@@ -33,4 +36,65 @@ fn bgagents_in(args: &[&str], dir: &Path) -> Output {
 /// Output bytes as text (invalid UTF-8 shown as U+FFFD).
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// How a `bgagents run` ended after Ctrl-C.
+struct Interrupted {
+    status: ExitStatus,
+    /// stderr up to the sub-agent's start.
+    before: String,
+    /// stderr after the interrupt.
+    after: String,
+    /// From the interrupt to the process's exit.
+    took: Duration,
+}
+
+/// Runs `bgagents run TEAM TASK...`, waits until stderr shows a sub-agent
+/// `] started`, lets it run for `settle`, then sends SIGINT and collects
+/// the end. A watchdog kills the process if it outlives the interrupt by far,
+/// so a regression fails on time instead of hanging the suite.
+fn interrupt_run(team: &Path, task: &[&str], settle: Duration) -> Interrupted {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bgagents"))
+        .arg("run")
+        .arg(team)
+        .args(task)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let watchdog_pid = pid.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(HANG * 2);
+        let _ = Command::new("kill").args(["-KILL", &watchdog_pid]).status();
+    });
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut before = String::new();
+    let started = Instant::now();
+    while !before.contains("] started") {
+        assert!(
+            started.elapsed() < HANG,
+            "the sub-agent never started:\n{before}"
+        );
+        let mut line = String::new();
+        assert_ne!(
+            stderr.read_line(&mut line).unwrap(),
+            0,
+            "stderr closed:\n{before}"
+        );
+        before.push_str(&line);
+    }
+    std::thread::sleep(settle);
+    let interrupted_at = Instant::now();
+    let sent = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    assert!(sent.success());
+    let mut after = String::new();
+    stderr.read_to_string(&mut after).unwrap();
+    let status = child.wait().unwrap();
+    Interrupted {
+        status,
+        before,
+        after,
+        took: interrupted_at.elapsed(),
+    }
 }

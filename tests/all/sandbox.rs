@@ -443,73 +443,28 @@ async fn a_task_cannot_exhaust_the_hosts_file_handles() {
 /// 4 MiB strings: every task is stopped and the process exits.
 #[test]
 fn ctrl_c_ends_the_process_while_a_guest_floods_host_calls() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
     let scratch = Scratch::new();
     let team = scratch.team(
         "agents:\n  root:\n    component: '{plugins}/probe.wasm'\n    sub_agents: [helper]\n    \
          toolsets: [{type: background_agents}]\n  helper:\n    component: '{plugins}/probe.wasm'\n    \
          limits: {output: 1KiB}\n",
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bgagents"))
-        .args([
-            "run",
-            team.to_str().unwrap(),
-            "spawn-then-wait",
-            "helper",
-            "write-flood",
-            "4",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id().to_string();
-    // Kills the process if it outlives the interrupt by far (then the
-    // test fails on time, instead of hanging).
-    let watchdog_pid = pid.clone();
-    std::thread::spawn(move || {
-        std::thread::sleep(bgagents_testkit::HANG * 2);
-        let _ = Command::new("kill").args(["-KILL", &watchdog_pid]).status();
-    });
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    let started = std::time::Instant::now();
-    while !seen.contains("] started") {
-        assert!(
-            started.elapsed() < bgagents_testkit::HANG,
-            "the helper never started:\n{seen}"
-        );
-        let mut line = String::new();
-        assert_ne!(
-            stderr.read_line(&mut line).unwrap(),
-            0,
-            "stderr closed:\n{seen}"
-        );
-        seen.push_str(&line);
-    }
-    // Let the flood get going.
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let interrupted_at = std::time::Instant::now();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
+    // Let the flood get going before the interrupt.
+    let end = crate::interrupt_run(
+        &team,
+        &["spawn-then-wait", "helper", "write-flood", "4"],
+        std::time::Duration::from_millis(300),
     );
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
-    let status = child.wait().unwrap();
     assert!(
-        interrupted_at.elapsed() < bgagents_testkit::HANG,
+        end.took < bgagents_testkit::HANG,
         "Ctrl-C took {:?}",
-        interrupted_at.elapsed()
+        end.took
     );
-    assert_eq!(status.code(), Some(130), "{seen}{rest}");
+    assert_eq!(end.status.code(), Some(130), "{}{}", end.before, end.after);
     assert!(
-        rest.contains("] stopped"),
-        "the helper was not reported stopped:\n{rest}"
+        end.after.contains("] stopped"),
+        "the helper was not reported stopped:\n{}",
+        end.after
     );
 }
 
