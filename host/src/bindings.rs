@@ -1,7 +1,7 @@
 //! Host-side bindings generated from `wit/` (the `sub-agent` world).
 
 wasmtime::component::bindgen!({
-    path: "../wit",
+    path: "../wit/v0.1.0/bgagents.wit",
     world: "sub-agent",
     imports: { default: async },
     exports: { default: async },
@@ -10,7 +10,7 @@ wasmtime::component::bindgen!({
 pub use self::exports::bgagents::agents::agent;
 
 /// The WIT package guests build against, as `bgagents wit` writes it.
-pub const WIT: &str = include_str!("../../wit/bgagents.wit");
+pub const WIT: &str = include_str!("../../wit/v0.1.0/bgagents.wit");
 /// The package's name and version.
 pub const WIT_PACKAGE: &str = "bgagents:agents";
 pub const WIT_VERSION: &str = "0.1.0";
