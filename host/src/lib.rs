@@ -3,18 +3,22 @@
 //!
 //! Data flows through the (private) modules in this order: `config` (the
 //! team file) → `components` (compile once, check the world) → `sandbox`
-//! (what one task may touch) → `tasks` (task state, scoping, events) →
-//! `toolset` (run, list, view, stop, wait) → `frontends` (WIT imports, CLI,
-//! MCP). The public API is the curated set of re-exports below.
+//! (what one task may touch) → `tasks` (task state, scoping, events) → `wit`
+//! (the guest boundary: each WIT version's bindings and imports) → `toolset`
+//! (run, list, view, stop, wait; the tools agents call; the model) →
+//! `frontends` (CLI, MCP). `model` holds the chat shapes and provider
+//! clients the toolset's model capability uses. The public API is the
+//! curated set of re-exports below.
 
-mod bindings;
 mod components;
 mod config;
 mod frontends;
+mod model;
 mod sandbox;
 mod tasks;
 mod text;
 mod toolset;
+mod wit;
 
 // The API below is what an application embedding bgagents (and this crate's
 // tests, benchmark and binary) needs; everything else stays private.
@@ -28,13 +32,16 @@ pub use config::{
 // Loading a team: the engine's allocator, the compiled-component cache.
 pub use components::{Allocator, CacheOutcome, LoadProgress};
 // Tasks as the toolset reports them, and the events it sends.
-pub use tasks::{Caller, EventKind, SessionId, TaskEvent, TaskId, TaskInfo, TaskStatus, TaskView};
+pub use tasks::{
+    Caller, EventKind, SessionId, TaskEvent, TaskId, TaskInfo, TaskStatus, TaskView, WaitEntry,
+    WaitReport,
+};
 // The toolset: run, list, view, stop and wait, with the limits and texts
 // every front-end shares.
 pub use toolset::{
     ComponentReport, LoadError, LoadReport, MAX_EXPECTED_OUTPUT_BYTES, MAX_TASK_BYTES, Session,
     ToolError, Toolset, WAIT_DEFAULT_TIMEOUT_SECS, WAIT_MAX_IDS, WAIT_MAX_TIMEOUT_SECS,
-    WAIT_OUTPUT_CAP, WaitEntry, WaitReport, render,
+    WAIT_OUTPUT_CAP, render,
 };
 
 /// The `bgagents` command line (the binary's `main`).

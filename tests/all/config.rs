@@ -215,7 +215,7 @@ fn bad_components_are_each_named_with_what_to_do() {
     assert!(line("broken").contains("is not a valid component"));
     assert!(
         line("command").contains("does not fit the `sub-agent` world")
-            && line("command").contains("bgagents:agents/agent@0.1.0"),
+            && line("command").contains("bgagents:agents/agent@0.2.0"),
         "{}",
         line("command")
     );

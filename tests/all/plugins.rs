@@ -20,7 +20,7 @@ fn wit_writes_the_package_guests_build_against() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../wit/bgagents.wit"))
             .unwrap();
     assert_eq!(written, source);
-    assert!(written.contains("package bgagents:agents@0.1.0;"));
+    assert!(written.contains("package bgagents:agents@0.2.0;"));
 }
 
 #[test]
@@ -116,8 +116,8 @@ fn a_guest_built_for_another_wit_version_is_refused_naming_both() {
     let stderr = text(&check.stderr);
     assert!(
         stderr.contains(
-            "was built for bgagents:agents@0.2.0, but this host provides bgagents:agents@0.1.0; \
-             rebuild the plugin against the WIT that `bgagents wit` writes"
+            "was built for bgagents:agents@0.3.0, but this host provides bgagents:agents@0.1.0 \
+             and @0.2.0; rebuild the plugin against the WIT that `bgagents wit` writes"
         ),
         "{stderr}"
     );

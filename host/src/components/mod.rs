@@ -1,6 +1,5 @@
 //! Components: the shared Engine, and each agent's component compiled once
-//! (or loaded from the on-disk cache) and pre-instantiated (`InstancePre`)
-//! so a task only has to instantiate.
+//! (or loaded from the on-disk cache).
 
 mod cache;
 mod engine;
@@ -8,4 +7,4 @@ mod load;
 
 pub use cache::{CacheOutcome, ComponentCache, check_grants_avoid_cache};
 pub use engine::{Allocator, EngineOptions, new_engine};
-pub use load::{LoadProgress, load_component};
+pub use load::{LoadProgress, LoadedComponent, load_component, load_embedded};

@@ -1,7 +1,6 @@
-//! Front-ends: thin adapters that reach the toolset's operations — the WIT
-//! imports guests call, the `bgagents` command line, and MCP.
+//! Front-ends: thin adapters that reach the toolset's operations — the
+//! `bgagents` command line and MCP (guests reach them through `wit`).
 
 pub mod cli;
 pub mod mcp;
 pub mod scaffold;
-pub mod wit_imports;

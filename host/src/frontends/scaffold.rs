@@ -5,7 +5,7 @@
 //! templates are the files under `host/templates/`, which docs/plugins.md
 //! shows verbatim.
 
-use crate::bindings::WIT;
+use crate::wit::WIT;
 use std::path::{Path, PathBuf};
 
 /// The languages `bgagents new` scaffolds.

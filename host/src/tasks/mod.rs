@@ -3,10 +3,12 @@
 
 pub mod events;
 pub mod registry;
+mod report;
 pub mod scope;
 pub mod task;
 
 pub use events::{EventKind, Events, TaskEvent};
 pub use registry::Registry;
+pub use report::{WaitEntry, WaitReport};
 pub use scope::{Caller, SessionId};
 pub use task::{NewTask, Outcome, Task, TaskId, TaskInfo, TaskStatus, TaskView};

@@ -1,11 +1,15 @@
 //! The data of one task's Store: its sandbox (WASI context, resource table,
 //! limiter, output) and what its imports need to call back into the toolset
-//! as that task.
+//! as that task. Its [`AgentHost`] implementation is where a guest's
+//! imports reach the toolset.
 
-use super::Toolset;
 use super::slots::Slot;
+use super::tools::{self, args::Args, background};
+use super::{LoadedAgent, Toolset};
+use crate::model::{Completion, Message, ToolDefinition, Usage};
 use crate::sandbox::{OutputBuffer, TaskLimiter};
-use crate::tasks::Caller;
+use crate::tasks::{Caller, TaskInfo, TaskView, WaitReport};
+use crate::wit::{AgentHost, ModelCallError};
 use std::future::Future;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
@@ -16,9 +20,10 @@ pub(crate) struct GuestState {
     pub(super) table: ResourceTable,
     pub(super) limiter: TaskLimiter,
     /// The task itself, as the caller of its imports.
-    pub(crate) caller: Caller,
-    pub(crate) toolset: Toolset,
-    pub(crate) output: Arc<OutputBuffer>,
+    pub(super) caller: Caller,
+    pub(super) toolset: Toolset,
+    pub(super) agent: Arc<LoadedAgent>,
+    pub(super) output: Arc<OutputBuffer>,
     /// This task's slot under the host's running cap.
     pub(super) slot: Option<Slot>,
 }
@@ -37,10 +42,97 @@ impl GuestState {
     /// sub-agents) with this task's running slot lent out, so that the tasks
     /// it waits on can use the slot instead of queueing behind it. The slot
     /// is taken back before the guest resumes.
-    pub(crate) async fn lending_slot<F: Future>(&mut self, blocked: F) -> F::Output {
+    async fn lending_slot<F: Future>(&mut self, blocked: F) -> F::Output {
         self.slot = None;
         let output = blocked.await;
         self.slot = self.toolset.0.slots.claim_first().granted().await;
         output
+    }
+}
+
+impl AgentHost for GuestState {
+    fn write_output(&mut self, text: &str) {
+        self.output.append(text.as_bytes());
+    }
+
+    fn run_background_agent(
+        &mut self,
+        agent: &str,
+        task: &str,
+        expected_output: Option<&str>,
+    ) -> Result<TaskInfo, String> {
+        self.toolset
+            .run_background_agent(&self.caller, agent, task, expected_output)
+            .map_err(|error| error.to_string())
+    }
+
+    fn list_background_agents(&mut self) -> Vec<TaskInfo> {
+        self.toolset.list_background_agents(&self.caller)
+    }
+
+    fn view_background_agent(&mut self, task_id: &str) -> Result<TaskView, String> {
+        self.toolset
+            .view_background_agent(&self.caller, task_id)
+            .map_err(|error| error.to_string())
+    }
+
+    async fn stop_background_agent(&mut self, task_id: String) -> Result<TaskInfo, String> {
+        self.toolset
+            .stop_background_agent(&self.caller, &task_id)
+            .await
+            .map_err(|error| error.to_string())
+    }
+
+    async fn wait_background_agents(
+        &mut self,
+        task_ids: Vec<String>,
+        timeout_seconds: u64,
+    ) -> Result<WaitReport, String> {
+        let (toolset, caller) = (self.toolset.clone(), self.caller.clone());
+        let waited = toolset.wait_background_agents(&caller, &task_ids, timeout_seconds);
+        self.lending_slot(waited)
+            .await
+            .map_err(|error| error.to_string())
+    }
+
+    fn model_name(&mut self) -> Option<String> {
+        None
+    }
+
+    async fn complete(
+        &mut self,
+        _messages: Vec<Message>,
+        _tools: Vec<ToolDefinition>,
+    ) -> Result<(Completion, Usage), ModelCallError> {
+        Err(ModelCallError::NoModel(format!(
+            "agent {:?} has no model: give it `model:` in the team file",
+            self.caller.agent().unwrap_or_default()
+        )))
+    }
+
+    fn tool_definitions(&mut self) -> Vec<ToolDefinition> {
+        self.agent
+            .tools
+            .iter()
+            .map(tools::ToolSpec::definition)
+            .collect()
+    }
+
+    async fn call_tool(&mut self, name: String, arguments: String) -> Result<String, String> {
+        if !self.agent.tools.iter().any(|tool| tool.name == name) {
+            return Err(tools::unknown_tool(&name, &self.agent.tools));
+        }
+        let args = Args::parse(&arguments)?;
+        let (toolset, caller) = (self.toolset.clone(), self.caller.clone());
+        if name == tools::TRANSFER {
+            return tools::transfer(&toolset, &caller, &args, |exited| self.lending_slot(exited))
+                .await;
+        }
+        let agent = self.agent.clone();
+        background::call(&toolset, &caller, &name, &args, |ids, timeout| {
+            self.wait_background_agents(ids, timeout)
+        })
+        .await
+        .unwrap_or_else(|| Err(tools::unknown_tool(&name, &agent.tools)))
     }
 }

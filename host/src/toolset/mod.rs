@@ -8,22 +8,23 @@ mod ops;
 pub mod render;
 mod runner;
 mod slots;
+pub mod tools;
 mod trap;
 
 pub use errors::ToolError;
 pub(crate) use guest::GuestState;
 pub use ops::{
     MAX_EXPECTED_OUTPUT_BYTES, MAX_TASK_BYTES, WAIT_DEFAULT_TIMEOUT_SECS, WAIT_MAX_IDS,
-    WAIT_MAX_TIMEOUT_SECS, WAIT_OUTPUT_CAP, WaitEntry, WaitReport,
+    WAIT_MAX_TIMEOUT_SECS, WAIT_OUTPUT_CAP,
 };
 
-use crate::bindings::SubAgentPre;
 pub use crate::components::LoadProgress;
 use crate::components::{
     Allocator, CacheOutcome, ComponentCache, EngineOptions, load_component, new_engine,
 };
 use crate::config::{AgentSpec, CacheSetting, Grants, Team};
 use crate::tasks::{Caller, Events, Registry, SessionId, Task};
+use crate::wit::AgentPre;
 use slots::Slots;
 use std::collections::HashMap;
 use std::fmt;
@@ -32,7 +33,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use wasmtime::Engine;
-use wasmtime::component::Linker;
 
 /// A loaded team, ready to run tasks. Cheap to clone; all clones share state.
 #[derive(Clone)]
@@ -63,7 +63,9 @@ struct LoadedAgent {
     spec: AgentSpec,
     /// Shared with every task's socket check.
     grants: Arc<Grants>,
-    pre: SubAgentPre<GuestState>,
+    pre: AgentPre<GuestState>,
+    /// The tools its `toolsets:` grant.
+    tools: Vec<tools::ToolSpec>,
 }
 
 /// What loading a team did.
@@ -177,22 +179,23 @@ impl Toolset {
             }
         }
         let cache = ComponentCache::new(cache_dir, team.engine.cache_max);
-        let mut linker = Linker::new(&engine);
-        crate::frontends::wit_imports::add_to_linker(&mut linker)
+        let linker = crate::wit::linker(&engine)
             .map_err(|error| fail(format!("cannot set up host imports: {error:#}")))?;
         let mut agents = HashMap::new();
         let mut problems = Vec::new();
         let mut components = Vec::new();
         // Agents that share a component share its compilation.
-        let mut compiled: HashMap<&Path, Result<SubAgentPre<GuestState>, String>> = HashMap::new();
+        let mut compiled: HashMap<&Path, Result<AgentPre<GuestState>, String>> = HashMap::new();
         for spec in team.agents.values() {
             let Some(path) = &spec.component else {
                 continue;
             };
             let loaded = compiled.entry(path).or_insert_with(|| {
-                let loaded = load_component(&engine, &linker, &cache, path, progress)?;
+                let loaded = load_component(&engine, &cache, path, progress)?;
+                let pre = AgentPre::new(&engine, &linker, &loaded.component, &loaded.shown)?;
                 tracing::info!(
                     component = %path.display(),
+                    wit = pre.version(),
                     cache = ?loaded.cache,
                     took_ms = loaded.took.as_millis() as u64,
                     "component loaded"
@@ -202,7 +205,7 @@ impl Toolset {
                     cache: loaded.cache,
                     took: loaded.took,
                 });
-                Ok(loaded.pre)
+                Ok(pre)
             });
             match loaded {
                 Ok(pre) => {
@@ -210,6 +213,7 @@ impl Toolset {
                         spec: spec.clone(),
                         grants: Arc::new(spec.grants.clone()),
                         pre: pre.clone(),
+                        tools: tools::for_agent(&team, spec),
                     };
                     agents.insert(spec.name.clone(), Arc::new(loaded));
                 }

@@ -6,6 +6,7 @@ use super::{Toolset, runner};
 use crate::sandbox::OutputBuffer;
 use crate::tasks::{
     Caller, EventKind, NewTask, Registry, Task, TaskEvent, TaskId, TaskInfo, TaskStatus, TaskView,
+    WaitEntry, WaitReport,
 };
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -27,35 +28,17 @@ pub const WAIT_OUTPUT_CAP: usize = 4096;
 /// listeners that fall behind can hold (4096 × 16 KiB = 64 MiB).
 const OUTPUT_EVENT_BYTES: usize = 16 << 10;
 
+/// How a caller asked for a task: through the background-agents toolset
+/// (which its agent must be granted), or by `transfer_task`, which every
+/// agent with `sub_agents` has, as in docker-agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Via {
+    BackgroundAgents,
+    Transfer,
+}
+
 /// The text a wait entry carries for an id the caller cannot see.
 const WAIT_NOT_FOUND: &str = "Task not found; it may have been pruned.";
-
-/// What `wait` reports, tasks in the order they were asked for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WaitReport {
-    pub all_done: bool,
-    pub timed_out: bool,
-    pub tasks: Vec<WaitEntry>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WaitEntry {
-    pub task_id: String,
-    /// `None` when the caller has no task with this id.
-    pub status: Option<TaskStatus>,
-    /// The result when completed, otherwise the live output (capped).
-    pub output: Option<String>,
-    pub error: Option<String>,
-    /// `output` or `error` was cut to [`WAIT_OUTPUT_CAP`].
-    pub truncated: bool,
-}
-
-impl WaitEntry {
-    /// Finished, or unknown (so there is nothing to wait for).
-    pub fn is_done(&self) -> bool {
-        self.status.is_none_or(TaskStatus::is_final)
-    }
-}
 
 impl Toolset {
     /// Starts `agent` on `task` in the background and returns the accepted
@@ -67,6 +50,19 @@ impl Toolset {
         agent: &str,
         task: &str,
         expected_output: Option<&str>,
+    ) -> Result<TaskInfo, ToolError> {
+        self.start(caller, agent, task, expected_output, Via::BackgroundAgents)
+    }
+
+    /// Starts a task the way [`Toolset::run_background_agent`] does, for a
+    /// caller that reached it through `via`.
+    pub(super) fn start(
+        &self,
+        caller: &Caller,
+        agent: &str,
+        task: &str,
+        expected_output: Option<&str>,
+        via: Via,
     ) -> Result<TaskInfo, ToolError> {
         let agent = agent.trim();
         if agent.is_empty() {
@@ -88,7 +84,7 @@ impl Toolset {
                 limit: MAX_EXPECTED_OUTPUT_BYTES,
             });
         }
-        self.check_may_dispatch(caller, agent)?;
+        self.check_may_dispatch(caller, agent, via)?;
         let target = self
             .0
             .agents
@@ -291,7 +287,7 @@ impl Toolset {
         Ok(Some(parent))
     }
 
-    fn check_may_dispatch(&self, caller: &Caller, agent: &str) -> Result<(), ToolError> {
+    fn check_may_dispatch(&self, caller: &Caller, agent: &str, via: Via) -> Result<(), ToolError> {
         let team = &self.0.team;
         let Some(caller_agent) = &caller.agent else {
             // The operator may start any agent the team defines.
@@ -311,7 +307,7 @@ impl Toolset {
         let spec = team
             .agent(caller_agent)
             .expect("callers act as agents of the team");
-        if !spec.background_agents {
+        if via == Via::BackgroundAgents && !spec.background_agents {
             return Err(ToolError::NoToolset {
                 caller: caller_agent.clone(),
             });
@@ -327,7 +323,7 @@ impl Toolset {
 
     /// The task `id` if the caller may see it; "not found" otherwise, so a
     /// caller cannot even learn that another's task exists.
-    fn visible_task(&self, caller: &Caller, id: &str) -> Result<Arc<Task>, ToolError> {
+    pub(super) fn visible_task(&self, caller: &Caller, id: &str) -> Result<Arc<Task>, ToolError> {
         self.0
             .registry
             .lock()

@@ -1,7 +1,7 @@
 //! The texts text-based front-ends (the CLI, MCP) show for toolset results,
 //! matching docker-agent's so prompts written for it read the same.
 
-use super::ops::WaitReport;
+use crate::tasks::WaitReport;
 use crate::tasks::{TaskInfo, TaskStatus, TaskView};
 use serde::Serialize;
 use std::fmt::Write;
@@ -159,7 +159,7 @@ mod tests {
 
     #[test]
     fn wait_keys_come_in_docker_agents_order() {
-        use super::super::ops::WaitEntry;
+        use crate::tasks::WaitEntry;
         let entry = |task_id: &str, status, output: Option<&str>, error: Option<&str>| WaitEntry {
             task_id: task_id.to_string(),
             status,

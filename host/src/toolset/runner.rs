@@ -9,10 +9,10 @@ use super::guest::GuestState;
 use super::slots::{Claim, Slot};
 use super::trap::explain_trap;
 use super::{LoadedAgent, Toolset, render};
-use crate::bindings::agent::Request;
 use crate::config::units::format_size;
 use crate::sandbox::{TaskLimiter, task_context};
 use crate::tasks::{Caller, EventKind, Outcome, Task};
+use crate::wit::RunRequest;
 use std::sync::Arc;
 use tracing::Instrument;
 use wasmtime::Store;
@@ -86,7 +86,12 @@ fn log_outcome(outcome: &Outcome) {
     }
 }
 
-async fn run_guest(toolset: &Toolset, task: &Task, agent: &LoadedAgent, slot: Slot) -> Outcome {
+async fn run_guest(
+    toolset: &Toolset,
+    task: &Task,
+    agent: &Arc<LoadedAgent>,
+    slot: Slot,
+) -> Outcome {
     let limits = &agent.spec.limits;
     let wasi = match task_context(&task.agent, &agent.grants, &task.output) {
         Ok(wasi) => wasi,
@@ -102,6 +107,7 @@ async fn run_guest(toolset: &Toolset, task: &Task, agent: &LoadedAgent, slot: Sl
         limiter: TaskLimiter::new(limits.memory),
         caller: Caller::for_task(task),
         toolset: toolset.clone(),
+        agent: agent.clone(),
         output: task.output.clone(),
         slot: Some(slot),
     };
@@ -120,24 +126,22 @@ async fn run_guest(toolset: &Toolset, task: &Task, agent: &LoadedAgent, slot: Sl
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);
     }
-    let request = Request {
+    let spec = &agent.spec;
+    let request = RunRequest {
         task_id: task.id.to_string(),
         agent: task.agent.clone(),
-        instruction: agent.spec.instruction.clone(),
+        instruction: spec.instruction.clone(),
         task: task.task.clone(),
         expected_output: task.expected_output.clone(),
-        sub_agents: match agent.spec.background_agents {
-            true => agent.spec.sub_agents.clone(),
+        sub_agents: match spec.background_agents {
+            true => spec.sub_agents.clone(),
             false => Vec::new(),
         },
+        description: spec.description.clone(),
+        date: None,
+        max_iterations: 0,
     };
-    let call = async {
-        let instance = agent.pre.instantiate_async(&mut store).await?;
-        instance
-            .bgagents_agents_agent()
-            .call_run(&mut store, &request)
-            .await
-    };
+    let call = agent.pre.run(&mut store, &request);
     match tokio::time::timeout(limits.timeout, call).await {
         Err(_) => Outcome::Failed(format!(
             "timed out after {}",

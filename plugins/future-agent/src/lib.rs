@@ -1,4 +1,4 @@
-//! Test guest built against `bgagents:agents@0.2.0`, which this host does
+//! Test guest built against `bgagents:agents@0.3.0`, which this host does
 //! not speak; loading it must fail naming both versions.
 
 wit_bindgen::generate!({ path: "wit", world: "sub-agent" });

@@ -167,7 +167,7 @@ pub fn main() -> ExitCode {
 /// `wit --out DIR` writes the file; `wit --out -` prints the package.
 fn wit(out: &Path) -> ExitCode {
     if out == Path::new("-") {
-        let _ = std::io::stdout().write_all(crate::bindings::WIT.as_bytes());
+        let _ = std::io::stdout().write_all(crate::wit::WIT.as_bytes());
         return ExitCode::SUCCESS;
     }
     report(super::scaffold::write_wit(out).map(|file| vec![file]))

@@ -9,7 +9,6 @@
 // what clients listen to.
 #![allow(deprecated)]
 
-mod args;
 mod notify;
 mod schemas;
 mod server;

@@ -2,11 +2,12 @@
 //! logging level, and requests that end the moment the client cancels them
 //! or goes away.
 
-use super::args::Args;
 use super::notify::{LogFilter, WaitProgress};
-use super::schemas::{LIST, RUN, STOP, VIEW, WAIT, tools};
-use crate::tasks::{Caller, TaskStatus};
-use crate::toolset::{Session, ToolError, Toolset, WaitReport, render};
+use super::schemas::tools;
+use crate::tasks::{Caller, TaskStatus, WaitReport};
+use crate::toolset::tools::args::Args;
+use crate::toolset::tools::background::{self, LIST, RUN, STOP, VIEW, WAIT};
+use crate::toolset::{Session, ToolError, Toolset};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
     ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig,
@@ -67,51 +68,16 @@ impl McpServer {
         args: &Args,
         context: &RequestContext<RoleServer>,
     ) -> Result<String, String> {
-        let toolset = &self.toolset;
-        let caller = self.caller();
-        match name {
-            RUN => {
-                args.only(&["agent", "task", "expected_output"])?;
-                let agent = args.string("agent")?.unwrap_or_default();
-                let task = args.string("task")?.unwrap_or_default();
-                let expected = args.string("expected_output")?;
-                let info = toolset
-                    .run_background_agent(caller, &agent, &task, expected.as_deref())
-                    .map_err(|e| e.to_string())?;
-                Ok(render::started(&info, &task))
-            }
-            LIST => {
-                args.only(&[])?;
-                Ok(render::list(&toolset.list_background_agents(caller)))
-            }
-            VIEW => {
-                args.only(&["task_id"])?;
-                let id = args.string("task_id")?.unwrap_or_default();
-                let view = toolset
-                    .view_background_agent(caller, &id)
-                    .map_err(|e| e.to_string())?;
-                Ok(render::view(&view))
-            }
-            STOP => {
-                args.only(&["task_id"])?;
-                let id = args.string("task_id")?.unwrap_or_default();
-                let info = toolset
-                    .stop_background_agent(caller, &id)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok(render::stopped(&info))
-            }
-            WAIT => {
-                args.only(&["task_ids", "timeout"])?;
-                let ids = args.strings("task_ids")?;
-                let timeout = args.timeout("timeout")?;
-                let report = self.wait_with_progress(&ids, timeout, context).await;
-                Ok(render::wait(&report.map_err(|e| e.to_string())?))
-            }
-            other => Err(format!(
-                "unknown tool {other:?}; the tools are {RUN}, {LIST}, {VIEW}, {STOP}, {WAIT}"
-            )),
-        }
+        let wait = |ids: Vec<String>, timeout| async move {
+            (self.wait_with_progress(&ids, timeout, context).await).map_err(|e| e.to_string())
+        };
+        background::call(&self.toolset, self.caller(), name, args, wait)
+            .await
+            .unwrap_or_else(|| {
+                Err(format!(
+                    "unknown tool {name:?}; the tools are {RUN}, {LIST}, {VIEW}, {STOP}, {WAIT}"
+                ))
+            })
     }
 
     /// Waits like the toolset does, telling a client that asked for

@@ -1,14 +1,27 @@
 //! A tool call's arguments, checked the way the tool schemas describe them.
 
 use crate::toolset::ToolError;
-use rmcp::model::JsonObject;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-pub struct Args(JsonObject);
+pub struct Args(Map<String, Value>);
 
 impl Args {
-    pub fn new(arguments: Option<JsonObject>) -> Args {
+    pub fn new(arguments: Option<Map<String, Value>>) -> Args {
         Args(arguments.unwrap_or_default())
+    }
+
+    /// Arguments as a model wrote them: a JSON object (empty text counts as
+    /// no arguments).
+    pub fn parse(text: &str) -> Result<Args, String> {
+        if text.trim().is_empty() {
+            return Ok(Args::new(None));
+        }
+        match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(map)) => Ok(Args(map)),
+            Ok(Value::Null) => Ok(Args::new(None)),
+            Ok(_) => Err("the arguments must be a JSON object".to_string()),
+            Err(error) => Err(format!("the arguments are not valid JSON ({error})")),
+        }
     }
 
     /// Refuses any argument not in `known`: every tool has a closed schema,
@@ -33,8 +46,9 @@ impl Args {
         }
     }
 
-    pub fn strings(&self, name: &str) -> Result<Vec<String>, String> {
-        let bad = || format!("{name} must be an array of task ID strings");
+    /// An array of strings; `what` names the items in the error.
+    pub fn strings(&self, name: &str, what: &str) -> Result<Vec<String>, String> {
+        let bad = || format!("{name} must be an array of {what} strings");
         match self.0.get(name) {
             None | Some(Value::Null) => Ok(Vec::new()),
             Some(Value::Array(items)) => items
