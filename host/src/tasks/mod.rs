@@ -11,4 +11,4 @@ pub use events::{EventKind, Events, TaskEvent};
 pub use registry::Registry;
 pub use report::{WaitEntry, WaitReport};
 pub use scope::{Caller, SessionId};
-pub use task::{NewTask, Outcome, Task, TaskId, TaskInfo, TaskStatus, TaskView};
+pub use task::{ModelUse, NewTask, Outcome, Task, TaskId, TaskInfo, TaskStatus, TaskView};

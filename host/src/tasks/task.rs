@@ -98,6 +98,22 @@ pub struct TaskView {
     pub output: OutputSnapshot,
     pub result: Option<String>,
     pub error: Option<String>,
+    /// What the task's model calls used; none before its first call.
+    pub model: Option<ModelUse>,
+}
+
+/// Model calls a task made and the tokens they used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ModelUse {
+    pub calls: u32,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+impl ModelUse {
+    pub fn tokens(&self) -> u64 {
+        self.input_tokens.saturating_add(self.output_tokens)
+    }
 }
 
 /// A task known to the host, live or finished.
@@ -122,6 +138,8 @@ pub struct Task {
     pub exited: CancellationToken,
     /// Tasks this task has started so far (for its spawn limit).
     pub spawned: AtomicUsize,
+    /// Its model calls so far (for its token and call limits, and views).
+    pub model: Mutex<Option<ModelUse>>,
     state: Mutex<TaskState>,
 }
 
@@ -158,6 +176,7 @@ impl Task {
             cancel: spec.cancel,
             exited: CancellationToken::new(),
             spawned: AtomicUsize::new(0),
+            model: Mutex::new(None),
             state: Mutex::new(TaskState {
                 status: TaskStatus::Queued,
                 started: None,
@@ -245,6 +264,7 @@ impl Task {
             output,
             result: state.result.clone(),
             error: state.error.clone(),
+            model: *self.model.lock().unwrap(),
         }
     }
 

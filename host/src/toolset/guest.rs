@@ -4,11 +4,11 @@
 //! imports reach the toolset.
 
 use super::slots::Slot;
-use super::tools::{self, args::Args, background};
+use super::tools::{self, args::Args, background, think::Thoughts, todo::TodoList};
 use super::{LoadedAgent, Toolset};
 use crate::model::{Completion, Message, ToolDefinition, Usage};
 use crate::sandbox::{OutputBuffer, TaskLimiter};
-use crate::tasks::{Caller, TaskInfo, TaskView, WaitReport};
+use crate::tasks::{Caller, Task, TaskInfo, TaskView, WaitReport};
 use crate::wit::{AgentHost, ModelCallError};
 use std::future::Future;
 use std::sync::Arc;
@@ -23,7 +23,12 @@ pub(crate) struct GuestState {
     pub(super) caller: Caller,
     pub(super) toolset: Toolset,
     pub(super) agent: Arc<LoadedAgent>,
+    pub(super) task: Arc<Task>,
     pub(super) output: Arc<OutputBuffer>,
+    /// The `think` tool's notes.
+    pub(super) thoughts: Thoughts,
+    /// The `todo` tool's list: the task's own, or the team's when shared.
+    pub(super) todos: TodoList,
     /// This task's slot under the host's running cap.
     pub(super) slot: Option<Slot>,
 }
@@ -96,18 +101,15 @@ impl AgentHost for GuestState {
     }
 
     fn model_name(&mut self) -> Option<String> {
-        None
+        self.agent.model.as_ref().map(|client| client.name())
     }
 
     async fn complete(
         &mut self,
-        _messages: Vec<Message>,
-        _tools: Vec<ToolDefinition>,
+        messages: Vec<Message>,
+        tools: Vec<ToolDefinition>,
     ) -> Result<(Completion, Usage), ModelCallError> {
-        Err(ModelCallError::NoModel(format!(
-            "agent {:?} has no model: give it `model:` in the team file",
-            self.caller.agent().unwrap_or_default()
-        )))
+        self.complete_turn(messages, tools).await
     }
 
     fn tool_definitions(&mut self) -> Vec<ToolDefinition> {
@@ -127,6 +129,12 @@ impl AgentHost for GuestState {
         if name == tools::TRANSFER {
             return tools::transfer(&toolset, &caller, &args, |exited| self.lending_slot(exited))
                 .await;
+        }
+        if name == tools::think::THINK {
+            return self.thoughts.think(&args);
+        }
+        if let Some(answer) = self.todos.call(&name, &args) {
+            return answer;
         }
         let agent = self.agent.clone();
         background::call(&toolset, &caller, &name, &args, |ids, timeout| {

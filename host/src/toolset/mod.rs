@@ -4,6 +4,7 @@
 
 mod errors;
 mod guest;
+mod model;
 mod ops;
 pub mod render;
 mod runner;
@@ -20,10 +21,12 @@ pub use ops::{
 
 pub use crate::components::LoadProgress;
 use crate::components::{
-    Allocator, CacheOutcome, ComponentCache, EngineOptions, load_component, new_engine,
+    Allocator, BUNDLED_AGENT, CacheOutcome, ComponentCache, EngineOptions, load_component,
+    load_embedded, new_engine,
 };
 use crate::config::{AgentSpec, CacheSetting, Grants, Team};
 use crate::tasks::{Caller, Events, Registry, SessionId, Task};
+use crate::model::ModelClient;
 use crate::wit::AgentPre;
 use slots::Slots;
 use std::collections::HashMap;
@@ -56,7 +59,12 @@ struct Shared {
     events: Events,
     /// Parent of every session's token: cancelling it stops everything.
     shutdown: CancellationToken,
+    /// The todo list of agents whose `todo` toolset is `shared: true`.
+    shared_todos: tools::todo::TodoList,
 }
+
+/// How the bundled LLM agent is named in reports and errors.
+const BUNDLED_AGENT_NAME: &str = "<bundled LLM agent>";
 
 /// An agent whose component compiled and fits the world.
 struct LoadedAgent {
@@ -66,6 +74,8 @@ struct LoadedAgent {
     pre: AgentPre<GuestState>,
     /// The tools its `toolsets:` grant.
     tools: Vec<tools::ToolSpec>,
+    /// Its `model:`, ready to call.
+    model: Option<ModelClient>,
 }
 
 /// What loading a team did.
@@ -185,23 +195,39 @@ impl Toolset {
         let mut problems = Vec::new();
         let mut components = Vec::new();
         // Agents that share a component share its compilation.
-        let mut compiled: HashMap<&Path, Result<AgentPre<GuestState>, String>> = HashMap::new();
+        // Agents that share a component share its compilation; `None` is
+        // the bundled LLM agent, which agents with `model:` and no
+        // `component:` run.
+        let mut compiled: HashMap<Option<&Path>, Result<AgentPre<GuestState>, String>> =
+            HashMap::new();
         for spec in team.agents.values() {
-            let Some(path) = &spec.component else {
-                continue;
+            let model = match spec.model.as_ref().map(ModelClient::new).transpose() {
+                Ok(model) => model,
+                Err(problem) => {
+                    problems.push(format!("agents.{}.model: {problem}", spec.name));
+                    continue;
+                }
             };
-            let loaded = compiled.entry(path).or_insert_with(|| {
-                let loaded = load_component(&engine, &cache, path, progress)?;
+            let source = match (&spec.component, &model) {
+                (Some(path), _) => Some(path.as_path()),
+                (None, Some(_)) => None,
+                (None, None) => continue,
+            };
+            let loaded = compiled.entry(source).or_insert_with(|| {
+                let loaded = match source {
+                    Some(path) => load_component(&engine, &cache, path, progress)?,
+                    None => load_embedded(&engine, &cache, BUNDLED_AGENT, BUNDLED_AGENT_NAME, progress)?,
+                };
                 let pre = AgentPre::new(&engine, &linker, &loaded.component, &loaded.shown)?;
                 tracing::info!(
-                    component = %path.display(),
+                    component = %loaded.shown,
                     wit = pre.version(),
                     cache = ?loaded.cache,
                     took_ms = loaded.took.as_millis() as u64,
                     "component loaded"
                 );
                 components.push(ComponentReport {
-                    path: path.clone(),
+                    path: PathBuf::from(&loaded.shown),
                     cache: loaded.cache,
                     took: loaded.took,
                 });
@@ -214,6 +240,7 @@ impl Toolset {
                         grants: Arc::new(spec.grants.clone()),
                         pre: pre.clone(),
                         tools: tools::for_agent(&team, spec),
+                        model,
                     };
                     agents.insert(spec.name.clone(), Arc::new(loaded));
                 }
@@ -239,6 +266,7 @@ impl Toolset {
             agents,
             events: Events::default(),
             shutdown: CancellationToken::new(),
+            shared_todos: Default::default(),
         })))
     }
 

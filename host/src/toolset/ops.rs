@@ -298,7 +298,7 @@ impl Toolset {
                     available: team
                         .agents
                         .values()
-                        .filter(|spec| spec.component.is_some())
+                        .filter(|spec| spec.component.is_some() || spec.model.is_some())
                         .map(|spec| spec.name.clone())
                         .collect(),
                 }),

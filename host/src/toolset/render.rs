@@ -2,7 +2,7 @@
 //! matching docker-agent's so prompts written for it read the same.
 
 use crate::tasks::WaitReport;
-use crate::tasks::{TaskInfo, TaskStatus, TaskView};
+use crate::tasks::{ModelUse, TaskInfo, TaskStatus, TaskView};
 use serde::Serialize;
 use std::fmt::Write;
 use std::time::Duration;
@@ -43,15 +43,31 @@ pub fn list(tasks: &[TaskInfo]) -> String {
     text
 }
 
+/// "3 calls, 1200 tokens (1000 in, 200 out)".
+pub fn model_use(model: &ModelUse) -> String {
+    format!(
+        "{} call{}, {} tokens ({} in, {} out)",
+        model.calls,
+        if model.calls == 1 { "" } else { "s" },
+        model.tokens(),
+        model.input_tokens,
+        model.output_tokens
+    )
+}
+
 pub fn view(view: &TaskView) -> String {
     let info = &view.info;
     let mut text = format!(
-        "Task ID: {}\nAgent:   {}\nStatus:  {}\nRuntime: {}\n\n--- Output ---\n",
+        "Task ID: {}\nAgent:   {}\nStatus:  {}\nRuntime: {}\n",
         info.id,
         info.agent,
         info.status,
         runtime(info.runtime)
     );
+    if let Some(model) = &view.model {
+        let _ = writeln!(text, "Model:   {}", model_use(model));
+    }
+    text.push_str("\n--- Output ---\n");
     match info.status {
         TaskStatus::Completed => match view.result.as_deref() {
             Some(result) if !result.is_empty() => text.push_str(result),

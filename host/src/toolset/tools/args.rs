@@ -38,6 +38,11 @@ impl Args {
         Err(format!("unknown argument {unknown:?}; {expected}"))
     }
 
+    /// The argument as given, for shapes checked by the tool itself.
+    pub fn raw(&self, name: &str) -> Option<&Value> {
+        self.0.get(name)
+    }
+
     pub fn string(&self, name: &str) -> Result<Option<String>, String> {
         match self.0.get(name) {
             None | Some(Value::Null) => Ok(None),

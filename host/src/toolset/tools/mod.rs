@@ -1,10 +1,12 @@
 //! The tools an agent's `toolsets:` grant, under docker-agent's names and
 //! schemas, run by the host for the task that calls them: the
-//! background-agents toolset (shared with the MCP front-end) and
-//! `transfer_task` for agents with `sub_agents`.
+//! background-agents toolset (shared with the MCP front-end),
+//! `transfer_task` for agents with `sub_agents`, `think` and `todo`.
 
 pub mod args;
 pub mod background;
+pub mod think;
+pub mod todo;
 mod transfer;
 
 use crate::config::{AgentSpec, Team};
@@ -44,6 +46,12 @@ pub fn for_agent(team: &Team, spec: &AgentSpec) -> Vec<ToolSpec> {
     }
     if !spec.sub_agents.is_empty() {
         tools.push(transfer::spec(&agents));
+    }
+    if spec.think {
+        tools.push(think::spec());
+    }
+    if spec.todo.is_some() {
+        tools.extend(todo::specs());
     }
     tools
 }
