@@ -1,10 +1,13 @@
 //! Components: the shared Engine, and each agent's component compiled once
 //! (or loaded from the on-disk cache).
 
+mod bundled;
 mod cache;
 mod engine;
 mod load;
 
+#[expect(unused_imports, reason = "not wired into team loading yet")]
+pub use bundled::BUNDLED_AGENT;
 pub use cache::{CacheOutcome, ComponentCache, check_grants_avoid_cache};
 pub use engine::{Allocator, EngineOptions, new_engine};
 pub use load::{LoadProgress, LoadedComponent, load_component, load_embedded};
