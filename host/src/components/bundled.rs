@@ -3,8 +3,4 @@
 //! and carried inside the binary.
 
 /// The bundled agent's component (`bgagents:agents@0.2.0`, world `sub-agent`).
-#[expect(
-    dead_code,
-    reason = "wired into agent loading with the host's 0.2.0 linking"
-)]
 pub const BUNDLED_AGENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/bgagents_agent.wasm"));

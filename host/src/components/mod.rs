@@ -6,7 +6,6 @@ mod cache;
 mod engine;
 mod load;
 
-#[expect(unused_imports, reason = "not wired into team loading yet")]
 pub use bundled::BUNDLED_AGENT;
 pub use cache::{CacheOutcome, ComponentCache, check_grants_avoid_cache};
 pub use engine::{Allocator, EngineOptions, new_engine};

@@ -1,0 +1,275 @@
+//! LLM sub-agents end to end: docker-agent's own team files run by the real
+//! `bgagents` binary, each agent in its sandbox, against a scripted model
+//! server on 127.0.0.1 speaking the OpenAI and Anthropic wire protocols.
+//! What the server received shows what the agents were told (prompts, tool
+//! definitions, tool results) and that the keys went only to it.
+
+use bgagents_testkit::model_server::{ModelServer, Received, Script, Turn};
+use bgagents_testkit::{HANG, Scratch};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::Output;
+
+const OPENAI_CANARY: &str = "sk-canary-openai-5f1d2c";
+const ANTHROPIC_CANARY: &str = "sk-ant-canary-9e8d7c";
+
+/// A docker-agent example from tests/fixtures, with `base_url: URL` added
+/// under each `model: NAME` line that `urls` names.
+fn fixture(name: &str, urls: &[(&str, String)]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/docker-agent");
+    let mut yaml = std::fs::read_to_string(path.join(name)).unwrap();
+    for (model, url) in urls {
+        let line = format!("    model: {model}\n");
+        assert!(yaml.contains(&line), "{name} has no `{line}`");
+        yaml = yaml.replace(&line, &format!("{line}    base_url: {url}\n"));
+    }
+    yaml
+}
+
+/// `bgagents run TEAM TASK` with canary keys in its environment, while the
+/// test's runtime keeps serving the scripted model.
+async fn run_team(team: &Path, task: &str) -> Output {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_bgagents"))
+        .arg("run")
+        .arg(team)
+        .arg(task)
+        .env("OPENAI_API_KEY", OPENAI_CANARY)
+        .env("ANTHROPIC_API_KEY", ANTHROPIC_CANARY)
+        .env_remove("RUST_LOG")
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(HANG, child)
+        .await
+        .expect("bgagents run hung")
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The names of the tools a request offered the model.
+fn tool_names(request: &Received) -> Vec<String> {
+    let tools = request.body["tools"].as_array().cloned().unwrap_or_default();
+    let mut names: Vec<String> = tools
+        .iter()
+        .map(|tool| {
+            let name = tool["function"]["name"].as_str().or(tool["name"].as_str());
+            name.unwrap_or_default().to_string()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// Every text a request carried (system, messages, tool results), joined.
+fn all_text(request: &Received) -> String {
+    request.body.to_string()
+}
+
+/// The content of the request's messages with `role`, in order (OpenAI shape).
+fn contents(request: &Received, role: &str) -> Vec<String> {
+    let messages = request.body["messages"].as_array().cloned().unwrap_or_default();
+    messages
+        .iter()
+        .filter(|message| message["role"] == role)
+        .map(|message| match &message["content"] {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        })
+        .collect()
+}
+
+fn assert_no_canary(output: &Output) {
+    for canary in [OPENAI_CANARY, ANTHROPIC_CANARY] {
+        assert!(!text(&output.stdout).contains(canary), "key on stdout");
+        assert!(!text(&output.stderr).contains(canary), "key on stderr");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn docker_agents_writer_team_runs_with_transfer_task_and_think() {
+    let call = |agent: &str, task: &str| {
+        let args = json!({"agent": agent, "task": task, "expected_output": "one prompt"});
+        Turn::tool_calls([("transfer_task", args.to_string())])
+    };
+    let server = ModelServer::start(Script::new([
+        call("prompt_chooser", "Choose among: 1. The sea 2. A lighthouse"),
+        Turn::text("Prompt 2: A lighthouse."),
+        call("writer", "Write 750 words on: A lighthouse."),
+        Turn::text("THE LIGHTHOUSE STORY"),
+        Turn::text("Today's text: THE LIGHTHOUSE STORY"),
+    ]))
+    .await;
+    let scratch = Scratch::new();
+    let team = scratch.write(
+        "writer.yaml",
+        fixture("writer.yaml", &[("gpt-4o", server.base_url())]),
+    );
+
+    let run = run_team(&team, "Write today's text").await;
+
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    assert!(
+        text(&run.stdout).contains("Today's text: THE LIGHTHOUSE STORY"),
+        "{}",
+        text(&run.stdout)
+    );
+    assert_no_canary(&run);
+    let seen = server.requests();
+    assert_eq!(seen.len(), 5, "{seen:#?}");
+    for request in &seen {
+        assert_eq!(
+            request.header("authorization"),
+            Some(format!("Bearer {OPENAI_CANARY}").as_str())
+        );
+        assert!(request.is_stream(), "the host streams");
+    }
+    // The root: its instruction, the user's task, transfer_task and think.
+    assert_eq!(tool_names(&seen[0]), ["think", "transfer_task"]);
+    assert!(contents(&seen[0], "system")[0].contains("leader of a team of AI agents"));
+    assert!(all_text(&seen[0]).contains("Write today's text"));
+    // The prompt chooser got docker-agent's delegated-task prompt, no tools.
+    let delegated = contents(&seen[1], "system").join("\n");
+    assert!(delegated.contains("You are a member of a team of agents."));
+    assert!(
+        delegated.contains("<task>\nChoose among: 1. The sea 2. A lighthouse\n</task>"),
+        "{delegated}"
+    );
+    assert!(delegated.contains("<expected_output>\none prompt\n</expected_output>"));
+    assert!(tool_names(&seen[1]).is_empty());
+    // Its answer came back to the root as transfer_task's result.
+    assert!(contents(&seen[2], "tool").contains(&"Prompt 2: A lighthouse.".to_string()));
+    assert!(contents(&seen[4], "tool").contains(&"THE LIGHTHOUSE STORY".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn docker_agents_shared_todo_team_shares_one_list_between_agents() {
+    let transfer = |agent: &str, task: &str| {
+        let args = json!({"agent": agent, "task": task});
+        Turn::tool_calls([("transfer_task", args.to_string())])
+    };
+    let server = ModelServer::start(Script::new([
+        transfer("first", "create a todo"),
+        Turn::tool_calls([("create_todo", json!({"description": "Water the plants"}).to_string())]),
+        Turn::text("Created one todo."),
+        transfer("second", "what todos do you have?"),
+        Turn::tool_calls([("list_todos", "{}".to_string())]),
+        Turn::text("There is one todo: Water the plants."),
+        Turn::text("Both agents are done."),
+    ]))
+    .await;
+    let scratch = Scratch::new();
+    let team = scratch.write(
+        "shared-todo.yaml",
+        fixture("shared-todo.yaml", &[("gpt-4o", server.base_url())]),
+    );
+
+    let run = run_team(&team, "Go").await;
+
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    assert!(text(&run.stdout).contains("Both agents are done."));
+    let seen = server.requests();
+    assert_eq!(seen.len(), 7, "{seen:#?}");
+    assert_eq!(
+        tool_names(&seen[1]),
+        ["create_todo", "create_todos", "list_todos", "update_todos"]
+    );
+    // `second` lists what `first` created: the list is the team's.
+    let listed = contents(&seen[5], "tool").join("\n");
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed["todos"][0]["description"], "Water the plants");
+    assert_eq!(listed["todos"][0]["id"], "todo_1");
+    assert_eq!(listed["todos"][0]["status"], "pending");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn docker_agents_background_team_fans_out_in_parallel_and_synthesises() {
+    let server = ModelServer::start(Script::per_model([
+        (
+            "claude-sonnet-4-0",
+            vec![
+                Turn::tool_calls([
+                    (
+                        "run_background_agent",
+                        json!({"agent": "web_researcher", "task": "What is WASI?"}).to_string(),
+                    ),
+                    (
+                        "run_background_agent",
+                        json!({"agent": "code_analyst", "task": "Where is the linker set up?"})
+                            .to_string(),
+                    ),
+                ]),
+                // Waits on the two task ids the previous turn's results name.
+                Turn::from_request(|body| {
+                    let ids: Vec<String> = body.to_string()
+                        .split("started with ID: ")
+                        .skip(1)
+                        .map(|rest| rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect())
+                        .collect();
+                    Turn::tool_calls([(
+                        "wait_background_agents",
+                        json!({"task_ids": ids, "timeout": 60}).to_string(),
+                    )])
+                }),
+                Turn::text("SYNTHESIS of both findings"),
+            ],
+        ),
+        ("gpt-4o", vec![Turn::text("WEB FINDINGS: WASI is an API")]),
+        (
+            "claude-sonnet-4-0-analyst",
+            vec![Turn::text("CODE FINDINGS: host/src/wit/mod.rs")],
+        ),
+    ]))
+    .await;
+    let scratch = Scratch::new();
+    let team = scratch.write(
+        "background_agents.yaml",
+        fixture(
+            "background_agents.yaml",
+            &[
+                ("claude-sonnet-4-0", server.anthropic_base_url()),
+                ("gpt-4o", server.base_url()),
+                ("claude-sonnet-4-0-analyst", server.anthropic_base_url()),
+            ],
+        ),
+    );
+
+    let run = run_team(&team, "How do WASI guests get their imports?").await;
+
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    assert!(text(&run.stdout).contains("SYNTHESIS of both findings"));
+    assert_no_canary(&run);
+    let seen = server.requests();
+    let root: Vec<&Received> = seen.iter().filter(|r| r.model() == Some("claude-sonnet-4-0")).collect();
+    assert_eq!(root.len(), 3, "{seen:#?}");
+    assert_eq!(
+        tool_names(root[0]),
+        [
+            "list_background_agents",
+            "run_background_agent",
+            "stop_background_agent",
+            "think",
+            "transfer_task",
+            "view_background_agent",
+            "wait_background_agents",
+        ]
+    );
+    for request in &seen {
+        match request.model() {
+            Some("gpt-4o") => assert_eq!(
+                request.header("authorization"),
+                Some(format!("Bearer {OPENAI_CANARY}").as_str())
+            ),
+            _ => assert_eq!(request.header("x-api-key"), Some(ANTHROPIC_CANARY)),
+        }
+    }
+    // The wait's report, as the root's model read it, carries both results.
+    let report = all_text(root[2]);
+    assert!(report.contains("WEB FINDINGS: WASI is an API"), "{report}");
+    assert!(report.contains("CODE FINDINGS: host/src/wit/mod.rs"), "{report}");
+    // The specialists had only think.
+    for request in seen.iter().filter(|r| r.model() != Some("claude-sonnet-4-0")) {
+        assert_eq!(tool_names(request), ["think"]);
+    }
+}
