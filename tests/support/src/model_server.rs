@@ -79,6 +79,18 @@ enum Kind {
         retry_after: Option<String>,
     },
     Garbage(Vec<u8>),
+    /// Decided when the request arrives, from its JSON body.
+    FromRequest(TurnFn),
+}
+
+/// Picks a turn from a request's body.
+#[derive(Clone)]
+pub struct TurnFn(std::sync::Arc<dyn Fn(&Value) -> Turn + Send + Sync>);
+
+impl std::fmt::Debug for TurnFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TurnFn")
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -102,6 +114,12 @@ impl Turn {
             usage: None,
             truncate: None,
         }
+    }
+
+    /// A turn chosen when the request arrives, from its JSON body: for
+    /// answers that depend on what the client sent (ids it was given).
+    pub fn from_request(pick: impl Fn(&Value) -> Turn + Send + Sync + 'static) -> Turn {
+        Turn::new(Kind::FromRequest(TurnFn(std::sync::Arc::new(pick))))
     }
 
     /// The model answers `text` and stops.
@@ -771,9 +789,9 @@ async fn answer(state: &State, conn: &mut Conn, req: Request) -> Result<bool, Cl
         let taken = {
             let mut script = state.script.lock().unwrap();
             match &mut *script {
-                Routing::Ordered(q) => take(q, index),
+                Routing::Ordered(q) => take(q, index, &body),
                 Routing::PerModel(m) => match m.get_mut(model) {
-                    Some(q) => take(q, index),
+                    Some(q) => take(q, index, &body),
                     None => Err(format!(
                         "model server: no script for model {model:?} (request {})",
                         index + 1
@@ -821,13 +839,16 @@ async fn answer(state: &State, conn: &mut Conn, req: Request) -> Result<bool, Cl
 }
 
 /// The next turn of `q` and the number of its first tool call.
-fn take(q: &mut Queue, index: usize) -> Result<(Turn, usize), String> {
-    let turn = q.turns.pop_front().ok_or_else(|| {
+fn take(q: &mut Queue, index: usize, body: &Value) -> Result<(Turn, usize), String> {
+    let mut turn = q.turns.pop_front().ok_or_else(|| {
         format!(
             "model server: script exhausted (request {} has no turn left)",
             index + 1
         )
     })?;
+    while let Kind::FromRequest(pick) = &turn.kind {
+        turn = (pick.0)(body);
+    }
     let first = q.next_call + 1;
     if let Kind::Reply { calls, .. } = &turn.kind {
         q.next_call += calls.len();
@@ -900,6 +921,7 @@ async fn play(
             return Ok(true);
         }
         Kind::Reply { text, calls } => (text.clone(), calls.clone()),
+        Kind::FromRequest(_) => unreachable!("resolved when the turn was taken"),
     };
     let out_chars = text.as_deref().map_or(0, str::len)
         + calls.iter().map(|(n, a)| n.len() + a.len()).sum::<usize>();
