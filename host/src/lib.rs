@@ -23,7 +23,7 @@ mod toolset;
 pub use config::units::format_size;
 pub use config::{
     AgentLimits, AgentSpec, ConfigError, ConnectGrant, DirGrant, EngineSettings, Grants,
-    HostLimits, Team,
+    HostLimits, ModelApi, ModelBinding, Team, TodoSettings,
 };
 // Loading a team: the engine's allocator, the compiled-component cache.
 pub use components::{Allocator, CacheOutcome, LoadProgress};
