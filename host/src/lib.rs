@@ -27,7 +27,12 @@ mod wit;
 pub use config::units::format_size;
 pub use config::{
     AgentLimits, AgentSpec, ConfigError, ConnectGrant, DirGrant, EngineSettings, Grants,
-    HostLimits, Team,
+    HostLimits, ModelApi, ModelBinding, Team, TodoSettings,
+};
+// Model clients: the host calls an agent's model on its behalf.
+pub use model::{
+    Completion, FinishReason, Message, ModelClient, ModelError, Role, ToolCall, ToolDefinition,
+    Usage,
 };
 // Loading a team: the engine's allocator, the compiled-component cache.
 pub use components::{Allocator, CacheOutcome, LoadProgress};

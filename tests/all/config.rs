@@ -80,7 +80,7 @@ fn unknown_keys_name_the_line_and_the_key() {
         problem("agents:\n  root:\n    descripton: typo\n"),
         "team.yaml: line 3: agents.root: unknown field `descripton`, expected one of \
          `description`, `instruction`, `sub_agents`, `toolsets`, `component`, `limits`, \
-         `grants`, `model`, `harness`"
+         `grants`, `model`, `add_date`, `max_iterations`, `harness`"
     );
     assert!(
         problems("agents: {}\nlimit: {}\n")[0]
@@ -117,9 +117,10 @@ fn wrong_types_name_the_line_and_the_key() {
 #[test]
 fn unsupported_toolsets_and_agent_kinds_are_named() {
     assert_eq!(
-        problem("agents:\n  root:\n    toolsets:\n      - type: think\n"),
-        "team.yaml: line 4: agents.root.toolsets[0]: toolset type `think` is not supported yet — \
-         remove it; a component does its own reasoning (bgagents provides: background_agents)"
+        problem("agents:\n  root:\n    toolsets:\n      - type: memory\n"),
+        "team.yaml: line 4: agents.root.toolsets[0]: toolset type `memory` is not supported yet — \
+         remove it; a component can keep state in a file under a read-write `grants.files` \
+         directory (bgagents provides: background_agents, think, todo)"
     );
     assert!(
         problem("agents:\n  root:\n    toolsets: [{type: teleport}]\n")
@@ -129,18 +130,9 @@ fn unsupported_toolsets_and_agent_kinds_are_named() {
         problem("agents:\n  root:\n    toolsets: [{type: background_agents, max: 3}]\n")
             .contains("the background_agents toolset takes no options; remove `max`"),
     );
-    assert_eq!(
-        problem("agents:\n  root:\n    model: openai/gpt-4o\n"),
-        "team.yaml: agents.root.model: `model:` agents are not supported yet; bgagents runs \
-         WebAssembly components — give the agent `component: path/to/agent.wasm`"
-    );
     assert!(
         problem("agents:\n  root:\n    harness: {type: codex}\n")
             .starts_with("team.yaml: agents.root.harness: `harness:` agents are not supported yet"),
-    );
-    assert!(
-        problem("models: {gpt: {provider: openai}}\nagents:\n  root:\n    component: probe.wasm\n")
-            .starts_with("team.yaml: models: model-backed agents are not supported yet"),
     );
 }
 
@@ -159,7 +151,7 @@ fn every_semantic_problem_is_reported_at_once() {
         [
             "team.yaml: limits.max_running: must be at least 1",
             "team.yaml: agents.root.sub_agents: `ghost` is not defined under `agents:` (defined: idle, root, tight)",
-            "team.yaml: agents.root.sub_agents: `idle` has no `component:`, so it could never run; give agents.idle a component",
+            "team.yaml: agents.root.sub_agents: `idle` has no `component:` or `model:`, so it could never run; give agents.idle a component or a model",
             "team.yaml: agents.root.sub_agents: `idle` is listed twice",
             "team.yaml: agents.tight.limits.fuel: must be at least 1",
             "team.yaml: agents.tight.limits.memory: 1 KiB is below one WebAssembly page (64KiB)",
@@ -348,7 +340,7 @@ fn every_problem_of_every_kind_is_reported_in_one_pass() {
            root:\n    descripton: typo\n    component: probe.wasm\n    \
              toolsets:\n      - type: shell\n      - type: background_agents\n    \
              sub_agents: [ghost]\n  \
-           writer:\n    component: probe.wasm\n    add_date: true\n    \
+           writer:\n    component: probe.wasm\n    skills: true\n    \
              limits: {memory: lots, timeout: 0s}\n\
          limits: {max_running: 0}\n",
     );
@@ -357,13 +349,12 @@ fn every_problem_of_every_kind_is_reported_in_one_pass() {
         [
             "team.yaml: line 3: agents.root: unknown field `descripton`, expected one of \
              `description`, `instruction`, `sub_agents`, `toolsets`, `component`, `limits`, \
-             `grants`, `model`, `harness`",
+             `grants`, `model`, `add_date`, `max_iterations`, `harness`",
             "team.yaml: line 6: agents.root.toolsets[0]: toolset type `shell` is not supported \
              yet — remove it; a component cannot run host commands, so do the work inside it \
-             (bgagents provides: background_agents)",
-            "team.yaml: line 11: agents.writer: `add_date` is a docker-agent key that bgagents \
-             does not support: there is no prompt to add the date to; remove it (a component \
-             can read the clock)",
+             (bgagents provides: background_agents, think, todo)",
+            "team.yaml: line 11: agents.writer: `skills` is a docker-agent key that bgagents \
+             does not support: skills are not supported yet; remove it",
             "team.yaml: line 12: agents.writer.limits.memory: `lots` is not a size such as \
              65536, 512KiB, 64MiB or 1GiB",
             "team.yaml: limits.max_running: must be at least 1",
@@ -391,16 +382,15 @@ fn a_syntax_error_says_it_is_the_first_and_to_check_again() {
 #[test]
 fn docker_agent_files_get_advice_for_each_unsupported_thing() {
     let all = problems(
-        "providers: {local: {api_type: openai_chatcompletions}}\n\
-         agents:\n  root:\n    component: probe.wasm\n    max_iterations: 20\n    \
-         toolsets:\n      - type: think\n      - type: filesystem\n      - type: mcp\n        \
+        "providers: {local: {api_type: openai_chatcompletions, base_url: 'http://h/v1'}}\n\
+         agents:\n  root:\n    component: probe.wasm\n    welcome_message: hi\n    \
+         toolsets:\n      - type: shell\n      - type: filesystem\n      - type: mcp\n        \
          ref: docker:duckduckgo\n      - type: fetch\n",
     );
     let expect = [
-        "line 1: `providers` is a docker-agent key that bgagents does not support",
-        "line 5: agents.root: `max_iterations` is a docker-agent key that bgagents does not \
-         support: a component has no model loop; remove it and bound the work with `limits:",
-        "line 7: agents.root.toolsets[0]: toolset type `think` is not supported yet — remove it",
+        "line 5: agents.root: `welcome_message` is a docker-agent key that bgagents does not \
+         support: bgagents shows no welcome message; remove it",
+        "line 7: agents.root.toolsets[0]: toolset type `shell` is not supported yet — remove it",
         "line 8: agents.root.toolsets[1]: toolset type `filesystem` is not supported yet — \
          remove it and grant the directories with `grants.files`",
         "line 9: agents.root.toolsets[2]: toolset type `mcp` is not supported yet — remove it",
@@ -424,7 +414,7 @@ fn check_reports_component_files_with_the_team_files_problems() {
     let team = scratch.team(
         "agents:\n  \
            root:\n    component: nothing-here.wasm\n    limits: {fuel: 0}\n  \
-           text:\n    component: notes.wasm\n    toolsets: [{type: todo}]\n  \
+           text:\n    component: notes.wasm\n    toolsets: [{type: memory}]\n  \
            example:\n    component: target/wasm32-wasip2/release/wordstats.wasm\n  \
            unbuilt:\n    component: ./sub/./nope.wasm\n",
     );
@@ -433,7 +423,7 @@ fn check_reports_component_files_with_the_team_files_problems() {
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 6, "{stderr}");
     assert!(
-        lines[0].contains("agents.text.toolsets[0]: toolset type `todo`"),
+        lines[0].contains("agents.text.toolsets[0]: toolset type `memory`"),
         "{stderr}"
     );
     assert!(

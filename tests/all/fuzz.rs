@@ -122,7 +122,7 @@ const MISTAKES: &[(&str, &str)] = &[
         "toolsets: [{type: shell}]",
         "toolset type `shell` is not supported yet — remove it",
     ),
-    ("add_date: true", "`add_date` is a docker-agent key"),
+    ("skills: true", "`skills` is a docker-agent key"),
     ("limits: {memory: lots}", "`lots` is not a size"),
     (
         "limits: {timeout: 0s}",

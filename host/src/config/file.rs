@@ -25,13 +25,37 @@ pub(super) struct Problem {
 
 #[derive(Debug, Default)]
 pub(super) struct TeamFile {
-    /// docker-agent's model registry; rejected with a pointer to `component:`.
-    pub models: bool,
+    /// Named models (`models:`).
+    pub models: BTreeMap<String, ModelFile>,
+    /// Custom providers (`providers:`).
+    pub providers: BTreeMap<String, ProviderFile>,
     pub limits: HostLimitsFile,
     pub engine: EngineFile,
     pub agents: BTreeMap<String, AgentFile>,
     /// Whether `agents:` was given (even if it could not be read).
     pub agents_given: bool,
+}
+
+/// One `models:` entry. docker-agent's other model keys are accepted and
+/// ignored (see `MODEL_KEYS`).
+#[derive(Debug, Default, Clone)]
+pub(super) struct ModelFile {
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub base_url: Option<String>,
+    pub token_key: Option<String>,
+    pub max_tokens: Option<u64>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub parallel_tool_calls: Option<bool>,
+}
+
+/// One `providers:` entry.
+#[derive(Debug, Default)]
+pub(super) struct ProviderFile {
+    pub api_type: Option<String>,
+    pub base_url: Option<String>,
+    pub token_key: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -69,8 +93,10 @@ pub(super) struct AgentFile {
     pub component: Option<PathBuf>,
     pub limits: AgentLimitsFile,
     pub grants: GrantsFile,
-    /// docker-agent's LLM agents; reported as not supported.
-    pub model: bool,
+    /// A `models:` name or `provider/model`.
+    pub model: Option<String>,
+    pub add_date: bool,
+    pub max_iterations: Option<u32>,
     /// docker-agent's external harness agents; reported as not supported.
     pub harness: bool,
 }
@@ -85,6 +111,9 @@ pub(super) struct AgentLimitsFile {
     pub concurrent_spawns: Option<usize>,
     pub result: Option<ByteSize>,
     pub open_files: Option<usize>,
+    pub tokens: Option<Count>,
+    pub model_calls: Option<Count>,
+    pub model_timeout: Option<HumanDuration>,
 }
 
 /// What an agent may touch beyond computing (everything else is denied).
@@ -121,16 +150,44 @@ pub(super) struct NetworkGrantFile {
     pub dns: bool,
 }
 
-/// One `toolsets:` entry. Only `background_agents` exists today; docker-agent's
-/// other types are named as not supported yet, with what to do instead.
+/// One `toolsets:` entry. docker-agent's other types are named as not
+/// supported yet, with what to do instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ToolsetFile {
     BackgroundAgents,
+    Think,
+    Todo { shared: bool },
 }
 
 const TOP_KEYS: &[&str] = &[
-    "version", "metadata", "models", "limits", "engine", "agents",
+    "version",
+    "metadata",
+    "models",
+    "providers",
+    "limits",
+    "engine",
+    "agents",
 ];
+const MODEL_KEYS: &[&str] = &[
+    "provider",
+    "model",
+    "base_url",
+    "token_key",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "parallel_tool_calls",
+    // docker-agent's keys that are accepted and have no effect: sampling
+    // knobs and provider options not passed on, usage tracking (always on)
+    // and routing between models.
+    "frequency_penalty",
+    "presence_penalty",
+    "provider_opts",
+    "track_usage",
+    "thinking_budget",
+    "routing",
+];
+const PROVIDER_KEYS: &[&str] = &["api_type", "base_url", "token_key"];
 const ENGINE_KEYS: &[&str] = &[
     "pooling",
     "pool_size",
@@ -149,6 +206,8 @@ const AGENT_KEYS: &[&str] = &[
     "limits",
     "grants",
     "model",
+    "add_date",
+    "max_iterations",
     "harness",
 ];
 const AGENT_LIMIT_KEYS: &[&str] = &[
@@ -160,23 +219,23 @@ const AGENT_LIMIT_KEYS: &[&str] = &[
     "concurrent_spawns",
     "result",
     "open_files",
+    "tokens",
+    "model_calls",
+    "model_timeout",
 ];
 const GRANT_KEYS: &[&str] = &["files", "env", "network"];
 const DIR_GRANT_KEYS: &[&str] = &["host", "guest", "mode"];
 const NETWORK_KEYS: &[&str] = &["connect", "dns"];
 
 /// Top-level keys of docker-agent team files that bgagents has no use for.
-const DOCKER_AGENT_TOP_KEYS: &[(&str, &str)] = &[(
-    "providers",
-    "model providers are for model-backed agents, which bgagents does not run; remove it",
-)];
+const DOCKER_AGENT_TOP_KEYS: &[(&str, &str)] = &[];
 
 /// Agent keys of docker-agent's model-backed agents: what each would mean
 /// here, and what to do about it.
 const DOCKER_AGENT_AGENT_KEYS: &[(&str, &str)] = &[
     (
         "fallback",
-        "fallback models are for model-backed agents; remove it",
+        "fallback models are not supported yet; remove it (each agent has one `model:`)",
     ),
     (
         "welcome_message",
@@ -193,48 +252,32 @@ const DOCKER_AGENT_AGENT_KEYS: &[(&str, &str)] = &[
          `grants.files` if the component should read them)",
     ),
     (
-        "add_date",
-        "there is no prompt to add the date to; remove it (a component can read the clock)",
-    ),
-    (
         "add_environment_info",
-        "there is no prompt to add it to; remove it",
+        "not supported yet; remove it (describe what matters in `instruction:`)",
     ),
-    ("code_mode_tools", "there are no model tools; remove it"),
+    ("code_mode_tools", "not supported; remove it"),
+    ("add_description_parameter", "not supported; remove it"),
     (
-        "add_description_parameter",
-        "there are no model tools; remove it",
+        "num_history_items",
+        "a task keeps its whole conversation, bounded by `limits.tokens`; remove it",
     ),
-    (
-        "max_iterations",
-        "a component has no model loop; remove it and bound the work with \
-         `limits: {fuel: …, timeout: …}`",
-    ),
-    ("num_history_items", "there is no chat history; remove it"),
     (
         "add_prompt_files",
-        "there is no prompt; remove it (grant the files with `grants.files` if the component \
-         should read them)",
+        "not supported yet; remove it and put the text in `instruction:`",
     ),
     ("commands", "there are no slash commands; remove it"),
     (
         "structured_output",
-        "a component returns its result as a string; remove it and have the component \
-         produce the format itself",
+        "a task's result is text; remove it and describe the format in `instruction:` (or \
+         have a component produce it)",
     ),
-    ("skills", "skills are for model-backed agents; remove it"),
+    ("skills", "skills are not supported yet; remove it"),
     ("hooks", "hooks are not supported; remove it"),
 ];
 
 /// docker-agent toolset types that bgagents does not provide, with what to
 /// do instead.
 const DOCKER_AGENT_TOOLSETS: &[(&str, &str)] = &[
-    ("think", "remove it; a component does its own reasoning"),
-    (
-        "todo",
-        "remove it; a component keeps its own list (in memory, or in a file under a \
-         read-write `grants.files` directory)",
-    ),
     (
         "memory",
         "remove it; a component can keep state in a file under a read-write `grants.files` \
@@ -276,6 +319,9 @@ const DOCKER_AGENT_TOOLSETS: &[(&str, &str)] = &[
         "remove it and dispatch with `sub_agents` and `- type: background_agents`",
     ),
 ];
+
+/// The toolset types bgagents provides, for messages.
+const PROVIDED_TOOLSETS: &str = "background_agents, think, todo";
 
 /// Collects the problems found while reading.
 #[derive(Default)]
@@ -437,7 +483,27 @@ pub(super) fn read_team(reader: &mut Reader, root: &Value) -> TeamFile {
     let Some(top) = reader.section(Some(root), &[], TOP_KEYS, DOCKER_AGENT_TOP_KEYS) else {
         return team;
     };
-    team.models = top.raw("models").is_some();
+    team.models = named_entries(reader, &top, "models", |reader, value, path| {
+        let entry = reader.section(Some(value), path, MODEL_KEYS, &[])?;
+        Some(ModelFile {
+            provider: entry.get(reader, "provider"),
+            model: entry.get(reader, "model"),
+            base_url: entry.get(reader, "base_url"),
+            token_key: entry.get(reader, "token_key"),
+            max_tokens: entry.get(reader, "max_tokens"),
+            temperature: entry.get(reader, "temperature"),
+            top_p: entry.get(reader, "top_p"),
+            parallel_tool_calls: entry.get(reader, "parallel_tool_calls"),
+        })
+    });
+    team.providers = named_entries(reader, &top, "providers", |reader, value, path| {
+        let entry = reader.section(Some(value), path, PROVIDER_KEYS, &[])?;
+        Some(ProviderFile {
+            api_type: entry.get(reader, "api_type"),
+            base_url: entry.get(reader, "base_url"),
+            token_key: entry.get(reader, "token_key"),
+        })
+    });
     if let Some(limits) = reader.section(top.raw("limits"), &top.at("limits"), HOST_LIMIT_KEYS, &[])
     {
         team.limits = HostLimitsFile {
@@ -516,6 +582,9 @@ fn read_agent(reader: &mut Reader, value: &Value, path: &[Step]) -> Option<Agent
             concurrent_spawns: limits.get(reader, "concurrent_spawns"),
             result: limits.get(reader, "result"),
             open_files: limits.get(reader, "open_files"),
+            tokens: limits.get(reader, "tokens"),
+            model_calls: limits.get(reader, "model_calls"),
+            model_timeout: limits.get(reader, "model_timeout"),
         })
         .unwrap_or_default();
     let grants = reader
@@ -530,9 +599,47 @@ fn read_agent(reader: &mut Reader, value: &Value, path: &[Step]) -> Option<Agent
         component: agent.get(reader, "component"),
         limits,
         grants,
-        model: agent.raw("model").is_some(),
+        model: agent.get(reader, "model"),
+        add_date: agent.get_or_default(reader, "add_date"),
+        max_iterations: agent.get(reader, "max_iterations"),
         harness: agent.raw("harness").is_some(),
     })
+}
+
+/// A map from names to entries under `key` of `top` (`models:`,
+/// `providers:`), each read by `item`.
+fn named_entries<T>(
+    reader: &mut Reader,
+    top: &Section,
+    key: &str,
+    mut item: impl FnMut(&mut Reader, &Value, &[Step]) -> Option<T>,
+) -> BTreeMap<String, T> {
+    let path = top.at(key);
+    let mut entries = BTreeMap::new();
+    match top.raw(key) {
+        None | Some(Value::Null) => {}
+        Some(Value::Mapping(map)) => {
+            for (name, value) in map {
+                let Some(name) = key_text(name) else {
+                    reader.push(&path, format!("names must be text, found {}", kind(name)));
+                    continue;
+                };
+                let mut at = path.clone();
+                at.push(Step::Key(name.clone()));
+                if let Some(entry) = item(reader, value, &at) {
+                    entries.insert(name, entry);
+                }
+            }
+        }
+        Some(other) => reader.push(
+            &path,
+            format!(
+                "expected a map from names to entries, found {}",
+                kind(other)
+            ),
+        ),
+    }
+    entries
 }
 
 fn read_grants(reader: &mut Reader, grants: &Section) -> GrantsFile {
@@ -596,24 +703,44 @@ fn read_toolset(reader: &mut Reader, value: &Value, path: &[Step]) -> Option<Too
         );
         return None;
     };
+    let options: &[&str] = match toolset {
+        "background_agents" | "think" => &[],
+        "todo" => &["shared"],
+        _ => &[],
+    };
+    let extras: Vec<String> = entry
+        .keys()
+        .filter_map(key_text)
+        .filter(|key| key != "type" && !options.contains(&key.as_str()))
+        .collect();
+    let known = matches!(toolset, "background_agents" | "think" | "todo");
+    if known {
+        for extra in &extras {
+            let takes = if options.is_empty() {
+                "takes no options".to_string()
+            } else {
+                format!("takes only {}", options.join(", "))
+            };
+            reader.push_at_key(
+                path,
+                extra,
+                format!("the {toolset} toolset {takes}; remove `{}`", shorten(extra)),
+            );
+        }
+    }
     match toolset {
-        "background_agents" => {
-            let extras: Vec<String> = entry
-                .keys()
-                .filter_map(key_text)
-                .filter(|key| key != "type")
-                .collect();
-            for extra in &extras {
-                reader.push_at_key(
-                    path,
-                    extra,
-                    format!(
-                        "the background_agents toolset takes no options; remove `{}`",
-                        shorten(extra)
-                    ),
-                );
-            }
-            extras.is_empty().then_some(ToolsetFile::BackgroundAgents)
+        "background_agents" => extras.is_empty().then_some(ToolsetFile::BackgroundAgents),
+        "think" => extras.is_empty().then_some(ToolsetFile::Think),
+        "todo" => {
+            let shared = match entry.get("shared") {
+                None => Some(false),
+                Some(value) => {
+                    let mut at = path.to_vec();
+                    at.push(Step::Key("shared".into()));
+                    convert::<bool>(reader, value, &at)
+                }
+            };
+            (extras.is_empty()).then_some(ToolsetFile::Todo { shared: shared? })
         }
         other => {
             let message = match DOCKER_AGENT_TOOLSETS
@@ -622,10 +749,10 @@ fn read_toolset(reader: &mut Reader, value: &Value, path: &[Step]) -> Option<Too
             {
                 Some((_, advice)) => format!(
                     "toolset type `{other}` is not supported yet — {advice} \
-                     (bgagents provides: background_agents)"
+                     (bgagents provides: {PROVIDED_TOOLSETS})"
                 ),
                 None => format!(
-                    "unknown toolset type `{}`; bgagents provides: background_agents",
+                    "unknown toolset type `{}`; bgagents provides: {PROVIDED_TOOLSETS}",
                     shorten(other)
                 ),
             };

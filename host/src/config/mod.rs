@@ -7,11 +7,13 @@
 mod file;
 pub mod grants;
 mod locate;
+mod models;
 pub mod read;
 mod resolve;
 pub mod units;
 
 pub use grants::{ConnectGrant, DirGrant, Grants};
+pub use models::{ModelApi, ModelBinding, TodoSettings};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -124,6 +126,12 @@ pub struct AgentLimits {
     pub result: u64,
     /// Handles (files, directories, sockets, streams) a task may hold open.
     pub open_files: usize,
+    /// Model tokens (input plus output, summed over calls) a task may use.
+    pub tokens: u64,
+    /// Model calls a task may make.
+    pub model_calls: u32,
+    /// Time one model call may take, retries included.
+    pub model_timeout: Duration,
 }
 
 impl Default for AgentLimits {
@@ -137,6 +145,9 @@ impl Default for AgentLimits {
             concurrent_spawns: 20,
             result: 1 << 20,
             open_files: 256,
+            tokens: 2_000_000,
+            model_calls: 200,
+            model_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -148,6 +159,9 @@ pub const MAX_AGENT_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 /// may carry (`toolset::HOSTCALL_BYTES`).
 pub const MAX_AGENT_RESULT: u64 = 4 << 20;
 pub const MAX_AGENT_OPEN_FILES: usize = 4096;
+/// Ceilings of a task's model use: bounds on what one task can spend.
+pub const MAX_AGENT_TOKENS: u64 = 1_000_000_000;
+pub const MAX_AGENT_MODEL_CALLS: u32 = 100_000;
 /// Fewer handles than this would not even hold a task's own stdio streams,
 /// pollables and granted directories.
 pub const MIN_AGENT_OPEN_FILES: usize = 16;
@@ -172,8 +186,19 @@ pub struct AgentSpec {
     pub sub_agents: Vec<String>,
     /// Whether the agent was granted the `background_agents` toolset.
     pub background_agents: bool,
-    /// Absolute path of the component; `None` for an agent that is only used
-    /// as an identity by a front-end (an MCP client acting as `root`).
+    /// The agent's model (`model:`), held by the host.
+    pub model: Option<ModelBinding>,
+    /// Whether the task's prompt carries today's date (`add_date`).
+    pub add_date: bool,
+    /// Model turns a task may take (`max_iterations`); 0 for no bound.
+    pub max_iterations: u32,
+    /// Whether the agent has the `think` toolset.
+    pub think: bool,
+    /// The `todo` toolset, if the agent has it.
+    pub todo: Option<TodoSettings>,
+    /// Absolute path of the component; `None` for a model-backed agent
+    /// (which runs the bundled agent component) or for an agent that is only
+    /// used as an identity by a front-end (an MCP client acting as `root`).
     pub component: Option<PathBuf>,
     pub limits: AgentLimits,
     /// Files, environment and network the agent's tasks may reach.
@@ -378,6 +403,11 @@ impl Team {
             instruction: String::new(),
             sub_agents: Vec::new(),
             background_agents: false,
+            model: None,
+            add_date: false,
+            max_iterations: 0,
+            think: false,
+            todo: None,
             component: Some(component),
             limits: AgentLimits::default(),
             grants: Grants::default(),

@@ -3,13 +3,15 @@
 
 use super::file::{self, AgentFile, TeamFile, ToolsetFile};
 use super::grants;
+use super::models::{self, ModelBinding, TodoSettings};
 use super::units::format_size;
 use super::{
     AgentLimits, AgentSpec, CacheSetting, EngineSettings, HostLimits, MAX_AGENT_MEMORY,
-    MAX_AGENT_OPEN_FILES, MAX_AGENT_RESULT, MAX_AGENT_TIMEOUT, MAX_FUEL_YIELD_INTERVAL,
-    MAX_HOST_OUTPUT, MIN_AGENT_OPEN_FILES, Pooling,
+    MAX_AGENT_MODEL_CALLS, MAX_AGENT_OPEN_FILES, MAX_AGENT_RESULT, MAX_AGENT_TIMEOUT,
+    MAX_AGENT_TOKENS, MAX_FUEL_YIELD_INTERVAL, MAX_HOST_OUTPUT, MIN_AGENT_OPEN_FILES, Pooling,
 };
 use std::collections::{BTreeMap, HashSet};
+use std::mem::replace;
 use std::path::Path;
 
 /// The team's settings, or every problem found in them.
@@ -18,13 +20,7 @@ pub(super) fn resolve(
     base_dir: &Path,
 ) -> Result<(HostLimits, EngineSettings, BTreeMap<String, AgentSpec>), Vec<String>> {
     let mut problems = Vec::new();
-    if file.models {
-        problems.push(
-            "models: model-backed agents are not supported yet; bgagents runs WebAssembly \
-             components — remove `models:` and give each agent a `component:`"
-                .to_string(),
-        );
-    }
+    let models = models::resolve_models(file, &mut problems);
     let limits = resolve_host_limits(file, &mut problems);
     let engine = resolve_engine(file, &limits, base_dir, &mut problems);
     if file.agents.is_empty() && !file.agents_given {
@@ -36,7 +32,9 @@ pub(super) fn resolve(
     }
     let mut agents = BTreeMap::new();
     for (name, agent) in &file.agents {
-        if let Some(spec) = resolve_agent(name, agent, file, &limits, base_dir, &mut problems) {
+        if let Some(spec) =
+            resolve_agent(name, agent, file, &models, &limits, base_dir, &mut problems)
+        {
             agents.insert(name.clone(), spec);
         }
     }
@@ -136,6 +134,7 @@ fn resolve_agent(
     name: &str,
     agent: &AgentFile,
     file: &TeamFile,
+    models: &BTreeMap<String, Option<ModelBinding>>,
     host: &HostLimits,
     base_dir: &Path,
     problems: &mut Vec<String>,
@@ -147,16 +146,17 @@ fn resolve_agent(
             "{at}: agent names must be non-empty and contain no spaces or commas"
         ));
     }
-    if agent.component.is_none() {
-        for (key, given) in [("model", agent.model), ("harness", agent.harness)] {
-            if given {
-                problems.push(format!(
-                    "{at}.{key}: `{key}:` agents are not supported yet; bgagents runs \
-                     WebAssembly components — give the agent `component: path/to/agent.wasm`"
-                ));
-            }
-        }
+    if agent.component.is_none() && agent.harness {
+        problems.push(format!(
+            "{at}.harness: `harness:` agents are not supported yet; bgagents runs \
+             WebAssembly components and model-backed agents — give the agent \
+             `component: path/to/agent.wasm` or `model: provider/model`"
+        ));
     }
+    let model = agent
+        .model
+        .as_ref()
+        .and_then(|reference| models::resolve_agent_model(reference, &at, file, models, problems));
     let mut seen = HashSet::new();
     for sub in &agent.sub_agents {
         let shown = file::shorten(sub);
@@ -169,23 +169,48 @@ fn resolve_agent(
                 "{at}.sub_agents: `{shown}` is not defined under `agents:` (defined: {})",
                 defined_names(file)
             )),
-            Some(target) if target.component.is_none() => problems.push(format!(
-                "{at}.sub_agents: `{shown}` has no `component:`, so it could never run; \
-                 give agents.{shown} a component"
-            )),
+            Some(target) if target.component.is_none() && target.model.is_none() => {
+                problems.push(format!(
+                    "{at}.sub_agents: `{shown}` has no `component:` or `model:`, so it could \
+                     never run; give agents.{shown} a component or a model"
+                ))
+            }
             Some(_) => {}
         }
     }
-    let background_agents = match agent.toolsets.as_slice() {
-        [] => false,
-        [ToolsetFile::BackgroundAgents] => true,
-        [_, _, ..] => {
-            problems.push(format!(
-                "{at}.toolsets: background_agents is listed more than once"
-            ));
-            true
+    let mut background_agents = false;
+    let mut think = false;
+    let mut todo = None;
+    for toolset in &agent.toolsets {
+        let (name, again) = match *toolset {
+            ToolsetFile::BackgroundAgents => {
+                ("background_agents", replace(&mut background_agents, true))
+            }
+            ToolsetFile::Think => ("think", replace(&mut think, true)),
+            ToolsetFile::Todo { shared } => {
+                ("todo", todo.replace(TodoSettings { shared }).is_some())
+            }
+        };
+        if again {
+            problems.push(format!("{at}.toolsets: {name} is listed more than once"));
         }
-    };
+    }
+    if agent.model.is_none() {
+        let model_only = [
+            ("think", think),
+            ("todo", todo.is_some()),
+            ("add_date", agent.add_date),
+            ("max_iterations", agent.max_iterations.is_some()),
+        ];
+        for (key, given) in model_only {
+            if given {
+                problems.push(format!(
+                    "{at}: `{key}` is for model-backed agents, and this agent has no \
+                     `model:`; remove it, or give the agent a `model:`"
+                ));
+            }
+        }
+    }
     let limits = resolve_agent_limits(&at, agent, host, problems);
     let grants = grants::resolve(&agent.grants, &at, base_dir, problems);
     (problems.len() == before).then(|| AgentSpec {
@@ -194,6 +219,11 @@ fn resolve_agent(
         instruction: agent.instruction.clone(),
         sub_agents: agent.sub_agents.clone(),
         background_agents,
+        model,
+        add_date: agent.add_date,
+        max_iterations: agent.max_iterations.unwrap_or(0),
+        think,
+        todo,
         component: agent.component.as_ref().map(|path| {
             let path = base_dir.join(path);
             path.canonicalize().unwrap_or(path)
@@ -222,7 +252,41 @@ fn resolve_agent_limits(
             .unwrap_or(defaults.concurrent_spawns),
         result: given.result.map_or(defaults.result, |size| size.0),
         open_files: given.open_files.unwrap_or(defaults.open_files),
+        tokens: given.tokens.map_or(defaults.tokens, |count| count.0),
+        model_calls: match given.model_calls {
+            Some(count) => u32::try_from(count.0).unwrap_or(u32::MAX),
+            None => defaults.model_calls,
+        },
+        model_timeout: given
+            .model_timeout
+            .map_or(defaults.model_timeout, |time| time.0),
     };
+    if limits.tokens == 0 {
+        problems.push(format!("{at}.limits.tokens: must be at least 1"));
+    }
+    if limits.tokens > MAX_AGENT_TOKENS {
+        problems.push(format!(
+            "{at}.limits.tokens: {} is above the ceiling of {MAX_AGENT_TOKENS}",
+            limits.tokens
+        ));
+    }
+    if limits.model_calls == 0 {
+        problems.push(format!("{at}.limits.model_calls: must be at least 1"));
+    }
+    if limits.model_calls > MAX_AGENT_MODEL_CALLS {
+        problems.push(format!(
+            "{at}.limits.model_calls: {} is above the ceiling of {MAX_AGENT_MODEL_CALLS}",
+            given.model_calls.map_or(0, |count| count.0)
+        ));
+    }
+    if limits.model_timeout.is_zero() {
+        problems.push(format!(
+            "{at}.limits.model_timeout: must be longer than zero"
+        ));
+    }
+    if limits.model_timeout > MAX_AGENT_TIMEOUT {
+        problems.push(format!("{at}.limits.model_timeout: must be at most 24h"));
+    }
     if limits.result > MAX_AGENT_RESULT {
         problems.push(format!(
             "{at}.limits.result: {} is above the ceiling of {}",

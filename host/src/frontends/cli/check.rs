@@ -67,17 +67,65 @@ pub fn check(path: &Path) -> ExitCode {
                 indented(agent.description.trim_end(), VALUE_INDENT)
             );
         }
-        match &agent.component {
-            Some(component) => push_line!(out, "  component:   {}", shown_path(component)),
-            None => push_line!(
+        match (&agent.component, &agent.model) {
+            (Some(component), _) => push_line!(out, "  component:   {}", shown_path(component)),
+            (None, Some(_)) => push_line!(out, "  component:   the bundled model-backed agent"),
+            (None, None) => push_line!(
                 out,
                 "  component:   none (usable only as a front-end's identity)"
             ),
         }
-        let toolsets = if agent.background_agents {
-            "background_agents"
+        if let Some(model) = &agent.model {
+            let key = match &model.key_var {
+                Some(var) => format!("key from ${var}"),
+                None => "no key".to_string(),
+            };
+            push_line!(
+                out,
+                "  model:       {} at {} ({}), {key}",
+                printable(&model.name(), Keep::OneLine),
+                printable(&model.endpoint_host(), Keep::OneLine),
+                model.api.describe()
+            );
+            let mut settings = Vec::new();
+            if let Some(value) = model.max_tokens {
+                settings.push(format!("max_tokens {value}"));
+            }
+            if let Some(value) = model.temperature {
+                settings.push(format!("temperature {value}"));
+            }
+            if let Some(value) = model.top_p {
+                settings.push(format!("top_p {value}"));
+            }
+            if let Some(value) = model.parallel_tool_calls {
+                settings.push(format!("parallel_tool_calls {value}"));
+            }
+            if agent.add_date {
+                settings.push("add_date".into());
+            }
+            if agent.max_iterations > 0 {
+                settings.push(format!("max_iterations {}", agent.max_iterations));
+            }
+            if !settings.is_empty() {
+                push_line!(out, "  settings:    {}", settings.join(", "));
+            }
+        }
+        let mut toolsets = Vec::new();
+        if agent.background_agents {
+            toolsets.push("background_agents");
+        }
+        if agent.think {
+            toolsets.push("think");
+        }
+        match agent.todo {
+            Some(todo) if todo.shared => toolsets.push("todo (shared)"),
+            Some(_) => toolsets.push("todo"),
+            None => {}
+        }
+        let toolsets = if toolsets.is_empty() {
+            "none".to_string()
         } else {
-            "none"
+            toolsets.join(", ")
         };
         push_line!(out, "  toolsets:    {toolsets}");
         if !agent.sub_agents.is_empty() {
@@ -111,6 +159,15 @@ pub fn check(path: &Path) -> ExitCode {
             "  limits:      {}",
             printable(&Team::describe_limits(&agent.limits), Keep::OneLine)
         );
+        if agent.model.is_some() {
+            push_line!(
+                out,
+                "  model use:   {} tokens, {} calls per task, {} per call",
+                agent.limits.tokens,
+                agent.limits.model_calls,
+                crate::toolset::render::runtime(agent.limits.model_timeout)
+            );
+        }
     }
     let _ = std::io::stdout().write_all(out.as_bytes());
     ExitCode::SUCCESS
