@@ -1,5 +1,8 @@
-//! Helpers for the integration tests: where the compiled plugins are, and
-//! team files written to a scratch directory.
+//! Helpers for the integration tests: where the compiled plugins are,
+//! team files written to a scratch directory, and a scripted model server
+//! ([`model_server`]).
+
+pub mod model_server;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
