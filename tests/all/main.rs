@@ -13,6 +13,7 @@ mod engine;
 mod fuzz;
 mod limits;
 mod mcp;
+mod model_client;
 mod model_config;
 mod plugins;
 mod polyglot;

@@ -654,3 +654,54 @@ async fn a_truncated_stream_over_http_is_a_provider_error() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn dropping_the_call_closes_the_connection_at_once() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (closed_tx, closed_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut seen = Vec::new();
+        let mut buffer = [0; 4096];
+        while !String::from_utf8_lossy(&seen).contains("\"stream\":true") {
+            let read = stream.read(&mut buffer).unwrap();
+            seen.extend_from_slice(&buffer[..read]);
+        }
+        let event = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"partial\"}}]}\n\n";
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{event}\r\n",
+            event.len()
+        );
+        let _ = stream.flush();
+        // Blocks until the client goes away.
+        let gone = matches!(stream.read(&mut buffer), Ok(0) | Err(_));
+        let _ = closed_tx.send(gone);
+    });
+    let mut binding = binding(ModelApi::OpenAiChat);
+    binding.base_url = url;
+    let client = ModelClient::with_key(&binding, None).unwrap();
+    let (text_tx, text_rx) = std::sync::mpsc::channel();
+    let call = async {
+        client
+            .complete(&[Message::user("hi")], &[], soon(60), &mut |text: &str| {
+                let _ = text_tx.send(text.to_string());
+            })
+            .await
+    };
+    let stopped = tokio::time::timeout(Duration::from_millis(700), call).await;
+    assert!(
+        stopped.is_err(),
+        "the stream never ends, so the call is cut"
+    );
+    assert_eq!(text_rx.try_recv().unwrap(), "partial");
+    // Waited for without blocking the runtime, which closes the socket.
+    let closed =
+        tokio::task::spawn_blocking(move || closed_rx.recv_timeout(Duration::from_secs(5)))
+            .await
+            .unwrap()
+            .unwrap();
+    assert!(closed, "the server saw the connection close");
+}
