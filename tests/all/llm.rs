@@ -50,7 +50,10 @@ fn text(bytes: &[u8]) -> String {
 
 /// The names of the tools a request offered the model.
 fn tool_names(request: &Received) -> Vec<String> {
-    let tools = request.body["tools"].as_array().cloned().unwrap_or_default();
+    let tools = request.body["tools"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let mut names: Vec<String> = tools
         .iter()
         .map(|tool| {
@@ -69,7 +72,10 @@ fn all_text(request: &Received) -> String {
 
 /// The content of the request's messages with `role`, in order (OpenAI shape).
 fn contents(request: &Received, role: &str) -> Vec<String> {
-    let messages = request.body["messages"].as_array().cloned().unwrap_or_default();
+    let messages = request.body["messages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     messages
         .iter()
         .filter(|message| message["role"] == role)
@@ -151,7 +157,10 @@ async fn docker_agents_shared_todo_team_shares_one_list_between_agents() {
     };
     let server = ModelServer::start(Script::new([
         transfer("first", "create a todo"),
-        Turn::tool_calls([("create_todo", json!({"description": "Water the plants"}).to_string())]),
+        Turn::tool_calls([(
+            "create_todo",
+            json!({"description": "Water the plants"}).to_string(),
+        )]),
         Turn::text("Created one todo."),
         transfer("second", "what todos do you have?"),
         Turn::tool_calls([("list_todos", "{}".to_string())]),
@@ -202,10 +211,15 @@ async fn docker_agents_background_team_fans_out_in_parallel_and_synthesises() {
                 ]),
                 // Waits on the two task ids the previous turn's results name.
                 Turn::from_request(|body| {
-                    let ids: Vec<String> = body.to_string()
+                    let ids: Vec<String> = body
+                        .to_string()
                         .split("started with ID: ")
                         .skip(1)
-                        .map(|rest| rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect())
+                        .map(|rest| {
+                            rest.chars()
+                                .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '-')
+                                .collect()
+                        })
                         .collect();
                     Turn::tool_calls([(
                         "wait_background_agents",
@@ -241,7 +255,10 @@ async fn docker_agents_background_team_fans_out_in_parallel_and_synthesises() {
     assert!(text(&run.stdout).contains("SYNTHESIS of both findings"));
     assert_no_canary(&run);
     let seen = server.requests();
-    let root: Vec<&Received> = seen.iter().filter(|r| r.model() == Some("claude-sonnet-4-0")).collect();
+    let root: Vec<&Received> = seen
+        .iter()
+        .filter(|r| r.model() == Some("claude-sonnet-4-0"))
+        .collect();
     assert_eq!(root.len(), 3, "{seen:#?}");
     assert_eq!(
         tool_names(root[0]),
@@ -267,9 +284,15 @@ async fn docker_agents_background_team_fans_out_in_parallel_and_synthesises() {
     // The wait's report, as the root's model read it, carries both results.
     let report = all_text(root[2]);
     assert!(report.contains("WEB FINDINGS: WASI is an API"), "{report}");
-    assert!(report.contains("CODE FINDINGS: host/src/wit/mod.rs"), "{report}");
+    assert!(
+        report.contains("CODE FINDINGS: host/src/wit/mod.rs"),
+        "{report}"
+    );
     // The specialists had only think.
-    for request in seen.iter().filter(|r| r.model() != Some("claude-sonnet-4-0")) {
+    for request in seen
+        .iter()
+        .filter(|r| r.model() != Some("claude-sonnet-4-0"))
+    {
         assert_eq!(tool_names(request), ["think"]);
     }
 }

@@ -12,6 +12,7 @@ mod config;
 mod engine;
 mod fuzz;
 mod limits;
+mod llm;
 mod mcp;
 mod model_client;
 mod model_config;

@@ -9,4 +9,4 @@ mod load;
 pub use bundled::BUNDLED_AGENT;
 pub use cache::{CacheOutcome, ComponentCache, check_grants_avoid_cache};
 pub use engine::{Allocator, EngineOptions, new_engine};
-pub use load::{LoadProgress, LoadedComponent, load_component, load_embedded};
+pub use load::{LoadProgress, load_component, load_embedded};

@@ -25,8 +25,8 @@ use crate::components::{
     load_embedded, new_engine,
 };
 use crate::config::{AgentSpec, CacheSetting, Grants, Team};
-use crate::tasks::{Caller, Events, Registry, SessionId, Task};
 use crate::model::ModelClient;
+use crate::tasks::{Caller, Events, Registry, SessionId, Task};
 use crate::wit::AgentPre;
 use slots::Slots;
 use std::collections::HashMap;
@@ -216,7 +216,9 @@ impl Toolset {
             let loaded = compiled.entry(source).or_insert_with(|| {
                 let loaded = match source {
                     Some(path) => load_component(&engine, &cache, path, progress)?,
-                    None => load_embedded(&engine, &cache, BUNDLED_AGENT, BUNDLED_AGENT_NAME, progress)?,
+                    None => {
+                        load_embedded(&engine, &cache, BUNDLED_AGENT, BUNDLED_AGENT_NAME, progress)?
+                    }
                 };
                 let pre = AgentPre::new(&engine, &linker, &loaded.component, &loaded.shown)?;
                 tracing::info!(

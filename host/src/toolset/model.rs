@@ -95,7 +95,10 @@ impl GuestState {
 
 /// Refuses what no provider would take, with a sentence saying what is
 /// wrong (before a request is spent on it).
-fn check_conversation(messages: &[Message], tools: &[ToolDefinition]) -> Result<(), ModelCallError> {
+fn check_conversation(
+    messages: &[Message],
+    tools: &[ToolDefinition],
+) -> Result<(), ModelCallError> {
     let invalid = |text: String| Err(ModelCallError::InvalidRequest(text));
     if messages.is_empty() {
         return invalid("the conversation has no messages".into());
@@ -107,7 +110,11 @@ fn check_conversation(messages: &[Message], tools: &[ToolDefinition]) -> Result<
                 open_calls.extend(message.tool_calls.iter().map(|call| call.id.as_str()))
             }
             Role::Tool => match message.tool_call_id.as_deref() {
-                None => return invalid(format!("message {index} is a tool answer without a tool-call-id")),
+                None => {
+                    return invalid(format!(
+                        "message {index} is a tool answer without a tool-call-id"
+                    ));
+                }
                 Some(id) if !open_calls.contains(&id) => {
                     return invalid(format!(
                         "message {index} answers tool call {id:?}, which no earlier assistant message made"
@@ -116,7 +123,9 @@ fn check_conversation(messages: &[Message], tools: &[ToolDefinition]) -> Result<
                 Some(_) => {}
             },
             Role::System | Role::User if !message.tool_calls.is_empty() => {
-                return invalid(format!("message {index} carries tool calls but is not from the assistant"));
+                return invalid(format!(
+                    "message {index} carries tool calls but is not from the assistant"
+                ));
             }
             _ => {}
         }

@@ -135,7 +135,10 @@ impl Items {
         if self.todos.len() + descriptions.len() > MAX_TODOS {
             return Err(format!("the todo list holds at most {MAX_TODOS} items"));
         }
-        if descriptions.iter().any(|text| text.len() > MAX_DESCRIPTION_BYTES) {
+        if descriptions
+            .iter()
+            .any(|text| text.len() > MAX_DESCRIPTION_BYTES)
+        {
             return Err(format!(
                 "a todo description may be at most {MAX_DESCRIPTION_BYTES} bytes"
             ));
@@ -160,7 +163,10 @@ impl Items {
         let (mut updated, mut not_found) = (Vec::new(), Vec::new());
         for update in updates {
             let id = update.get("id").and_then(Value::as_str).ok_or_else(bad)?;
-            let status = update.get("status").and_then(Value::as_str).ok_or_else(bad)?;
+            let status = update
+                .get("status")
+                .and_then(Value::as_str)
+                .ok_or_else(bad)?;
             if !STATUSES.contains(&status) {
                 return Err(format!(
                     "status {status:?} is not one of {}",
@@ -178,7 +184,8 @@ impl Items {
         if updated.is_empty() && !not_found.is_empty() {
             return Err(json!({"not_found": not_found}).to_string());
         }
-        let mut answer = json!({"updated": updated, "all_todos": self.todos, "reminder": self.reminder()});
+        let mut answer =
+            json!({"updated": updated, "all_todos": self.todos, "reminder": self.reminder()});
         if !not_found.is_empty() {
             answer["not_found"] = json!(not_found);
         }
@@ -187,12 +194,12 @@ impl Items {
 
     /// The unfinished items, in-progress first; none when all are done.
     fn reminder(&self) -> Option<String> {
-        let open = |status: &str| {
-            (self.todos.iter())
-                .filter(move |todo| todo.status == status)
-                .map(move |todo| format!(" ({status}) [{}] {}", todo.id, todo.description))
-        };
-        let lines: String = open("in-progress").chain(open("pending")).collect();
+        let mut lines = String::new();
+        for status in ["in-progress", "pending"] {
+            for todo in self.todos.iter().filter(|todo| todo.status == status) {
+                lines.push_str(&format!(" ({status}) [{}] {}", todo.id, todo.description));
+            }
+        }
         (!lines.is_empty()).then(|| format!("These todos are not completed yet:{lines}"))
     }
 }
