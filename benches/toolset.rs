@@ -11,17 +11,33 @@
 //! 6. cold compile against cached load for each example component;
 //! 7. stop and timeout latency of guests flooding host calls with huge
 //!    arguments (`output.write` and `run` with 4 MiB, the per-call cap), and
-//!    how fast floods over the cap (16/64/32 MiB) fail.
+//!    how fast floods over the cap (16/64/32 MiB) fail;
+//! 8. host overhead per model call against the scripted model server: a raw
+//!    HTTP/1.1 client on a kept-alive socket (the server's own time), the
+//!    host's model client alone, and LLM agents (the bundled agent component)
+//!    whose tasks make 11 model calls each;
+//! 9. host RSS with 1,000 LLM agents blocked in a model call at once, and how
+//!    fast they stop (the server sees every connection close).
+//!
+//! Items 8 and 9 run the scripted model server in a child process (this
+//! binary, re-run with `BGAGENTS_BENCH_MODEL_SERVER` set), so its CPU time
+//! is not on the host's runtime and its memory is not in the host's RSS.
 //!
 //! `BENCH_QUICK=1` runs smaller sizes (a smoke run, not for numbers);
-//! `BENCH_ONLY=cache|dispatch|throughput|stop|scale|flood` runs one part;
+//! `BENCH_ONLY=cache|dispatch|throughput|stop|scale|flood|model|blocked` runs one part;
 //! `BENCH_RUNTIME=current_thread` runs everything on one thread.
 
 use bgagents::EventKind;
 use bgagents::{Caller, TaskStatus, Team, Toolset};
+use bgagents::{Message, ModelApi, ModelBinding, ModelClient, ToolDefinition};
+use bgagents_testkit::model_server::{ModelServer, Script, Turn};
 use bgagents_testkit::{Scratch, plugin_dir};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn quick() -> bool {
     std::env::var_os("BENCH_QUICK").is_some()
@@ -415,6 +431,10 @@ fn compile_versus_cache() {
 }
 
 fn main() {
+    if std::env::var_os(MODEL_SERVER_VAR).is_some() {
+        serve_model();
+        return;
+    }
     // `cargo bench` passes `--bench`; nothing else is taken.
     // `BENCH_RUNTIME=current_thread` measures without thread hops.
     let runtime = match std::env::var("BENCH_RUNTIME").as_deref() {
@@ -429,7 +449,8 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         if quick() { "quick sizes" } else { "full sizes" }
     );
-    // `BENCH_ONLY=dispatch` (or throughput, stop, scale, cache, flood) runs one part.
+    // `BENCH_ONLY=dispatch` (or throughput, stop, scale, cache, flood, model,
+    // blocked) runs one part.
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let wanted = |part: &str| only.is_empty() || only == part;
     if wanted("cache") {
@@ -450,6 +471,12 @@ fn main() {
         }
         if wanted("flood") {
             flood_latency().await;
+        }
+        if wanted("model") {
+            model_call_overhead().await;
+        }
+        if wanted("blocked") {
+            blocked_in_model_calls().await;
         }
     });
 }

@@ -296,3 +296,230 @@ async fn docker_agents_background_team_fans_out_in_parallel_and_synthesises() {
         assert_eq!(tool_names(request), ["think"]);
     }
 }
+
+/// A team of one LLM agent `root` (plus `extra` YAML under `agents:` and
+/// `root`'s `limits`), its model `m` served by `server` (no key needed).
+fn llm_team(server: &ModelServer, root: &str, extra: &str) -> bgagents::Toolset {
+    bgagents_testkit::toolset(&format!(
+        "agents:\n  root:\n    model: m\n    instruction: Answer.\n{root}\n{extra}\n\
+         models:\n  m:\n    provider: ollama\n    model: m\n    base_url: {}\n",
+        server.base_url()
+    ))
+}
+
+fn think(thought: &str) -> Turn {
+    Turn::tool_calls([("think", json!({"thought": thought}).to_string())])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_budget_ends_the_task_naming_the_limit() {
+    let server = ModelServer::start(Script::new([
+        think("plan").usage(80, 30),
+        Turn::text("never asked for"),
+    ]))
+    .await;
+    let toolset = llm_team(
+        &server,
+        "    toolsets: [{type: think}]\n    limits: {tokens: 100}",
+        "",
+    );
+    let view = bgagents_testkit::run_to_end(&toolset, "root", "go").await;
+    assert_eq!(view.info.status, bgagents::TaskStatus::Failed);
+    let error = view.error.clone().unwrap();
+    assert!(
+        error.contains("used 110 of its 100 tokens; raise agents.root.limits.tokens"),
+        "{error}"
+    );
+    assert_eq!(server.requests().len(), 1);
+    let model = view.model.expect("model use is in the view");
+    assert_eq!(
+        (model.calls, model.input_tokens, model.output_tokens),
+        (1, 80, 30)
+    );
+    assert!(
+        bgagents::render::view(&view).contains("Model:   1 call, 110 tokens (80 in, 30 out)"),
+        "{}",
+        bgagents::render::view(&view)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_call_budget_ends_the_task_naming_the_limit() {
+    let server = ModelServer::start(Script::new([think("a"), think("b"), think("c")])).await;
+    let toolset = llm_team(
+        &server,
+        "    toolsets: [{type: think}]\n    limits: {model_calls: 2}",
+        "",
+    );
+    let view = bgagents_testkit::run_to_end(&toolset, "root", "go").await;
+    let error = view.error.unwrap();
+    assert!(
+        error.contains("made its 2 model calls; raise agents.root.limits.model_calls"),
+        "{error}"
+    );
+    assert_eq!(server.requests().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_that_calls_tools_forever_is_ended_by_max_iterations() {
+    let server = ModelServer::start(Script::new((0..10).map(|_| think("again")))).await;
+    let toolset = llm_team(
+        &server,
+        "    toolsets: [{type: think}]\n    max_iterations: 3",
+        "",
+    );
+    let view = bgagents_testkit::run_to_end(&toolset, "root", "go").await;
+    assert_eq!(view.info.status, bgagents::TaskStatus::Failed);
+    assert!(view.error.unwrap().contains("max_iterations"));
+    assert_eq!(server.requests().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_in_the_middle_of_a_streamed_answer_ends_the_request_at_once() {
+    let words: String = (0..200).map(|n| format!("word{n} ")).collect();
+    let server = ModelServer::start(Script::new([
+        Turn::text(words).chunk_delay(std::time::Duration::from_millis(100)),
+        Turn::text("never asked for"),
+    ]))
+    .await;
+    let toolset = llm_team(&server, "", "");
+    let session = toolset.open_session(None).unwrap();
+    let id = bgagents_testkit::start(&toolset, session.caller(), "root", "go");
+    // The answer streams into the live output as it arrives.
+    bgagents_testkit::eventually("the first words in the live output", || {
+        let view = toolset
+            .view_background_agent(session.caller(), &id)
+            .unwrap();
+        view.output.text.contains("word1 ")
+    })
+    .await;
+    let stopped = tokio::time::timeout(HANG, toolset.stop_background_agent(session.caller(), &id))
+        .await
+        .expect("the stop hung")
+        .unwrap();
+    assert_eq!(stopped.status, bgagents::TaskStatus::Stopped);
+    server.wait_for_aborted(1, HANG).await;
+    assert_eq!(server.requests().len(), 1, "no request after the stop");
+    let output = toolset
+        .view_background_agent(session.caller(), &id)
+        .unwrap()
+        .output
+        .text;
+    assert!(
+        !output.contains("word199"),
+        "the whole answer arrived: {output}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_model_answers_fail_their_task_and_spare_its_siblings() {
+    let server = ModelServer::start(Script::per_model([
+        ("garbage", vec![Turn::garbage("<html>not a model</html>")]),
+        ("truncated", vec![Turn::truncated_stream("half an ans")]),
+        (
+            "unknown-tools",
+            vec![
+                Turn::tool_calls([
+                    ("no_such_tool", "{}".to_string()),
+                    ("think", "{not json".to_string()),
+                    ("think", "[1, 2]".to_string()),
+                ]),
+                Turn::text("recovered"),
+            ],
+        ),
+        ("fine", vec![Turn::text("all good")]),
+    ]))
+    .await;
+    let agent = |name: &str, model: &str| {
+        format!("  {name}:\n    model: {model}\n    toolsets: [{{type: think}}]\n")
+    };
+    let url = server.base_url();
+    let model = |name: &str| {
+        format!("  {name}:\n    provider: ollama\n    model: {name}\n    base_url: {url}\n")
+    };
+    let toolset = bgagents_testkit::toolset(&format!(
+        "agents:\n{}{}{}{}models:\n{}{}{}{}",
+        agent("a", "garbage"),
+        agent("b", "truncated"),
+        agent("c", "unknown-tools"),
+        agent("d", "fine"),
+        model("garbage"),
+        model("truncated"),
+        model("unknown-tools"),
+        model("fine"),
+    ));
+    let session = toolset.open_session(None).unwrap();
+    let caller = session.caller();
+    let ids: Vec<String> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|agent| bgagents_testkit::start(&toolset, caller, agent, "go"))
+        .collect();
+    let mut views = Vec::new();
+    for id in &ids {
+        views.push(bgagents_testkit::finished(&toolset, caller, id).await);
+    }
+    let garbage = views[0].error.clone().unwrap_or_default();
+    assert!(garbage.contains("model call 1 failed"), "{garbage}");
+    assert!(garbage.to_lowercase().contains("ollama"), "{garbage}");
+    let truncated = views[1].error.clone().unwrap_or_default();
+    assert!(truncated.contains("model call 1 failed"), "{truncated}");
+    // Tool calls the host cannot run go back to the model as errors.
+    assert_eq!(views[2].result.as_deref(), Some("recovered"));
+    let second = server
+        .requests()
+        .into_iter()
+        .filter(|request| request.model() == Some("unknown-tools"))
+        .nth(1)
+        .unwrap();
+    let answers = contents(&second, "tool");
+    assert!(
+        answers[0].contains("unknown tool \"no_such_tool\"; the tools are think"),
+        "{answers:?}"
+    );
+    assert!(answers[1].contains("not valid JSON"), "{answers:?}");
+    assert!(answers[2].contains("must be a JSON object"), "{answers:?}");
+    assert_eq!(views[3].result.as_deref(), Some("all good"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_provider_error_echoing_the_key_does_not_show_it() {
+    let server = ModelServer::start(Script::new([Turn::api_error(
+        401,
+        format!("Incorrect API key provided: {OPENAI_CANARY}"),
+    )]))
+    .await;
+    let scratch = Scratch::new();
+    let team = scratch.write(
+        "writer.yaml",
+        fixture("writer.yaml", &[("gpt-4o", server.base_url())]),
+    );
+    let run = run_team(&team, "Write today's text").await;
+    assert_eq!(run.status.code(), Some(1));
+    assert!(
+        text(&run.stderr).contains("OPENAI_API_KEY"),
+        "{}",
+        text(&run.stderr)
+    );
+    assert_no_canary(&run);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn guests_built_for_wit_0_1_0_still_run() {
+    let toolset = bgagents_testkit::toolset("agents:\n  root:\n    component: legacy_v0_1.wasm\n");
+    let view = bgagents_testkit::run_to_end(&toolset, "root", "hello").await;
+    assert_eq!(view.result.as_deref(), Some("legacy: hello"), "{view:?}");
+    assert!(view.output.text.contains(": hello"));
+}
+
+#[tokio::test]
+async fn a_component_without_model_gets_a_clear_error_from_the_model_import() {
+    // The bundled agent's component, run as a plain component: no `model:`.
+    let toolset =
+        bgagents_testkit::toolset("agents:\n  root:\n    component: bgagents_agent.wasm\n");
+    let view = bgagents_testkit::run_to_end(&toolset, "root", "go").await;
+    let error = view.error.unwrap_or_default();
+    assert!(
+        error.contains("agent \"root\" has no model: give it `model:` in the team file"),
+        "{error}"
+    );
+}
