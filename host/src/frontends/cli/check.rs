@@ -122,6 +122,10 @@ pub fn check(path: &Path) -> ExitCode {
             Some(_) => toolsets.push("todo"),
             None => {}
         }
+        if !agent.sub_agents.is_empty() {
+            // docker-agent gives every agent with sub_agents this tool.
+            toolsets.push("transfer_task");
+        }
         let toolsets = if toolsets.is_empty() {
             "none".to_string()
         } else {
@@ -135,12 +139,6 @@ pub fn check(path: &Path) -> ExitCode {
                 .map(|name| printable(name, Keep::OneLine))
                 .collect();
             push_line!(out, "  sub_agents:  {}", names.join(", "));
-            if !agent.background_agents {
-                push_line!(
-                    out,
-                    "  warning:     has sub_agents but not the background_agents toolset, so it cannot dispatch them"
-                );
-            }
         }
         if agent.grants.is_empty() {
             push_line!(
