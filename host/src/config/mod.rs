@@ -431,7 +431,7 @@ impl Team {
             "fuel {}, memory {}, timeout {}, output {}, spawns {} ({} at once)",
             limits.fuel,
             format_size(limits.memory),
-            crate::toolset::render::runtime(limits.timeout),
+            units::format_duration(limits.timeout),
             format_size(limits.output),
             limits.spawns,
             limits.concurrent_spawns

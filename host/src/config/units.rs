@@ -177,6 +177,17 @@ pub fn scale_bytes(bytes: u64) -> (String, usize) {
     (bytes.to_string(), 0)
 }
 
+/// A duration rounded to whole seconds: `0s`, `42s`, `1m5s`, `1h2m3s`.
+pub fn format_duration(duration: Duration) -> String {
+    let total = (duration.as_millis() + 500) / 1000;
+    let (hours, minutes, seconds) = (total / 3600, total / 60 % 60, total % 60);
+    match (hours, minutes) {
+        (0, 0) => format!("{seconds}s"),
+        (0, _) => format!("{minutes}m{seconds}s"),
+        _ => format!("{hours}h{minutes}m{seconds}s"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

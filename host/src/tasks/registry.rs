@@ -50,7 +50,7 @@ impl Registry {
             let oldest_finished = self
                 .tasks
                 .iter()
-                .find(|(_, task)| task.exited.is_cancelled())
+                .find(|(_, task)| task.exited.is_open())
                 .map(|(order, _)| *order);
             let order = oldest_finished.ok_or(RegistryFull)?;
             self.remove(order);
@@ -159,7 +159,7 @@ mod tests {
             OutputBuffer::new(1024, None),
         );
         task.finish(Outcome::Completed("r".repeat(result_bytes)), |_| {});
-        task.exited.cancel();
+        task.exited.open();
         Arc::new(task)
     }
 

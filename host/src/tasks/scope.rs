@@ -27,9 +27,9 @@ pub struct Caller {
     pub(crate) agent: Option<String>,
     /// The calling task, when the caller is a guest.
     pub(crate) task: Option<TaskId>,
-    /// The ancestors a task started by this caller gets (the caller's own
-    /// ancestors, then the caller itself).
-    pub(crate) ancestors: Vec<TaskId>,
+    /// The ancestors a task started by this caller gets: the caller's own
+    /// ancestors, then the caller itself (empty for a front-end).
+    pub(crate) ancestors_for_children: Vec<TaskId>,
     /// Agent names from the session's agent down to the caller.
     pub(crate) lineage: Vec<String>,
     /// Tasks this caller starts are cancelled with this token: the session's
@@ -44,7 +44,7 @@ impl Caller {
             session,
             agent: None,
             task: None,
-            ancestors: Vec::new(),
+            ancestors_for_children: Vec::new(),
             lineage: Vec::new(),
             spawn_token,
         }
@@ -60,7 +60,7 @@ impl Caller {
             session,
             agent: Some(agent.to_string()),
             task: None,
-            ancestors: Vec::new(),
+            ancestors_for_children: Vec::new(),
             lineage: vec![agent.to_string()],
             spawn_token,
         }
@@ -68,13 +68,13 @@ impl Caller {
 
     /// A running task calling through its imports.
     pub(crate) fn for_task(task: &Task) -> Caller {
-        let mut ancestors = task.ancestors.clone();
-        ancestors.push(task.id.clone());
+        let mut ancestors_for_children = task.ancestors.clone();
+        ancestors_for_children.push(task.id.clone());
         Caller {
             session: task.session,
             agent: Some(task.agent.clone()),
             task: Some(task.id.clone()),
-            ancestors,
+            ancestors_for_children,
             lineage: task.lineage.clone(),
             spawn_token: task.cancel.clone(),
         }

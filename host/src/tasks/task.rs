@@ -116,6 +116,31 @@ impl ModelUse {
     }
 }
 
+/// A one-way signal: closed until opened, then open for good. Waiters are
+/// woken when it opens.
+#[derive(Debug, Clone, Default)]
+pub struct Latch(CancellationToken);
+
+impl Latch {
+    pub fn open(&self) {
+        self.0.cancel();
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.0.is_cancelled()
+    }
+
+    /// Resolves once the latch is open.
+    pub async fn opened(&self) {
+        self.0.cancelled().await
+    }
+
+    /// Like [`Latch::opened`], owning a handle to the latch.
+    pub fn opened_owned(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        self.0.clone().cancelled_owned()
+    }
+}
+
 /// A task known to the host, live or finished.
 pub struct Task {
     pub id: TaskId,
@@ -132,10 +157,10 @@ pub struct Task {
     /// Cancelled to stop the task; child tasks hold child tokens, so stopping
     /// a task reaches its whole subtree.
     pub cancel: CancellationToken,
-    /// Cancelled once the task is over: its status is final and its guest
-    /// no longer runs (its Store is dropped). A stop marks the status final
-    /// at once; this follows as soon as the guest is gone.
-    pub exited: CancellationToken,
+    /// Opened once the task is over: its status is final and its guest no
+    /// longer runs (its Store is dropped). A stop marks the status final at
+    /// once; this follows as soon as the guest is gone.
+    pub exited: Latch,
     /// Tasks this task has started so far (for its spawn limit).
     pub spawned: AtomicUsize,
     /// Its model calls so far (for its token and call limits, and views).
@@ -174,7 +199,7 @@ impl Task {
             lineage: spec.lineage,
             output,
             cancel: spec.cancel,
-            exited: CancellationToken::new(),
+            exited: Latch::default(),
             spawned: AtomicUsize::new(0),
             model: Mutex::new(None),
             state: Mutex::new(TaskState {

@@ -50,7 +50,7 @@ impl GuestState {
     async fn lending_slot<F: Future>(&mut self, blocked: F) -> F::Output {
         self.slot = None;
         let output = blocked.await;
-        self.slot = self.toolset.0.slots.claim_first().granted().await;
+        self.slot = self.toolset.slots().claim_first().granted().await;
         output
     }
 }

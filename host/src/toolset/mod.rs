@@ -285,20 +285,51 @@ impl Toolset {
         &self.0.events
     }
 
+    // The shared state's other parts, for the toolset's own modules.
+
+    /// The retained tasks; see the lock order on [`Shared`].
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.0.registry.lock().unwrap()
+    }
+
+    fn slots(&self) -> &Slots {
+        &self.0.slots
+    }
+
+    fn shutdown_token(&self) -> &CancellationToken {
+        &self.0.shutdown
+    }
+
+    fn engine(&self) -> &Engine {
+        &self.0.engine
+    }
+
+    fn shared_todos(&self) -> &tools::todo::TodoList {
+        &self.0.shared_todos
+    }
+
+    fn fuel_metering(&self) -> bool {
+        self.0.fuel_metering
+    }
+
+    fn epoch_interruption(&self) -> bool {
+        self.0.epoch_interruption
+    }
+
     /// Opens a session. With `agent`, the session acts as that agent (it may
     /// start its `sub_agents`); without, it is the operator and may start any.
     pub fn open_session(&self, agent: Option<&str>) -> Result<Session, ToolError> {
-        let token = self.0.shutdown.child_token();
+        let token = self.shutdown_token().child_token();
         let session = SessionId::next();
         let caller = match agent {
             None => Caller::operator(session, token),
-            Some(name) if self.0.team.agent(name).is_some() => {
+            Some(name) if self.team().agent(name).is_some() => {
                 Caller::acting_as(session, name, token)
             }
             Some(name) => {
                 return Err(ToolError::UnknownAgent {
                     agent: name.to_string(),
-                    available: self.0.team.agents.keys().cloned().collect(),
+                    available: self.team().agents.keys().cloned().collect(),
                 });
             }
         };
@@ -310,7 +341,7 @@ impl Toolset {
 
     /// Stops every task of every session and returns once no guest runs.
     pub async fn shutdown(&self) {
-        self.0.shutdown.cancel();
+        self.shutdown_token().cancel();
         self.stop_and_wait(|_| true).await;
     }
 
@@ -330,13 +361,13 @@ impl Toolset {
             runner::stop(self, task);
         }
         for task in &tasks {
-            task.exited.cancelled().await;
+            task.exited.opened().await;
         }
     }
 
     /// Tasks currently retained (for tests and diagnostics).
     pub fn retained(&self) -> usize {
-        self.0.registry.lock().unwrap().len()
+        self.registry().len()
     }
 }
 

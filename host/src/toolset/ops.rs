@@ -98,17 +98,17 @@ impl Toolset {
         if caller.lineage.iter().any(|name| name == agent) {
             return Err(ToolError::Cycle { chain: lineage });
         }
-        let depth = caller.ancestors.len() + 1;
-        if depth > self.0.team.limits.max_depth {
+        let depth = caller.ancestors_for_children.len() + 1;
+        if depth > self.team().limits.max_depth {
             return Err(ToolError::DepthExceeded {
                 chain: lineage,
-                limit: self.0.team.limits.max_depth,
+                limit: self.team().limits.max_depth,
             });
         }
         if caller.spawn_token.is_cancelled() {
             return Err(match caller.task {
                 Some(_) => ToolError::CallerEnded,
-                None if self.0.shutdown.is_cancelled() => ToolError::ShuttingDown,
+                None if self.shutdown_token().is_cancelled() => ToolError::ShuttingDown,
                 None => ToolError::SessionClosed,
             });
         }
@@ -125,19 +125,19 @@ impl Toolset {
                 task: task.to_string(),
                 expected_output: expected_output.map(str::to_string),
                 session: caller.session,
-                ancestors: caller.ancestors.clone(),
+                ancestors: caller.ancestors_for_children.clone(),
                 lineage,
                 cancel: caller.spawn_token.child_token(),
             },
             output,
         ));
         {
-            let mut registry = self.0.registry.lock().unwrap();
+            let mut registry = self.registry();
             let parent = self.check_spawn_limits(caller, &registry)?;
             registry
                 .admit(record.clone())
                 .map_err(|_| ToolError::RetainedFull {
-                    limit: self.0.team.limits.max_retained,
+                    limit: self.team().limits.max_retained,
                 })?;
             if let Some(parent) = parent {
                 parent.spawned.fetch_add(1, Ordering::Relaxed);
@@ -147,7 +147,7 @@ impl Toolset {
         }
         let accepted = record.info();
         // Claimed here, in call order, so queued tasks start first-come first-served.
-        let claim = self.0.slots.claim();
+        let claim = self.slots().claim();
         runner::spawn(self.clone(), record, target, claim);
         Ok(accepted)
     }
@@ -198,7 +198,7 @@ impl Toolset {
         let id = task.id.clone();
         self.stop_and_wait(|candidate| candidate.ancestors.contains(&id))
             .await;
-        task.exited.cancelled().await;
+        task.exited.opened().await;
         Ok(task.info())
     }
 
@@ -232,7 +232,7 @@ impl Toolset {
             .collect();
         let all_finished = async {
             for task in tasks.iter().flatten() {
-                task.exited.cancelled().await;
+                task.exited.opened().await;
             }
         };
         let timed_out = tokio::time::timeout(timeout, all_finished).await.is_err();
@@ -276,7 +276,7 @@ impl Toolset {
         }
         let live_children = registry
             .iter()
-            .filter(|task| task.parent() == Some(id) && !task.exited.is_cancelled())
+            .filter(|task| task.parent() == Some(id) && !task.exited.is_open())
             .count();
         if live_children >= limits.concurrent_spawns {
             return Err(ToolError::ConcurrentSpawnLimit {
@@ -288,7 +288,7 @@ impl Toolset {
     }
 
     fn check_may_dispatch(&self, caller: &Caller, agent: &str, via: Via) -> Result<(), ToolError> {
-        let team = &self.0.team;
+        let team = &self.team();
         let Some(caller_agent) = &caller.agent else {
             // The operator may start any agent the team defines.
             return match team.agent(agent) {
@@ -335,7 +335,7 @@ impl Toolset {
     }
 
     pub(super) fn emit(&self, task: &Task, kind: EventKind) {
-        self.0.events.send(TaskEvent {
+        self.events().send(TaskEvent {
             id: task.id.clone(),
             agent: task.agent.as_str().into(),
             session: task.session,
@@ -351,7 +351,7 @@ impl Toolset {
         caller: &Caller,
         depth: usize,
     ) -> crate::sandbox::OutputListener {
-        let events = self.0.events.clone();
+        let events = self.events().clone();
         let (id, agent, session) = (id.clone(), Arc::<str>::from(agent), caller.session);
         Box::new(move |chunk| {
             if !events.has_listeners() {
@@ -423,11 +423,7 @@ fn wait_entry(id: &str, task: Option<&Task>) -> WaitEntry {
 fn cap_text(text: Option<String>) -> (Option<String>, bool) {
     match text {
         Some(mut text) if text.len() > WAIT_OUTPUT_CAP => {
-            let mut end = WAIT_OUTPUT_CAP;
-            while !text.is_char_boundary(end) {
-                end -= 1;
-            }
-            text.truncate(end);
+            text.truncate(text.floor_char_boundary(WAIT_OUTPUT_CAP));
             (Some(text), true)
         }
         other => (other, false),

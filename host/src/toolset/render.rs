@@ -5,18 +5,9 @@ use crate::tasks::WaitReport;
 use crate::tasks::{ModelUse, TaskInfo, TaskStatus, TaskView};
 use serde::Serialize;
 use std::fmt::Write;
-use std::time::Duration;
 
 /// A duration rounded to whole seconds: `0s`, `42s`, `1m5s`, `1h2m3s`.
-pub fn runtime(duration: Duration) -> String {
-    let total = (duration.as_millis() + 500) / 1000;
-    let (hours, minutes, seconds) = (total / 3600, total / 60 % 60, total % 60);
-    match (hours, minutes) {
-        (0, 0) => format!("{seconds}s"),
-        (0, _) => format!("{minutes}m{seconds}s"),
-        _ => format!("{hours}h{minutes}m{seconds}s"),
-    }
-}
+pub use crate::config::units::format_duration as runtime;
 
 pub fn started(info: &TaskInfo, task: &str) -> String {
     format!(
@@ -161,6 +152,7 @@ fn cap_text(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn runtime_matches_go_duration_rounding() {

@@ -74,8 +74,8 @@ async fn drive(toolset: Toolset, task: Arc<Task>, agent: Arc<LoadedAgent>, claim
         // Descendants of a failed or stopped task are stopped too.
         task.cancel.cancel();
     }
-    task.exited.cancel();
-    toolset.0.registry.lock().unwrap().finished(&task);
+    task.exited.open();
+    toolset.registry().finished(&task);
 }
 
 /// How a task's guest ended, for operators. The reason is guest-influenced
@@ -114,23 +114,23 @@ async fn run_guest(
         output: task.output.clone(),
         thoughts: Thoughts::default(),
         todos: match agent.spec.todo {
-            Some(TodoSettings { shared: true }) => toolset.0.shared_todos.clone(),
+            Some(TodoSettings { shared: true }) => toolset.shared_todos().clone(),
             _ => TodoList::default(),
         },
         slot: Some(slot),
     };
-    let mut store = Store::new(&toolset.0.engine, state);
+    let mut store = Store::new(&toolset.engine(), state);
     store.limiter(|state| &mut state.limiter);
-    if toolset.0.fuel_metering
+    if toolset.fuel_metering()
         && let Err(error) = store.set_fuel(limits.fuel).and_then(|()| {
-            let interval = toolset.0.team.engine.fuel_yield_interval;
+            let interval = toolset.team().engine.fuel_yield_interval;
             store.fuel_async_yield_interval(Some(interval))
         })
     {
         return Outcome::Failed(format!("cannot set up fuel metering: {error}"));
     }
     store.set_hostcall_fuel(HOSTCALL_BYTES);
-    if toolset.0.epoch_interruption {
+    if toolset.epoch_interruption() {
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);
     }
@@ -197,11 +197,7 @@ fn cap_text(mut text: String, limit: u64) -> String {
         return text;
     }
     let total = text.len();
-    let mut end = limit;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text.truncate(end);
+    text.truncate(text.floor_char_boundary(limit));
     text.shrink_to_fit();
     text.push_str(&format!(
         "\n[truncated: {total} bytes, limits.result keeps {limit}]"

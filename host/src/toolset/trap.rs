@@ -72,10 +72,7 @@ pub(super) fn explain_trap(
     };
     let output = store.data().output.snapshot().text;
     // Only the end of the output: a panic printed long before is not this one.
-    let mut tail = output.len().saturating_sub(PANIC_TAIL_BYTES);
-    while !output.is_char_boundary(tail) {
-        tail += 1;
-    }
+    let tail = output.ceil_char_boundary(output.len().saturating_sub(PANIC_TAIL_BYTES));
     if let Some(panic) = panic_message(&output[tail..]) {
         reason = format!("guest panicked: {panic}");
     }
@@ -88,7 +85,7 @@ pub(super) fn explain_trap(
 fn raise_hint(store: &Store<GuestState>, limit: &str) -> String {
     let state = store.data();
     let agent = state.caller.agent.as_deref().unwrap_or("NAME");
-    let source = &state.toolset.0.team.source;
+    let source = &state.toolset.team().source;
     let lone = source
         .extension()
         .is_some_and(|extension| extension.eq_ignore_ascii_case("wasm"));

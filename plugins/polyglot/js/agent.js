@@ -1,5 +1,5 @@
 // JavaScript `shouter` worker for the bgagents `sub-agent` world.
-import { write } from 'bgagents:agents/output@0.1.0';
+import { write } from 'bgagents:agents/output@0.2.0';
 
 // Turns an exception thrown by `run` into the task's failure reason, with
 // its message and stack. Without it an `Error` thrown out of `run` traps the

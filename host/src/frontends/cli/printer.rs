@@ -284,10 +284,7 @@ impl Printer {
             return;
         };
         let text = view.output.text;
-        let mut start = task.taken.min(text.len());
-        while !text.is_char_boundary(start) {
-            start += 1;
-        }
+        let start = text.ceil_char_boundary(task.taken);
         task.taken = text.len();
         task.partial
             .push_str(&printable(&text[start..], Keep::Lines));

@@ -55,7 +55,7 @@ where
     let record = toolset
         .visible_task(caller, info.id.as_str())
         .map_err(|error| error.to_string())?;
-    blocked(record.exited.clone().cancelled_owned()).await;
+    blocked(record.exited.opened_owned()).await;
     let view = record.view();
     match view.info.status {
         TaskStatus::Completed => Ok(view.result.unwrap_or_default()),
