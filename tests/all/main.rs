@@ -16,6 +16,7 @@ mod llm;
 mod mcp;
 mod model_client;
 mod model_config;
+mod model_server;
 mod plugins;
 mod polyglot;
 mod sandbox;

@@ -1,6 +1,6 @@
 // A bgagents sub-agent in JavaScript. Build it with `npm install && npm run
 // build`, then run it with `bgagents run team.yaml "some task"`.
-import { write } from 'bgagents:agents/output@0.1.0';
+import { write } from 'bgagents:agents/output@0.2.0';
 
 // Turns an exception thrown by `run` into the task's failure reason, with
 // its message and stack. Without it an `Error` thrown out of `run` traps the
@@ -23,7 +23,8 @@ function failingWithReason(run) {
 }
 
 export const agent = {
-  // request: { taskId, agent, instruction, task, expectedOutput, subAgents }
+  // request: { taskId, agent, instruction, task, expectedOutput, subAgents,
+  //            description, date, maxIterations }
   // A returned string is the task's result; a thrown exception its failure.
   run: failingWithReason((request) => {
     const task = request.task.trim();

@@ -1,5 +1,6 @@
-//! The scripted model server, driven over HTTP on 127.0.0.1 by a plain
-//! HTTP/1.1 client written on a TcpStream.
+//! The scripted model server (the test kit's stand-in for a provider),
+//! driven over HTTP on 127.0.0.1 by a plain HTTP/1.1 client written on a
+//! TcpStream.
 
 use bgagents_testkit::model_server::{ModelServer, Outcome, Protocol, Script, Turn};
 use serde_json::{Value, json};
