@@ -325,3 +325,24 @@ fn a_missing_key_variable_is_named_not_guessed() {
          `export BGAGENTS_TEST_UNSET_MODEL_KEY=…` before running bgagents"
     );
 }
+
+#[tokio::test]
+async fn a_redirect_is_not_followed_so_the_key_goes_nowhere_else() {
+    let elsewhere = ModelServer::start(Script::new([Turn::text("followed")])).await;
+    for api in APIS {
+        let target = match api {
+            ModelApi::OpenAiChat => format!("{}/chat/completions", elsewhere.base_url()),
+            ModelApi::AnthropicMessages => {
+                format!("{}/v1/messages", elsewhere.anthropic_base_url())
+            }
+        };
+        let server = ModelServer::start(Script::new([Turn::redirect(target)])).await;
+        let answer = client(&server, api)
+            .complete(&[Message::user("hi")], &[], within(30), &mut |_| {})
+            .await;
+        let error = answer.expect_err("a redirect is an error, not an answer");
+        assert!(!error.to_string().contains(CANARY), "{error}");
+        assert_eq!(server.requests().len(), 1);
+    }
+    assert!(elsewhere.requests().is_empty(), "the redirect was followed");
+}

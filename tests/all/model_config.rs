@@ -231,11 +231,11 @@ fn models_and_providers_entries_are_checked() {
         "team.yaml: models.c.max_tokens: must be at least 1",
         "team.yaml: models.c.temperature: 3 is outside 0 to 2",
         "team.yaml: models.c.top_p: -1 is outside 0 to 1",
-        "team.yaml: models.d.base_url: `https://user:pw@h.example/v1` is not an http(s) URL \
-         such as https://llm.example.com/v1 (no credentials, query or fragment; put the key in \
-         an environment variable named by `token_key:`)",
+        "team.yaml: models.d.base_url: the URL carries credentials (not shown); put the key in \
+         an environment variable named by `token_key:` and give the URL without them",
     ];
     assert_eq!(all, expect);
+    assert!(!all.concat().contains("user:pw"), "credentials echoed");
     assert_eq!(
         problem(
             "models: {a: {provider: ollama, model: x, max_tokens: lots}}\nagents:\n  r: {model: a}\n"

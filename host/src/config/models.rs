@@ -68,7 +68,9 @@ impl ModelBinding {
 /// The `todo` toolset's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TodoSettings {
-    /// One list shared by the agent's tasks rather than one per task.
+    /// One list shared by every task of every agent of the team that sets
+    /// `shared: true` (for the life of the host process), rather than one
+    /// per task.
     pub shared: bool,
 }
 
@@ -401,7 +403,15 @@ fn check_base_url(url: &str, at: &str, problems: &mut Vec<String>) -> bool {
             && parsed.query().is_none()
             && parsed.fragment().is_none()
     });
-    if !fine {
+    let credentials = reqwest::Url::parse(url)
+        .is_ok_and(|parsed| !parsed.username().is_empty() || parsed.password().is_some());
+    if credentials {
+        // Not echoed: what sits before the `@` may well be a key.
+        problems.push(format!(
+            "{at}: the URL carries credentials (not shown); put the key in an environment \
+             variable named by `token_key:` and give the URL without them"
+        ));
+    } else if !fine {
         problems.push(format!(
             "{at}: `{}` is not an http(s) URL such as https://llm.example.com/v1 (no \
              credentials, query or fragment; put the key in an environment variable named by \

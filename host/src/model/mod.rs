@@ -203,6 +203,8 @@ fn http_client() -> Result<reqwest::Client, String> {
                 .connect_timeout(Duration::from_secs(30))
                 .pool_idle_timeout(Duration::from_secs(60))
                 .user_agent(concat!("bgagents/", env!("CARGO_PKG_VERSION")))
+                // A redirect could carry the key's header to another host.
+                .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .map_err(|error| format!("cannot set up the HTTPS client: {error}"))
         })

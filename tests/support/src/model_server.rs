@@ -77,6 +77,7 @@ enum Kind {
         status: u16,
         body: ErrorBody,
         retry_after: Option<String>,
+        location: Option<String>,
     },
     Garbage(Vec<u8>),
     /// Decided when the request arrives, from its JSON body.
@@ -153,6 +154,18 @@ impl Turn {
             status,
             body: ErrorBody::Raw(body.into()),
             retry_after: None,
+            location: None,
+        })
+    }
+
+    /// A `307 Temporary Redirect` to `location` (a client must not follow
+    /// it with the key).
+    pub fn redirect(location: impl Into<String>) -> Turn {
+        Turn::new(Kind::Error {
+            status: 307,
+            body: ErrorBody::Raw(String::new()),
+            retry_after: None,
+            location: Some(location.into()),
         })
     }
 
@@ -164,6 +177,7 @@ impl Turn {
             status,
             body: ErrorBody::Message(message.into()),
             retry_after: None,
+            location: None,
         })
     }
 
@@ -903,14 +917,14 @@ async fn play(
             status,
             body,
             retry_after,
+            location,
         } => {
             let body = match body {
                 ErrorBody::Raw(b) => b.clone(),
                 ErrorBody::Message(m) => error_json(protocol, *status, m),
             };
-            let extra = retry_after
-                .iter()
-                .map(|v| ("retry-after", v.clone()))
+            let extra = (retry_after.iter().map(|v| ("retry-after", v.clone())))
+                .chain(location.iter().map(|v| ("location", v.clone())))
                 .collect();
             conn.respond(*status, json_type, extra, body.as_bytes())
                 .await?;

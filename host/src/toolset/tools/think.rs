@@ -52,3 +52,25 @@ impl Thoughts {
         Ok(format!("Thoughts:\n{}", self.notes.join("\n")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thoughts_accumulate_and_stop_at_their_cap() {
+        let mut thoughts = Thoughts::default();
+        let note = |text: &str| Args::parse(&json!({"thought": text}).to_string()).unwrap();
+        assert_eq!(thoughts.think(&note("a")).unwrap(), "Thoughts:\na");
+        assert_eq!(thoughts.think(&note("b")).unwrap(), "Thoughts:\na\nb");
+        let big = "x".repeat(MAX_THOUGHTS_BYTES);
+        let refused = thoughts.think(&note(&big)).unwrap_err();
+        assert!(refused.contains("reached 256 KiB"), "{refused}");
+        assert!(thoughts.bytes <= MAX_THOUGHTS_BYTES);
+        let unknown = thoughts.think(&Args::parse(r#"{"idea": "x"}"#).unwrap());
+        assert_eq!(
+            unknown.unwrap_err(),
+            "unknown argument \"idea\"; expected: thought"
+        );
+    }
+}

@@ -203,3 +203,56 @@ impl Items {
         (!lines.is_empty()).then(|| format!("These todos are not completed yet:{lines}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(list: &TodoList, name: &str, args: Value) -> Result<Value, String> {
+        let args = Args::parse(&args.to_string()).unwrap();
+        let answer = list.call(name, &args).expect("a todo tool")?;
+        Ok(serde_json::from_str(&answer).unwrap())
+    }
+
+    #[test]
+    fn todos_are_created_updated_and_listed_with_a_reminder() {
+        let list = TodoList::default();
+        let created = call(&list, CREATE_MANY, json!({"descriptions": ["a", "b"]})).unwrap();
+        assert_eq!(created["created"][1]["id"], "todo_2");
+        assert_eq!(created["all_todos"].as_array().unwrap().len(), 2);
+        let updates = json!({"updates": [{"id": "todo_1", "status": "completed"}, {"id": "todo_9", "status": "pending"}]});
+        let updated = call(&list, UPDATE, updates).unwrap();
+        assert_eq!(updated["not_found"], json!(["todo_9"]));
+        assert_eq!(
+            updated["reminder"],
+            "These todos are not completed yet: (pending) [todo_2] b"
+        );
+        let bad = json!({"updates": [{"id": "todo_2", "status": "done"}]});
+        let refused = call(&list, UPDATE, bad).unwrap_err();
+        assert!(
+            refused.contains("not one of pending, in-progress, completed"),
+            "{refused}"
+        );
+        call(
+            &list,
+            UPDATE,
+            json!({"updates": [{"id": "todo_2", "status": "completed"}]}),
+        )
+        .unwrap();
+        let listed = call(&list, LIST, json!({})).unwrap();
+        assert!(listed.get("reminder").is_none(), "{listed}");
+        assert!(list.call("think", &Args::parse("{}").unwrap()).is_none());
+    }
+
+    #[test]
+    fn a_list_holds_a_bounded_number_of_bounded_items() {
+        let list = TodoList::default();
+        let long = "x".repeat(MAX_DESCRIPTION_BYTES + 1);
+        let refused = call(&list, CREATE, json!({"description": long})).unwrap_err();
+        assert!(refused.contains("at most 4096 bytes"), "{refused}");
+        let many: Vec<String> = (0..MAX_TODOS).map(|n| n.to_string()).collect();
+        call(&list, CREATE_MANY, json!({"descriptions": many})).unwrap();
+        let refused = call(&list, CREATE, json!({"description": "one more"})).unwrap_err();
+        assert!(refused.contains("at most 1000 items"), "{refused}");
+    }
+}
