@@ -331,6 +331,12 @@ async fn a_token_budget_ends_the_task_naming_the_limit() {
         "{error}"
     );
     assert_eq!(server.requests().len(), 1);
+    // The live output shows the tool the agent ran.
+    assert!(
+        view.output.text.contains("[tool: think]\n"),
+        "{:?}",
+        view.output.text
+    );
     let model = view.model.expect("model use is in the view");
     assert_eq!(
         (model.calls, model.input_tokens, model.output_tokens),

@@ -66,6 +66,22 @@ impl OutputBuffer {
         }
     }
 
+    /// Appends `line` on a line of its own: after a line break if the
+    /// output so far does not end with one.
+    pub fn append_line(&self, line: &str) {
+        let fresh_line = {
+            let state = self.state.lock().unwrap();
+            state.bytes.last().is_none_or(|last| *last == b'\n')
+        };
+        let mut text = String::with_capacity(line.len() + 2);
+        if !fresh_line {
+            text.push('\n');
+        }
+        text.push_str(line);
+        text.push('\n');
+        self.append(text.as_bytes());
+    }
+
     /// Bytes held.
     pub fn len(&self) -> usize {
         self.state.lock().unwrap().bytes.len()

@@ -124,6 +124,8 @@ impl AgentHost for GuestState {
         if !self.agent.tools.iter().any(|tool| tool.name == name) {
             return Err(tools::unknown_tool(&name, &self.agent.tools));
         }
+        // Shown in the live output, so a person watching sees the agent act.
+        self.output.append_line(&format!("[tool: {name}]"));
         let args = Args::parse(&arguments)?;
         let (toolset, caller) = (self.toolset.clone(), self.caller.clone());
         if name == tools::TRANSFER {
