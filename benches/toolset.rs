@@ -66,7 +66,12 @@ fn millis(duration: Duration) -> String {
 }
 
 fn rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status_rss_mib("/proc/self/status")
+}
+
+/// VmRSS from a `/proc/PID/status` file, in MiB.
+fn status_rss_mib(path: &str) -> f64 {
+    let status = std::fs::read_to_string(path).unwrap_or_default();
     let kib: f64 = status
         .lines()
         .find(|line| line.starts_with("VmRSS:"))
@@ -428,6 +433,453 @@ fn compile_versus_cache() {
             cached.cache
         );
     }
+}
+
+/// Set in the child process that serves the scripted model (items 8 and 9).
+const MODEL_SERVER_VAR: &str = "BGAGENTS_BENCH_MODEL_SERVER";
+/// The final answer every model call ends with (streamed a word at a time).
+const ANSWER: &str = "Six times seven is forty-two.";
+/// Tool calls (`think`) an LLM agent's task makes before its answer (item 8).
+const AGENT_TOOL_CALLS: usize = 10;
+/// How long the server holds a `blocked` model's answer (item 9).
+const BLOCKED_DELAY: Duration = Duration::from_secs(3600);
+
+/// The scripted turn for a request, by the body's `model`: `agent` calls
+/// `think` until the conversation has [`AGENT_TOOL_CALLS`] tool results,
+/// then answers; `blocked` answers after [`BLOCKED_DELAY`]; any other
+/// model answers at once.
+fn scripted_turn(body: &Value) -> Turn {
+    let tool_results = body["messages"].as_array().map_or(0, |messages| {
+        messages
+            .iter()
+            .filter(|message| message["role"] == "tool")
+            .count()
+    });
+    match body["model"].as_str() {
+        Some("agent") if tool_results < AGENT_TOOL_CALLS => {
+            Turn::tool_calls([("think", r#"{"thought":"x"}"#)])
+        }
+        Some("blocked") => Turn::text(ANSWER).delay(BLOCKED_DELAY),
+        _ => Turn::text(ANSWER),
+    }
+}
+
+/// The child process: serves the scripted model on 127.0.0.1, prints its
+/// port, then answers one line per command read from stdin: `count`
+/// (requests received and answers the client closed) and `last N` (the
+/// bodies of the last N requests, as one JSON array). Exits at EOF.
+fn serve_model() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let turns = std::iter::repeat_n(Turn::from_request(scripted_turn), 200_000);
+    let server = runtime.block_on(ModelServer::start(Script::new(turns)));
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", server.addr().port()).unwrap();
+    out.flush().unwrap();
+    for line in std::io::stdin().lock().lines() {
+        let line = line.unwrap();
+        let reply = match line.split_once(' ').unwrap_or((line.as_str(), "")) {
+            ("count", _) => format!("{} {}", server.requests().len(), server.aborted()),
+            ("last", n) => {
+                let requests = server.requests();
+                let n: usize = n.parse().unwrap();
+                let bodies: Vec<&Value> = requests[requests.len().saturating_sub(n)..]
+                    .iter()
+                    .map(|request| &request.body)
+                    .collect();
+                serde_json::to_string(&bodies).unwrap()
+            }
+            _ => panic!("unknown command {line:?}"),
+        };
+        writeln!(out, "{reply}").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+/// The scripted model server, in a child process.
+struct ServerProcess {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    port: u16,
+}
+
+impl ServerProcess {
+    fn start() -> ServerProcess {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .env(MODEL_SERVER_VAR, "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut port = String::new();
+        stdout.read_line(&mut port).unwrap();
+        ServerProcess {
+            child,
+            stdin,
+            stdout,
+            port: port.trim().parse().unwrap(),
+        }
+    }
+
+    fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}/v1", self.port)
+    }
+
+    /// One command, one line back (a short, non-blocking exchange).
+    fn ask(&mut self, command: &str) -> String {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{command}").unwrap();
+        stdin.flush().unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        line.trim_end().to_string()
+    }
+
+    /// Requests received, and answers cut short by the client closing.
+    fn count(&mut self) -> (usize, usize) {
+        let reply = self.ask("count");
+        let (received, aborted) = reply.split_once(' ').unwrap();
+        (received.parse().unwrap(), aborted.parse().unwrap())
+    }
+
+    /// The bodies of the last `n` requests.
+    fn last(&mut self, n: usize) -> Vec<Value> {
+        serde_json::from_str(&self.ask(&format!("last {n}"))).unwrap()
+    }
+
+    fn rss_mib(&self) -> f64 {
+        status_rss_mib(&format!("/proc/{}/status", self.child.id()))
+    }
+
+    /// Polls `count` until `done` holds; panics after `timeout`.
+    async fn until(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn((usize, usize)) -> bool,
+    ) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let count = self.count();
+            if done(count) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "model server: {what}: {count:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        // EOF on its stdin ends the child.
+        self.stdin = None;
+        let _ = self.child.wait();
+    }
+}
+
+/// A bare HTTP/1.1 client on one kept-alive socket: it sends a body as is
+/// and reads until the chunked stream's last chunk, parsing nothing. Its
+/// time per call is the server's own time plus loopback.
+struct RawClient {
+    socket: tokio::net::TcpStream,
+    port: u16,
+    buffer: Vec<u8>,
+}
+
+impl RawClient {
+    async fn connect(port: u16) -> RawClient {
+        let socket = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        socket.set_nodelay(true).unwrap();
+        RawClient {
+            socket,
+            port,
+            buffer: Vec::with_capacity(64 << 10),
+        }
+    }
+
+    /// Posts `body` to `/v1/chat/completions` and reads the streamed answer.
+    async fn post(&mut self, body: &[u8]) {
+        let mut request = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1:{}\r\n\
+             content-type: application/json\r\naccept: text/event-stream, application/json\r\n\
+             content-length: {}\r\n\r\n",
+            self.port,
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(body);
+        self.socket.write_all(&request).await.unwrap();
+        self.buffer.clear();
+        let mut chunk = [0u8; 16 << 10];
+        while !self.buffer.ends_with(b"\r\n0\r\n\r\n") {
+            let read = self.socket.read(&mut chunk).await.unwrap();
+            assert!(read > 0, "the model server closed the connection");
+            self.buffer.extend_from_slice(&chunk[..read]);
+        }
+        assert!(
+            self.buffer.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&self.buffer)
+        );
+    }
+}
+
+/// Times `rounds` replays of `bodies` (one after another) by the raw client,
+/// after `warmup` untimed ones, on a runtime worker.
+async fn replay(
+    mut raw: RawClient,
+    bodies: Vec<Vec<u8>>,
+    rounds: usize,
+    warmup: usize,
+) -> (RawClient, Vec<Duration>) {
+    tokio::spawn(async move {
+        let mut samples = Vec::with_capacity(rounds);
+        for round in 0..rounds + warmup {
+            let started = Instant::now();
+            for body in &bodies {
+                raw.post(body).await;
+            }
+            if round >= warmup {
+                samples.push(started.elapsed());
+            }
+        }
+        (raw, samples)
+    })
+    .await
+    .unwrap()
+}
+
+fn model_yaml(base_url: &str, model: &str, limits: &str, agent_extra: &str) -> String {
+    format!(
+        "{limits}models:\n  m: {{provider: ollama, model: {model}, base_url: '{base_url}'}}\n\
+         agents:\n  llm:\n    model: m\n    instruction: Answer.\n{agent_extra}"
+    )
+}
+
+/// p50 and p99 of `samples`, formatted.
+fn spread(samples: &mut [Duration]) -> String {
+    format!(
+        "p50 {}, p99 {}",
+        micros(percentile(samples, 0.5)),
+        micros(percentile(samples, 0.99))
+    )
+}
+
+fn signed_micros(seconds: f64) -> String {
+    format!("{:+.1} µs", seconds * 1e6)
+}
+
+/// Item 8: what the host adds to each model call, beyond the server's time.
+async fn model_call_overhead() {
+    let calls = if quick() { 200 } else { 2000 };
+    let tasks = if quick() { 20 } else { 200 };
+    let warmup = calls / 10;
+    let mut server = ServerProcess::start();
+    println!(
+        "8. host overhead per model call (scripted server in a child process; OpenAI chat \
+         completions, streamed; answer \"{ANSWER}\"):"
+    );
+
+    // The host's model client alone: build the request, stream, parse.
+    let client = ModelClient::new(&ModelBinding {
+        reference: "bench".into(),
+        provider: "ollama".into(),
+        model: "direct".into(),
+        api: ModelApi::OpenAiChat,
+        base_url: server.base_url(),
+        key_var: None,
+        max_tokens: None,
+        temperature: None,
+        top_p: None,
+        parallel_tool_calls: None,
+    })
+    .unwrap();
+    let messages = [
+        Message::system("Answer."),
+        Message::user("What is six times seven?"),
+    ];
+    let tools = [ToolDefinition {
+        name: "think".into(),
+        description: "Think out loud.".into(),
+        parameters:
+            r#"{"type":"object","properties":{"thought":{"type":"string"}},"required":["thought"]}"#
+                .into(),
+    }];
+    // Both loops run on a runtime worker, as a task's model call does (a
+    // future polled by `block_on` on the main thread would add a thread hop
+    // per wake-up).
+    let mut client_samples = tokio::spawn(async move {
+        let mut samples = Vec::with_capacity(calls);
+        for round in 0..calls + warmup {
+            let mut text = String::new();
+            let started = Instant::now();
+            let completion = client
+                .complete(
+                    &messages,
+                    &tools,
+                    tokio::time::Instant::now() + Duration::from_secs(60),
+                    &mut |delta: &str| text.push_str(delta),
+                )
+                .await
+                .unwrap();
+            let took = started.elapsed();
+            assert_eq!(text, ANSWER, "{completion:?}");
+            if round >= warmup {
+                samples.push(took);
+            }
+        }
+        samples
+    })
+    .await
+    .unwrap();
+    let direct_body = serde_json::to_vec(&server.last(1)[0]).unwrap();
+    let raw = RawClient::connect(server.port).await;
+    let (raw, mut raw_samples) = replay(raw, vec![direct_body], calls, warmup).await;
+    let raw_p50 = percentile(&mut raw_samples, 0.5);
+    let client_p50 = percentile(&mut client_samples, 0.5);
+    println!(
+        "   raw HTTP client (server + loopback), {calls} calls: {}",
+        spread(&mut raw_samples)
+    );
+    println!(
+        "   model client, same request, {calls} calls: {}; overhead p50 {}",
+        spread(&mut client_samples),
+        signed_micros(client_p50.as_secs_f64() - raw_p50.as_secs_f64())
+    );
+
+    // Through the guest: tasks whose agent makes AGENT_TOOL_CALLS + 1 calls.
+    let per_task = AGENT_TOOL_CALLS + 1;
+    let toolset = load(&model_yaml(
+        &server.base_url(),
+        "agent",
+        &format!("limits: {{max_retained: {}}}\n", tasks + warmup + 1),
+        "    toolsets: [{type: think}]\n",
+    ));
+    let session = toolset.open_session(None).unwrap();
+    let caller = session.caller();
+    let mut events = toolset.events().subscribe();
+    let mut task_samples = Vec::with_capacity(tasks);
+    let task_warmup = tasks / 10;
+    for round in 0..tasks + task_warmup {
+        let before = server.count().0;
+        let started = Instant::now();
+        let id = toolset
+            .run_background_agent(caller, "llm", "What is six times seven?", None)
+            .unwrap()
+            .id;
+        loop {
+            let event = events.recv().await.unwrap();
+            if event.id == id && matches!(event.kind, EventKind::Finished(_)) {
+                break;
+            }
+        }
+        let took = started.elapsed();
+        let view = toolset.view_background_agent(caller, id.as_str()).unwrap();
+        assert_eq!(view.info.status, TaskStatus::Completed, "{:?}", view.error);
+        assert!(
+            view.result.as_deref().unwrap_or_default().contains(ANSWER)
+                || view.output.text.contains(ANSWER),
+            "{view:?}"
+        );
+        assert_eq!(server.count().0 - before, per_task, "model calls per task");
+        if round >= task_warmup {
+            task_samples.push(took);
+        }
+    }
+    session.close().await;
+    // The same requests, replayed by the raw client: the server's share.
+    let bodies: Vec<Vec<u8>> = server
+        .last(per_task)
+        .iter()
+        .map(|body| serde_json::to_vec(body).unwrap())
+        .collect();
+    let (_, mut replay_samples) = replay(raw, bodies, tasks, task_warmup).await;
+    let task_p50 = percentile(&mut task_samples, 0.5).as_secs_f64();
+    let task_p99 = percentile(&mut task_samples, 0.99).as_secs_f64();
+    let replay_p50 = percentile(&mut replay_samples, 0.5).as_secs_f64();
+    let replay_p99 = percentile(&mut replay_samples, 0.99).as_secs_f64();
+    println!(
+        "   LLM agent, {tasks} tasks of {per_task} model calls ({AGENT_TOOL_CALLS} think, 1 \
+         answer), run → finished: {}; the raw client replaying the same {per_task} requests: {}",
+        spread(&mut task_samples),
+        spread(&mut replay_samples)
+    );
+    println!(
+        "   host overhead per model call through the guest (task − replay) / {per_task}: \
+         p50 {}, p99 {} (dispatch, instantiation and the final result included)",
+        signed_micros((task_p50 - replay_p50) / per_task as f64),
+        signed_micros((task_p99 - replay_p99) / per_task as f64)
+    );
+}
+
+/// Item 9: 1,000 LLM agents, each blocked in a model call, at once.
+async fn blocked_in_model_calls() {
+    let count = if quick() { 100 } else { 1000 };
+    let mut server = ServerProcess::start();
+    let toolset = load(&model_yaml(
+        &server.base_url(),
+        "blocked",
+        &format!(
+            "limits: {{max_running: {count}, max_retained: {}}}\nengine: {{pool_size: {count}}}\n",
+            2 * count
+        ),
+        "    limits: {timeout: 2h, model_timeout: 2h}\n",
+    ));
+    let session = toolset.open_session(None).unwrap();
+    let caller = session.caller();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let baseline = rss_mib();
+    let started = Instant::now();
+    for _ in 0..count {
+        toolset
+            .run_background_agent(caller, "llm", "What is six times seven?", None)
+            .unwrap();
+    }
+    server
+        .until(
+            Duration::from_secs(300),
+            "every agent's model call",
+            |(n, _)| n >= count,
+        )
+        .await;
+    let all_waiting = started.elapsed();
+    let running = toolset
+        .list_background_agents(caller)
+        .iter()
+        .filter(|info| info.status == TaskStatus::Running)
+        .count();
+    assert_eq!(running, count, "running tasks");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let live = rss_mib();
+    let server_rss = server.rss_mib();
+    let stopping = Instant::now();
+    session.close().await;
+    let stopped = stopping.elapsed();
+    server
+        .until(
+            Duration::from_secs(60),
+            "every connection closed",
+            |(_, aborted)| aborted >= count,
+        )
+        .await;
+    let closed = stopping.elapsed();
+    let (received, aborted) = server.count();
+    println!(
+        "9. {count} LLM agents blocked in a model call at once: all {count} in the server after \
+         {}; host RSS baseline {baseline:.0} MiB, {count} blocked {live:.0} MiB \
+         ({:.0} KiB each); the server process {server_rss:.0} MiB; session closed in {}, \
+         the server saw {aborted} of {received} connections closed after {}  [{}]",
+        millis(all_waiting),
+        (live - baseline) * 1024.0 / count as f64,
+        millis(stopped),
+        millis(closed),
+        toolset.load_report().allocator
+    );
 }
 
 fn main() {

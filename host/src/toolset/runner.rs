@@ -119,7 +119,7 @@ async fn run_guest(
         },
         slot: Some(slot),
     };
-    let mut store = Store::new(&toolset.engine(), state);
+    let mut store = Store::new(toolset.engine(), state);
     store.limiter(|state| &mut state.limiter);
     if toolset.fuel_metering()
         && let Err(error) = store.set_fuel(limits.fuel).and_then(|()| {
