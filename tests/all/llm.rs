@@ -529,3 +529,23 @@ async fn a_component_without_model_gets_a_clear_error_from_the_model_import() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shared_todo_list_is_shared_within_a_session_not_across_sessions() {
+    let server = ModelServer::start(Script::new([
+        Turn::tool_calls([("create_todo", json!({"description": "mine"}).to_string())]),
+        Turn::text("created"),
+        Turn::tool_calls([("list_todos", "{}".to_string())]),
+        Turn::text("listed"),
+    ]))
+    .await;
+    let toolset = llm_team(&server, "    toolsets: [{type: todo, shared: true}]", "");
+    let first = bgagents_testkit::run_to_end(&toolset, "root", "create").await;
+    assert_eq!(first.result.as_deref(), Some("created"));
+    // `run_to_end` opens a session of its own: another client, another list.
+    let second = bgagents_testkit::run_to_end(&toolset, "root", "list").await;
+    assert_eq!(second.result.as_deref(), Some("listed"));
+    let listed = contents(&server.requests()[3], "tool").join("\n");
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed["todos"], json!([]), "{listed}");
+}

@@ -68,9 +68,9 @@ impl ModelBinding {
 /// The `todo` toolset's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TodoSettings {
-    /// One list shared by every task of every agent of the team that sets
-    /// `shared: true` (for the life of the host process), rather than one
-    /// per task.
+    /// One list shared by the tasks of every agent of the team that sets
+    /// `shared: true`, within one session (a `run`, an MCP client), rather
+    /// than one per task.
     pub shared: bool,
 }
 
@@ -326,6 +326,12 @@ fn resolve_entry(
                 .filter(|host| !host.is_empty())
         {
             base_url = format!("{}/engines/v1", host.trim_end_matches('/'));
+            // Checked like a `base_url` the team file gives.
+            check_base_url(
+                &base_url,
+                &format!("{at} (from MODEL_RUNNER_HOST)"),
+                problems,
+            );
         }
         Some((known.api, base_url, known.key_var.map(str::to_string)))
     } else if UNSUPPORTED_PROVIDERS.contains(&provider) {

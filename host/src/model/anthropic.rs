@@ -1,6 +1,6 @@
 //! Anthropic's messages protocol.
 
-use super::{Builder, Completion, FinishReason, Message, Role, ToolDefinition, sse};
+use super::{Builder, Completion, FinishReason, Message, Role, ToolDefinition, Usage, sse};
 use crate::config::ModelBinding;
 use serde_json::{Value, json};
 
@@ -154,12 +154,10 @@ impl Stream {
         if data.is_empty() {
             return Ok(());
         }
-        let value: Value = serde_json::from_str(data).map_err(|error| {
-            format!(
-                "sent an event that is not JSON ({error}): {}",
-                data.chars().take(120).collect::<String>()
-            )
-        })?;
+        // The event itself is not quoted: it could carry the key, cut where
+        // no scrubbing would find it.
+        let value: Value = serde_json::from_str(data)
+            .map_err(|error| format!("sent an event that is not JSON ({error})"))?;
         if let Some(error) = error_of(&value) {
             return Err(error);
         }
@@ -178,11 +176,7 @@ impl Stream {
                     .get("message")
                     .and_then(|message| message.get("usage"));
                 if let Some(usage) = usage {
-                    let count = |key: &str| usage.get(key).and_then(Value::as_u64).unwrap_or(0);
-                    builder.usage.input_tokens = count("input_tokens")
-                        + count("cache_creation_input_tokens")
-                        + count("cache_read_input_tokens");
-                    builder.usage.output_tokens = count("output_tokens");
+                    builder.usage = usage_of(usage);
                 }
             }
             "content_block_start" => {
@@ -310,12 +304,22 @@ pub(super) fn whole(
         }
     }
     if let Some(usage) = value.get("usage") {
-        let count = |key: &str| usage.get(key).and_then(Value::as_u64).unwrap_or(0);
-        builder.usage.input_tokens = count("input_tokens");
-        builder.usage.output_tokens = count("output_tokens");
+        builder.usage = usage_of(usage);
     }
     if let Some(reason) = value.get("stop_reason").and_then(Value::as_str) {
         builder.finish = Some(finish_reason(reason));
     }
     builder.done(FinishReason::Stop)
+}
+
+/// Tokens a `usage` object reports; cached input counts as input. Summed
+/// saturating: the numbers are the provider's, not to be trusted.
+fn usage_of(usage: &Value) -> Usage {
+    let count = |key: &str| usage.get(key).and_then(Value::as_u64).unwrap_or(0);
+    Usage {
+        input_tokens: count("input_tokens")
+            .saturating_add(count("cache_creation_input_tokens"))
+            .saturating_add(count("cache_read_input_tokens")),
+        output_tokens: count("output_tokens"),
+    }
 }

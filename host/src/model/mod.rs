@@ -280,7 +280,7 @@ impl ModelClient {
 
     /// `provider/model`.
     pub fn name(&self) -> String {
-        format!("{}/{}", self.inner.provider, self.inner.model)
+        self.inner.binding.name()
     }
 
     /// Asks the model for the next turn of `messages`, offering `tools`.
@@ -487,11 +487,13 @@ impl ModelClient {
                     .map(str::to_string)
             })
             .unwrap_or_else(|| text.trim().to_string());
-        let message = self.scrub(&message);
+        // Scrubbed before and after cleaning: cleaning drops invisible
+        // characters, which could otherwise hide a key from the first pass.
+        let message = self.scrub(&printable(&self.scrub(&message)));
         if message.is_empty() {
             String::new()
         } else {
-            format!(": {}", printable(&message))
+            format!(": {message}")
         }
     }
 
@@ -735,10 +737,12 @@ fn decode_whole(
 ) -> Result<Completion, String> {
     let text =
         std::str::from_utf8(body).map_err(|_| format!("{name}: the answer is not valid UTF-8"))?;
+    // The answer is not quoted: it could carry the key, cut where no
+    // scrubbing would find it.
     let value: serde_json::Value = serde_json::from_str(text).map_err(|error| {
         format!(
-            "{name}: the answer is neither an event stream nor JSON ({error}); it starts: {}",
-            printable(&text.chars().take(120).collect::<String>())
+            "{name}: the answer is neither an event stream nor JSON ({error}; {} bytes)",
+            text.len()
         )
     })?;
     let result = match api {

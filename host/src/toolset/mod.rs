@@ -59,8 +59,9 @@ struct Shared {
     events: Events,
     /// Parent of every session's token: cancelling it stops everything.
     shutdown: CancellationToken,
-    /// The todo list of agents whose `todo` toolset is `shared: true`.
-    shared_todos: tools::todo::TodoList,
+    /// Each session's todo list, for agents whose `todo` toolset is
+    /// `shared: true`; dropped with the session.
+    shared_todos: Mutex<HashMap<SessionId, tools::todo::TodoList>>,
 }
 
 /// How the bundled LLM agent is named in reports and errors.
@@ -304,8 +305,10 @@ impl Toolset {
         &self.0.engine
     }
 
-    fn shared_todos(&self) -> &tools::todo::TodoList {
-        &self.0.shared_todos
+    /// The todo list `session`'s shared-todo agents use.
+    fn shared_todos(&self, session: SessionId) -> tools::todo::TodoList {
+        let mut lists = self.0.shared_todos.lock().unwrap();
+        lists.entry(session).or_default().clone()
     }
 
     fn fuel_metering(&self) -> bool {
@@ -395,5 +398,7 @@ impl Drop for Session {
     fn drop(&mut self) {
         // Without waiting: the runners notice the cancellation on their own.
         self.caller.spawn_token.cancel();
+        // Tasks still running keep their handle to the list.
+        (self.toolset.0.shared_todos.lock().unwrap()).remove(&self.caller.session);
     }
 }

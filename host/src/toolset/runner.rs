@@ -114,7 +114,7 @@ async fn run_guest(
         output: task.output.clone(),
         thoughts: Thoughts::default(),
         todos: match agent.spec.todo {
-            Some(TodoSettings { shared: true }) => toolset.shared_todos().clone(),
+            Some(TodoSettings { shared: true }) => toolset.shared_todos(task.session),
             _ => TodoList::default(),
         },
         slot: Some(slot),

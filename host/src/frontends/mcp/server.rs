@@ -5,8 +5,9 @@
 use super::notify::{LogFilter, WaitProgress};
 use super::schemas::tools;
 use crate::tasks::{Caller, TaskStatus, WaitReport};
+use crate::toolset::tools;
 use crate::toolset::tools::args::Args;
-use crate::toolset::tools::background::{self, LIST, RUN, STOP, VIEW, WAIT};
+use crate::toolset::tools::background::{self, RUN, VIEW, WAIT};
 use crate::toolset::{Session, ToolError, Toolset};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
@@ -73,11 +74,7 @@ impl McpServer {
         };
         background::call(&self.toolset, self.caller(), name, args, wait)
             .await
-            .unwrap_or_else(|| {
-                Err(format!(
-                    "unknown tool {name:?}; the tools are {RUN}, {LIST}, {VIEW}, {STOP}, {WAIT}"
-                ))
-            })
+            .unwrap_or_else(|| Err(tools::unknown_tool(name, &background::specs(""))))
     }
 
     /// Waits like the toolset does, telling a client that asked for

@@ -1,7 +1,7 @@
 //! `todo`: a task list the model keeps (create_todo, create_todos,
 //! update_todos, list_todos), answered in docker-agent's JSON shapes. Each
-//! task has its own list, or with `shared: true` all the team's tasks share
-//! one.
+//! task has its own list, or with `shared: true` the tasks of one session
+//! (a `run`, an MCP client) share one.
 
 use super::ToolSpec;
 use super::args::Args;
@@ -133,7 +133,13 @@ impl TodoList {
 impl Items {
     fn add(&mut self, descriptions: Vec<String>) -> Result<Vec<Todo>, String> {
         if self.todos.len() + descriptions.len() > MAX_TODOS {
-            return Err(format!("the todo list holds at most {MAX_TODOS} items"));
+            // Finished items make room before anything is refused.
+            self.todos.retain(|todo| todo.status != "completed");
+        }
+        if self.todos.len() + descriptions.len() > MAX_TODOS {
+            return Err(format!(
+                "the todo list holds at most {MAX_TODOS} unfinished items; complete some first"
+            ));
         }
         if descriptions
             .iter()
@@ -160,7 +166,8 @@ impl Items {
     fn update(&mut self, updates: Option<&Value>) -> Result<Value, String> {
         let bad = || "updates must be an array of {\"id\", \"status\"} objects".to_string();
         let updates = updates.and_then(Value::as_array).ok_or_else(bad)?;
-        let (mut updated, mut not_found) = (Vec::new(), Vec::new());
+        // Every update is checked before any is made: all or nothing.
+        let mut checked = Vec::new();
         for update in updates {
             let id = update.get("id").and_then(Value::as_str).ok_or_else(bad)?;
             let status = update
@@ -173,6 +180,10 @@ impl Items {
                     STATUSES.join(", ")
                 ));
             }
+            checked.push((id, status));
+        }
+        let (mut updated, mut not_found) = (Vec::new(), Vec::new());
+        for (id, status) in checked {
             match self.todos.iter_mut().find(|todo| todo.id == id) {
                 Some(todo) => {
                     todo.status = status.to_string();
@@ -253,6 +264,13 @@ mod tests {
         let many: Vec<String> = (0..MAX_TODOS).map(|n| n.to_string()).collect();
         call(&list, CREATE_MANY, json!({"descriptions": many})).unwrap();
         let refused = call(&list, CREATE, json!({"description": "one more"})).unwrap_err();
-        assert!(refused.contains("at most 1000 items"), "{refused}");
+        assert!(
+            refused.contains("at most 1000 unfinished items"),
+            "{refused}"
+        );
+        // Completed items make room.
+        let done = json!({"updates": [{"id": "todo_1", "status": "completed"}]});
+        call(&list, UPDATE, done).unwrap();
+        call(&list, CREATE, json!({"description": "one more"})).unwrap();
     }
 }
