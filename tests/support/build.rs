@@ -4,49 +4,23 @@
 //! target/) avoids waiting on the lock the outer build holds.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let workspace = manifest_dir.parent().unwrap().parent().unwrap();
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
-    // OUT_DIR is <target>/[<triple>/]<profile>/build/<crate>-<hash>/out.
-    let target_root = out_dir.ancestors().nth(4).unwrap();
-    let guest_target = target_root.join("plugins");
 
     println!(
         "cargo:rerun-if-changed={}",
         workspace.join("plugins").display()
     );
     println!("cargo:rerun-if-changed={}", workspace.join("wit").display());
+    let shared = workspace.join("host/build_guests.rs");
+    println!("cargo:rerun-if-changed={}", shared.display());
 
     let plugins = plugin_names(&workspace.join("plugins"));
-    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cargo
-        .current_dir(workspace)
-        .args(["build", "--release", "--target", "wasm32-wasip2"])
-        .env("CARGO_TARGET_DIR", &guest_target)
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("RUSTFLAGS")
-        .env_remove("RUSTC_WORKSPACE_WRAPPER")
-        .env_remove("CARGO_BUILD_TARGET");
-    for plugin in &plugins {
-        cargo.args(["-p", plugin]);
-    }
-    let output = cargo
-        .output()
-        .expect("cannot run cargo to build the plugins");
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let hint =
-            if stderr.contains("wasm32-wasip2") && stderr.contains("target may not be installed") {
-                "\nThe wasm32-wasip2 target is missing: run `rustup target add wasm32-wasip2`.\n"
-            } else {
-                ""
-            };
-        panic!("building the plugins as components failed:{hint}\n{stderr}");
-    }
-    let wasm_dir = guest_target.join("wasm32-wasip2").join("release");
+    let plugins: Vec<&str> = plugins.iter().map(String::as_str).collect();
+    let wasm_dir = build_guests(workspace, &out_dir, "plugins", &plugins, "the plugins");
     std::fs::write(
         out_dir.join("plugins.rs"),
         format!(
@@ -74,3 +48,5 @@ fn plugin_names(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+include!("../../host/build_guests.rs");
