@@ -8,7 +8,8 @@ use bgagents_testkit::{Scratch, plugin, plugin_dir};
 use std::path::Path;
 use std::time::Duration;
 
-fn problems(yaml: &str) -> Vec<String> {
+/// The problems refusing team `yaml`, a line each.
+pub(crate) fn problems(yaml: &str) -> Vec<String> {
     Team::parse(yaml, Path::new("team.yaml"), plugin_dir())
         .expect_err("the team file should be refused")
         .to_string()
@@ -17,7 +18,8 @@ fn problems(yaml: &str) -> Vec<String> {
         .collect()
 }
 
-fn problem(yaml: &str) -> String {
+/// The one problem refusing team `yaml`.
+pub(crate) fn problem(yaml: &str) -> String {
     let all = problems(yaml);
     assert_eq!(all.len(), 1, "{all:#?}");
     all.into_iter().next().unwrap()

@@ -2,6 +2,7 @@
 //! `provider/model`, `providers:`, the model-only agent keys and toolsets,
 //! the model limits, and every mistake named with its key and fix.
 
+use crate::config::{problem, problems};
 use bgagents::{ModelApi, ModelBinding, Team, TodoSettings};
 use bgagents_testkit::{Scratch, plugin_dir};
 use std::path::Path;
@@ -10,20 +11,6 @@ use std::time::Duration;
 
 fn parse(yaml: &str) -> Result<Team, String> {
     Team::parse(yaml, Path::new("team.yaml"), plugin_dir()).map_err(|error| error.to_string())
-}
-
-fn problems(yaml: &str) -> Vec<String> {
-    parse(yaml)
-        .expect_err("the team file should be refused")
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-fn problem(yaml: &str) -> String {
-    let all = problems(yaml);
-    assert_eq!(all.len(), 1, "{all:#?}");
-    all.into_iter().next().unwrap()
 }
 
 fn binding(yaml: &str, agent: &str) -> ModelBinding {
