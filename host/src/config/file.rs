@@ -123,6 +123,8 @@ pub(super) struct GrantsFile {
     /// `NAME` (the host's value) or `NAME=value`.
     pub env: Vec<String>,
     pub network: NetworkGrantFile,
+    /// Origins (`https://host[:port]`) HTTP requests may go to.
+    pub http: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -148,6 +150,8 @@ pub(super) struct NetworkGrantFile {
     pub connect: Vec<String>,
     /// Whether the guest may resolve names.
     pub dns: bool,
+    /// Whether shell commands share the host's network.
+    pub shell: bool,
 }
 
 /// One `toolsets:` entry. docker-agent's other types are named as not
@@ -223,9 +227,9 @@ const AGENT_LIMIT_KEYS: &[&str] = &[
     "model_calls",
     "model_timeout",
 ];
-const GRANT_KEYS: &[&str] = &["files", "env", "network"];
+const GRANT_KEYS: &[&str] = &["files", "env", "network", "http"];
 const DIR_GRANT_KEYS: &[&str] = &["host", "guest", "mode"];
-const NETWORK_KEYS: &[&str] = &["connect", "dns"];
+const NETWORK_KEYS: &[&str] = &["connect", "dns", "shell"];
 
 /// Top-level keys of docker-agent team files that bgagents has no use for.
 const DOCKER_AGENT_TOP_KEYS: &[(&str, &str)] = &[];
@@ -669,12 +673,14 @@ fn read_grants(reader: &mut Reader, grants: &Section) -> GrantsFile {
         .map(|network| NetworkGrantFile {
             connect: network.get_or_default(reader, "connect"),
             dns: network.get_or_default(reader, "dns"),
+            shell: network.get_or_default(reader, "shell"),
         })
         .unwrap_or_default();
     GrantsFile {
         files,
         env: grants.get_or_default(reader, "env"),
         network,
+        http: grants.get_or_default(reader, "http"),
     }
 }
 

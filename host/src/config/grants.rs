@@ -18,6 +18,74 @@ pub struct Grants {
     pub connect: Vec<ConnectGrant>,
     /// Name lookups allowed.
     pub dns: bool,
+    /// Origins HTTP requests may go to: a component's `wasi:http` requests
+    /// and the `fetch` tool's (`grants.http`).
+    pub http: Vec<HttpGrant>,
+    /// Whether `shell` commands share the host's network
+    /// (`grants.network.shell`); all hosts, since the OS sandbox cannot
+    /// filter by host. Without it commands have no network at all.
+    pub shell_network: bool,
+}
+
+/// An origin HTTP requests may go to: scheme, host and port must all match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpGrant {
+    /// `http` or `https`.
+    pub scheme: String,
+    /// Lower-case host name or IP address (IPv6 without brackets).
+    pub host: String,
+    pub port: u16,
+}
+
+impl HttpGrant {
+    /// Reads `https://host[:port]`; the error says what to write instead.
+    pub fn parse(text: &str) -> Result<HttpGrant, String> {
+        let example = "write it as scheme://host[:port], e.g. https://api.example.com";
+        let url = reqwest::Url::parse(text).map_err(|error| format!("{error}; {example}"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("the scheme must be http or https; {example}"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("an allowed origin carries no credentials; remove them".to_string());
+        }
+        if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+            return Err(format!("an allowed origin has no path or query; {example}"));
+        }
+        let host = match url.host() {
+            Some(url::Host::Domain(name)) if name.contains('*') => {
+                return Err("wildcards are not supported; list each host".to_string());
+            }
+            Some(url::Host::Ipv6(addr)) => addr.to_string(),
+            Some(host) => host.to_string().to_ascii_lowercase(),
+            None => return Err(format!("no host; {example}")),
+        };
+        Ok(HttpGrant {
+            scheme: url.scheme().to_string(),
+            host,
+            port: url.port_or_known_default().unwrap_or(443),
+        })
+    }
+
+    /// Whether a request to `url` is within this grant.
+    pub fn allows(&self, url: &reqwest::Url) -> bool {
+        let host = match url.host() {
+            Some(url::Host::Ipv6(addr)) => addr.to_string(),
+            Some(host) => host.to_string().to_ascii_lowercase(),
+            None => return false,
+        };
+        url.scheme() == self.scheme
+            && url.port_or_known_default() == Some(self.port)
+            && host == self.host
+    }
+}
+
+impl std::fmt::Display for HttpGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.host.contains(':') {
+            true => write!(f, "{}://[{}]:{}", self.scheme, self.host, self.port),
+            false => write!(f, "{}://{}:{}", self.scheme, self.host, self.port),
+        }
+    }
 }
 
 /// A host directory mapped into the guest.
@@ -41,7 +109,17 @@ pub struct ConnectGrant {
 
 impl Grants {
     pub fn is_empty(&self) -> bool {
-        self.dirs.is_empty() && self.env.is_empty() && self.connect.is_empty() && !self.dns
+        self.dirs.is_empty()
+            && self.env.is_empty()
+            && self.connect.is_empty()
+            && !self.dns
+            && self.http.is_empty()
+            && !self.shell_network
+    }
+
+    /// Whether an HTTP request to `url` is allowed (`grants.http`).
+    pub fn allows_http(&self, url: &reqwest::Url) -> bool {
+        self.http.iter().any(|grant| grant.allows(url))
     }
 
     /// Whether the guest may open a TCP connection to `addr`.
@@ -81,6 +159,12 @@ impl Grants {
         if self.dns {
             lines.push("network: name lookups".to_string());
         }
+        for grant in &self.http {
+            lines.push(format!("http: {grant}"));
+        }
+        if self.shell_network {
+            lines.push("network: shell commands share the host's network (all hosts)".to_string());
+        }
         lines
     }
 }
@@ -94,8 +178,18 @@ pub(super) fn resolve(
 ) -> Grants {
     let mut grants = Grants {
         dns: file.network.dns,
+        shell_network: file.network.shell,
         ..Grants::default()
     };
+    for (index, origin) in file.http.iter().enumerate() {
+        match HttpGrant::parse(origin) {
+            Ok(grant) => grants.http.push(grant),
+            Err(why) => problems.push(format!(
+                "{at}.grants.http[{index}]: `{}`: {why}",
+                super::file::shorten(origin)
+            )),
+        }
+    }
     for (index, dir) in file.files.iter().enumerate() {
         let at = format!("{at}.grants.files[{index}]");
         let host = base_dir.join(&dir.host);

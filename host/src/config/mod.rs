@@ -10,14 +10,16 @@ mod locate;
 mod models;
 pub mod read;
 mod resolve;
+mod toolsets;
 pub mod units;
 
-pub use grants::{ConnectGrant, DirGrant, Grants};
+pub use grants::{ConnectGrant, DirGrant, Grants, HttpGrant};
 pub use models::{ModelApi, ModelBinding, TodoSettings};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+pub use toolsets::{FetchSettings, McpServerSpec, McpToolsetSpec, MemorySettings, ShellSettings};
 use units::format_size;
 
 /// Host-wide limits (top-level `limits:`).
@@ -196,6 +198,20 @@ pub struct AgentSpec {
     pub think: bool,
     /// The `todo` toolset, if the agent has it.
     pub todo: Option<TodoSettings>,
+    /// Whether the agent has the `filesystem` toolset (confined to
+    /// `grants.files`).
+    pub filesystem: bool,
+    /// The `shell` toolset, if the agent has it.
+    pub shell: Option<ShellSettings>,
+    /// The `fetch` toolset, if the agent has it (confined to `grants.http`).
+    pub fetch: Option<FetchSettings>,
+    /// The `memory` toolset, if the agent has it.
+    pub memory: Option<MemorySettings>,
+    /// The agent's `type: mcp` toolsets, in file order.
+    pub mcp: Vec<McpToolsetSpec>,
+    /// Whether the prompt describes the task's environment
+    /// (`add_environment_info`).
+    pub add_environment_info: bool,
     /// Absolute path of the component; `None` for a model-backed agent
     /// (which runs the bundled agent component) or for an agent that is only
     /// used as an identity by a front-end (an MCP client acting as `root`).
@@ -408,6 +424,12 @@ impl Team {
             max_iterations: 0,
             think: false,
             todo: None,
+            filesystem: false,
+            shell: None,
+            fetch: None,
+            memory: None,
+            mcp: Vec::new(),
+            add_environment_info: false,
             component: Some(component),
             limits: AgentLimits::default(),
             grants: Grants::default(),

@@ -224,6 +224,12 @@ fn resolve_agent(
         max_iterations: agent.max_iterations.unwrap_or(0),
         think,
         todo,
+        filesystem: false,
+        shell: None,
+        fetch: None,
+        memory: None,
+        mcp: Vec::new(),
+        add_environment_info: false,
         component: agent.component.as_ref().map(|path| {
             let path = base_dir.join(path);
             path.canonicalize().unwrap_or(path)

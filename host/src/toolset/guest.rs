@@ -31,6 +31,11 @@ pub(crate) struct GuestState {
     pub(super) todos: TodoList,
     /// This task's slot under the host's running cap.
     pub(super) slot: Option<Slot>,
+    /// The `shell` toolset's state: this task's background jobs, killed
+    /// when the task ends.
+    pub(super) shell: Option<tools::shell::Shell>,
+    /// The agent's tools, its MCP servers' included; listed on first use.
+    pub(super) tools: Option<Arc<Vec<tools::ToolSpec>>>,
 }
 
 impl WasiView for GuestState {
@@ -52,6 +57,75 @@ impl GuestState {
         let output = blocked.await;
         self.slot = self.toolset.slots().claim_first().granted().await;
         output
+    }
+
+    /// The agent's built-in tools and those of its MCP servers, starting
+    /// the servers on first use. A server that cannot start is reported in
+    /// the task's output and gives no tools.
+    async fn tools(&mut self) -> Arc<Vec<tools::ToolSpec>> {
+        if let Some(tools) = &self.tools {
+            return tools.clone();
+        }
+        let mut tools = self.agent.tools.clone();
+        for toolset in &self.agent.spec.mcp {
+            match self.toolset.mcp().tools(toolset).await {
+                Ok(found) => {
+                    for tool in found {
+                        if tools.iter().any(|known| known.name == tool.name) {
+                            self.output.append_line(&format!(
+                                "[mcp: {}: tool {:?} is already defined; the first one is kept]",
+                                toolset.server.label(),
+                                tool.name
+                            ));
+                        } else {
+                            tools.push(tool);
+                        }
+                    }
+                }
+                Err(why) => self
+                    .output
+                    .append_line(&format!("[mcp: {}: {why}]", toolset.server.label())),
+            }
+        }
+        let tools = Arc::new(tools);
+        self.tools = Some(tools.clone());
+        tools
+    }
+
+    /// Runs one of the tools that reach past the sandbox: filesystem,
+    /// shell, fetch, memory, MCP. `None` if `name` is none of them.
+    async fn call_confined_tool(
+        &mut self,
+        name: &str,
+        args: &Args,
+    ) -> Option<Result<String, String>> {
+        let agent = self.agent.clone();
+        if let Some(files) = &agent.files
+            && let Some(answer) = files.call(name, args).await
+        {
+            return Some(answer);
+        }
+        if let Some(shell) = &mut self.shell
+            && let Some(answer) = shell.call(name, args).await
+        {
+            return Some(answer);
+        }
+        if let Some(fetcher) = &agent.fetcher
+            && let Some(answer) = fetcher.call(name, args).await
+        {
+            return Some(answer);
+        }
+        if let Some(memory) = &agent.memory
+            && let Some(answer) = memory.call(name, args).await
+        {
+            return Some(answer);
+        }
+        for toolset in &agent.spec.mcp {
+            if let Some(answer) = self.toolset.mcp().call(toolset, name, args).await {
+                return Some(answer);
+            }
+        }
+        None
     }
 }
 
@@ -112,17 +186,15 @@ impl AgentHost for GuestState {
         self.complete_turn(messages, tools).await
     }
 
-    fn tool_definitions(&mut self) -> Vec<ToolDefinition> {
-        self.agent
-            .tools
-            .iter()
-            .map(tools::ToolSpec::definition)
-            .collect()
+    async fn tool_definitions(&mut self) -> Vec<ToolDefinition> {
+        let tools = self.tools().await;
+        tools.iter().map(tools::ToolSpec::definition).collect()
     }
 
     async fn call_tool(&mut self, name: String, arguments: String) -> Result<String, String> {
-        if !self.agent.tools.iter().any(|tool| tool.name == name) {
-            return Err(tools::unknown_tool(&name, &self.agent.tools));
+        let known = self.tools().await;
+        if !known.iter().any(|tool| tool.name == name) {
+            return Err(tools::unknown_tool(&name, &known));
         }
         // Shown in the live output, so a person watching sees the agent act.
         self.output.append_line(&format!("[tool: {name}]"));
@@ -138,11 +210,13 @@ impl AgentHost for GuestState {
         if let Some(answer) = self.todos.call(&name, &args) {
             return answer;
         }
-        let agent = self.agent.clone();
+        if let Some(answer) = self.call_confined_tool(&name, &args).await {
+            return answer;
+        }
         background::call(&toolset, &caller, &name, &args, |ids, timeout| {
             self.wait_background_agents(ids, timeout)
         })
         .await
-        .unwrap_or_else(|| Err(tools::unknown_tool(&name, &agent.tools)))
+        .unwrap_or_else(|| Err(tools::unknown_tool(&name, &known)))
     }
 }

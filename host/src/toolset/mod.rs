@@ -62,6 +62,9 @@ struct Shared {
     /// Each session's todo list, for agents whose `todo` toolset is
     /// `shared: true`; dropped with the session.
     shared_todos: Mutex<HashMap<SessionId, tools::todo::TodoList>>,
+    /// The MCP servers the agents' `type: mcp` toolsets name, each started
+    /// once, on first use.
+    mcp: tools::mcp::McpServers,
 }
 
 /// How the bundled LLM agent is named in reports and errors.
@@ -77,6 +80,12 @@ struct LoadedAgent {
     tools: Vec<tools::ToolSpec>,
     /// Its `model:`, ready to call.
     model: Option<ModelClient>,
+    /// Its `filesystem` toolset over its granted directories.
+    files: Option<tools::filesystem::Files>,
+    /// Its `fetch` toolset.
+    fetcher: Option<tools::fetch::Fetcher>,
+    /// Its `memory` toolset's store, shared with agents naming the same path.
+    memory: Option<Arc<tools::memory::MemoryStore>>,
 }
 
 /// What loading a team did.
@@ -201,6 +210,7 @@ impl Toolset {
         // `component:` run.
         let mut compiled: HashMap<Option<&Path>, Result<AgentPre<GuestState>, String>> =
             HashMap::new();
+        let mut memory_stores: HashMap<PathBuf, Arc<tools::memory::MemoryStore>> = HashMap::new();
         for spec in team.agents.values() {
             let model = match spec.model.as_ref().map(ModelClient::new).transpose() {
                 Ok(model) => model,
@@ -236,14 +246,47 @@ impl Toolset {
                 });
                 Ok(pre)
             });
+            let grants = Arc::new(spec.grants.clone());
+            let fetcher = match &spec.fetch {
+                Some(settings) => match tools::fetch::Fetcher::new(settings, grants.clone()) {
+                    Ok(fetcher) => Some(fetcher),
+                    Err(problem) => {
+                        problems.push(format!("agents.{}.toolsets: fetch: {problem}", spec.name));
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            let memory = match &spec.memory {
+                Some(settings) => match memory_stores.get(&settings.path) {
+                    Some(store) => Some(store.clone()),
+                    None => match tools::memory::MemoryStore::open(&settings.path) {
+                        Ok(store) => {
+                            memory_stores.insert(settings.path.clone(), store.clone());
+                            Some(store)
+                        }
+                        Err(problem) => {
+                            problems
+                                .push(format!("agents.{}.toolsets: memory: {problem}", spec.name));
+                            continue;
+                        }
+                    },
+                },
+                None => None,
+            };
             match loaded {
                 Ok(pre) => {
                     let loaded = LoadedAgent {
                         spec: spec.clone(),
-                        grants: Arc::new(spec.grants.clone()),
+                        grants,
                         pre: pre.clone(),
                         tools: tools::for_agent(&team, spec),
                         model,
+                        files: spec
+                            .filesystem
+                            .then(|| tools::filesystem::Files::new(&spec.grants.dirs)),
+                        fetcher,
+                        memory,
                     };
                     agents.insert(spec.name.clone(), Arc::new(loaded));
                 }
@@ -253,6 +296,7 @@ impl Toolset {
         if !problems.is_empty() {
             return Err(LoadError { problems });
         }
+        let mcp = tools::mcp::McpServers::new(&team);
         let report = LoadReport {
             allocator,
             cache_dir: cache.dir().map(Path::to_path_buf),
@@ -270,6 +314,7 @@ impl Toolset {
             events: Events::default(),
             shutdown: CancellationToken::new(),
             shared_todos: Default::default(),
+            mcp,
         })))
     }
 
@@ -291,6 +336,10 @@ impl Toolset {
     /// The retained tasks; see the lock order on [`Shared`].
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.0.registry.lock().unwrap()
+    }
+
+    fn mcp(&self) -> &tools::mcp::McpServers {
+        &self.0.mcp
     }
 
     fn slots(&self) -> &Slots {

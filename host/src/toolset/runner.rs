@@ -7,7 +7,7 @@
 
 use super::guest::GuestState;
 use super::slots::{Claim, Slot};
-use super::tools::{think::Thoughts, todo::TodoList};
+use super::tools::{self, think::Thoughts, todo::TodoList};
 use super::trap::explain_trap;
 use super::{LoadedAgent, Toolset, render};
 use crate::config::TodoSettings;
@@ -118,6 +118,9 @@ async fn run_guest(
             _ => TodoList::default(),
         },
         slot: Some(slot),
+        shell: (agent.spec.shell.as_ref())
+            .map(|settings| tools::shell::Shell::new(settings, &agent.spec.grants)),
+        tools: None,
     };
     let mut store = Store::new(toolset.engine(), state);
     store.limiter(|state| &mut state.limiter);

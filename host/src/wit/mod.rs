@@ -64,7 +64,9 @@ pub(crate) trait AgentHost: WasiView + Send + 'static {
         tools: Vec<ToolDefinition>,
     ) -> impl Future<Output = Result<(Completion, Usage), ModelCallError>> + Send;
 
-    fn tool_definitions(&mut self) -> Vec<ToolDefinition>;
+    /// The agent's tools, including those of its MCP servers (started on
+    /// first use, hence async).
+    fn tool_definitions(&mut self) -> impl Future<Output = Vec<ToolDefinition>> + Send;
     fn call_tool(
         &mut self,
         name: String,

@@ -145,7 +145,7 @@ impl<T: AgentHost> wit_model::Host for HostRef<'_, T> {
 
 impl<T: AgentHost> tools::Host for HostRef<'_, T> {
     async fn definitions(&mut self) -> Vec<wit_model::ToolDefinition> {
-        (self.0.tool_definitions().into_iter())
+        (self.0.tool_definitions().await.into_iter())
             .map(|tool| wit_model::ToolDefinition {
                 name: tool.name,
                 description: tool.description,

@@ -38,6 +38,12 @@ impl Args {
         Err(format!("unknown argument {unknown:?}; {expected}"))
     }
 
+    /// All the arguments, for tools whose schema is checked elsewhere (an
+    /// MCP server's).
+    pub fn as_map(&self) -> &Map<String, Value> {
+        &self.0
+    }
+
     /// The argument as given, for shapes checked by the tool itself.
     pub fn raw(&self, name: &str) -> Option<&Value> {
         self.0.get(name)

@@ -19,7 +19,7 @@ pub const WAIT: &str = "wait_background_agents";
 pub fn specs(agents: &str) -> Vec<ToolSpec> {
     vec![
         ToolSpec {
-            name: RUN,
+            name: RUN.into(),
             description: "Start one of your sub-agents on a task in the background and get its \
                 task ID back at once. Start every independent task this way before waiting on \
                 any, so they run in parallel; then collect results with wait_background_agents \
@@ -39,7 +39,7 @@ pub fn specs(agents: &str) -> Vec<ToolSpec> {
             read_only: false,
         },
         ToolSpec {
-            name: LIST,
+            name: LIST.into(),
             description: "List the background tasks you started (and the tasks they started) \
                 with their status and runtime, oldest first."
                 .into(),
@@ -47,7 +47,7 @@ pub fn specs(agents: &str) -> Vec<ToolSpec> {
             read_only: true,
         },
         ToolSpec {
-            name: VIEW,
+            name: VIEW.into(),
             description: "Show one background task: its status and runtime, and its live output \
                 while it runs, its result once completed, or its error once failed."
                 .into(),
@@ -62,7 +62,7 @@ pub fn specs(agents: &str) -> Vec<ToolSpec> {
             read_only: true,
         },
         ToolSpec {
-            name: STOP,
+            name: STOP.into(),
             description: "Stop a queued or running background task and every task it started. \
                 The stop takes effect at once and is final."
                 .into(),
@@ -77,7 +77,7 @@ pub fn specs(agents: &str) -> Vec<ToolSpec> {
             read_only: false,
         },
         ToolSpec {
-            name: WAIT,
+            name: WAIT.into(),
             description: "Wait until all the given background tasks have finished, or the \
                 timeout passes, then report each one's status and output (up to 4096 bytes \
                 each) in the order given. This is the way to collect results; it never stops \

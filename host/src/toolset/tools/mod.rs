@@ -1,10 +1,17 @@
 //! The tools an agent's `toolsets:` grant, under docker-agent's names and
 //! schemas, run by the host for the task that calls them: the
 //! background-agents toolset (shared with the MCP front-end),
-//! `transfer_task` for agents with `sub_agents`, `think` and `todo`.
+//! `transfer_task` for agents with `sub_agents`, `think` and `todo`, and the
+//! toolsets that reach past the sandbox, each confined by the agent's
+//! grants: `filesystem`, `shell`, `fetch`, `memory` and `mcp`.
 
 pub mod args;
 pub mod background;
+pub mod fetch;
+pub mod filesystem;
+pub mod mcp;
+pub mod memory;
+pub mod shell;
 pub mod think;
 pub mod todo;
 mod transfer;
@@ -19,7 +26,7 @@ pub use transfer::{TRANSFER, transfer};
 /// their own shape.
 #[derive(Debug, Clone)]
 pub struct ToolSpec {
-    pub name: &'static str,
+    pub name: String,
     pub description: String,
     /// JSON Schema of the arguments object.
     pub parameters: Value,
@@ -37,7 +44,8 @@ impl ToolSpec {
     }
 }
 
-/// The tools `spec`'s toolsets grant, in a stable order.
+/// The tools `spec`'s built-in toolsets grant, in a stable order (its MCP
+/// servers' tools are added when they start).
 pub fn for_agent(team: &Team, spec: &AgentSpec) -> Vec<ToolSpec> {
     let mut tools = Vec::new();
     let agents = sub_agent_list(team, spec);
@@ -52,6 +60,18 @@ pub fn for_agent(team: &Team, spec: &AgentSpec) -> Vec<ToolSpec> {
     }
     if spec.todo.is_some() {
         tools.extend(todo::specs());
+    }
+    if spec.filesystem {
+        tools.extend(filesystem::specs());
+    }
+    if spec.shell.is_some() {
+        tools.extend(shell::specs());
+    }
+    if spec.fetch.is_some() {
+        tools.extend(fetch::specs());
+    }
+    if spec.memory.is_some() {
+        tools.extend(memory::specs());
     }
     tools
 }
@@ -72,7 +92,7 @@ fn sub_agent_list(team: &Team, spec: &AgentSpec) -> String {
 
 /// The error a call to a tool the agent does not have gets.
 pub fn unknown_tool(name: &str, tools: &[ToolSpec]) -> String {
-    let names: Vec<&str> = tools.iter().map(|tool| tool.name).collect();
+    let names: Vec<&str> = tools.iter().map(|tool| tool.name.as_str()).collect();
     match names.is_empty() {
         true => format!("unknown tool {name:?}: this agent has no tools"),
         false => format!("unknown tool {name:?}; the tools are {}", names.join(", ")),

@@ -14,7 +14,7 @@ const MAX_THOUGHTS_BYTES: usize = 256 << 10;
 
 pub fn spec() -> ToolSpec {
     ToolSpec {
-        name: THINK,
+        name: THINK.into(),
         description: "Write down a thought: reasoning, a plan, a check of what you know before \
             acting. Nothing is looked up or changed; the answer is every thought so far."
             .into(),

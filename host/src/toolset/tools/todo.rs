@@ -25,7 +25,7 @@ pub fn specs() -> Vec<ToolSpec> {
     let status = json!({"type": "string", "enum": STATUSES, "description": "pending, in-progress or completed."});
     vec![
         ToolSpec {
-            name: CREATE,
+            name: CREATE.into(),
             description: "Add one item to the todo list (status pending).".into(),
             parameters: json!({
                 "type": "object",
@@ -36,7 +36,7 @@ pub fn specs() -> Vec<ToolSpec> {
             read_only: false,
         },
         ToolSpec {
-            name: CREATE_MANY,
+            name: CREATE_MANY.into(),
             description: "Add several items to the todo list at once (status pending).".into(),
             parameters: json!({
                 "type": "object",
@@ -47,7 +47,7 @@ pub fn specs() -> Vec<ToolSpec> {
             read_only: false,
         },
         ToolSpec {
-            name: UPDATE,
+            name: UPDATE.into(),
             description: "Set the status of one or more todo items by id.".into(),
             parameters: json!({
                 "type": "object",
@@ -72,7 +72,7 @@ pub fn specs() -> Vec<ToolSpec> {
             read_only: false,
         },
         ToolSpec {
-            name: LIST,
+            name: LIST.into(),
             description: "Show every todo item with its status.".into(),
             parameters: json!({"type": "object", "properties": {}, "additionalProperties": false}),
             read_only: true,

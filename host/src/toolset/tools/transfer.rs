@@ -13,7 +13,7 @@ pub const TRANSFER: &str = "transfer_task";
 
 pub fn spec(agents: &str) -> ToolSpec {
     ToolSpec {
-        name: TRANSFER,
+        name: TRANSFER.into(),
         description: "Hand a task to one of your team's agents and wait for its answer, which \
             comes back as this tool's result. Say exactly what it should do and what you \
             expect back."
