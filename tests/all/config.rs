@@ -82,7 +82,7 @@ fn unknown_keys_name_the_line_and_the_key() {
         problem("agents:\n  root:\n    descripton: typo\n"),
         "team.yaml: line 3: agents.root: unknown field `descripton`, expected one of \
          `description`, `instruction`, `sub_agents`, `toolsets`, `component`, `limits`, \
-         `grants`, `model`, `add_date`, `max_iterations`, `harness`"
+         `grants`, `model`, `add_date`, `max_iterations`, `harness`, `add_environment_info`"
     );
     assert!(
         problems("agents: {}\nlimit: {}\n")[0]
@@ -119,10 +119,16 @@ fn wrong_types_name_the_line_and_the_key() {
 #[test]
 fn unsupported_toolsets_and_agent_kinds_are_named() {
     assert_eq!(
+        problem("agents:\n  root:\n    toolsets:\n      - type: script\n"),
+        "team.yaml: line 4: agents.root.toolsets[0]: toolset type `script` is not supported yet — \
+         remove it and give the agent the shell toolset (its commands run in an OS sandbox) \
+         (bgagents provides: background_agents, think, todo, filesystem, shell, fetch, memory, \
+         mcp)"
+    );
+    assert_eq!(
         problem("agents:\n  root:\n    toolsets:\n      - type: memory\n"),
-        "team.yaml: line 4: agents.root.toolsets[0]: toolset type `memory` is not supported yet — \
-         remove it; a component can keep state in a file under a read-write `grants.files` \
-         directory (bgagents provides: background_agents, think, todo)"
+        "team.yaml: line 4: agents.root.toolsets[0]: the memory toolset needs `path:`, the \
+         store's file (relative to the team file), e.g. `path: memory.db`"
     );
     assert!(
         problem("agents:\n  root:\n    toolsets: [{type: teleport}]\n")
@@ -130,7 +136,7 @@ fn unsupported_toolsets_and_agent_kinds_are_named() {
     );
     assert!(
         problem("agents:\n  root:\n    toolsets: [{type: background_agents, max: 3}]\n")
-            .contains("the background_agents toolset takes no options; remove `max`"),
+            .contains("unknown field `max`, expected one of `type`, `tools`"),
     );
     assert!(
         problem("agents:\n  root:\n    harness: {type: codex}\n")
@@ -340,7 +346,7 @@ fn every_problem_of_every_kind_is_reported_in_one_pass() {
     let all = problems(
         "agents:\n  \
            root:\n    descripton: typo\n    component: probe.wasm\n    \
-             toolsets:\n      - type: shell\n      - type: background_agents\n    \
+             toolsets:\n      - type: script\n      - type: background_agents\n    \
              sub_agents: [ghost]\n  \
            writer:\n    component: probe.wasm\n    skills: true\n    \
              limits: {memory: lots, timeout: 0s}\n\
@@ -351,12 +357,11 @@ fn every_problem_of_every_kind_is_reported_in_one_pass() {
         [
             "team.yaml: line 3: agents.root: unknown field `descripton`, expected one of \
              `description`, `instruction`, `sub_agents`, `toolsets`, `component`, `limits`, \
-             `grants`, `model`, `add_date`, `max_iterations`, `harness`",
-            "team.yaml: line 6: agents.root.toolsets[0]: toolset type `shell` is not supported \
-             yet — remove it; a component cannot run host commands, so do the work inside it \
-             (bgagents provides: background_agents, think, todo)",
-            "team.yaml: line 11: agents.writer: `skills` is a docker-agent key that bgagents \
-             does not support: skills are not supported yet; remove it",
+             `grants`, `model`, `add_date`, `max_iterations`, `harness`, `add_environment_info`",
+            "team.yaml: line 6: agents.root.toolsets[0]: toolset type `script` is not supported \
+             yet — remove it and give the agent the shell toolset (its commands run in an OS \
+             sandbox) (bgagents provides: background_agents, think, todo, filesystem, shell, \
+             fetch, memory, mcp)",
             "team.yaml: line 12: agents.writer.limits.memory: `lots` is not a size such as \
              65536, 512KiB, 64MiB or 1GiB",
             "team.yaml: limits.max_running: must be at least 1",
@@ -382,22 +387,41 @@ fn a_syntax_error_says_it_is_the_first_and_to_check_again() {
 }
 
 #[test]
-fn docker_agent_files_get_advice_for_each_unsupported_thing() {
+fn docker_agent_keys_bgagents_ignores_are_warnings_and_the_file_loads() {
+    let team = Team::parse(
+        "agents:\n  root:\n    component: probe.wasm\n    welcome_message: hi\n    \
+         skills: true\n    toolsets:\n      - type: filesystem\n        ignore_vcs: true\n      \
+         - type: mcp\n        command: python3\n        version: astral-sh/uv\n",
+        Path::new("team.yaml"),
+        plugin_dir(),
+    )
+    .expect("ignored keys do not refuse the file");
+    assert_eq!(
+        team.warnings,
+        [
+            "line 4: agents.root: `welcome_message` (a docker-agent key) is ignored: bgagents \
+             shows no welcome message",
+            "line 5: agents.root: `skills` (a docker-agent key) is ignored: skills are not loaded",
+            "line 8: agents.root.toolsets[0]: `ignore_vcs` (a docker-agent key) is ignored: \
+             searches cover every granted file (.gitignore is not read)",
+            "line 11: agents.root.toolsets[1]: `version` (a docker-agent key) is ignored: \
+             nothing is installed automatically; the command must be on PATH",
+        ]
+    );
+}
+
+#[test]
+fn docker_agent_toolsets_bgagents_lacks_get_advice() {
     let all = problems(
-        "providers: {local: {api_type: openai_chatcompletions, base_url: 'http://h/v1'}}\n\
-         agents:\n  root:\n    component: probe.wasm\n    welcome_message: hi\n    \
-         toolsets:\n      - type: shell\n      - type: filesystem\n      - type: mcp\n        \
-         ref: docker:duckduckgo\n      - type: fetch\n",
+        "agents:\n  root:\n    component: probe.wasm\n    toolsets:\n      - type: script\n      \
+         - type: api\n      - type: lsp\n",
     );
     let expect = [
-        "line 5: agents.root: `welcome_message` is a docker-agent key that bgagents does not \
-         support: bgagents shows no welcome message; remove it",
-        "line 7: agents.root.toolsets[0]: toolset type `shell` is not supported yet — remove it",
-        "line 8: agents.root.toolsets[1]: toolset type `filesystem` is not supported yet — \
-         remove it and grant the directories with `grants.files`",
-        "line 9: agents.root.toolsets[2]: toolset type `mcp` is not supported yet — remove it",
-        "line 11: agents.root.toolsets[3]: toolset type `fetch` is not supported yet — remove \
-         it and grant the endpoints with `grants.network.connect`",
+        "line 5: agents.root.toolsets[0]: toolset type `script` is not supported yet — remove it \
+         and give the agent the shell toolset",
+        "line 6: agents.root.toolsets[1]: toolset type `api` is not supported yet — remove it \
+         and give the agent the fetch toolset with the origins in `grants.http`",
+        "line 7: agents.root.toolsets[2]: toolset type `lsp` is not supported yet — remove it",
     ];
     assert_eq!(all.len(), expect.len(), "{all:#?}");
     for (problem, expect) in all.iter().zip(expect) {
@@ -405,7 +429,6 @@ fn docker_agent_files_get_advice_for_each_unsupported_thing() {
             problem.starts_with(&format!("team.yaml: {expect}")),
             "{problem}\nexpected: {expect}"
         );
-        assert!(!problem.contains("unknown field"), "{problem}");
     }
 }
 
@@ -425,7 +448,7 @@ fn check_reports_component_files_with_the_team_files_problems() {
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 6, "{stderr}");
     assert!(
-        lines[0].contains("agents.text.toolsets[0]: toolset type `memory`"),
+        lines[0].contains("agents.text.toolsets[0]: the memory toolset needs `path:`"),
         "{stderr}"
     );
     assert!(

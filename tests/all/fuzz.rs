@@ -133,10 +133,13 @@ proptest! {
 const MISTAKES: &[(&str, &str)] = &[
     ("descripton: typo", "unknown field `descripton`"),
     (
-        "toolsets: [{type: shell}]",
-        "toolset type `shell` is not supported yet — remove it",
+        "toolsets: [{type: script}]",
+        "toolset type `script` is not supported yet — remove it",
     ),
-    ("skills: true", "`skills` is a docker-agent key"),
+    (
+        "toolsets: [{type: memory}]",
+        "the memory toolset needs `path:`",
+    ),
     ("limits: {memory: lots}", "`lots` is not a size"),
     (
         "limits: {timeout: 0s}",

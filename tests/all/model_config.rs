@@ -267,14 +267,14 @@ fn model_only_keys_need_a_model_and_toolsets_are_checked() {
         problem(
             "agents:\n  root:\n    model: ollama/x\n    toolsets: [{type: think, deep: true}]\n"
         ),
-        "team.yaml: line 4: agents.root.toolsets[0]: the think toolset takes no options; \
-         remove `deep`"
+        "team.yaml: line 4: agents.root.toolsets[0]: unknown field `deep`, expected one of \
+         `type`, `tools`"
     );
     assert_eq!(
-        problem("agents:\n  root:\n    model: ollama/x\n    toolsets: [{type: shell}]\n"),
-        "team.yaml: line 4: agents.root.toolsets[0]: toolset type `shell` is not supported yet \
-         — remove it; a component cannot run host commands, so do the work inside it \
-         (bgagents provides: background_agents, think, todo)"
+        problem(
+            "agents:\n  root:\n    model: ollama/x\n    toolsets: [{type: fetch, timeout: 0}]\n"
+        ),
+        "team.yaml: agents.root.toolsets[0].timeout: must be at least 1 (seconds)"
     );
     assert_eq!(
         problem("agents:\n  root:\n    model: ollama/x\n    max_iterations: -1\n"),

@@ -99,6 +99,7 @@ pub(super) struct AgentFile {
     pub max_iterations: Option<u32>,
     /// docker-agent's external harness agents; reported as not supported.
     pub harness: bool,
+    pub add_environment_info: bool,
 }
 
 #[derive(Debug, Default)]
@@ -156,11 +157,55 @@ pub(super) struct NetworkGrantFile {
 
 /// One `toolsets:` entry. docker-agent's other types are named as not
 /// supported yet, with what to do instead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum ToolsetFile {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ToolsetFile {
+    pub kind: ToolsetKind,
+    /// `tools:` — only these of the toolset's tools.
+    pub tools: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum ToolsetKind {
     BackgroundAgents,
     Think,
     Todo { shared: bool },
+    Filesystem,
+    Shell { env: BTreeMap<String, String> },
+    Fetch { timeout: Option<u64> },
+    Memory { path: PathBuf },
+    Mcp(McpFile),
+}
+
+impl ToolsetKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ToolsetKind::BackgroundAgents => "background_agents",
+            ToolsetKind::Think => "think",
+            ToolsetKind::Todo { .. } => "todo",
+            ToolsetKind::Filesystem => "filesystem",
+            ToolsetKind::Shell { .. } => "shell",
+            ToolsetKind::Fetch { .. } => "fetch",
+            ToolsetKind::Memory { .. } => "memory",
+            ToolsetKind::Mcp(_) => "mcp",
+        }
+    }
+}
+
+/// Where a `type: mcp` toolset's server is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum McpFile {
+    Command {
+        command: String,
+        args: Vec<String>,
+        env: BTreeMap<String, String>,
+    },
+    Remote {
+        url: String,
+        headers: BTreeMap<String, String>,
+    },
+    Docker {
+        name: String,
+    },
 }
 
 const TOP_KEYS: &[&str] = &[
@@ -213,6 +258,7 @@ const AGENT_KEYS: &[&str] = &[
     "add_date",
     "max_iterations",
     "harness",
+    "add_environment_info",
 ];
 const AGENT_LIMIT_KEYS: &[&str] = &[
     "fuel",
@@ -234,83 +280,87 @@ const NETWORK_KEYS: &[&str] = &["connect", "dns", "shell"];
 /// Top-level keys of docker-agent team files that bgagents has no use for.
 const DOCKER_AGENT_TOP_KEYS: &[(&str, &str)] = &[];
 
-/// Agent keys of docker-agent's model-backed agents: what each would mean
-/// here, and what to do about it.
+/// Agent keys of docker-agent's model-backed agents that bgagents reads
+/// and ignores, each with a warning saying what that means here.
 const DOCKER_AGENT_AGENT_KEYS: &[(&str, &str)] = &[
     (
         "fallback",
-        "fallback models are not supported yet; remove it (each agent has one `model:`)",
+        "fallback models are not used; each agent has its one `model:`",
     ),
-    (
-        "welcome_message",
-        "bgagents shows no welcome message; remove it",
-    ),
+    ("welcome_message", "bgagents shows no welcome message"),
     (
         "handoffs",
-        "hand-offs are not supported; remove it and dispatch with `sub_agents` and \
+        "hand-offs are not used; dispatch with `sub_agents` (transfer_task) or \
          `toolsets: [{type: background_agents}]`",
     ),
     (
         "rag",
-        "retrieval belongs inside the component; remove it (grant the documents with \
-         `grants.files` if the component should read them)",
+        "retrieval is not used; grant the documents with `grants.files` and the \
+         filesystem toolset instead",
     ),
+    ("code_mode_tools", "tools are called one by one"),
     (
-        "add_environment_info",
-        "not supported yet; remove it (describe what matters in `instruction:`)",
+        "add_description_parameter",
+        "tool schemas are used as they are",
     ),
-    ("code_mode_tools", "not supported; remove it"),
-    ("add_description_parameter", "not supported; remove it"),
     (
         "num_history_items",
-        "a task keeps its whole conversation, bounded by `limits.tokens`; remove it",
+        "a task keeps its whole conversation, bounded by `limits.tokens`",
     ),
     (
         "add_prompt_files",
-        "not supported yet; remove it and put the text in `instruction:`",
+        "prompt files are not read; put the text in `instruction:`",
     ),
-    ("commands", "there are no slash commands; remove it"),
+    ("commands", "there are no slash commands"),
     (
         "structured_output",
-        "a task's result is text; remove it and describe the format in `instruction:` (or \
-         have a component produce it)",
+        "a task's result is the model's text; describe the format in `instruction:`",
     ),
-    ("skills", "skills are not supported yet; remove it"),
-    ("hooks", "hooks are not supported; remove it"),
+    ("skills", "skills are not loaded"),
+    ("hooks", "hooks are not run"),
+];
+
+/// Keys every docker-agent toolset may carry that bgagents ignores.
+const DOCKER_AGENT_TOOLSET_KEYS: &[(&str, &str)] = &[
+    (
+        "instruction",
+        "toolset instructions are not added; put the text in the agent's `instruction:`",
+    ),
+    ("toon", "tool results are passed as they are"),
+    ("model", "tool results go to the agent's own model"),
+    ("defer", "every tool is listed from the start"),
+];
+
+/// Keys of particular docker-agent toolsets that bgagents ignores.
+const DOCKER_AGENT_FILESYSTEM_KEYS: &[(&str, &str)] = &[
+    (
+        "ignore_vcs",
+        "searches cover every granted file (.gitignore is not read)",
+    ),
+    (
+        "post_edit",
+        "no host command runs after an edit; give the agent the shell toolset to run it",
+    ),
+];
+const DOCKER_AGENT_MCP_KEYS: &[(&str, &str)] = &[
+    (
+        "version",
+        "nothing is installed automatically; the command must be on PATH",
+    ),
+    ("config", "no configuration is passed to the server"),
 ];
 
 /// docker-agent toolset types that bgagents does not provide, with what to
 /// do instead.
 const DOCKER_AGENT_TOOLSETS: &[(&str, &str)] = &[
     (
-        "memory",
-        "remove it; a component can keep state in a file under a read-write `grants.files` \
-         directory",
-    ),
-    (
-        "filesystem",
-        "remove it and grant the directories with `grants.files` (the component reads and \
-         writes them itself)",
-    ),
-    (
-        "shell",
-        "remove it; a component cannot run host commands, so do the work inside it",
-    ),
-    (
         "script",
-        "remove it; a component cannot run host commands, so do the work inside it",
-    ),
-    (
-        "fetch",
-        "remove it and grant the endpoints with `grants.network.connect` (the component \
-         opens the connections itself)",
+        "remove it and give the agent the shell toolset (its commands run in an OS sandbox)",
     ),
     (
         "api",
-        "remove it and grant the endpoints with `grants.network.connect` (the component \
-         opens the connections itself)",
+        "remove it and give the agent the fetch toolset with the origins in `grants.http`",
     ),
-    ("mcp", "remove it; components cannot reach MCP servers yet"),
     ("a2a", "remove it; components cannot reach A2A agents yet"),
     ("lsp", "remove it; components cannot reach language servers"),
     ("user_prompt", "remove it; a component cannot ask the user"),
@@ -325,12 +375,15 @@ const DOCKER_AGENT_TOOLSETS: &[(&str, &str)] = &[
 ];
 
 /// The toolset types bgagents provides, for messages.
-const PROVIDED_TOOLSETS: &str = "background_agents, think, todo";
+const PROVIDED_TOOLSETS: &str =
+    "background_agents, think, todo, filesystem, shell, fetch, memory, mcp";
 
 /// Collects the problems found while reading.
 #[derive(Default)]
 pub(super) struct Reader {
     pub problems: Vec<Problem>,
+    /// docker-agent keys read and ignored: the file still loads.
+    pub warnings: Vec<Problem>,
 }
 
 impl Reader {
@@ -388,21 +441,29 @@ impl Reader {
             if known.contains(&key.as_str()) {
                 continue;
             }
-            let message = match elsewhere.iter().find(|(name, _)| *name == key) {
-                Some((_, advice)) => format!(
-                    "`{}` is a docker-agent key that bgagents does not support: {advice}",
-                    shorten(&key)
-                ),
-                None => format!(
-                    "unknown field `{}`, expected one of {}",
-                    shorten(&key),
-                    known
-                        .iter()
-                        .map(|key| format!("`{key}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            };
+            if let Some((_, meaning)) = elsewhere.iter().find(|(name, _)| *name == key) {
+                let mut locate = path.to_vec();
+                locate.push(Step::Key(key.clone()));
+                self.warnings.push(Problem {
+                    shown: render(path),
+                    locate,
+                    at_key: true,
+                    message: format!(
+                        "`{}` (a docker-agent key) is ignored: {meaning}",
+                        shorten(&key)
+                    ),
+                });
+                continue;
+            }
+            let message = format!(
+                "unknown field `{}`, expected one of {}",
+                shorten(&key),
+                known
+                    .iter()
+                    .map(|key| format!("`{key}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
             self.push_at_key(path, &key, message);
         }
         Some(Section {
@@ -607,6 +668,7 @@ fn read_agent(reader: &mut Reader, value: &Value, path: &[Step]) -> Option<Agent
         add_date: agent.get_or_default(reader, "add_date"),
         max_iterations: agent.get(reader, "max_iterations"),
         harness: agent.raw("harness").is_some(),
+        add_environment_info: agent.get_or_default(reader, "add_environment_info"),
     })
 }
 
@@ -709,45 +771,17 @@ fn read_toolset(reader: &mut Reader, value: &Value, path: &[Step]) -> Option<Too
         );
         return None;
     };
-    let options: &[&str] = match toolset {
-        "background_agents" | "think" => &[],
-        "todo" => &["shared"],
-        _ => &[],
-    };
-    let extras: Vec<String> = entry
-        .keys()
-        .filter_map(key_text)
-        .filter(|key| key != "type" && !options.contains(&key.as_str()))
-        .collect();
-    let known = matches!(toolset, "background_agents" | "think" | "todo");
-    if known {
-        for extra in &extras {
-            let takes = if options.is_empty() {
-                "takes no options".to_string()
-            } else {
-                format!("takes only {}", options.join(", "))
-            };
-            reader.push_at_key(
-                path,
-                extra,
-                format!("the {toolset} toolset {takes}; remove `{}`", shorten(extra)),
-            );
-        }
-    }
-    match toolset {
-        "background_agents" => extras.is_empty().then_some(ToolsetFile::BackgroundAgents),
-        "think" => extras.is_empty().then_some(ToolsetFile::Think),
-        "todo" => {
-            let shared = match entry.get("shared") {
-                None => Some(false),
-                Some(value) => {
-                    let mut at = path.to_vec();
-                    at.push(Step::Key("shared".into()));
-                    convert::<bool>(reader, value, &at)
-                }
-            };
-            (extras.is_empty()).then_some(ToolsetFile::Todo { shared: shared? })
-        }
+    let (options, ignored): (&[&str], &[(&str, &str)]) = match toolset {
+        "background_agents" | "think" => (&[], &[]),
+        "todo" => (&["shared"], &[]),
+        "filesystem" => (&[], DOCKER_AGENT_FILESYSTEM_KEYS),
+        "shell" => (&["env"], &[]),
+        "fetch" => (&["timeout"], &[]),
+        "memory" => (&["path"], &[]),
+        "mcp" => (
+            &["command", "args", "env", "remote", "ref"],
+            DOCKER_AGENT_MCP_KEYS,
+        ),
         other => {
             let message = match DOCKER_AGENT_TOOLSETS
                 .iter()
@@ -763,7 +797,173 @@ fn read_toolset(reader: &mut Reader, value: &Value, path: &[Step]) -> Option<Too
                 ),
             };
             reader.push(path, message);
-            None
+            return None;
+        }
+    };
+    let mut known = vec!["type", "tools"];
+    known.extend_from_slice(options);
+    let elsewhere: Vec<(&str, &str)> = (ignored.iter().chain(DOCKER_AGENT_TOOLSET_KEYS))
+        .copied()
+        .collect();
+    let before = reader.problems.len();
+    let section = reader.section(Some(value), path, &known, &elsewhere)?;
+    let tools: Option<Vec<String>> = section.get(reader, "tools");
+    let kind = match toolset {
+        "background_agents" => Some(ToolsetKind::BackgroundAgents),
+        "think" => Some(ToolsetKind::Think),
+        "todo" => Some(ToolsetKind::Todo {
+            shared: section.get_or_default(reader, "shared"),
+        }),
+        "filesystem" => Some(ToolsetKind::Filesystem),
+        "shell" => Some(ToolsetKind::Shell {
+            env: section.get_or_default(reader, "env"),
+        }),
+        "fetch" => Some(ToolsetKind::Fetch {
+            timeout: section.get(reader, "timeout"),
+        }),
+        "memory" => match section.get::<PathBuf>(reader, "path") {
+            Some(path) if !path.as_os_str().is_empty() => Some(ToolsetKind::Memory { path }),
+            Some(_) => {
+                reader.push(&section.at("path"), "the path is empty".into());
+                None
+            }
+            None => {
+                if section.raw("path").is_none() {
+                    reader.push(
+                        path,
+                        "the memory toolset needs `path:`, the store's file (relative to the \
+                         team file), e.g. `path: memory.db`"
+                            .into(),
+                    );
+                }
+                None
+            }
+        },
+        _ => read_mcp(reader, &section, path).map(ToolsetKind::Mcp),
+    };
+    (reader.problems.len() == before)
+        .then_some(kind)
+        .flatten()
+        .map(|kind| ToolsetFile { kind, tools })
+}
+
+/// A `type: mcp` entry: exactly one of `command:`, `remote:` and `ref:`.
+fn read_mcp(reader: &mut Reader, section: &Section, path: &[Step]) -> Option<McpFile> {
+    let given: Vec<&str> = ["command", "remote", "ref"]
+        .into_iter()
+        .filter(|key| section.raw(key).is_some())
+        .collect();
+    if given.len() != 1 {
+        let found = match given.is_empty() {
+            true => "none".to_string(),
+            false => given.join(" and "),
+        };
+        reader.push(
+            path,
+            format!(
+                "an mcp toolset needs exactly one of `command:` (a local server), `remote:` \
+                 (a URL) or `ref: docker:NAME`; found {found}"
+            ),
+        );
+        return None;
+    }
+    for key in ["args", "env"] {
+        if given[0] != "command" && section.raw(key).is_some() {
+            reader.push_at_key(
+                path,
+                key,
+                format!("`{key}` is for `command:` servers; remove it"),
+            );
+        }
+    }
+    match given[0] {
+        "command" => {
+            let command: String = section.get(reader, "command")?;
+            if command.trim().is_empty() {
+                reader.push(&section.at("command"), "the command is empty".into());
+                return None;
+            }
+            Some(McpFile::Command {
+                command,
+                args: section.get_or_default(reader, "args"),
+                env: section.get_or_default(reader, "env"),
+            })
+        }
+        "ref" => {
+            let reference: String = section.get(reader, "ref")?;
+            match reference.strip_prefix("docker:") {
+                Some(name) if !name.is_empty() => Some(McpFile::Docker {
+                    name: name.to_string(),
+                }),
+                _ => {
+                    reader.push(
+                        &section.at("ref"),
+                        format!(
+                            "`{}` is not a reference bgagents knows; write `ref: docker:NAME` \
+                             (a server of Docker's MCP catalog)",
+                            shorten(&reference)
+                        ),
+                    );
+                    None
+                }
+            }
+        }
+        _ => {
+            let at = section.at("remote");
+            let remote = reader.section(
+                section.raw("remote"),
+                &at,
+                &["url", "transport_type", "headers"],
+                &[],
+            )?;
+            let url: Option<String> = remote.get(reader, "url");
+            let transport: Option<String> = remote.get(reader, "transport_type");
+            let headers: BTreeMap<String, String> = remote.get_or_default(reader, "headers");
+            if let Some(transport) = transport
+                && !matches!(
+                    transport.as_str(),
+                    "streamable" | "streamable-http" | "http"
+                )
+            {
+                reader.push(
+                    &remote.at("transport_type"),
+                    format!(
+                        "transport `{}` is not supported; bgagents reaches remote MCP servers \
+                         over Streamable HTTP (remove the key, or write `streamable`)",
+                        shorten(&transport)
+                    ),
+                );
+                return None;
+            }
+            let Some(url) = url else {
+                if remote.raw("url").is_none() {
+                    reader.push(&at, "missing field `url`".into());
+                }
+                return None;
+            };
+            match reqwest::Url::parse(&url) {
+                Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {
+                    if !parsed.username().is_empty() || parsed.password().is_some() {
+                        reader.push(
+                            &remote.at("url"),
+                            "the URL carries credentials; remove them and send them in \
+                             `headers:`"
+                                .into(),
+                        );
+                        return None;
+                    }
+                    Some(McpFile::Remote { url, headers })
+                }
+                _ => {
+                    reader.push(
+                        &remote.at("url"),
+                        "not an http(s) URL; write the server's endpoint, e.g. \
+                         https://mcp.example.com/mcp"
+                            .into(),
+                    );
+                    None
+                }
+            }
         }
     }
 }

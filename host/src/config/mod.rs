@@ -209,6 +209,9 @@ pub struct AgentSpec {
     pub memory: Option<MemorySettings>,
     /// The agent's `type: mcp` toolsets, in file order.
     pub mcp: Vec<McpToolsetSpec>,
+    /// `tools:` of its built-in toolsets: toolset type → the only tools of
+    /// it the agent gets (MCP toolsets carry their own).
+    pub tool_filters: BTreeMap<String, Vec<String>>,
     /// Whether the prompt describes the task's environment
     /// (`add_environment_info`).
     pub add_environment_info: bool,
@@ -229,6 +232,9 @@ pub struct Team {
     pub limits: HostLimits,
     pub engine: EngineSettings,
     pub agents: BTreeMap<String, AgentSpec>,
+    /// docker-agent keys that were read and are ignored, one line each
+    /// (`line N: agents.root: ...`), for `check` and `run` to show.
+    pub warnings: Vec<String>,
 }
 
 /// Everything wrong with a team file, each problem on its own line.
@@ -354,34 +360,8 @@ impl Team {
         // are listed, and only as many as a budget of re-parsed bytes allows
         // (all of them for a file of normal size).
         let lookups = (LINE_LOOKUP_BUDGET / text.len().max(1)).min(MAX_LISTED_PROBLEMS);
-        let mut located: Vec<(Option<usize>, &file::Problem)> = reader
-            .problems
-            .iter()
-            .enumerate()
-            .map(|(index, problem)| {
-                let line = (index < lookups)
-                    .then(|| locate::line_of(text, &problem.locate, problem.at_key))
-                    .flatten();
-                (line, problem)
-            })
-            .collect();
-        // In the order of the file (the sort is stable; unknown lines last).
-        located.sort_by_key(|(line, _)| line.unwrap_or(usize::MAX));
-        let mut problems: Vec<String> = located
-            .into_iter()
-            .map(|(line, problem)| {
-                let mut out = String::new();
-                if let Some(line) = line {
-                    out.push_str(&format!("line {line}: "));
-                }
-                if !problem.shown.is_empty() {
-                    out.push_str(&problem.shown);
-                    out.push_str(": ");
-                }
-                out.push_str(&problem.message);
-                out
-            })
-            .collect();
+        let mut problems = located_lines(text, &reader.problems, lookups);
+        let warnings = located_lines(text, &reader.warnings, lookups);
         let base_dir = std::path::absolute(base_dir).unwrap_or_else(|_| base_dir.to_path_buf());
         match resolve::resolve(&file, &base_dir) {
             Ok((limits, engine, agents)) if problems.is_empty() => Ok(Team {
@@ -389,6 +369,7 @@ impl Team {
                 limits,
                 engine,
                 agents,
+                warnings,
             }),
             Ok(_) => {
                 problems.extend(resolve::component_file_problems(&file, &base_dir));
@@ -429,6 +410,7 @@ impl Team {
             fetch: None,
             memory: None,
             mcp: Vec::new(),
+            tool_filters: BTreeMap::new(),
             add_environment_info: false,
             component: Some(component),
             limits: AgentLimits::default(),
@@ -439,6 +421,7 @@ impl Team {
             limits,
             engine,
             agents: BTreeMap::from([(name, agent)]),
+            warnings: Vec::new(),
         }
     }
 
@@ -478,4 +461,37 @@ fn strip_location(message: &str) -> String {
     };
     let column_end = digits(after);
     format!("{}{}", &message[..at], &after[column_end..])
+}
+
+/// `problems` as lines, in the order of the file, each led by its line
+/// number when it is one of the first `lookups` (looking a line up parses
+/// the text again).
+fn located_lines(text: &str, problems: &[file::Problem], lookups: usize) -> Vec<String> {
+    let mut located: Vec<(Option<usize>, &file::Problem)> = problems
+        .iter()
+        .enumerate()
+        .map(|(index, problem)| {
+            let line = (index < lookups)
+                .then(|| locate::line_of(text, &problem.locate, problem.at_key))
+                .flatten();
+            (line, problem)
+        })
+        .collect();
+    // The sort is stable; unknown lines last.
+    located.sort_by_key(|(line, _)| line.unwrap_or(usize::MAX));
+    located
+        .into_iter()
+        .map(|(line, problem)| {
+            let mut out = String::new();
+            if let Some(line) = line {
+                out.push_str(&format!("line {line}: "));
+            }
+            if !problem.shown.is_empty() {
+                out.push_str(&problem.shown);
+                out.push_str(": ");
+            }
+            out.push_str(&problem.message);
+            out
+        })
+        .collect()
 }

@@ -1,9 +1,12 @@
 //! Resolution: the team file as read, checked for settings that contradict
 //! each other or exceed a ceiling, with every default filled in.
 
-use super::file::{self, AgentFile, TeamFile, ToolsetFile};
+use super::file::{self, AgentFile, McpFile, TeamFile, ToolsetKind};
 use super::grants;
 use super::models::{self, ModelBinding, TodoSettings};
+use super::toolsets::{
+    FetchSettings, McpServerSpec, McpToolsetSpec, MemorySettings, ShellSettings,
+};
 use super::units::format_size;
 use super::{
     AgentLimits, AgentSpec, CacheSetting, EngineSettings, HostLimits, MAX_AGENT_MEMORY,
@@ -13,6 +16,9 @@ use super::{
 use std::collections::{BTreeMap, HashSet};
 use std::mem::replace;
 use std::path::Path;
+
+/// Longest a `fetch` toolset's `timeout:` may be, in seconds.
+const MAX_FETCH_TIMEOUT_SECS: u64 = 600;
 
 /// The team's settings, or every problem found in them.
 pub(super) fn resolve(
@@ -181,18 +187,87 @@ fn resolve_agent(
     let mut background_agents = false;
     let mut think = false;
     let mut todo = None;
-    for toolset in &agent.toolsets {
-        let (name, again) = match *toolset {
-            ToolsetFile::BackgroundAgents => {
-                ("background_agents", replace(&mut background_agents, true))
+    let mut filesystem = false;
+    let mut shell = None;
+    let mut fetch = None;
+    let mut memory = None;
+    let mut mcp = Vec::new();
+    let mut tool_filters = BTreeMap::new();
+    for (index, toolset) in agent.toolsets.iter().enumerate() {
+        let name = toolset.kind.name();
+        let again = match &toolset.kind {
+            ToolsetKind::BackgroundAgents => replace(&mut background_agents, true),
+            ToolsetKind::Think => replace(&mut think, true),
+            ToolsetKind::Todo { shared } => {
+                todo.replace(TodoSettings { shared: *shared }).is_some()
             }
-            ToolsetFile::Think => ("think", replace(&mut think, true)),
-            ToolsetFile::Todo { shared } => {
-                ("todo", todo.replace(TodoSettings { shared }).is_some())
+            ToolsetKind::Filesystem => replace(&mut filesystem, true),
+            ToolsetKind::Shell { env } => shell
+                .replace(ShellSettings {
+                    env: env.clone().into_iter().collect(),
+                    ..ShellSettings::default()
+                })
+                .is_some(),
+            ToolsetKind::Fetch { timeout } => {
+                let mut settings = FetchSettings::default();
+                match timeout {
+                    Some(0) => problems.push(format!(
+                        "{at}.toolsets[{index}].timeout: must be at least 1 (seconds)"
+                    )),
+                    Some(seconds) if *seconds > MAX_FETCH_TIMEOUT_SECS => problems.push(format!(
+                        "{at}.toolsets[{index}].timeout: {seconds} s is more than the \
+                         {MAX_FETCH_TIMEOUT_SECS} s a fetch may take"
+                    )),
+                    Some(seconds) => settings.timeout = std::time::Duration::from_secs(*seconds),
+                    None => {}
+                }
+                fetch.replace(settings).is_some()
+            }
+            ToolsetKind::Memory { path } => {
+                let path = base_dir.join(path);
+                if path.is_dir() {
+                    problems.push(format!(
+                        "{at}.toolsets[{index}].path: {} is a directory; name the store's file, \
+                         e.g. memory.db",
+                        path.display()
+                    ));
+                } else if !path.parent().is_some_and(Path::is_dir) {
+                    problems.push(format!(
+                        "{at}.toolsets[{index}].path: the directory of {} does not exist; \
+                         create it or fix the path (relative paths start at the team file's \
+                         directory)",
+                        path.display()
+                    ));
+                }
+                memory.replace(MemorySettings { path }).is_some()
+            }
+            ToolsetKind::Mcp(server) => {
+                let server = match server {
+                    McpFile::Command { command, args, env } => McpServerSpec::Command {
+                        command: command.clone(),
+                        args: args.clone(),
+                        env: env.clone().into_iter().collect(),
+                        cwd: base_dir.to_path_buf(),
+                    },
+                    McpFile::Remote { url, headers } => McpServerSpec::Remote {
+                        url: url.clone(),
+                        headers: headers.clone().into_iter().collect(),
+                    },
+                    McpFile::Docker { name } => McpServerSpec::Docker { name: name.clone() },
+                };
+                mcp.push(McpToolsetSpec {
+                    server,
+                    tools: toolset.tools.clone(),
+                });
+                false
             }
         };
         if again {
             problems.push(format!("{at}.toolsets: {name} is listed more than once"));
+        }
+        if let (Some(tools), false) = (&toolset.tools, matches!(toolset.kind, ToolsetKind::Mcp(_)))
+        {
+            tool_filters.insert(name.to_string(), tools.clone());
         }
     }
     if agent.model.is_none() {
@@ -224,12 +299,13 @@ fn resolve_agent(
         max_iterations: agent.max_iterations.unwrap_or(0),
         think,
         todo,
-        filesystem: false,
-        shell: None,
-        fetch: None,
-        memory: None,
-        mcp: Vec::new(),
-        add_environment_info: false,
+        filesystem,
+        shell,
+        fetch,
+        memory,
+        mcp,
+        tool_filters,
+        add_environment_info: agent.add_environment_info,
         component: agent.component.as_ref().map(|path| {
             let path = base_dir.join(path);
             path.canonicalize().unwrap_or(path)

@@ -126,12 +126,34 @@ pub fn check(path: &Path) -> ExitCode {
             // docker-agent gives every agent with sub_agents this tool.
             toolsets.push("transfer_task");
         }
+        for (granted, name) in [
+            (agent.filesystem, "filesystem"),
+            (agent.shell.is_some(), "shell"),
+            (agent.fetch.is_some(), "fetch"),
+            (agent.memory.is_some(), "memory"),
+            (!agent.mcp.is_empty(), "mcp"),
+        ] {
+            if granted {
+                toolsets.push(name);
+            }
+        }
         let toolsets = if toolsets.is_empty() {
             "none".to_string()
         } else {
             toolsets.join(", ")
         };
         push_line!(out, "  toolsets:    {toolsets}");
+        for (toolset, only) in &agent.tool_filters {
+            push_line!(
+                out,
+                "  {:<12} {toolset} tools: only {}",
+                "",
+                printable(&only.join(", "), Keep::OneLine)
+            );
+        }
+        for line in confined_toolsets(agent) {
+            push_line!(out, "  {:<12} {}", "", printable(&line, Keep::OneLine));
+        }
         if !agent.sub_agents.is_empty() {
             let names: Vec<_> = agent
                 .sub_agents
@@ -169,4 +191,53 @@ pub fn check(path: &Path) -> ExitCode {
     }
     let _ = std::io::stdout().write_all(out.as_bytes());
     ExitCode::SUCCESS
+}
+
+/// What each toolset reaching past the sandbox is confined to, one line
+/// each.
+fn confined_toolsets(agent: &crate::config::AgentSpec) -> Vec<String> {
+    let mut lines = Vec::new();
+    let dirs: Vec<String> = (agent.grants.dirs.iter())
+        .map(|dir| {
+            let mode = if dir.writable { "rw" } else { "ro" };
+            format!("{} ({mode})", dir.guest)
+        })
+        .collect();
+    let dirs = match dirs.is_empty() {
+        true => "no directory (grant some with grants.files)".to_string(),
+        false => dirs.join(", "),
+    };
+    if agent.filesystem {
+        lines.push(format!("filesystem: {dirs}"));
+    }
+    if agent.shell.is_some() {
+        let probe = crate::toolset::tools::shell::probe().unwrap_or_else(|why| why);
+        let mut probe = probe.lines();
+        let network = match agent.grants.shell_network {
+            true => "the host's network",
+            false => "no network",
+        };
+        let how = probe.next().unwrap_or_default();
+        lines.push(format!("shell: {how}; sees {dirs}; {network}"));
+        // Limits this host cannot enforce, each on its own line.
+        lines.extend(probe.map(str::to_string));
+    }
+    if agent.fetch.is_some() {
+        let origins: Vec<String> = agent.grants.http.iter().map(ToString::to_string).collect();
+        lines.push(match origins.is_empty() {
+            true => "fetch: no origin (grant some with grants.http)".to_string(),
+            false => format!("fetch: only {}", origins.join(", ")),
+        });
+    }
+    if let Some(memory) = &agent.memory {
+        lines.push(format!("memory: {}", shown_path(&memory.path)));
+    }
+    for toolset in &agent.mcp {
+        let tools = match &toolset.tools {
+            Some(only) => format!(" (only {})", only.join(", ")),
+            None => String::new(),
+        };
+        lines.push(format!("mcp: {}{tools}", toolset.server.label()));
+    }
+    lines
 }

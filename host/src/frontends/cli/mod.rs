@@ -202,6 +202,14 @@ fn load(path: &Path, notices: bool) -> Result<Toolset, ExitCode> {
         })?
     };
     let source = team.source.clone();
+    if !team.warnings.is_empty() {
+        let shown = shown_path(&source);
+        let mut text = String::new();
+        for warning in &team.warnings {
+            text.push_str(&format!("{shown}: warning: {}\n", indented(warning, "  ")));
+        }
+        let _ = std::io::stderr().write_all(text.as_bytes());
+    }
     let progress = progress::CompileNotices::new(notices);
     let loaded = Toolset::load_with_progress(team, |event| progress.show(event));
     drop(progress);
