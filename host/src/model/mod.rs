@@ -192,8 +192,11 @@ impl fmt::Debug for ModelClient {
     }
 }
 
-/// The connection pool every client shares.
-fn http_client() -> Result<reqwest::Client, String> {
+/// The connection pool the host's own HTTP requests share (model calls and
+/// the fetch tool). Redirects are never followed automatically: a model
+/// call's key must not reach another host, and each hop of a fetch is
+/// checked against the agent's grants.
+pub(crate) fn http_client() -> Result<reqwest::Client, String> {
     static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
     CLIENT
         .get_or_init(|| {
@@ -206,7 +209,7 @@ fn http_client() -> Result<reqwest::Client, String> {
                 // A redirect could carry the key's header to another host.
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
-                .map_err(|error| format!("cannot set up the HTTPS client: {error}"))
+                .map_err(|error| format!("cannot set up the HTTP client: {error}"))
         })
         .clone()
 }

@@ -7,17 +7,20 @@ use super::slots::Slot;
 use super::tools::{self, args::Args, background, think::Thoughts, todo::TodoList};
 use super::{LoadedAgent, Toolset};
 use crate::model::{Completion, Message, ToolDefinition, Usage};
-use crate::sandbox::{OutputBuffer, TaskLimiter};
+use crate::sandbox::{OutputBuffer, TaskHttp, TaskLimiter};
 use crate::tasks::{Caller, Task, TaskInfo, TaskView, WaitReport};
 use crate::wit::{AgentHost, ModelCallError};
 use std::future::Future;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
 pub(crate) struct GuestState {
     pub(super) wasi: WasiCtx,
     pub(super) table: ResourceTable,
+    /// Its outgoing `wasi:http` requests, allowed to `grants.http`.
+    pub(super) http: TaskHttp,
     pub(super) limiter: TaskLimiter,
     /// The task itself, as the caller of its imports.
     pub(super) caller: Caller,
@@ -44,6 +47,12 @@ impl WasiView for GuestState {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+impl WasiHttpView for GuestState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        self.http.view(&mut self.table)
     }
 }
 

@@ -12,7 +12,7 @@ use super::trap::explain_trap;
 use super::{LoadedAgent, Toolset, render};
 use crate::config::TodoSettings;
 use crate::config::units::format_size;
-use crate::sandbox::{TaskLimiter, task_context};
+use crate::sandbox::{TaskHttp, TaskLimiter, task_context};
 use crate::tasks::{Caller, EventKind, Outcome, Task};
 use crate::wit::RunRequest;
 use std::sync::Arc;
@@ -106,6 +106,7 @@ async fn run_guest(
     let state = GuestState {
         wasi,
         table,
+        http: TaskHttp::new(&task.agent, &agent.grants, &task.output),
         limiter: TaskLimiter::new(limits.memory),
         caller: Caller::for_task(task),
         toolset: toolset.clone(),
@@ -141,7 +142,10 @@ async fn run_guest(
     let request = RunRequest {
         task_id: task.id.to_string(),
         agent: task.agent.clone(),
-        instruction: spec.instruction.clone(),
+        instruction: match spec.add_environment_info {
+            true => format!("{}\n\n{}", spec.instruction, tools::environment_info(spec)),
+            false => spec.instruction.clone(),
+        },
         task: task.task.clone(),
         expected_output: task.expected_output.clone(),
         sub_agents: match spec.background_agents {
@@ -149,7 +153,7 @@ async fn run_guest(
             false => Vec::new(),
         },
         description: spec.description.clone(),
-        date: spec.add_date.then(today),
+        date: spec.add_date.then(crate::clock::today),
         max_iterations: spec.max_iterations,
     };
     let call = agent.pre.run(&mut store, &request);
@@ -206,46 +210,4 @@ fn cap_text(mut text: String, limit: u64) -> String {
         "\n[truncated: {total} bytes, limits.result keeps {limit}]"
     ));
     text
-}
-
-/// Today's date in UTC as `YYYY-MM-DD`, for agents with `add_date`.
-fn today() -> String {
-    let days = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs() / 86_400) as i64;
-    let (year, month, day) = civil_from_days(days);
-    format!("{year:04}-{month:02}-{day:02}")
-}
-
-/// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153;
-    let day = (day_of_year - (153 * shifted_month + 2) / 5 + 1) as u32;
-    let month = if shifted_month < 10 {
-        shifted_month + 3
-    } else {
-        shifted_month - 9
-    } as u32;
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::civil_from_days;
-
-    #[test]
-    fn days_since_the_epoch_become_calendar_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(59), (1970, 3, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(civil_from_days(20_787), (2026, 11, 30));
-    }
 }

@@ -21,6 +21,7 @@ use std::marker::PhantomData;
 use wasmtime::component::{Component, HasData, Linker};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::WasiView;
+use wasmtime_wasi_http::WasiHttpView;
 
 /// The newest WIT package, as `bgagents wit` writes it and new guests build
 /// against.
@@ -33,7 +34,7 @@ const SUPPORTED: [&str; 2] = [since_v0_1_0::VERSION, since_v0_2_0::VERSION];
 /// What a guest's imports need from the task they run for. The toolset
 /// implements it for its store data; each WIT version adapts its imports
 /// onto it.
-pub(crate) trait AgentHost: WasiView + Send + 'static {
+pub(crate) trait AgentHost: WasiView + WasiHttpView + Send + 'static {
     /// `output.write`.
     fn write_output(&mut self, text: &str);
 
@@ -111,12 +112,14 @@ impl<T: 'static> HasData for Bridge<T> {
     type Data<'a> = HostRef<'a, T>;
 }
 
-/// A linker with WASI 0.2 (symlink creation refused) and every supported
-/// version of the bgagents imports: each version's interfaces have their own
+/// A linker with WASI 0.2 (symlink creation refused; `wasi:http` outgoing
+/// requests through the task's origin gate) and every supported version of
+/// the bgagents imports: each version's interfaces have their own
 /// names (`…/output@0.1.0`, `…/output@0.2.0`), so one linker serves all.
 pub(crate) fn linker<T: AgentHost>(engine: &Engine) -> wasmtime::Result<Linker<T>> {
     let mut linker = Linker::new(engine);
     wasi::add_to_linker(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     since_v0_1_0::add_to_linker(&mut linker)?;
     since_v0_2_0::add_to_linker(&mut linker)?;
     Ok(linker)
