@@ -1,0 +1,608 @@
+//! The bubblewrap sandbox a shell command runs in, and starting it.
+//!
+//! Every command gets fresh namespaces (user, mount, PID, IPC, UTS, cgroup,
+//! and network unless `grants.network.shell`), no capabilities, no nested
+//! user namespaces, and a read-only root that holds only: the system's
+//! programs and libraries (`/usr`, `/bin`, `/lib*`, `/sbin`, read-only), the
+//! few `/etc` files programs need (never `/etc` as a whole: `/etc/shadow`
+//! and private keys stay out), a private `/proc` and `/dev`, size-capped
+//! `/tmp` (with `HOME` in it) and `/dev/shm`, and the agent's granted
+//! directories at their guest paths. The environment is cleared; commands get a few basics and
+//! the granted variables. The options go to bubblewrap through a memfd
+//! (`--args`) so granted values do not show in the host's process list.
+//!
+//! Killing: bubblewrap is its own process group, the sandbox's PID 1 dies
+//! with it (`--die-with-parent`), and when a PID namespace's first process
+//! dies the kernel kills every other process in it, so killing the group
+//! ends everything the command started, however it forked or detached.
+
+use super::cgroup::{PidsCgroup, PidsHierarchy};
+use super::output::Output;
+use crate::config::{DirGrant, Grants, ShellSettings};
+use std::ffi::{OsStr, OsString};
+use std::io::{Seek, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+
+/// Where commands start when no directory is granted.
+pub(super) const SCRATCH: &str = "/tmp";
+/// `HOME` inside the sandbox, in the private `/tmp`.
+const HOME: &str = "/tmp/home";
+const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Processes of bubblewrap's own besides the command's: itself outside the
+/// sandbox and the sandbox's PID 1.
+const BWRAP_PROCESSES: u32 = 2;
+
+/// `/etc` entries programs need to run, bound read-only when present.
+/// Certificate stores are bound by their public parts only (Debian's
+/// `/etc/ssl/private` holds keys, and the sandbox's root is the host's).
+const ETC_ALWAYS: &[&str] = &[
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "alternatives",
+    "localtime",
+    "ssl/certs",
+    "ssl/openssl.cnf",
+    "ca-certificates",
+    "pki/tls/certs",
+    "pki/ca-trust",
+    "crypto-policies",
+];
+/// `/etc` entries for name lookups, bound only when commands have network.
+const ETC_NETWORK: &[&str] = &[
+    "resolv.conf",
+    "hosts",
+    "nsswitch.conf",
+    "gai.conf",
+    "host.conf",
+    "services",
+    "protocols",
+];
+
+/// The bubblewrap found on this host and what it supports.
+#[derive(Debug)]
+pub(super) struct Bubblewrap {
+    path: PathBuf,
+    version: String,
+    /// `--size` (0.7+): caps the private `/tmp`.
+    tmpfs_size: bool,
+    /// `--disable-userns` (0.8+): no nested user namespaces.
+    disable_userns: bool,
+    /// Where each command's process cap is enforced, or why it cannot be.
+    pub(super) pids: Result<PidsHierarchy, String>,
+}
+
+/// The host's bubblewrap, checked once by running a command in a sandbox
+/// exactly as commands are run; the error says what is wrong and how to
+/// fix it.
+pub(super) fn bubblewrap() -> Result<&'static Bubblewrap, String> {
+    static PROBED: OnceLock<Result<Bubblewrap, String>> = OnceLock::new();
+    let probed = PROBED.get_or_init(|| {
+        let probed = probe();
+        if let Err(problem) = &probed {
+            tracing::warn!(%problem, "shell commands cannot be sandboxed, so none will run");
+        }
+        probed
+    });
+    probed.as_ref().map_err(Clone::clone)
+}
+
+/// A line for `bgagents check`, with a `warning:` line per weakened limit.
+pub(super) fn describe(bwrap: &Bubblewrap) -> String {
+    let mut lines = vec![format!(
+        "commands run in bubblewrap {} ({})",
+        bwrap.version,
+        bwrap.path.display()
+    )];
+    match &bwrap.pids {
+        Ok(hierarchy) => lines[0].push_str(&format!(
+            "; process count capped by the {}",
+            hierarchy.describe()
+        )),
+        Err(why) => lines.push(format!(
+            "warning: no pids cgroup to cap a command's processes ({why}); \
+             a fork bomb is stopped only by the command's timeout. \
+             Run the host where it can create cgroups (as root with /sys/fs/cgroup writable, \
+             or in a systemd unit with Delegate=pids)"
+        )),
+    }
+    if !bwrap.tmpfs_size {
+        lines.push(format!(
+            "warning: bubblewrap {} has no --size: the sandbox's /tmp and /dev/shm \
+             are not capped in total (each file still is); install bubblewrap 0.7 or newer",
+            bwrap.version
+        ));
+    }
+    if !bwrap.disable_userns {
+        lines.push(format!(
+            "warning: bubblewrap {} has no --disable-userns: commands may create \
+             nested user namespaces; install bubblewrap 0.8 or newer",
+            bwrap.version
+        ));
+    }
+    lines.join("\n")
+}
+
+fn probe() -> Result<Bubblewrap, String> {
+    let not_installed = "bubblewrap (bwrap) is not installed, and shell commands never run \
+                         outside it: install it (apt-get install bubblewrap, \
+                         dnf install bubblewrap, apk add bubblewrap)";
+    let path = find_program("bwrap").ok_or_else(|| not_installed.to_string())?;
+    let run = |arg: &str| {
+        std::process::Command::new(&path)
+            .arg(arg)
+            .stdin(Stdio::null())
+            .output()
+    };
+    let version = run("--version").map_err(|error| {
+        format!(
+            "bubblewrap at {} cannot run ({error}); reinstall it",
+            path.display()
+        )
+    })?;
+    let version = String::from_utf8_lossy(&version.stdout)
+        .trim()
+        .trim_start_matches("bubblewrap ")
+        .to_string();
+    let help = run("--help").map(|out| out.stdout).unwrap_or_default();
+    let help = String::from_utf8_lossy(&help);
+    let mut bwrap = Bubblewrap {
+        path,
+        version,
+        tmpfs_size: help.contains("--size"),
+        disable_userns: help.contains("--disable-userns"),
+        pids: Err("not looked for".to_string()),
+    };
+    let sandbox = Sandbox::new(&ShellSettings::default(), &Grants::default());
+    let prepared = sandbox
+        .prepare(&bwrap, "exit 0", SCRATCH, None)
+        .map_err(|error| format!("cannot prepare a shell sandbox: {error}"))?;
+    let mut command = prepared.command;
+    let tried = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .output()
+        .map_err(|error| {
+            format!(
+                "bubblewrap at {} cannot run ({error})",
+                bwrap.path.display()
+            )
+        })?;
+    if !tried.status.success() {
+        let said = String::from_utf8_lossy(&tried.stderr);
+        return Err(format!(
+            "bubblewrap {} cannot create a sandbox here ({}), and shell commands never run \
+             outside one: allow unprivileged user namespaces \
+             (sysctl -w kernel.unprivileged_userns_clone=1, sysctl -w user.max_user_namespaces=15000, \
+             and on Ubuntu sysctl -w kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor \
+             profile for bwrap), or run the host outside a container that forbids them",
+            bwrap.version,
+            said.trim()
+        ));
+    }
+    bwrap.pids = PidsHierarchy::find();
+    tracing::debug!(?bwrap, "shell sandbox probed");
+    Ok(bwrap)
+}
+
+/// `name` in the host's `PATH` (or `/usr/bin`), as an absolute path.
+fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin")])
+        .filter(|dir| dir.is_absolute())
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// One task's sandbox: the parts of the command line that its grants and
+/// settings fix.
+pub(super) struct Sandbox {
+    /// Granted directories, parents before the directories inside them.
+    dirs: Vec<DirGrant>,
+    network: bool,
+    env: Vec<(String, String)>,
+    /// The shell commands run in.
+    shell: &'static str,
+    /// Where commands start without a `cwd`: the first granted directory,
+    /// else /tmp.
+    default_cwd: String,
+    max_file_size: u64,
+    max_processes: u32,
+}
+
+/// A sandboxed command ready to spawn, and the memfds its options are in
+/// (open until it is spawned).
+pub(super) struct Prepared {
+    pub(super) command: std::process::Command,
+    fds: Vec<OwnedFd>,
+}
+
+impl Sandbox {
+    pub(super) fn new(settings: &ShellSettings, grants: &Grants) -> Sandbox {
+        let default_cwd = (grants.dirs.first().map(|dir| dir.guest.clone()))
+            .unwrap_or_else(|| SCRATCH.to_string());
+        // Mounted in this order, so a grant inside another stays visible.
+        let mut dirs = grants.dirs.clone();
+        dirs.sort_by_key(|dir| dir.guest.matches('/').count());
+        let mut env = vec![
+            ("PATH".to_string(), PATH.to_string()),
+            ("HOME".to_string(), HOME.to_string()),
+            ("TMPDIR".to_string(), SCRATCH.to_string()),
+            ("LANG".to_string(), "C.UTF-8".to_string()),
+        ];
+        env.extend(grants.env.iter().cloned());
+        env.extend(settings.env.iter().cloned());
+        let shell = match Path::new("/usr/bin/bash").is_file() || Path::new("/bin/bash").is_file() {
+            true => "/bin/bash",
+            false => "/bin/sh",
+        };
+        Sandbox {
+            default_cwd,
+            dirs,
+            network: grants.shell_network,
+            env,
+            shell,
+            max_file_size: settings.max_file_size,
+            max_processes: settings.max_processes,
+        }
+    }
+
+    /// The granted directories, for descriptions: `/work (read-write)`.
+    pub(super) fn visible(&self) -> String {
+        let dirs: Vec<String> = (self.dirs.iter())
+            .map(|dir| match dir.writable {
+                true => format!("{} (read-write)", dir.guest),
+                false => format!("{} (read-only)", dir.guest),
+            })
+            .collect();
+        match dirs.is_empty() {
+            true => "none".to_string(),
+            false => dirs.join(", "),
+        }
+    }
+
+    /// The working directory a `cwd` argument names: a guest path, relative
+    /// ones from the default directory.
+    pub(super) fn cwd(&self, requested: Option<&str>) -> String {
+        let requested = requested.map(str::trim).unwrap_or_default();
+        let joined = match requested {
+            "" | "." => return self.default_cwd.clone(),
+            absolute if absolute.starts_with('/') => absolute.to_string(),
+            relative => format!("{}/{relative}", self.default_cwd),
+        };
+        let mut parts: Vec<&str> = Vec::new();
+        for part in joined.split('/') {
+            match part {
+                "" | "." => {}
+                ".." => {
+                    parts.pop();
+                }
+                part => parts.push(part),
+            }
+        }
+        format!("/{}", parts.join("/"))
+    }
+
+    /// Makes a cgroup capping the command's processes, if the host has one.
+    pub(super) fn cgroup(&self, bwrap: &Bubblewrap) -> Result<Option<PidsCgroup>, String> {
+        let Ok(hierarchy) = &bwrap.pids else {
+            return Ok(None);
+        };
+        hierarchy
+            .create(self.max_processes.saturating_add(BWRAP_PROCESSES))
+            .map(Some)
+            .map_err(|error| {
+                format!("cannot make the cgroup that caps the command's processes: {error}")
+            })
+    }
+
+    /// The bubblewrap command running `script` with `cwd` as its working
+    /// directory, joining `cgroup` before it starts. Stdio is the caller's
+    /// to set.
+    pub(super) fn prepare(
+        &self,
+        bwrap: &Bubblewrap,
+        script: &str,
+        cwd: &str,
+        cgroup: Option<&PidsCgroup>,
+    ) -> std::io::Result<Prepared> {
+        let mut options = Options::default();
+        options.arg("--unshare-all").arg("--unshare-user");
+        if self.network {
+            options.arg("--share-net");
+        }
+        options
+            .arg("--die-with-parent")
+            .arg("--new-session")
+            .arg("--cap-drop")
+            .arg("ALL")
+            .arg("--hostname")
+            .arg("sandbox");
+        options.arg("--ro-bind").arg("/usr").arg("/usr");
+        // Merged-/usr systems have these as symlinks into /usr; others as
+        // directories.
+        for top in ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] {
+            let host = Path::new("/").join(top);
+            match std::fs::symlink_metadata(&host) {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    let target = std::fs::read_link(&host)?;
+                    options.arg("--symlink").arg(target).arg(&host);
+                }
+                Ok(meta) if meta.is_dir() => {
+                    options.arg("--ro-bind").arg(&host).arg(&host);
+                }
+                _ => {}
+            }
+        }
+        let etc = (ETC_ALWAYS.iter()).chain(if self.network { ETC_NETWORK } else { &[] });
+        for entry in etc {
+            let host = Path::new("/etc").join(entry);
+            if host.exists() {
+                options.arg("--ro-bind").arg(&host).arg(&host);
+            }
+        }
+        // A passwd and group naming only the sandbox's user, so programs
+        // that look themselves up work without the host's accounts.
+        // SAFETY: geteuid and getegid cannot fail.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let user = if uid == 0 { "root" } else { "user" };
+        let group = if gid == 0 { "root" } else { "user" };
+        let shell = self.shell;
+        options.data(
+            format!(
+                "{user}:x:{uid}:{gid}:{user}:{HOME}:{shell}\n\
+                 nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+            ),
+            "/etc/passwd",
+        )?;
+        options.data(
+            format!("{group}:x:{gid}:\nnogroup:x:65534:\n"),
+            "/etc/group",
+        )?;
+        if !self.network {
+            options.data("127.0.0.1 localhost\n::1 localhost\n".into(), "/etc/hosts")?;
+        }
+        options.arg("--proc").arg("/proc").arg("--dev").arg("/dev");
+        // Writable scratch space is size-capped tmpfs only: /tmp (with HOME)
+        // and /dev/shm. Each file is further capped by RLIMIT_FSIZE.
+        for scratch in ["/dev/shm", SCRATCH] {
+            if bwrap.tmpfs_size {
+                options.arg("--size").arg(self.max_file_size.to_string());
+            }
+            options.arg("--tmpfs").arg(scratch);
+        }
+        options.arg("--dir").arg(HOME);
+        for dir in &self.dirs {
+            let how = if dir.writable { "--bind" } else { "--ro-bind" };
+            options.arg(how).arg(&dir.host).arg(&dir.guest);
+        }
+        // The root and /dev are tmpfs bubblewrap made, uncapped; read-only,
+        // so nothing can be written outside the scratch space and the
+        // granted directories (the device nodes are mounts of their own).
+        options.arg("--remount-ro").arg("/dev");
+        options.arg("--remount-ro").arg("/");
+        if bwrap.disable_userns {
+            options.arg("--disable-userns");
+        }
+        options.arg("--clearenv");
+        for (name, value) in &self.env {
+            options.arg("--setenv").arg(name).arg(value);
+        }
+        options.arg("--chdir").arg(cwd);
+        let Options { args, mut fds } = options;
+
+        // NUL-separated, as `--args` reads them.
+        let mut listed = Vec::new();
+        for arg in &args {
+            listed.extend_from_slice(arg.as_bytes());
+            listed.push(0);
+        }
+        let args = memfd(&listed)?;
+        let mut command = std::process::Command::new(&bwrap.path);
+        command
+            .arg("--args")
+            .arg(args.as_raw_fd().to_string())
+            .arg("--")
+            .arg(self.shell)
+            .arg("-c")
+            .arg(script)
+            .env_clear()
+            .process_group(0);
+        fds.push(args);
+        let inherited: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+        let procs = cgroup.map(PidsCgroup::procs_file);
+        let max_file_size = self.max_file_size;
+        // SAFETY: between fork and exec only async-signal-safe calls
+        // (fcntl, setrlimit, open, write, close) on data prepared before the
+        // fork.
+        unsafe {
+            command.pre_exec(move || {
+                // Descriptors the host inherited without close-on-exec (a
+                // parent's pipes, sockets) must not reach the sandbox: only
+                // stdio and bubblewrap's option memfds pass.
+                let everything_from_3 = libc::syscall(
+                    libc::SYS_close_range,
+                    3 as libc::c_uint,
+                    libc::c_uint::MAX,
+                    libc::CLOSE_RANGE_CLOEXEC,
+                );
+                if everything_from_3 != 0 {
+                    let mut limit = libc::rlimit {
+                        rlim_cur: 0,
+                        rlim_max: 0,
+                    };
+                    libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+                    for fd in 3..limit.rlim_cur.min(1 << 16) as libc::c_int {
+                        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                    }
+                }
+                for &fd in &inherited {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                let size = libc::rlimit {
+                    rlim_cur: max_file_size,
+                    rlim_max: max_file_size,
+                };
+                // A core dump would go to the host's core handler.
+                let none = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &size) != 0
+                    || libc::setrlimit(libc::RLIMIT_CORE, &none) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if let Some(procs) = &procs {
+                    let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                    if fd < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+                    let error = std::io::Error::last_os_error();
+                    libc::close(fd);
+                    if written != 1 {
+                        return Err(error);
+                    }
+                }
+                Ok(())
+            });
+        }
+        Ok(Prepared { command, fds })
+    }
+
+    /// Starts `script` in the sandbox with its output captured (at most
+    /// `max_output` bytes kept).
+    pub(super) fn spawn(
+        &self,
+        bwrap: &Bubblewrap,
+        script: &str,
+        cwd: &str,
+        max_output: usize,
+    ) -> Result<Running, String> {
+        let cgroup = self.cgroup(bwrap)?;
+        let start = || -> std::io::Result<(tokio::process::Child, Output)> {
+            let prepared = self.prepare(bwrap, script, cwd, cgroup.as_ref())?;
+            let (reader, writer) = std::io::pipe()?;
+            let mut command = tokio::process::Command::from(prepared.command);
+            command
+                .stdin(Stdio::null())
+                .stdout(writer.try_clone()?)
+                .stderr(writer)
+                .kill_on_drop(true);
+            let child = command.spawn()?;
+            // The parent's copies of the pipe's write end go with the
+            // command, so the output ends when the sandbox's processes do.
+            drop(command);
+            drop(prepared.fds);
+            Ok((child, Output::capture(reader, max_output)?))
+        };
+        let (child, output) =
+            start().map_err(|error| format!("cannot start the sandbox (bubblewrap): {error}"))?;
+        Ok(Running {
+            child,
+            cgroup,
+            output,
+        })
+    }
+}
+
+/// A command running in its sandbox. Dropping it kills the sandbox.
+pub(super) struct Running {
+    pub(super) child: tokio::process::Child,
+    pub(super) cgroup: Option<PidsCgroup>,
+    pub(super) output: Output,
+}
+
+impl Running {
+    /// Kills bubblewrap's process group (itself and the sandbox's PID 1),
+    /// which ends the PID namespace and so every process in it. Only
+    /// before the child is reaped, so the group id cannot have been reused.
+    pub(super) fn kill(&mut self) {
+        if let Some(pid) = self.child.id() {
+            // SAFETY: plain killpg(2) of a group led by our unreaped child.
+            unsafe { libc::killpg(pid as libc::pid_t, libc::SIGKILL) };
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// bubblewrap's options, and the memfds holding data files they name.
+#[derive(Default)]
+struct Options {
+    args: Vec<OsString>,
+    fds: Vec<OwnedFd>,
+}
+
+impl Options {
+    fn arg(&mut self, arg: impl AsRef<OsStr>) -> &mut Options {
+        self.args.push(arg.as_ref().to_os_string());
+        self
+    }
+
+    /// A read-only file at `at` in the sandbox holding `content`.
+    fn data(&mut self, content: String, at: &str) -> std::io::Result<()> {
+        let fd = memfd(content.as_bytes())?;
+        self.arg("--ro-bind-data")
+            .arg(fd.as_raw_fd().to_string())
+            .arg(at);
+        self.fds.push(fd);
+        Ok(())
+    }
+}
+
+/// A memfd holding `content`, read from its start.
+fn memfd(content: &[u8]) -> std::io::Result<OwnedFd> {
+    // SAFETY: memfd_create returns a new descriptor we own, or -1.
+    let fd = unsafe { libc::memfd_create(c"bgagents-shell".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is open and owned by nothing else.
+    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    file.write_all(content)?;
+    file.rewind()?;
+    Ok(file.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_warns_of_each_weakened_limit() {
+        let old = Bubblewrap {
+            path: PathBuf::from("/usr/bin/bwrap"),
+            version: "0.6.1".to_string(),
+            tmpfs_size: false,
+            disable_userns: false,
+            pids: Err("cgroup v2 at /sys/fs/cgroup does not offer the pids controller".into()),
+        };
+        let lines: Vec<String> = describe(&old).lines().map(str::to_string).collect();
+        assert_eq!(
+            lines[0],
+            "commands run in bubblewrap 0.6.1 (/usr/bin/bwrap)"
+        );
+        assert!(lines[1].starts_with("warning: no pids cgroup"), "{lines:?}");
+        assert!(
+            lines[1].contains("does not offer the pids controller"),
+            "{lines:?}"
+        );
+        assert!(lines[2].contains("has no --size"), "{lines:?}");
+        assert!(lines[3].contains("has no --disable-userns"), "{lines:?}");
+        assert_eq!(lines.len(), 4);
+    }
+}
