@@ -10,6 +10,7 @@
 //! clients the toolset's model capability uses. The public API is the
 //! curated set of re-exports below.
 
+mod clock;
 mod components;
 mod config;
 mod frontends;
@@ -26,8 +27,9 @@ mod wit;
 // The team file, read and resolved.
 pub use config::units::format_size;
 pub use config::{
-    AgentLimits, AgentSpec, ConfigError, ConnectGrant, DirGrant, EngineSettings, Grants,
-    HostLimits, ModelApi, ModelBinding, Team, TodoSettings,
+    AgentLimits, AgentSpec, ConfigError, ConnectGrant, DirGrant, EngineSettings, FetchSettings,
+    Grants, HostLimits, HttpGrant, McpServerSpec, McpToolsetSpec, MemorySettings, ModelApi,
+    ModelBinding, ShellSettings, Team, TodoSettings,
 };
 // Model clients: the host calls an agent's model on its behalf.
 pub use model::{

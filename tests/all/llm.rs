@@ -4,20 +4,24 @@
 //! What the server received shows what the agents were told (prompts, tool
 //! definitions, tool results) and that the keys went only to it.
 
+use crate::text;
 use bgagents_testkit::model_server::{ModelServer, Received, Script, Turn};
 use bgagents_testkit::{HANG, Scratch};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Output;
 
-const OPENAI_CANARY: &str = "sk-canary-openai-5f1d2c";
-const ANTHROPIC_CANARY: &str = "sk-ant-canary-9e8d7c";
+pub(crate) const OPENAI_CANARY: &str = "sk-canary-openai-5f1d2c";
+pub(crate) const ANTHROPIC_CANARY: &str = "sk-ant-canary-9e8d7c";
 
 /// A docker-agent example from tests/fixtures, with `base_url: URL` added
 /// under each `model: NAME` line that `urls` names.
-fn fixture(name: &str, urls: &[(&str, String)]) -> String {
+pub(crate) fn fixture(name: &str, urls: &[(&str, String)]) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/docker-agent");
     let mut yaml = std::fs::read_to_string(path.join(name)).unwrap();
+    if !yaml.ends_with('\n') {
+        yaml.push('\n');
+    }
     for (model, url) in urls {
         let line = format!("    model: {model}\n");
         assert!(yaml.contains(&line), "{name} has no `{line}`");
@@ -28,11 +32,18 @@ fn fixture(name: &str, urls: &[(&str, String)]) -> String {
 
 /// `bgagents run TEAM TASK` with canary keys in its environment, while the
 /// test's runtime keeps serving the scripted model.
-async fn run_team(team: &Path, task: &str) -> Output {
+pub(crate) async fn run_team(team: &Path, task: &str) -> Output {
+    run_team_with(team, task, &[]).await
+}
+
+/// [`run_team`] with more environment variables (`PATH` with stand-ins for
+/// the programs a team starts).
+pub(crate) async fn run_team_with(team: &Path, task: &str, env: &[(&str, &str)]) -> Output {
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_bgagents"))
         .arg("run")
         .arg(team)
         .arg(task)
+        .envs(env.iter().copied())
         .env("OPENAI_API_KEY", OPENAI_CANARY)
         .env("ANTHROPIC_API_KEY", ANTHROPIC_CANARY)
         .env_remove("RUST_LOG")
@@ -44,49 +55,12 @@ async fn run_team(team: &Path, task: &str) -> Output {
         .unwrap()
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// The names of the tools a request offered the model.
-fn tool_names(request: &Received) -> Vec<String> {
-    let tools = request.body["tools"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let mut names: Vec<String> = tools
-        .iter()
-        .map(|tool| {
-            let name = tool["function"]["name"].as_str().or(tool["name"].as_str());
-            name.unwrap_or_default().to_string()
-        })
-        .collect();
-    names.sort();
-    names
-}
-
 /// Every text a request carried (system, messages, tool results), joined.
-fn all_text(request: &Received) -> String {
+pub(crate) fn all_text(request: &Received) -> String {
     request.body.to_string()
 }
 
-/// The content of the request's messages with `role`, in order (OpenAI shape).
-fn contents(request: &Received, role: &str) -> Vec<String> {
-    let messages = request.body["messages"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    messages
-        .iter()
-        .filter(|message| message["role"] == role)
-        .map(|message| match &message["content"] {
-            Value::String(text) => text.clone(),
-            other => other.to_string(),
-        })
-        .collect()
-}
-
-fn assert_no_canary(output: &Output) {
+pub(crate) fn assert_no_canary(output: &Output) {
     for canary in [OPENAI_CANARY, ANTHROPIC_CANARY] {
         assert!(!text(&output.stdout).contains(canary), "key on stdout");
         assert!(!text(&output.stderr).contains(canary), "key on stderr");
@@ -132,21 +106,29 @@ async fn docker_agents_writer_team_runs_with_transfer_task_and_think() {
         assert!(request.is_stream(), "the host streams");
     }
     // The root: its instruction, the user's task, transfer_task and think.
-    assert_eq!(tool_names(&seen[0]), ["think", "transfer_task"]);
-    assert!(contents(&seen[0], "system")[0].contains("leader of a team of AI agents"));
+    assert_eq!(seen[0].tool_names(), ["think", "transfer_task"]);
+    assert!(seen[0].contents("system")[0].contains("leader of a team of AI agents"));
     assert!(all_text(&seen[0]).contains("Write today's text"));
     // The prompt chooser got docker-agent's delegated-task prompt, no tools.
-    let delegated = contents(&seen[1], "system").join("\n");
+    let delegated = seen[1].contents("system").join("\n");
     assert!(delegated.contains("You are a member of a team of agents."));
     assert!(
         delegated.contains("<task>\nChoose among: 1. The sea 2. A lighthouse\n</task>"),
         "{delegated}"
     );
     assert!(delegated.contains("<expected_output>\none prompt\n</expected_output>"));
-    assert!(tool_names(&seen[1]).is_empty());
+    assert!(seen[1].tool_names().is_empty());
     // Its answer came back to the root as transfer_task's result.
-    assert!(contents(&seen[2], "tool").contains(&"Prompt 2: A lighthouse.".to_string()));
-    assert!(contents(&seen[4], "tool").contains(&"THE LIGHTHOUSE STORY".to_string()));
+    assert!(
+        seen[2]
+            .contents("tool")
+            .contains(&"Prompt 2: A lighthouse.".to_string())
+    );
+    assert!(
+        seen[4]
+            .contents("tool")
+            .contains(&"THE LIGHTHOUSE STORY".to_string())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -181,11 +163,11 @@ async fn docker_agents_shared_todo_team_shares_one_list_between_agents() {
     let seen = server.requests();
     assert_eq!(seen.len(), 7, "{seen:#?}");
     assert_eq!(
-        tool_names(&seen[1]),
+        seen[1].tool_names(),
         ["create_todo", "create_todos", "list_todos", "update_todos"]
     );
     // `second` lists what `first` created: the list is the team's.
-    let listed = contents(&seen[5], "tool").join("\n");
+    let listed = seen[5].contents("tool").join("\n");
     let listed: Value = serde_json::from_str(&listed).unwrap();
     assert_eq!(listed["todos"][0]["description"], "Water the plants");
     assert_eq!(listed["todos"][0]["id"], "todo_1");
@@ -261,7 +243,7 @@ async fn docker_agents_background_team_fans_out_in_parallel_and_synthesises() {
         .collect();
     assert_eq!(root.len(), 3, "{seen:#?}");
     assert_eq!(
-        tool_names(root[0]),
+        root[0].tool_names(),
         [
             "list_background_agents",
             "run_background_agent",
@@ -293,7 +275,7 @@ async fn docker_agents_background_team_fans_out_in_parallel_and_synthesises() {
         .iter()
         .filter(|r| r.model() != Some("claude-sonnet-4-0"))
     {
-        assert_eq!(tool_names(request), ["think"]);
+        assert_eq!(request.tool_names(), ["think"]);
     }
 }
 
@@ -477,7 +459,7 @@ async fn bad_model_answers_fail_their_task_and_spare_its_siblings() {
         .filter(|request| request.model() == Some("unknown-tools"))
         .nth(1)
         .unwrap();
-    let answers = contents(&second, "tool");
+    let answers = second.contents("tool");
     assert!(
         answers[0].contains("unknown tool \"no_such_tool\"; the tools are think"),
         "{answers:?}"
@@ -545,7 +527,7 @@ async fn a_shared_todo_list_is_shared_within_a_session_not_across_sessions() {
     // `run_to_end` opens a session of its own: another client, another list.
     let second = bgagents_testkit::run_to_end(&toolset, "root", "list").await;
     assert_eq!(second.result.as_deref(), Some("listed"));
-    let listed = contents(&server.requests()[3], "tool").join("\n");
+    let listed = server.requests()[3].contents("tool").join("\n");
     let listed: Value = serde_json::from_str(&listed).unwrap();
     assert_eq!(listed["todos"], json!([]), "{listed}");
 }

@@ -7,19 +7,24 @@
 //! `bash plugins/polyglot/build.sh` builds) and
 //! `BGAGENTS_SOAK_TASKS=300 cargo test --test all -- --ignored sandbox::soak`.
 
+mod agent_tools;
 mod cli;
 mod config;
 mod engine;
+mod examples;
 mod fuzz;
+mod http_grants;
 mod limits;
 mod llm;
 mod mcp;
+mod mcp_servers;
 mod model_client;
 mod model_config;
 mod model_server;
 mod plugins;
 mod polyglot;
 mod sandbox;
+mod shell;
 mod toolset;
 
 use bgagents_testkit::HANG;

@@ -246,15 +246,38 @@ impl Toolset {
                 });
                 Ok(pre)
             });
+            let mut unusable = false;
+            if spec.shell.is_some()
+                && let Err(why) = tools::shell::probe()
+            {
+                problems.push(format!("agents.{}.toolsets: shell: {why}", spec.name));
+                unusable = true;
+            }
+            for toolset in &spec.mcp {
+                if let Err(why) = tools::mcp::probe(&toolset.server) {
+                    problems.push(format!(
+                        "agents.{}.toolsets: mcp {}: {why}",
+                        spec.name,
+                        toolset.server.label()
+                    ));
+                    unusable = true;
+                }
+            }
+            if unusable {
+                continue;
+            }
             let grants = Arc::new(spec.grants.clone());
             let fetcher = match &spec.fetch {
-                Some(settings) => match tools::fetch::Fetcher::new(settings, grants.clone()) {
-                    Ok(fetcher) => Some(fetcher),
-                    Err(problem) => {
-                        problems.push(format!("agents.{}.toolsets: fetch: {problem}", spec.name));
-                        continue;
+                Some(settings) => {
+                    match tools::fetch::Fetcher::new(&spec.name, settings, grants.clone()) {
+                        Ok(fetcher) => Some(fetcher),
+                        Err(problem) => {
+                            problems
+                                .push(format!("agents.{}.toolsets: fetch: {problem}", spec.name));
+                            continue;
+                        }
                     }
-                },
+                }
                 None => None,
             };
             let memory = match &spec.memory {
@@ -274,13 +297,20 @@ impl Toolset {
                 },
                 None => None,
             };
+            let tools = match tools::for_agent(&team, spec) {
+                Ok(tools) => tools,
+                Err(problem) => {
+                    problems.push(format!("agents.{}.toolsets: {problem}", spec.name));
+                    continue;
+                }
+            };
             match loaded {
                 Ok(pre) => {
                     let loaded = LoadedAgent {
                         spec: spec.clone(),
                         grants,
                         pre: pre.clone(),
-                        tools: tools::for_agent(&team, spec),
+                        tools,
                         model,
                         files: spec
                             .filesystem

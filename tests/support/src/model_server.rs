@@ -350,6 +350,44 @@ impl Received {
     pub fn is_stream(&self) -> bool {
         self.body.get("stream").and_then(Value::as_bool) == Some(true)
     }
+
+    /// The names of the tools the request offered the model, sorted
+    /// (either protocol's shape).
+    pub fn tool_names(&self) -> Vec<String> {
+        let tools = self.body["tools"].as_array().cloned().unwrap_or_default();
+        let mut names: Vec<String> = tools
+            .iter()
+            .map(|tool| {
+                let name = tool["function"]["name"].as_str().or(tool["name"].as_str());
+                name.unwrap_or_default().to_string()
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The text of each message with `role`, in order (OpenAI's shape:
+    /// `system`, `user`, `assistant`, `tool`).
+    pub fn contents(&self, role: &str) -> Vec<String> {
+        let messages = self.body["messages"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        messages
+            .iter()
+            .filter(|message| message["role"] == role)
+            .map(|message| match &message["content"] {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            })
+            .collect()
+    }
+
+    /// Every tool result the conversation carried back to the model, in
+    /// order (OpenAI's `tool` messages).
+    pub fn tool_results(&self) -> Vec<String> {
+        self.contents("tool")
+    }
 }
 
 struct State {

@@ -44,36 +44,50 @@ impl ToolSpec {
     }
 }
 
+/// How a toolset lists its tools.
+type SpecsOf<'a> = &'a dyn Fn() -> Vec<ToolSpec>;
+
 /// The tools `spec`'s built-in toolsets grant, in a stable order (its MCP
-/// servers' tools are added when they start).
-pub fn for_agent(team: &Team, spec: &AgentSpec) -> Vec<ToolSpec> {
-    let mut tools = Vec::new();
+/// servers' tools are added when they start), each toolset cut to its
+/// `tools:` list. The error names a listed tool the toolset does not have.
+pub fn for_agent(team: &Team, spec: &AgentSpec) -> Result<Vec<ToolSpec>, String> {
     let agents = sub_agent_list(team, spec);
-    if spec.background_agents {
-        tools.extend(background::specs(&agents));
+    let toolsets: [(&str, bool, SpecsOf); 8] = [
+        ("background_agents", spec.background_agents, &|| {
+            background::specs(&agents)
+        }),
+        ("transfer_task", !spec.sub_agents.is_empty(), &|| {
+            vec![transfer::spec(&agents)]
+        }),
+        ("think", spec.think, &|| vec![think::spec()]),
+        ("todo", spec.todo.is_some(), &todo::specs),
+        ("filesystem", spec.filesystem, &filesystem::specs),
+        ("shell", spec.shell.is_some(), &shell::specs),
+        ("fetch", spec.fetch.is_some(), &fetch::specs),
+        ("memory", spec.memory.is_some(), &memory::specs),
+    ];
+    let mut tools = Vec::new();
+    for (toolset, granted, specs) in toolsets {
+        if !granted {
+            continue;
+        }
+        let mut specs = specs();
+        if let Some(only) = spec.tool_filters.get(toolset) {
+            if let Some(missing) = only
+                .iter()
+                .find(|name| !specs.iter().any(|s| &s.name == *name))
+            {
+                let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+                return Err(format!(
+                    "the {toolset} toolset has no tool {missing:?} (its tools: {}); fix `tools:`",
+                    names.join(", ")
+                ));
+            }
+            specs.retain(|s| only.contains(&s.name));
+        }
+        tools.extend(specs);
     }
-    if !spec.sub_agents.is_empty() {
-        tools.push(transfer::spec(&agents));
-    }
-    if spec.think {
-        tools.push(think::spec());
-    }
-    if spec.todo.is_some() {
-        tools.extend(todo::specs());
-    }
-    if spec.filesystem {
-        tools.extend(filesystem::specs());
-    }
-    if spec.shell.is_some() {
-        tools.extend(shell::specs());
-    }
-    if spec.fetch.is_some() {
-        tools.extend(fetch::specs());
-    }
-    if spec.memory.is_some() {
-        tools.extend(memory::specs());
-    }
-    tools
+    Ok(tools)
 }
 
 /// "one of: a (what a does), b" — the agents `spec` may dispatch, for the
@@ -97,4 +111,44 @@ pub fn unknown_tool(name: &str, tools: &[ToolSpec]) -> String {
         true => format!("unknown tool {name:?}: this agent has no tools"),
         false => format!("unknown tool {name:?}; the tools are {}", names.join(", ")),
     }
+}
+
+/// What an agent with `add_environment_info` is told about where it runs:
+/// its working directory and the rest of what its grants let its tools
+/// reach, so it does not try paths or hosts it cannot.
+pub fn environment_info(spec: &AgentSpec) -> String {
+    let grants = &spec.grants;
+    let mut lines = vec!["<environment>".to_string()];
+    match grants.dirs.first() {
+        Some(first) => lines.push(format!("Working directory: {}", first.guest)),
+        None => lines.push("Working directory: none (no directory is granted)".to_string()),
+    }
+    for dir in &grants.dirs {
+        let mode = if dir.writable {
+            "read-write"
+        } else {
+            "read-only"
+        };
+        lines.push(format!("Granted directory: {} ({mode})", dir.guest));
+    }
+    if spec.shell.is_some() {
+        let network = match grants.shell_network {
+            true => "with network access",
+            false => "without network access",
+        };
+        lines.push(format!(
+            "Shell: commands run on {} in an isolated sandbox {network}, seeing only the \
+             granted directories",
+            std::env::consts::OS
+        ));
+    }
+    if spec.fetch.is_some() {
+        let origins: Vec<String> = grants.http.iter().map(ToString::to_string).collect();
+        lines.push(match origins.is_empty() {
+            true => "Fetch: no origin is reachable".to_string(),
+            false => format!("Fetch: only {}", origins.join(", ")),
+        });
+    }
+    lines.push("</environment>".to_string());
+    lines.join("\n")
 }
