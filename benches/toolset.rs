@@ -17,14 +17,17 @@
 //!    host's model client alone, and LLM agents (the bundled agent component)
 //!    whose tasks make 11 model calls each;
 //! 9. host RSS with 1,000 LLM agents blocked in a model call at once, and how
-//!    fast they stop (the server sees every connection close).
+//!    fast they stop (the server sees every connection close);
+//! 10. host cost per tool call of the toolsets that reach past the sandbox
+//!     (filesystem `read_file`, `memory` `add_memory`, `shell` running `true`
+//!     in bubblewrap), against `think`, through the bundled agent.
 //!
 //! Items 8 and 9 run the scripted model server in a child process (this
 //! binary, re-run with `BGAGENTS_BENCH_MODEL_SERVER` set), so its CPU time
 //! is not on the host's runtime and its memory is not in the host's RSS.
 //!
 //! `BENCH_QUICK=1` runs smaller sizes (a smoke run, not for numbers);
-//! `BENCH_ONLY=cache|dispatch|throughput|stop|scale|flood|model|blocked` runs one part;
+//! `BENCH_ONLY=cache|dispatch|throughput|stop|scale|flood|model|blocked|tools` runs one part;
 //! `BENCH_RUNTIME=current_thread` runs everything on one thread.
 
 use bgagents::EventKind;
@@ -455,6 +458,18 @@ fn scripted_turn(body: &Value) -> Turn {
             .filter(|message| message["role"] == "tool")
             .count()
     });
+    let model = body["model"].as_str().unwrap_or_default();
+    if let Some(tool) = model.strip_prefix("tool-")
+        && tool_results < AGENT_TOOL_CALLS
+    {
+        let arguments = match tool {
+            "read_file" => r#"{"path":"notes.md"}"#,
+            "add_memory" => r#"{"memory":"x"}"#,
+            "shell" => r#"{"cmd":"true"}"#,
+            _ => r#"{"thought":"x"}"#,
+        };
+        return Turn::tool_calls([(tool, arguments)]);
+    }
     match body["model"].as_str() {
         Some("agent") if tool_results < AGENT_TOOL_CALLS => {
             Turn::tool_calls([("think", r#"{"thought":"x"}"#)])
@@ -674,6 +689,32 @@ fn signed_micros(seconds: f64) -> String {
     format!("{:+.1} µs", seconds * 1e6)
 }
 
+/// Runs one task of the agent `llm` and waits for it to finish: how long
+/// that took (run → finished) and the task's view.
+async fn run_llm_task(
+    toolset: &Toolset,
+    caller: &Caller,
+    events: &mut tokio::sync::broadcast::Receiver<bgagents::TaskEvent>,
+    task: &str,
+) -> (Duration, bgagents::TaskView) {
+    let started = Instant::now();
+    let id = toolset
+        .run_background_agent(caller, "llm", task, None)
+        .unwrap()
+        .id;
+    loop {
+        let event = events.recv().await.unwrap();
+        if event.id == id && matches!(event.kind, EventKind::Finished(_)) {
+            break;
+        }
+    }
+    let took = started.elapsed();
+    (
+        took,
+        toolset.view_background_agent(caller, id.as_str()).unwrap(),
+    )
+}
+
 /// Item 8: what the host adds to each model call, beyond the server's time.
 async fn model_call_overhead() {
     let calls = if quick() { 200 } else { 2000 };
@@ -767,19 +808,8 @@ async fn model_call_overhead() {
     let task_warmup = tasks / 10;
     for round in 0..tasks + task_warmup {
         let before = server.count().0;
-        let started = Instant::now();
-        let id = toolset
-            .run_background_agent(caller, "llm", "What is six times seven?", None)
-            .unwrap()
-            .id;
-        loop {
-            let event = events.recv().await.unwrap();
-            if event.id == id && matches!(event.kind, EventKind::Finished(_)) {
-                break;
-            }
-        }
-        let took = started.elapsed();
-        let view = toolset.view_background_agent(caller, id.as_str()).unwrap();
+        let (took, view) =
+            run_llm_task(&toolset, caller, &mut events, "What is six times seven?").await;
         assert_eq!(view.info.status, TaskStatus::Completed, "{:?}", view.error);
         assert!(
             view.result.as_deref().unwrap_or_default().contains(ANSWER)
@@ -815,6 +845,64 @@ async fn model_call_overhead() {
         signed_micros((task_p50 - replay_p50) / per_task as f64),
         signed_micros((task_p99 - replay_p99) / per_task as f64)
     );
+}
+
+/// Item 10: what one call of each confined tool costs the host, beyond a
+/// `think` call: tasks of [`AGENT_TOOL_CALLS`] calls of one tool and an
+/// answer, run → finished, p50 against the same with `think`.
+async fn tool_call_cost() {
+    let tasks = if quick() { 10 } else { 100 };
+    let warmup = tasks / 10;
+    let server = ServerProcess::start();
+    let scratch = Scratch::new();
+    scratch.write("work/notes.md", "Six times seven is forty-two.\n");
+    let toolsets = "    toolsets: [{type: think}, {type: filesystem}, {type: shell}, \
+                    {type: memory, path: memory.db}]\n    grants:\n      files: \
+                    [{host: work, guest: /work, mode: read-write}]\n";
+    println!(
+        "10. host cost per tool call, through the bundled agent ({AGENT_TOOL_CALLS} calls of one \
+         tool per task, then the answer; {tasks} tasks each):"
+    );
+    let mut think_p50 = None;
+    for tool in ["think", "read_file", "add_memory", "shell"] {
+        let yaml = model_yaml(
+            &server.base_url(),
+            &format!("tool-{tool}"),
+            &format!("limits: {{max_retained: {}}}\n", tasks + warmup + 1),
+            toolsets,
+        );
+        let team = Team::parse(&yaml, Path::new("bench.yaml"), &scratch.dir).unwrap();
+        let toolset = Toolset::load(team).unwrap();
+        let session = toolset.open_session(None).unwrap();
+        let caller = session.caller();
+        let mut events = toolset.events().subscribe();
+        let mut samples = Vec::with_capacity(tasks);
+        for round in 0..tasks + warmup {
+            let (took, view) = run_llm_task(&toolset, caller, &mut events, "Go.").await;
+            assert_eq!(
+                view.info.status,
+                TaskStatus::Completed,
+                "{tool}: {:?}",
+                view.error
+            );
+            if round >= warmup {
+                samples.push(took);
+            }
+        }
+        session.close().await;
+        let p50 = percentile(&mut samples, 0.5).as_secs_f64();
+        let per_call = match think_p50 {
+            None => {
+                think_p50 = Some(p50);
+                String::from("the baseline")
+            }
+            Some(base) => format!(
+                "{} per call more than think",
+                signed_micros((p50 - base) / AGENT_TOOL_CALLS as f64)
+            ),
+        };
+        println!("   {tool}: task {}; {per_call}", spread(&mut samples));
+    }
 }
 
 /// Item 9: 1,000 LLM agents, each blocked in a model call, at once.
@@ -929,6 +1017,9 @@ fn main() {
         }
         if wanted("blocked") {
             blocked_in_model_calls().await;
+        }
+        if wanted("tools") {
+            tool_call_cost().await;
         }
     });
 }

@@ -1,6 +1,6 @@
-//! Rules for untrusted text (team files, guest output) shown to a person,
-//! shared by every place that shows it: which characters could act on a
-//! terminal or hide in plain sight instead of being read.
+//! Text helpers shared across the crate: which characters of untrusted text
+//! (team files, guest output) could act on a terminal or hide in plain sight
+//! instead of being read, and how long text is cut to a size limit.
 
 /// Whether `c` could move the cursor, erase or recolour what is on screen
 /// (control characters other than tab and newline), reorder what follows
@@ -20,9 +20,27 @@ pub fn acts_on_terminal(c: char) -> bool {
     }
 }
 
+/// `text` cut to at most `limit` bytes, ending on a character boundary.
+pub fn cut(text: &str, limit: usize) -> &str {
+    &text[..text.floor_char_boundary(limit)]
+}
+
+/// `text` cut to at most `limit` bytes on a character boundary and followed
+/// by `note(bytes)`, `bytes` being how long it was, when it does not fit;
+/// `text` as it is when it does.
+pub fn cut_with_note(mut text: String, limit: usize, note: impl FnOnce(usize) -> String) -> String {
+    if text.len() <= limit {
+        return text;
+    }
+    let total = text.len();
+    text.truncate(text.floor_char_boundary(limit));
+    text.push_str(&note(total));
+    text
+}
+
 #[cfg(test)]
 mod tests {
-    use super::acts_on_terminal;
+    use super::{acts_on_terminal, cut, cut_with_note};
 
     #[test]
     fn escapes_bidi_and_invisible_characters_are_caught_and_text_is_not() {
@@ -35,5 +53,25 @@ mod tests {
         for c in ['a', 'é', '→', '\t', '\n', ' ', '中'] {
             assert!(!acts_on_terminal(c), "{:?}", c);
         }
+    }
+
+    #[test]
+    fn text_is_cut_on_a_character_boundary() {
+        assert_eq!(cut("abc", 10), "abc");
+        assert_eq!(cut("abc", 2), "ab");
+        // `é` is two bytes: a limit inside it keeps the text before it.
+        assert_eq!(cut("aéb", 2), "a");
+        assert_eq!(cut("aéb", 3), "aé");
+        assert_eq!(cut("", 0), "");
+    }
+
+    #[test]
+    fn a_note_follows_only_text_that_was_cut() {
+        let note = |total: usize| format!(" [cut from {total} bytes]");
+        assert_eq!(cut_with_note("abc".to_string(), 3, note), "abc");
+        assert_eq!(
+            cut_with_note("aéé".to_string(), 4, note),
+            "aé [cut from 5 bytes]"
+        );
     }
 }

@@ -341,3 +341,46 @@ async fn environment_info_tells_the_model_what_it_can_reach() {
         "{system}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fifo_planted_in_a_grant_is_refused_not_waited_on() {
+    let scratch = Scratch::new();
+    std::fs::create_dir_all(scratch.dir.join("work")).unwrap();
+    let fifo = scratch.dir.join("work/pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let server = ModelServer::start(Script::new([
+        calls(&[
+            ("read_file", json!({"path": "pipe"})),
+            ("write_file", json!({"path": "pipe", "content": "x"})),
+            (
+                "edit_file",
+                json!({"path": "pipe", "edits": [{"oldText": "a", "newText": "b"}]}),
+            ),
+            ("search_files_content", json!({"path": ".", "query": "x"})),
+        ]),
+        Turn::text("pipes refused"),
+    ]))
+    .await;
+    let file = scratch.write(
+        "team.yaml",
+        team(
+            &server,
+            "    toolsets: [{type: filesystem}]\n    grants:\n      files: \
+             [{host: work, guest: /work, mode: read-write}]\n",
+        ),
+    );
+
+    // run_team bounds the run by HANG: a blocked open would fail here.
+    let run = run_team(&file, "Read the pipe").await;
+
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    let refused = server.requests()[1].tool_results();
+    for answer in &refused[..3] {
+        assert!(answer.contains("pipe: not a regular file"), "{refused:?}");
+    }
+    assert!(refused[3].contains("no matches under ."), "{refused:?}");
+}

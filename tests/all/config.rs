@@ -306,10 +306,11 @@ fn grant_mistakes_are_named() {
 fn check_prints_effective_grants_for_review() {
     let scratch = Scratch::new();
     std::fs::create_dir_all(scratch.dir.join("data")).unwrap();
+    std::fs::create_dir_all(scratch.dir.join("out")).unwrap();
     let team = scratch.team(
         "agents:\n  \
            reader:\n    component: '{plugins}/probe.wasm'\n    grants:\n      \
-             files: [{host: data, guest: /data}, {host: data, guest: /out, mode: read-write}]\n      \
+             files: [{host: data, guest: /data}, {host: out, guest: /out, mode: read-write}]\n      \
              env: [MODE=fast, BGAGENTS_SURELY_UNSET]\n      \
              network: {connect: ['127.0.0.1:8080'], dns: true}\n",
     );
@@ -317,9 +318,11 @@ fn check_prints_effective_grants_for_review() {
     assert_eq!(code, 0, "{stderr}");
     let data = scratch.dir.join("data").canonicalize().unwrap();
     let data = data.display();
+    let out = scratch.dir.join("out").canonicalize().unwrap();
+    let out = out.display();
     for line in [
         format!("  grants:      files: {data} at /data (read-only)"),
-        format!("               files: {data} at /out (read-write)"),
+        format!("               files: {out} at /out (read-write)"),
         "               env: MODE".to_string(),
         "               env: BGAGENTS_SURELY_UNSET (not set on this host, so not passed)"
             .to_string(),
@@ -754,4 +757,64 @@ fn names_from_the_file_cannot_rewrite_the_terminal() {
     let text = all.join("\n");
     assert!(text.contains("unknown field `col\\u{1b}[1Aour`"), "{text}");
     assert!(text.contains("`gh\\u{200b}ost` is not defined"), "{text}");
+}
+
+#[test]
+fn nested_grants_of_different_modes_are_refused() {
+    let scratch = Scratch::new();
+    std::fs::create_dir_all(scratch.dir.join("work/docs")).unwrap();
+    std::fs::create_dir_all(scratch.dir.join("other")).unwrap();
+    let yaml = "agents:\n  root:\n    component: {plugins}/probe.wasm\n    grants:\n      files:\n        \
+                - {host: work, guest: /work, mode: read-write}\n        \
+                - {host: work/docs, guest: /docs}\n        \
+                - {host: work, guest: /again, mode: read-write}\n        \
+                - {host: other, guest: /other}\n";
+    let file = scratch.team(yaml);
+    let error = Team::load(&file).expect_err("mixed nesting is refused");
+    assert_eq!(error.problems.len(), 1, "{:#?}", error.problems);
+    let problem = &error.problems[0];
+    assert!(
+        problem.starts_with("agents.root.grants.files[1]: ")
+            && problem.contains("work/docs (read-only) lies inside")
+            && problem.contains(
+                "(read-write, files[0]); a directory inside another must have the same mode"
+            ),
+        "{problem}"
+    );
+}
+
+#[test]
+fn toolset_env_and_headers_expand_host_variables_and_name_missing_ones() {
+    let yaml = "agents:\n  root:\n    model: ollama/m\n    toolsets:\n      - type: mcp\n        \
+                remote:\n          url: http://127.0.0.1:9/mcp\n          headers:\n            \
+                Authorization: Bearer ${env.BGAGENTS_TEST_UNSET_TOKEN}\n      \
+                - {type: filesystem, tools: []}\n";
+    let all = problems(yaml);
+    assert_eq!(
+        all,
+        [
+            "team.yaml: agents.root.toolsets[0].remote.headers.Authorization: refers to \
+          ${BGAGENTS_TEST_UNSET_TOKEN}, which is not set on this host; \
+          `export BGAGENTS_TEST_UNSET_TOKEN=…` before running bgagents"
+        ]
+    );
+    // PATH is set wherever tests run; an empty `tools:` keeps every tool.
+    let team = Team::parse(
+        &yaml.replace("${env.BGAGENTS_TEST_UNSET_TOKEN}", "${PATH}"),
+        Path::new("team.yaml"),
+        plugin_dir(),
+    )
+    .unwrap();
+    let root = &team.agents["root"];
+    assert!(root.tool_filters.is_empty(), "{:?}", root.tool_filters);
+    let bgagents::McpServerSpec::Remote { headers, .. } = &root.mcp[0].server else {
+        panic!("{:?}", root.mcp)
+    };
+    assert_eq!(
+        headers,
+        &[(
+            "Authorization".to_string(),
+            format!("Bearer {}", std::env::var("PATH").unwrap())
+        )]
+    );
 }

@@ -274,3 +274,41 @@ async fn the_fetch_tool_without_grants_says_how_to_grant_origins() {
     );
     assert_eq!(origin.hits(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_page_is_converted_within_the_fetch_timeout() {
+    // Nearly the 1 MiB body cap of thousands of scripts, styles and links:
+    // markup a quadratic conversion would take minutes over, while the
+    // toolset's `timeout:` is 2 s.
+    let block = "<script>var a = 1;</script><STYLE>p{}</sTyLe><a href=\"/p\">t</a> & ";
+    let page = format!("<html><body>{}", block.repeat((1000 << 10) / block.len()));
+    let hostile = Origin::ok("text/html", &page).await;
+    let args = json!({"urls": [hostile.url("/")], "format": "markdown"});
+    let server = ModelServer::start(Script::new([
+        Turn::tool_calls([("fetch", args.to_string())]),
+        Turn::text("done"),
+    ]))
+    .await;
+    let toolset = toolset(&fetch_team(
+        &server,
+        &format!("    grants:\n      http: [\"{}\"]\n", hostile.origin()),
+    ));
+
+    let view = tokio::time::timeout(HANG, run_to_end(&toolset, "reader", "Fetch the page."))
+        .await
+        .expect("the agent hung");
+
+    assert_eq!(view.info.status, TaskStatus::Completed, "{view:?}");
+    let requests = server.requests();
+    let fetched = requests[1].tool_results().pop().unwrap_or_default();
+    assert!(
+        fetched.starts_with(&format!("Successfully fetched {}", hostile.url("/"))),
+        "{}",
+        &fetched[..fetched.len().min(300)]
+    );
+    assert_eq!(
+        fetched.matches("[t](/p)").count(),
+        (1000 << 10) / block.len()
+    );
+    assert!(!fetched.contains("var a"));
+}

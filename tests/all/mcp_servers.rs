@@ -12,6 +12,7 @@ use bgagents_testkit::{HANG, Scratch};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 /// The fixture server's path.
 fn fixture() -> PathBuf {
@@ -440,6 +441,262 @@ async fn a_server_that_exits_at_start_gives_no_tools_and_says_why() {
     assert!(server.requests()[0].tool_names().is_empty());
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_whose_first_start_fails_is_started_once_more_on_the_next_use() {
+    let server = ModelServer::start(Script::new([
+        Turn::text("first done"),
+        call("echo", json!({"text": "second start"})),
+        Turn::text("second done"),
+    ]))
+    .await;
+    let scratch = Scratch::new();
+    let starts = scratch.dir.join("starts");
+    let flag = scratch.dir.join("failed-once");
+    let (starts_arg, flag_arg) = (starts.display().to_string(), flag.display().to_string());
+    let toolset = bgagents_testkit::toolset(&team_yaml(
+        &server,
+        &[(
+            "a",
+            stdio_toolset(&["--starts", &starts_arg, "--fail-first", &flag_arg], ""),
+        )],
+    ));
+
+    let first = bgagents_testkit::run_to_end(&toolset, "a", "go").await;
+
+    assert_eq!(first.result.as_deref(), Some("first done"), "{first:?}");
+    assert!(
+        first.output.text.contains(
+            "the server exited during its start (exit status: 5); its stderr is in the host log"
+        ) && first
+            .output
+            .text
+            .contains("it will be started once more on the next use"),
+        "{}",
+        first.output.text
+    );
+    assert!(server.requests()[0].tool_names().is_empty());
+    assert_eq!(lines(&starts).len(), 1, "no start again within the task");
+
+    let second = bgagents_testkit::run_to_end(&toolset, "a", "again").await;
+
+    assert_eq!(second.result.as_deref(), Some("second done"), "{second:?}");
+    let seen = server.requests();
+    assert!(seen[1].tool_names().contains(&"echo".to_string()));
+    assert_eq!(last_result(&seen[2]), "echo: second start");
+    assert_eq!(lines(&starts).len(), 2, "started once more, and only once");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_fails_to_start_twice_is_not_started_a_third_time() {
+    let server = ModelServer::start(Script::new([
+        Turn::text("one"),
+        Turn::text("two"),
+        Turn::text("three"),
+    ]))
+    .await;
+    let scratch = Scratch::new();
+    let starts = scratch.dir.join("starts");
+    let script = format!(
+        "open({:?}, 'a').write('x\\n'); raise SystemExit(4)",
+        starts.display().to_string()
+    );
+    let toolsets = format!(
+        "      - {{type: mcp, command: {}, args: [-c, {}]}}\n",
+        json!(python()),
+        json!(script)
+    );
+    let toolset = bgagents_testkit::toolset(&team_yaml(&server, &[("a", toolsets)]));
+
+    let mut outputs = Vec::new();
+    for task in ["1", "2", "3"] {
+        outputs.push(
+            bgagents_testkit::run_to_end(&toolset, "a", task)
+                .await
+                .output
+                .text,
+        );
+    }
+
+    assert!(
+        outputs[0].contains("it will be started once more on the next use"),
+        "{}",
+        outputs[0]
+    );
+    for later in &outputs[1..] {
+        assert!(
+            later.contains("it was started once more and that failed too: the server exited")
+                && later.contains("its tools are unavailable for the rest of this run"),
+            "{later}"
+        );
+    }
+    assert_eq!(lines(&starts).len(), 2, "two starts in all");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_server_and_what_it_started_end_when_the_host_is_killed() {
+    // The model never answers, so the run is still going when it is killed.
+    let server = ModelServer::start(Script::new([
+        Turn::text("never sent").delay(Duration::from_secs(600))
+    ]))
+    .await;
+    let scratch = Scratch::new();
+    let starts = scratch.dir.join("starts");
+    let child_pid = scratch.dir.join("child");
+    let (starts_arg, child_arg) = (
+        starts.display().to_string(),
+        child_pid.display().to_string(),
+    );
+    let team = scratch.write(
+        "team.yaml",
+        team_yaml(
+            &server,
+            &[(
+                "a",
+                stdio_toolset(
+                    &["--starts", &starts_arg, "--child", &child_arg, "--linger"],
+                    "",
+                ),
+            )],
+        ),
+    );
+    let mut host = tokio::process::Command::new(env!("CARGO_BIN_EXE_bgagents"))
+        .arg("run")
+        .arg(&team)
+        .arg("go")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // The tools are listed before the model is asked.
+    server.wait_for_requests(1, HANG).await;
+    let pids = lines(&starts);
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    let child = lines(&child_pid)
+        .pop()
+        .expect("the server started its child");
+    assert!(alive(&pids[0]) && alive(&child));
+
+    host.start_kill().unwrap();
+    host.wait().await.unwrap();
+
+    bgagents_testkit::eventually("the server to end with the killed host", || {
+        !alive(&pids[0])
+    })
+    .await;
+    bgagents_testkit::eventually("the server's child to end with it", || !alive(&child)).await;
+}
+
+/// A remote server URL with a key in its path and one in its query, the
+/// host in mixed case (the HTTP stack prints it in lower case, with a `/`
+/// before the query), and a header carrying a third.
+fn secret_url(port: u16) -> String {
+    format!("http://LocalHost:{port}/mcp/{PATH_SECRET}/sse?key={QUERY_SECRET}")
+}
+const PATH_SECRET: &str = "path-secret-7c21d9e04b";
+const QUERY_SECRET: &str = "query-secret-51ae";
+const HEADER_SECRET: &str = "header-secret-e3f0";
+
+fn remote_toolset(url: &str) -> String {
+    format!(
+        "      - type: mcp\n        remote:\n          url: {url}\n          headers: \
+         {{Authorization: Bearer {HEADER_SECRET}}}\n"
+    )
+}
+
+fn assert_no_secret(text: &str) {
+    for secret in [PATH_SECRET, QUERY_SECRET, HEADER_SECRET] {
+        assert!(!text.contains(secret), "{secret} in: {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_remote_servers_url_keys_stay_out_of_output_errors_and_check() {
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = ModelServer::start(Script::new([Turn::text("done"), Turn::text("again")])).await;
+    let scratch = Scratch::new();
+    let team = scratch.write(
+        "team.yaml",
+        team_yaml(&server, &[("a", remote_toolset(&secret_url(port)))]),
+    );
+    let toolset = bgagents_testkit::toolset(&std::fs::read_to_string(&team).unwrap());
+
+    let first = bgagents_testkit::run_to_end(&toolset, "a", "go").await;
+    let second = bgagents_testkit::run_to_end(&toolset, "a", "go").await;
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_bgagents"))
+        .arg("check")
+        .arg(&team)
+        .output()
+        .unwrap();
+
+    for view in [&first, &second] {
+        // Named by scheme, host and port only, the HTTP client's error
+        // without its URL.
+        let said = &view.output.text;
+        assert!(
+            said.contains(&format!("[mcp: http://localhost:{port}: "))
+                && said.contains("cannot connect: error sending request: ")
+                && said.contains("Connection refused"),
+            "{said}"
+        );
+        assert_no_secret(&view.output.text);
+    }
+    let check = format!("{}{}", text(&check.stdout), text(&check.stderr));
+    assert!(
+        check.contains(&format!("mcp: http://localhost:{port}")),
+        "{check}"
+    );
+    assert_no_secret(&check);
+    assert_no_secret(&format!("{:?}", server.requests()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_remote_server_that_goes_away_gives_tool_errors_without_its_url_keys() {
+    let remote = http_fixture().await;
+    let port: u16 = reqwest::Url::parse(&remote.url).unwrap().port().unwrap();
+    let url = secret_url(port);
+    let server = ModelServer::start(Script::new([
+        call("echo", json!({"text": "before"})),
+        // Late enough for the fixture to be gone when it is made.
+        call("echo", json!({"text": "gone"})).delay(Duration::from_millis(500)),
+        call("echo", json!({"text": "still gone"})),
+        Turn::text("done"),
+    ]))
+    .await;
+    let toolset = bgagents_testkit::toolset(&team_yaml(&server, &[("a", remote_toolset(&url))]));
+    let fixture = std::sync::Mutex::new(Some(remote));
+    let script_server = &server;
+
+    let run = bgagents_testkit::run_to_end(&toolset, "a", "go");
+    let stop_after_first_call = async {
+        script_server.wait_for_requests(2, HANG).await;
+        fixture.lock().unwrap().take();
+    };
+    let (view, ()) = tokio::join!(run, stop_after_first_call);
+
+    assert_eq!(
+        view.info.status,
+        bgagents::TaskStatus::Completed,
+        "{view:?}"
+    );
+    let seen = server.requests();
+    assert_eq!(last_result(&seen[1]), "echo: before");
+    let errors = [last_result(&seen[2]), last_result(&seen[3])];
+    for error in &errors {
+        assert!(
+            error.starts_with(&format!("MCP server http://localhost:{port}: ")),
+            "{error}"
+        );
+        assert_no_secret(error);
+    }
+    assert_no_secret(&view.output.text);
+}
+
 /// The fixture serving Streamable HTTP on 127.0.0.1, ended when dropped.
 struct HttpFixture {
     _child: tokio::process::Child,
@@ -523,7 +780,7 @@ async fn a_remote_server_that_is_not_there_gives_no_tools_and_says_why() {
     assert!(
         view.output
             .text
-            .contains("[mcp: http://127.0.0.1/mcp: cannot connect"),
+            .contains(&format!("[mcp: http://127.0.0.1:{port}: cannot connect")),
         "{}",
         view.output.text
     );
@@ -647,4 +904,35 @@ async fn ref_docker_without_docker_on_path_is_a_clear_error() {
         );
     }
     assert!(server.requests().is_empty(), "the team did not run");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_tool_named_like_a_filtered_built_in_never_runs_the_built_in() {
+    let server = ModelServer::start(Script::new([
+        call(
+            "write_file",
+            json!({"path": "planted.txt", "content": "x", "text": "hi"}),
+        ),
+        Turn::text("done"),
+    ]))
+    .await;
+    let scratch = Scratch::new();
+    std::fs::create_dir_all(scratch.dir.join("work")).unwrap();
+    let toolsets = format!(
+        "      - {{type: filesystem, tools: [read_file]}}\n{}",
+        stdio_toolset(&["--also", "write_file"], "")
+    );
+    let yaml = team_yaml(&server, &[("a", toolsets)]).replace(
+        "    toolsets:\n",
+        "    grants:\n      files: [{host: work, guest: /work, mode: read-write}]\n    toolsets:\n",
+    );
+    let team = scratch.write("team.yaml", yaml);
+
+    let run = run_team_with(&team, "go", &[]).await;
+
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    let seen = server.requests();
+    assert!(seen[0].tool_names().contains(&"write_file".to_string()));
+    assert_eq!(seen[1].tool_results(), ["write_file from the server: hi"]);
+    assert!(!scratch.dir.join("work/planted.txt").exists());
 }

@@ -3,7 +3,8 @@
 //! tool results it sends back to the model show each hostile command
 //! failing harmlessly — reading /etc/shadow, writing a read-only grant,
 //! reaching the network without `grants.network.shell`, a fork bomb, a
-//! 10 GB write — while granted work gets done. Background jobs are listed,
+//! 10 GB write, 2 GiB of memory — while granted work gets done, and a
+//! command's own `bwrap: …` message is its own failure, not the sandbox's. Background jobs are listed,
 //! viewed, stopped, and killed when their task is stopped.
 //!
 //! Skipped (saying why) where `bgagents check` reports that bubblewrap
@@ -114,6 +115,7 @@ async fn hostile_commands_fail_harmlessly_and_the_agent_sees_why() {
         shell(json!({"cmd": format!("exec 3<>/dev/tcp/127.0.0.1/{port} && echo connected")})),
         shell(json!({"cmd": "head -c 10G /dev/zero > big; ls -l big", "cwd": "/work"})),
         shell(json!({"cmd": "sleep 1021 & sleep 1022", "timeout": 2})),
+        shell(json!({"cmd": "echo 'bwrap: x' >&2; exit 1"})),
     ];
     let fork_bomb =
         shell(json!({"cmd": "bomb() { bomb | bomb & }; bomb; sleep 1023", "timeout": 5}));
@@ -133,6 +135,13 @@ async fn hostile_commands_fail_harmlessly_and_the_agent_sees_why() {
     } else {
         eprintln!("fork bomb skipped: no pids cgroup on this machine\n{check}");
     }
+    // Likewise 2 GiB of memory: `tail` keeps a line until its end.
+    let memory_capped = !check.contains("no memory cgroup");
+    if memory_capped {
+        calls.push(shell(json!({"cmd": "head -c 2G /dev/zero | tail"})));
+    } else {
+        eprintln!("memory hog skipped: no memory cgroup on this machine\n{check}");
+    }
     calls.push(shell(json!({"cmd": "echo still fine"})));
     let server =
         ModelServer::start(Script::new([Turn::tool_calls(calls), Turn::text("done")])).await;
@@ -146,7 +155,7 @@ async fn hostile_commands_fail_harmlessly_and_the_agent_sees_why() {
     let results = seen[1].tool_results();
     assert_eq!(
         results.len(),
-        7 + usize::from(processes_capped),
+        8 + usize::from(processes_capped) + usize::from(memory_capped),
         "{results:#?}"
     );
     // Granted work is done: the host sees the file.
@@ -193,18 +202,33 @@ async fn hostile_commands_fail_harmlessly_and_the_agent_sees_why() {
         results[5]
     );
     assert!(gone(&["sleep", "1021"]).await && gone(&["sleep", "1022"]).await);
+    // A command that prints like bubblewrap failed by itself.
+    assert_eq!(
+        results[6],
+        "Error executing command: exit status 1\nOutput: bwrap: x"
+    );
+    let mut next = 7;
     if processes_capped {
         assert!(
-            results[6].starts_with("Command timed out after 5s"),
+            results[next].starts_with("Command timed out after 5s"),
             "{}",
-            results[6]
+            results[next]
         );
         assert!(
-            results[6].contains("limit of 256 processes"),
+            results[next].contains("limit of 256 processes"),
             "{}",
-            results[6]
+            results[next]
         );
         assert!(gone(&["sleep", "1023"]).await);
+        next += 1;
+    }
+    // Memory stops at the cap (1 GiB by default).
+    if memory_capped {
+        assert!(
+            results[next].contains("stopped at the memory limit of 1 GiB"),
+            "{}",
+            results[next]
+        );
     }
     // And the host carries on.
     assert_eq!(results.last().unwrap(), "still fine");

@@ -219,6 +219,7 @@ pub(super) fn resolve(
             writable: dir.mode == DirMode::ReadWrite,
         });
     }
+    refuse_mixed_nesting(&grants.dirs, at, problems);
     for (index, entry) in file.env.iter().enumerate() {
         let (name, value) = match entry.split_once('=') {
             Some((name, value)) => (name, Some(value.to_string())),
@@ -260,4 +261,31 @@ pub(super) fn resolve(
         }
     }
     grants
+}
+
+/// A read-only directory inside a read-write one (or the other way round)
+/// cannot hold: whatever can write the outer one can reach the inner one
+/// through it (another path to the same place, a link made there). Such
+/// grants are refused; nested grants of one mode are fine.
+fn refuse_mixed_nesting(dirs: &[DirGrant], at: &str, problems: &mut Vec<String>) {
+    for (index, inner) in dirs.iter().enumerate() {
+        let outer = dirs.iter().enumerate().find(|(other, outer)| {
+            *other != index
+                && inner.host.starts_with(&outer.host)
+                && (inner.host != outer.host || *other < index)
+                && inner.writable != outer.writable
+        });
+        if let Some((other, outer)) = outer {
+            let mode = |writable| if writable { "read-write" } else { "read-only" };
+            problems.push(format!(
+                "{at}.grants.files[{index}]: {} ({}) lies inside {} ({}, files[{other}]); a \
+                 directory inside another must have the same mode — grant directories that do \
+                 not overlap",
+                inner.host.display(),
+                mode(inner.writable),
+                outer.host.display(),
+                mode(outer.writable)
+            ));
+        }
+    }
 }

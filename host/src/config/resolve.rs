@@ -204,7 +204,7 @@ fn resolve_agent(
             ToolsetKind::Filesystem => replace(&mut filesystem, true),
             ToolsetKind::Shell { env } => shell
                 .replace(ShellSettings {
-                    env: env.clone().into_iter().collect(),
+                    env: expand_all(env, &format!("{at}.toolsets[{index}].env"), problems),
                     ..ShellSettings::default()
                 })
                 .is_some(),
@@ -246,12 +246,16 @@ fn resolve_agent(
                     McpFile::Command { command, args, env } => McpServerSpec::Command {
                         command: command.clone(),
                         args: args.clone(),
-                        env: env.clone().into_iter().collect(),
+                        env: expand_all(env, &format!("{at}.toolsets[{index}].env"), problems),
                         cwd: base_dir.to_path_buf(),
                     },
                     McpFile::Remote { url, headers } => McpServerSpec::Remote {
                         url: url.clone(),
-                        headers: headers.clone().into_iter().collect(),
+                        headers: expand_all(
+                            headers,
+                            &format!("{at}.toolsets[{index}].remote.headers"),
+                            problems,
+                        ),
                     },
                     McpFile::Docker { name } => McpServerSpec::Docker { name: name.clone() },
                 };
@@ -265,7 +269,10 @@ fn resolve_agent(
         if again {
             problems.push(format!("{at}.toolsets: {name} is listed more than once"));
         }
-        if let (Some(tools), false) = (&toolset.tools, matches!(toolset.kind, ToolsetKind::Mcp(_)))
+        // docker-agent reads an empty `tools:` as no filter.
+        if let Some(tools) = &toolset.tools
+            && !tools.is_empty()
+            && !matches!(toolset.kind, ToolsetKind::Mcp(_))
         {
             tool_filters.insert(name.to_string(), tools.clone());
         }
@@ -453,4 +460,89 @@ pub(super) fn component_file_problems(file: &TeamFile, base_dir: &Path) -> Vec<S
             ))
         })
         .collect()
+}
+
+/// `values` with docker-agent's references to the host's environment
+/// (`$NAME`, `${NAME}`, `${env.NAME}`) replaced by their values, so a team
+/// file can name a token instead of holding it. A variable the host does
+/// not have is a problem naming it (values are never shown).
+fn expand_all(
+    values: &BTreeMap<String, String>,
+    at: &str,
+    problems: &mut Vec<String>,
+) -> Vec<(String, String)> {
+    let mut expanded = Vec::new();
+    for (key, value) in values {
+        match expand(value, &|name| std::env::var(name).ok()) {
+            Ok(value) => expanded.push((key.clone(), value)),
+            Err(missing) => problems.push(format!(
+                "{at}.{}: refers to ${{{}}}, which is not set on this host; `export {}=…` \
+                 before running bgagents",
+                file::shorten(key),
+                file::shorten(&missing),
+                file::shorten(&missing)
+            )),
+        }
+    }
+    expanded
+}
+
+/// Expands `$NAME`, `${NAME}` and `${env.NAME}` in `value` with `lookup`;
+/// `$$` is a `$`. The error is the first name `lookup` does not know.
+fn expand(value: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let (name, consumed) = if let Some(braced) = after.strip_prefix('{') {
+            match braced.find('}') {
+                Some(end) => {
+                    let inner = &braced[..end];
+                    (inner.strip_prefix("env.").unwrap_or(inner), end + 2)
+                }
+                None => ("", 0),
+            }
+        } else if let Some(stripped) = after.strip_prefix('$') {
+            out.push('$');
+            rest = stripped;
+            continue;
+        } else {
+            let end = after.find(|c: char| !is_name(c)).unwrap_or(after.len());
+            (&after[..end], end)
+        };
+        if name.is_empty() || !name.chars().all(is_name) {
+            // Not a reference: kept as written.
+            out.push('$');
+            rest = after;
+            continue;
+        }
+        out.push_str(&lookup(name).ok_or_else(|| name.to_string())?);
+        rest = &after[consumed..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expand;
+
+    #[test]
+    fn environment_references_expand_like_docker_agents() {
+        let lookup = |name: &str| (name == "TOKEN").then(|| "s3cret".to_string());
+        assert_eq!(
+            expand("Bearer ${env.TOKEN}", &lookup).unwrap(),
+            "Bearer s3cret"
+        );
+        assert_eq!(expand("${TOKEN}-$TOKEN", &lookup).unwrap(), "s3cret-s3cret");
+        assert_eq!(
+            expand("cost: $$5, $ alone, ${", &lookup).unwrap(),
+            "cost: $5, $ alone, ${"
+        );
+        assert_eq!(expand("plain", &lookup).unwrap(), "plain");
+        assert_eq!(expand("${MISSING}", &lookup).unwrap_err(), "MISSING");
+        assert_eq!(expand("$MISSING/x", &lookup).unwrap_err(), "MISSING");
+    }
 }

@@ -22,6 +22,10 @@ pub struct ShellSettings {
     pub max_processes: u32,
     /// Largest file a command may write.
     pub max_file_size: u64,
+    /// Bytes of memory a command (and a background job) may use, all its
+    /// processes and its files in the sandbox's `/tmp` and `/dev/shm`
+    /// together.
+    pub max_memory: u64,
 }
 
 impl Default for ShellSettings {
@@ -32,6 +36,7 @@ impl Default for ShellSettings {
             max_output: 256 << 10,
             max_processes: 256,
             max_file_size: 256 << 20,
+            max_memory: 1 << 30,
         }
     }
 }
@@ -93,18 +98,23 @@ pub enum McpServerSpec {
 }
 
 impl McpServerSpec {
-    /// A short name for messages: the command, the URL's host, or
-    /// `docker:NAME`. Never carries header values or environment values.
+    /// A short name for messages: the command, the URL's
+    /// `scheme://host[:port]`, or `docker:NAME`. Never carries a URL's path
+    /// or query (either can carry a key), header values or environment
+    /// values.
     pub fn label(&self) -> String {
         match self {
             McpServerSpec::Command { command, .. } => command.clone(),
             McpServerSpec::Remote { url, .. } => match reqwest::Url::parse(url) {
-                Ok(parsed) => format!(
-                    "{}://{}{}",
-                    parsed.scheme(),
-                    parsed.host_str().unwrap_or(""),
-                    parsed.path()
-                ),
+                Ok(parsed) => {
+                    let port = parsed.port().map(|port| format!(":{port}"));
+                    format!(
+                        "{}://{}{}",
+                        parsed.scheme(),
+                        parsed.host_str().unwrap_or(""),
+                        port.unwrap_or_default()
+                    )
+                }
                 Err(_) => "remote server".to_string(),
             },
             McpServerSpec::Docker { name } => format!("docker:{name}"),

@@ -9,6 +9,7 @@
 
 use super::output::OutputBuffer;
 use crate::config::Grants;
+use crate::text::cut;
 use std::sync::{Arc, Once};
 use std::time::Duration;
 use wasmtime::component::ResourceTable;
@@ -121,11 +122,6 @@ pub fn origin(url: &reqwest::Url) -> String {
         Some(port) => format!("{}://{host}:{port}", url.scheme()),
         None => format!("{}://{host}", url.scheme()),
     }
-}
-
-/// `text` cut to at most `limit` bytes, on a character boundary.
-fn cut(text: &str, limit: usize) -> &str {
-    &text[..text.floor_char_boundary(limit)]
 }
 
 /// The host's TLS uses rustls with the ring provider, as the model client

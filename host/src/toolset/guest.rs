@@ -101,8 +101,8 @@ impl GuestState {
         tools
     }
 
-    /// Runs one of the tools that reach past the sandbox: filesystem,
-    /// shell, fetch, memory, MCP. `None` if `name` is none of them.
+    /// Runs one of the built-in tools that reach past the sandbox:
+    /// filesystem, shell, fetch, memory. `None` if `name` is none of them.
     async fn call_confined_tool(
         &mut self,
         name: &str,
@@ -129,12 +129,25 @@ impl GuestState {
         {
             return Some(answer);
         }
-        for toolset in &agent.spec.mcp {
-            if let Some(answer) = self.toolset.mcp().call(toolset, name, args).await {
-                return Some(answer);
-            }
-        }
         None
+    }
+
+    /// Runs tool `name` of the agent's MCP servers.
+    fn call_mcp_tool(
+        &self,
+        name: &str,
+        args: &Args,
+    ) -> impl Future<Output = Option<Result<String, String>>> + Send + use<> {
+        let (toolset, agent) = (self.toolset.clone(), self.agent.clone());
+        let (name, args) = (name.to_string(), Args::new(Some(args.as_map().clone())));
+        async move {
+            for server in &agent.spec.mcp {
+                if let Some(answer) = toolset.mcp().call(server, &name, &args).await {
+                    return Some(answer);
+                }
+            }
+            None
+        }
     }
 }
 
@@ -208,6 +221,12 @@ impl AgentHost for GuestState {
         // Shown in the live output, so a person watching sees the agent act.
         self.output.append_line(&format!("[tool: {name}]"));
         let args = Args::parse(&arguments)?;
+        // A name the built-in toolsets do not give (after their `tools:`
+        // filters) is an MCP server's, even when a built-in tool has it.
+        if !self.agent.tools.iter().any(|tool| tool.name == name) {
+            return (self.call_mcp_tool(&name, &args).await)
+                .unwrap_or_else(|| Err(tools::unknown_tool(&name, &known)));
+        }
         let (toolset, caller) = (self.toolset.clone(), self.caller.clone());
         if name == tools::TRANSFER {
             return tools::transfer(&toolset, &caller, &args, |exited| self.lending_slot(exited))

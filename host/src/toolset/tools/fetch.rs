@@ -12,6 +12,7 @@ use super::args::Args;
 use crate::config::units::format_size;
 use crate::config::{FetchSettings, Grants};
 use crate::sandbox::http::origin;
+use crate::text::cut;
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -344,11 +345,20 @@ impl Fetcher {
                 format_size(body.len() as u64)
             ));
         }
-        let text = String::from_utf8_lossy(&body);
-        let mut text = match format {
-            Format::Text if content_type.contains("html") => html::to_text(&text, false),
-            Format::Markdown if content_type.contains("html") => html::to_text(&text, true),
-            _ => text.into_owned(),
+        let markdown = format == Format::Markdown;
+        let convert =
+            matches!(format, Format::Text | Format::Markdown) && content_type.contains("html");
+        let mut text = if convert {
+            // Converting a page of up to the body cap is CPU work: it runs
+            // off the runtime's threads, so it holds up no other task and
+            // the timeout around this fetch can still end the wait for it.
+            tokio::task::spawn_blocking(move || {
+                html::to_text(&String::from_utf8_lossy(&body), markdown)
+            })
+            .await
+            .map_err(|error| format!("converting the page failed: {error}"))?
+        } else {
+            String::from_utf8_lossy(&body).into_owned()
         };
         if was_cut {
             text.push_str(&format!(
@@ -406,15 +416,11 @@ fn describe(error: reqwest::Error) -> String {
     text
 }
 
-/// `text` cut to at most `limit` bytes, on a character boundary.
-fn cut(text: &str, limit: usize) -> &str {
-    &text[..text.floor_char_boundary(limit)]
-}
-
 /// A small HTML-to-text conversion: tags dropped (the contents of scripts,
 /// styles and the like with them), blocks on lines of their own, entities
 /// decoded, white space collapsed. As markdown, headings get `#`, list items
-/// `- ` and links their address.
+/// `- ` and links their address. Pages are hostile input: the conversion
+/// reads each byte a bounded number of times, whatever the markup.
 mod html {
     /// Elements whose content is not text a reader sees.
     const HIDDEN: &[&str] = &["script", "style", "noscript", "template", "svg"];
@@ -455,6 +461,9 @@ mod html {
         let mut out = String::new();
         // The address of the link being written, for markdown.
         let mut link: Option<(usize, String)> = None;
+        // Where each markdown link's `[` goes in `out`, in order: all added
+        // in one pass at the end rather than each inserted in place.
+        let mut link_starts = Vec::new();
         let mut rest = html;
         while let Some(start) = rest.find('<') {
             push_text(&mut out, &rest[..start]);
@@ -484,8 +493,7 @@ mod html {
             }
             if !closing && HIDDEN.contains(&name.as_str()) {
                 // Skip to the element's end tag (or the end of the page).
-                let lower = rest.to_ascii_lowercase();
-                rest = match lower.find(&format!("</{name}")) {
+                rest = match find_end_tag(rest, &name) {
                     Some(at) => &rest[at + tag_end(&rest[at..])..],
                     None => "",
                 };
@@ -514,14 +522,51 @@ mod html {
                     // `at` may be stale if a block inside the link trimmed
                     // the text before it; the brackets are then left out.
                     if out.len() > at && out.is_char_boundary(at) {
-                        out.insert(at, '[');
-                        out.push_str(&format!("]({href})"));
+                        link_starts.push(at);
+                        out.push_str("](");
+                        out.push_str(&href);
+                        out.push(')');
                     }
                 }
             }
         }
         push_text(&mut out, rest);
-        tidy(&out)
+        tidy(&with_link_starts(&out, &link_starts))
+    }
+
+    /// Where the end tag `</name` (any case) starts in `text`.
+    fn find_end_tag(text: &str, name: &str) -> Option<usize> {
+        let mut from = 0;
+        while let Some(found) = text[from..].find("</") {
+            let at = from + found;
+            let after = &text.as_bytes()[at + 2..];
+            if after.len() >= name.len()
+                && after[..name.len()].eq_ignore_ascii_case(name.as_bytes())
+            {
+                return Some(at);
+            }
+            from = at + 2;
+        }
+        None
+    }
+
+    /// `text` with a `[` at each of `starts` (ascending byte offsets).
+    fn with_link_starts(text: &str, starts: &[usize]) -> String {
+        let mut out = String::with_capacity(text.len() + starts.len());
+        let mut from = 0;
+        for &at in starts {
+            // Each link ends with `)`, which nothing trims, before the next
+            // one starts: the offsets only grow. Should one not, its `[` is
+            // left out rather than put in the wrong place.
+            if at < from {
+                continue;
+            }
+            out.push_str(&text[from..at]);
+            out.push('[');
+            from = at;
+        }
+        out.push_str(&text[from..]);
+        out
     }
 
     /// The index just past the `>` that ends the tag at the start of
@@ -621,9 +666,10 @@ mod html {
         while let Some(at) = rest.find('&') {
             out.push_str(&rest[..at]);
             rest = &rest[at..];
-            let entity = rest[1..]
-                .find(';')
-                .filter(|&end| end <= 10)
+            // An entity is at most ten bytes before its `;`: looking no
+            // further keeps a page of `&` without `;` linear.
+            let entity = (rest.as_bytes()[1..].iter().take(11))
+                .position(|&byte| byte == b';')
                 .map(|end| &rest[1..=end]);
             let decoded = entity.and_then(|entity| match entity {
                 "amp" => Some('&'),
@@ -897,6 +943,55 @@ mod tests {
             let error = call(&fetcher, args.clone()).await.unwrap_err();
             assert!(error.contains(expected), "{args}: {error}");
         }
+    }
+
+    /// A page of about 1 MiB built to make a careless conversion quadratic:
+    /// `block` repeated, and how many times.
+    fn hostile_page(block: &str) -> (String, usize) {
+        let blocks = (1 << 20) / block.len();
+        (block.repeat(blocks), blocks)
+    }
+
+    #[test]
+    fn hostile_pages_convert_in_linear_time() {
+        // Each block with its text and its markdown: scripts and styles
+        // (each once copied the rest of the page), links (each once
+        // inserted its `[`) and `&`s (each once searched the rest of the
+        // text for a `;`).
+        let cases = [
+            ("<script>var a = 1;</script><STYLE>p{}</sTyLe>x", "x", "x"),
+            ("<a href=/p>t</a>", "t", "[t](/p)"),
+            ("&", "&", "&"),
+        ];
+        for (block, text, markdown) in cases {
+            let (page, blocks) = hostile_page(block);
+            for (as_markdown, expected) in [(false, text), (true, markdown)] {
+                let started = std::time::Instant::now();
+                let converted = html::to_text(&page, as_markdown);
+                let took = started.elapsed();
+                // Under a second when linear, even unoptimised; a minute
+                // and more for the scripts and `&`s when not.
+                assert!(took < Duration::from_secs(5), "{block}: took {took:?}");
+                assert!(converted == expected.repeat(blocks), "{block}");
+            }
+        }
+    }
+
+    #[test]
+    fn end_tags_are_found_in_any_case_and_links_keep_their_text() {
+        assert_eq!(
+            html::to_text("a<SCRIPT>x</Script >b<style>y</STYLE>c", false),
+            "abc"
+        );
+        assert_eq!(
+            html::to_text(
+                "<p>see <a href='/x'>this</a>, <a href=/y>that</a> and <a \
+                 href=/z></a>none</p>",
+                true
+            ),
+            "see [this](/x), [that](/y) and none"
+        );
+        assert_eq!(html::to_text("<script>never closed", false), "");
     }
 
     #[test]

@@ -185,7 +185,7 @@ impl MemoryStore {
                     id: next_id(&memories),
                     created_at: crate::clock::now_rfc3339(),
                     memory: text(args, "memory")?,
-                    category: args.string("category")?.unwrap_or_default(),
+                    category: category(args)?.unwrap_or_default(),
                 };
                 let id = memory.id.clone();
                 let mut changed = memories.clone();
@@ -228,7 +228,7 @@ impl MemoryStore {
                 let at = position(&memories, args)?;
                 let mut changed = memories.clone();
                 changed[at].memory = text(args, "memory")?;
-                if let Some(category) = args.string("category")? {
+                if let Some(category) = category(args)? {
                     changed[at].category = category;
                 }
                 self.save(&changed)?;
@@ -239,25 +239,58 @@ impl MemoryStore {
         }
     }
 
-    /// Replaces the store file with `memories`: temporary file, sync,
-    /// rename.
+    /// Replaces the store file with `memories`: a new temporary file
+    /// beside it (a fresh name, created exclusively, so a link planted where
+    /// it will be is never written through), synced, then renamed over it.
+    /// A store that would outgrow what [`MemoryStore::open`] reads is
+    /// refused, so a full store never stops the next run.
     fn save(&self, memories: &[Memory]) -> Result<(), String> {
-        let fail = |error: std::io::Error| {
-            tracing::warn!(store = %self.path.display(), %error, "memory store not saved");
-            format!("the memory could not be saved ({error}); nothing was changed")
-        };
         let store = StoreFile {
             version: 1,
             memories: memories.to_vec(),
         };
         let bytes = serde_json::to_vec_pretty(&store).expect("memories serialise");
+        if bytes.len() as u64 > MAX_STORE_BYTES {
+            return Err(format!(
+                "the store would grow past the {} MiB it may hold; delete or shorten some \
+                 memories first (nothing was changed)",
+                MAX_STORE_BYTES >> 20
+            ));
+        }
+        let fail = |error: std::io::Error| {
+            tracing::warn!(store = %self.path.display(), %error, "memory store not saved");
+            format!("the memory could not be saved ({error}); nothing was changed")
+        };
         let mut temporary = self.path.clone().into_os_string();
-        temporary.push(".tmp");
+        temporary.push(format!(".{}.tmp", uuid::Uuid::new_v4().simple()));
         let temporary = PathBuf::from(temporary);
-        let mut file = std::fs::File::create(&temporary).map_err(fail)?;
-        file.write_all(&bytes).map_err(fail)?;
-        file.sync_all().map_err(fail)?;
-        std::fs::rename(&temporary, &self.path).map_err(fail)
+        let written = (|| {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&temporary)?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
+            std::fs::rename(&temporary, &self.path)
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&temporary);
+        }
+        written.map_err(fail)
+    }
+}
+
+/// Bytes of a category.
+const MAX_CATEGORY_BYTES: usize = 256;
+
+fn category(args: &Args) -> Result<Option<String>, String> {
+    let category = args.string("category")?;
+    match category {
+        Some(text) if text.len() > MAX_CATEGORY_BYTES => Err(format!(
+            "category is {} bytes; a category holds at most {MAX_CATEGORY_BYTES}",
+            text.len()
+        )),
+        other => Ok(other),
     }
 }
 
@@ -296,7 +329,7 @@ fn next_id(memories: &[Memory]) -> String {
         .filter_map(|memory| memory.id.parse::<u128>().ok())
         .max()
         .unwrap_or(0);
-    now.max(newest + 1).to_string()
+    now.max(newest.saturating_add(1)).to_string()
 }
 
 fn listing<'a>(memories: impl Iterator<Item = &'a Memory>) -> String {
@@ -310,4 +343,67 @@ fn listing<'a>(memories: impl Iterator<Item = &'a Memory>) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "bgagents-memory-{name}-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn memory(id: u128, text: String) -> Memory {
+        Memory {
+            id: id.to_string(),
+            created_at: String::new(),
+            memory: text,
+            category: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_link_planted_beside_the_store_is_never_written_through() {
+        let dir = scratch("link");
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "untouched").unwrap();
+        let path = dir.join("memory.db");
+        // Where an earlier scheme put its temporary file.
+        std::os::unix::fs::symlink(&victim, dir.join("memory.db.tmp")).unwrap();
+        let store = MemoryStore::open(&path).unwrap();
+        store.save(&[memory(1, "noted".into())]).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+        assert!(std::fs::read_to_string(&path).unwrap().contains("noted"));
+        let leftovers = std::fs::read_dir(&dir).unwrap().count();
+        assert_eq!(leftovers, 3, "no temporary file is left behind");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_store_that_would_outgrow_what_open_reads_is_refused_unchanged() {
+        let dir = scratch("full");
+        let path = dir.join("memory.db");
+        let store = MemoryStore::open(&path).unwrap();
+        store.save(&[memory(1, "kept".into())]).unwrap();
+        let big = "x".repeat(MAX_MEMORY_BYTES);
+        let too_many: Vec<Memory> = (0..(MAX_STORE_BYTES as usize / MAX_MEMORY_BYTES + 1) as u128)
+            .map(|id| memory(id, big.clone()))
+            .collect();
+        let refused = store.save(&too_many).unwrap_err();
+        assert!(refused.contains("would grow past the 64 MiB"), "{refused}");
+        assert!(std::fs::read_to_string(&path).unwrap().contains("kept"));
+        assert!(MemoryStore::open(&path).is_ok());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn ids_never_overflow() {
+        let newest = [memory(u128::MAX, "last".into())];
+        assert_eq!(next_id(&newest), u128::MAX.to_string());
+    }
 }

@@ -113,17 +113,15 @@ fn flag(args: &Args, name: &str) -> Result<bool, String> {
 /// A file's text; a directory, a file over [`MAX_READ_BYTES`] or one that
 /// is not UTF-8 is refused with what to do instead.
 pub(super) fn read_text(target: &Target) -> Result<String, String> {
-    let file = target
-        .dir
-        .open(&target.rel)
-        .map_err(|error| target.explain(error))?;
-    let metadata = file.metadata().map_err(|error| target.explain(error))?;
+    let metadata = (target.dir.metadata(&target.rel)).map_err(|error| target.explain(error))?;
     if metadata.is_dir() {
         return Err(format!(
             "{} is a directory; list it with list_directory",
             target.shown
         ));
     }
+    let file =
+        paths::open_regular(target.dir, &target.rel).map_err(|error| target.explain(error))?;
     let mut bytes = Vec::new();
     (file.take(MAX_READ_BYTES + 1))
         .read_to_end(&mut bytes)
@@ -245,7 +243,24 @@ fn write_text(target: &Target, text: &str) -> Result<(), String> {
             Err(error) => return Err(target.explain(error)),
         }
     }
-    (target.dir.write(&target.rel, text)).map_err(|error| target.explain(error))
+    // Opened without blocking and checked before anything is written: a
+    // FIFO or device planted in the grant is refused, not waited on.
+    let write = || {
+        use cap_std::fs::OpenOptionsExt;
+        let mut file = target.dir.open_with(
+            &target.rel,
+            cap_std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .custom_flags(libc::O_NONBLOCK),
+        )?;
+        if !file.metadata()?.is_file() {
+            return Err(std::io::Error::other("not a regular file"));
+        }
+        file.set_len(0)?;
+        std::io::Write::write_all(&mut file, text.as_bytes())
+    };
+    write().map_err(|error| target.explain(error))
 }
 
 fn list(target: &Target) -> Result<String, String> {

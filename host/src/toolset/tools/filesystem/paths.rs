@@ -12,6 +12,23 @@ use cap_std::fs::Dir;
 use std::io;
 use std::path::{Path, PathBuf};
 
+/// Opens `rel` under `dir` to read, refusing anything but a regular file.
+/// The open does not block: a FIFO planted in a grant (by the agent's own
+/// shell) would otherwise hold the thread until a writer came.
+pub(super) fn open_regular(dir: &Dir, rel: &Path) -> io::Result<cap_std::fs::File> {
+    use cap_std::fs::OpenOptionsExt;
+    let file = dir.open_with(
+        rel,
+        cap_std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK),
+    )?;
+    match file.metadata()?.is_file() {
+        true => Ok(file),
+        false => Err(io::Error::other("not a regular file")),
+    }
+}
+
 /// One granted directory, opened.
 pub(super) struct Root {
     /// Where the agent sees it (`/work`).
@@ -166,7 +183,10 @@ fn explain(shown: &str, root: &Root, error: io::Error) -> String {
     // cap-std reports a path that would leave the directory (through `..`,
     // an absolute path or a symlink) as permission denied with this text.
     let escaped = error.to_string().contains("outside of the filesystem");
+    // A FIFO opened for writing without a reader, without blocking.
+    let not_regular = error.raw_os_error() == Some(libc::ENXIO);
     match error.kind() {
+        _ if not_regular => format!("{shown}: not a regular file"),
         _ if escaped => format!(
             "{shown} leads outside the granted directory {} (through `..` or a symbolic \
              link); only files inside the granted directories can be used",

@@ -31,8 +31,11 @@ pub(super) fn tree(target: &Target) -> Result<String, String> {
 }
 
 fn children(dir: &Dir, budget: &mut usize) -> Vec<Value> {
+    // Read no more of the listing than the budget can use: a directory of
+    // millions of entries costs no more than one of a thousand.
     let mut entries: Vec<(String, bool)> = match dir.entries() {
         Ok(entries) => entries
+            .take(*budget + 1)
             .filter_map(Result::ok)
             .filter_map(|entry| {
                 let kind = entry.file_type().ok()?;
@@ -146,7 +149,8 @@ pub(super) fn search(
 impl Search<'_> {
     fn walk(&mut self, dir: &Dir, rel: &Path, base: &str) {
         let Ok(entries) = dir.entries() else { return };
-        let mut entries: Vec<_> = entries.filter_map(Result::ok).collect();
+        let room = (MAX_ENTRIES + 1).saturating_sub(self.visited);
+        let mut entries: Vec<_> = entries.take(room).filter_map(Result::ok).collect();
         entries.sort_by_key(|entry| entry.file_name());
         for entry in entries {
             if self.cut {
@@ -179,7 +183,9 @@ impl Search<'_> {
     }
 
     fn search_file(&mut self, dir: &Dir, name: &str, path: &Path, base: &str) {
-        let Ok(file) = dir.open(name) else { return };
+        let Ok(file) = super::paths::open_regular(dir, Path::new(name)) else {
+            return;
+        };
         let mut bytes = Vec::new();
         if file
             .take(MAX_READ_BYTES + 1)

@@ -2,6 +2,11 @@
 //! (`command:`, or Docker's MCP gateway for `ref: docker:NAME`) or a
 //! remote one over Streamable HTTP (`remote:`), up to the end of the
 //! handshake and the listing of its tools.
+//!
+//! A local server does not outlive the host, even one killed outright: it
+//! gets SIGKILL when the host goes (`PR_SET_PDEATHSIG`), and a small guard
+//! process in its group ends the rest of the group (whatever the server
+//! started) once the server is gone.
 
 use crate::config::McpServerSpec;
 use rmcp::model::{ClientConfig, Implementation, PaginatedRequestParams, ProtocolVersion, Tool};
@@ -50,6 +55,10 @@ const STDERR_LOG_LIMIT: usize = 64 << 10;
 /// Longest stderr line logged; longer ones are cut.
 const STDERR_LINE_LIMIT: usize = 1000;
 
+/// Seconds the processes a server started get between SIGTERM and SIGKILL
+/// once the server is gone (a gateway stopping its containers).
+const GROUP_GRACE_SECS: libc::time_t = 10;
+
 /// A started server: the MCP session and, for a local server, its process.
 pub(super) struct Connection {
     pub(super) client: RunningService<RoleClient, ClientConfig>,
@@ -60,7 +69,9 @@ pub(super) struct Connection {
 
 /// A local server's process, the leader of its own process group. Dropping
 /// it ends the group: SIGTERM to every process the server started (so a
-/// gateway can stop its containers) and SIGKILL to the server itself.
+/// gateway can stop its containers) and SIGKILL to the server itself; the
+/// group's guard ([`guard_group`]) gives what is left SIGKILL
+/// [`GROUP_GRACE_SECS`] later.
 pub(super) struct ServerProcess(tokio::sync::Mutex<Leader>);
 
 struct Leader {
@@ -196,7 +207,7 @@ where
     loop {
         let page = PaginatedRequestParams::default().with_cursor(cursor);
         let listed = (client.list_tools(Some(page)).await)
-            .map_err(|error| format!("tools/list failed: {error}"))?;
+            .map_err(|error| format!("tools/list failed: {}", error_chain(&error)))?;
         tools.extend(listed.tools);
         // A server whose cursor never ends would otherwise fill the memory
         // until the start's timeout.
@@ -227,37 +238,61 @@ fn init_error(error: ClientInitializeError) -> String {
             // cause ("connection refused"), which is what an operator needs.
             let cause = match error
                 .error
-                .downcast_ref::<StreamableHttpError<reqwest::Error>>()
+                .downcast::<StreamableHttpError<reqwest::Error>>()
             {
-                Some(StreamableHttpError::Client(http)) => error_chain(http),
-                _ => error_chain(&*error.error),
+                Ok(http) => match *http {
+                    StreamableHttpError::Client(http) => error_chain(&http.without_url()),
+                    other => error_chain(&other),
+                },
+                Err(other) => error_chain(&*other),
             };
             format!("{cause} (while trying to {context})")
         }
         ClientInitializeError::ConnectionClosed(during) => {
             format!("the server closed the connection before answering ({during})")
         }
-        other => other.to_string(),
+        other => error_chain(&other),
     }
 }
 
 /// `error` and each of its causes, joined by `: ` (a cause already quoted
-/// by the one before is not repeated).
+/// by the one before is not repeated), without the URL of any HTTP client
+/// error among them: the HTTP client prints the whole request URL, whose
+/// path or query can carry a key.
 pub(super) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
+    let mut urls: Vec<String> = http_url(error).into_iter().collect();
     let mut cause = error.source();
     while let Some(next) = cause {
         let line = next.to_string();
         if !text.contains(&line) {
             text = format!("{text}: {line}");
         }
+        urls.extend(http_url(next));
         cause = next.source();
+    }
+    for url in urls {
+        // How the HTTP client words it: "error sending request for url (URL)".
+        text = text.replace(&format!(" for url ({url})"), "");
+        text = text.replace(&url, "[url]");
     }
     text
 }
 
+/// The request URL an HTTP client error names, if `error` is one.
+fn http_url(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let url = error.downcast_ref::<reqwest::Error>()?.url()?;
+    Some(url.to_string())
+}
+
 /// Spawns a local server in its own process group, stdio piped, stderr
-/// copied to the host log.
+/// copied to the host log, bound to the host's life (see
+/// [`die_with_host`]).
+///
+/// Call it from a runtime worker thread (an async fn), never from
+/// `spawn_blocking`: the kernel sends the parent-death signal when the
+/// *thread* that forked the server exits, and the blocking pool ends idle
+/// threads, which would kill a healthy server.
 fn spawn(
     mut cmd: Command,
     server: &McpServerSpec,
@@ -276,6 +311,12 @@ fn spawn(
         // ends its servers itself, and ending the group reaches whatever
         // the server started.
         .process_group(0);
+    let host = std::process::id() as libc::pid_t;
+    // SAFETY: the hook runs in the forked child before exec, and
+    // `die_with_host` makes only async-signal-safe calls.
+    unsafe {
+        cmd.pre_exec(move || die_with_host(host));
+    }
     let mut child = cmd
         .spawn()
         .map_err(|error| format!("cannot start the server: {error}"))?;
@@ -289,6 +330,80 @@ fn spawn(
     tracing::info!(server = %server.label(), pid = ?child.id(), "MCP server started");
     let process = ServerProcess(tokio::sync::Mutex::new(Leader { child, group }));
     Ok(((stdout, stdin), process))
+}
+
+/// Runs in the forked server process just before exec (so only
+/// async-signal-safe calls): asks for SIGKILL when the host's forking
+/// thread ends, so a host killed outright (SIGKILL, a crash) does not leave
+/// the server running, and forks the group's guard ([`guard_group`]) for
+/// the processes the server will start, which that signal does not reach.
+fn die_with_host(host: libc::pid_t) -> std::io::Result<()> {
+    // SAFETY: prctl, getppid, getpid and clone (as fork) with plain integers.
+    unsafe {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // The host may have gone between the fork and the prctl.
+        if libc::getppid() != host {
+            return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        let server = libc::getpid();
+        // A plain fork by system call: libc's `fork` would run at-fork
+        // handlers, which are not safe in a child of a threaded process.
+        match libc::syscall(libc::SYS_clone, libc::SIGCHLD, 0, 0, 0, 0) {
+            -1 => Err(std::io::Error::last_os_error()),
+            0 => guard_group(server),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The body of the group's guard, a child of the server in the server's
+/// process group that holds no descriptor and waits, all signals blocked,
+/// until the server is gone (its parent-death signal, SIGUSR1) or the host
+/// ends the group (SIGTERM to the group). Then it gives the group SIGTERM
+/// (unless the host just did), and SIGKILL after [`GROUP_GRACE_SECS`],
+/// itself included. Async-signal-safe calls only: it is a fork of the
+/// host's forking thread and never execs.
+fn guard_group(server: libc::pid_t) -> ! {
+    // SAFETY: system calls with plain integers and stack-local signal sets.
+    unsafe {
+        // None of the host's descriptors, above all not the server's stdio
+        // pipes, whose end the host must see when the server goes.
+        if libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) != 0 {
+            for fd in 0..4096 {
+                libc::close(fd);
+            }
+        }
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::sigprocmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGUSR1 as libc::c_ulong);
+        let mut woken_by = libc::SIGUSR1;
+        // The server may have gone before the prctl.
+        if libc::getppid() == server {
+            let mut wanted: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut wanted);
+            libc::sigaddset(&mut wanted, libc::SIGUSR1);
+            libc::sigaddset(&mut wanted, libc::SIGTERM);
+            woken_by = loop {
+                let signal = libc::sigwaitinfo(&wanted, std::ptr::null_mut());
+                if signal > 0 {
+                    break signal;
+                }
+            };
+        }
+        if woken_by != libc::SIGTERM {
+            libc::kill(0, libc::SIGTERM);
+        }
+        let grace = libc::timespec {
+            tv_sec: GROUP_GRACE_SECS,
+            tv_nsec: 0,
+        };
+        libc::nanosleep(&grace, std::ptr::null_mut());
+        libc::kill(0, libc::SIGKILL);
+        libc::_exit(0)
+    }
 }
 
 /// Copies a server's stderr to the host log line by line (debug level),

@@ -11,11 +11,14 @@
 //!   gateway (`docker mcp gateway run`), which needs `docker` on PATH.
 //!
 //! Two toolsets naming the same server share it. A server that stops is
-//! reported in the result of the call that finds it stopped, and restarted
-//! once, on the next call: a crash does not cost a long-running host the
-//! server for good, and a server that keeps crashing is not restarted in a
-//! loop. Servers end when the last clone of [`McpServers`] is dropped (the
-//! toolset's end).
+//! reported in the result of the call that finds it stopped, and one that
+//! fails to start in the error of the `tools()` that tried; either way it
+//! is started once more, on the next use. A server gets that one extra
+//! start per run: a crash or a passing start failure does not cost a
+//! long-running host the server for good, and a server that keeps failing
+//! is not started in a loop. Servers end when the last clone of
+//! [`McpServers`] is dropped (the toolset's end), and with the host even if
+//! it is killed (see `launch`).
 
 mod launch;
 mod results;
@@ -115,20 +118,20 @@ struct Server {
     /// The tools it listed when it last started, for telling which toolset a
     /// call belongs to while it is stopped.
     listed: std::sync::Mutex<Vec<Tool>>,
-    /// Whether it has been restarted once already.
+    /// Whether it has had its one extra start (after a failed start or a
+    /// stop) already.
     restarted: AtomicBool,
 }
 
 enum State {
     NotStarted,
     Running(Arc<Connection>),
-    /// It stopped after running; `restart` if the next use starts it again.
-    Stopped {
+    /// It failed to start or stopped after running: `why`, for the next
+    /// uses. `retry` if the next use starts it again.
+    Down {
         why: String,
-        restart: bool,
+        retry: bool,
     },
-    /// It could not be started (or restarted); final.
-    Unavailable(String),
 }
 
 impl Server {
@@ -142,24 +145,20 @@ impl Server {
     }
 
     /// The running session, starting the server if it is not running yet
-    /// (or restarting it once after it stopped). Concurrent first callers
-    /// wait for one start.
+    /// (or once more after it failed to start or stopped). Concurrent
+    /// first callers wait for one start.
     async fn connection(&self) -> Result<Arc<Connection>, String> {
         let mut state = self.state.lock().await;
         let restart = match &*state {
             State::Running(connection) => return Ok(connection.clone()),
-            State::Unavailable(why) => return Err(why.clone()),
-            State::Stopped {
-                why,
-                restart: false,
-            } => return Err(why.clone()),
-            State::Stopped { restart: true, .. } => true,
+            State::Down { why, retry: false } => return Err(why.clone()),
+            State::Down { retry: true, .. } => true,
             State::NotStarted => false,
         };
         let label = self.spec.label();
         if restart {
             self.restarted.store(true, Ordering::Relaxed);
-            tracing::info!(server = %label, "restarting the MCP server once after it stopped");
+            tracing::info!(server = %label, "starting the MCP server once more");
         } else {
             tracing::info!(server = %label, "starting the MCP server");
         }
@@ -179,11 +178,23 @@ impl Server {
             Err(why) => {
                 let why = self.scrub(why);
                 tracing::warn!(server = %label, "MCP server unavailable: {why}");
-                let why = match restart {
-                    true => format!("it stopped, and restarting it failed: {why}"),
-                    false => why,
+                let (why, retry) = match restart {
+                    true => (
+                        format!(
+                            "it was started once more and that failed too: {why}; its tools \
+                             are unavailable for the rest of this run"
+                        ),
+                        false,
+                    ),
+                    false => (
+                        format!("{why}; it will be started once more on the next use"),
+                        true,
+                    ),
                 };
-                *state = State::Unavailable(why.clone());
+                *state = State::Down {
+                    why: why.clone(),
+                    retry,
+                };
                 Err(why)
             }
         }
@@ -273,7 +284,7 @@ impl Server {
         let next = match restart {
             true => "it will be started again on the next call",
             false => {
-                "it had been restarted once already, so its tools are unavailable for the \
+                "it had been started once more already, so its tools are unavailable for the \
                       rest of this run"
             }
         };
@@ -283,26 +294,140 @@ impl Server {
             && Arc::ptr_eq(current, connection)
         {
             tracing::warn!(server = %label, "MCP server {how}");
-            *state = State::Stopped {
+            *state = State::Down {
                 why: format!("{why} and was already restarted once; its tools are unavailable"),
-                restart,
+                retry: restart,
             };
         }
         format!("MCP server {label}: {why} during the call; {next}")
     }
 
     /// `text` from outside (a server's or the HTTP stack's message) with
-    /// the remote URL and header values taken out: a URL's query or a header
-    /// can carry a key.
+    /// what of a remote server's settings can carry a key taken out: the
+    /// URL, as configured and as the HTTP stack prints it (host in lower
+    /// case, `/` before the query, escapes normalised), its path and query
+    /// and their longer parts, and the header values.
     fn scrub(&self, mut text: String) -> String {
-        if let McpServerSpec::Remote { url, headers } = &self.spec {
-            text = text.replace(url.as_str(), &self.spec.label());
-            for (_, value) in headers {
-                if value.len() >= 4 {
-                    text = text.replace(value.as_str(), "[header value]");
-                }
-            }
+        for (secret, replacement) in remote_secrets(&self.spec) {
+            text = text.replace(&secret, &replacement);
         }
         text
+    }
+}
+
+/// What [`Server::scrub`] replaces in a remote server's messages, and by
+/// what, longest first (so a URL goes whole before its parts).
+fn remote_secrets(spec: &McpServerSpec) -> Vec<(String, String)> {
+    /// Shorter path segments ("mcp", "sse", "v1") are left: they carry no
+    /// key, and replacing them would garble the messages.
+    const SHORTEST_PATH_SEGMENT: usize = 12;
+    /// Shorter query or header values are left, as words of any message.
+    const SHORTEST_VALUE: usize = 4;
+    let McpServerSpec::Remote { url, headers } = spec else {
+        return Vec::new();
+    };
+    let label = spec.label();
+    let mut secrets = vec![(url.clone(), label.clone())];
+    let mut parts = Vec::new();
+    // The query and path as written, before the URL parser normalises them.
+    let written = url.split('#').next().unwrap_or_default();
+    let (before_query, query) = written.split_once('?').unwrap_or((written, ""));
+    parts.push(query.to_string());
+    if let Some((_, after_scheme)) = before_query.split_once("://")
+        && let Some((_, path)) = after_scheme.split_once('/')
+    {
+        parts.push(format!("/{path}"));
+    }
+    if let Ok(parsed) = reqwest::Url::parse(url) {
+        secrets.push((parsed.to_string(), label.clone()));
+        parts.push(parsed.query().unwrap_or_default().to_string());
+        parts.extend(parsed.query_pairs().map(|(_, value)| value.into_owned()));
+        if parsed.path() != "/" {
+            parts.push(parsed.path().to_string());
+        }
+        let segments = parsed.path_segments().into_iter().flatten();
+        parts.extend(
+            segments
+                .filter(|segment| segment.len() >= SHORTEST_PATH_SEGMENT)
+                .map(str::to_string),
+        );
+    }
+    let values = parts
+        .into_iter()
+        .filter(|part| part.len() >= SHORTEST_VALUE);
+    secrets.extend(values.map(|part| (part, "[url part]".to_string())));
+    secrets.extend(
+        (headers.iter())
+            .filter(|(_, value)| value.len() >= SHORTEST_VALUE)
+            .map(|(_, value)| (value.clone(), "[header value]".to_string())),
+    );
+    secrets.sort_by_key(|(secret, _)| std::cmp::Reverse(secret.len()));
+    secrets
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remote(url: &str, headers: &[(&str, &str)]) -> Server {
+        Server::new(McpServerSpec::Remote {
+            url: url.to_string(),
+            headers: (headers.iter())
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect(),
+        })
+    }
+
+    #[test]
+    fn scrub_takes_out_the_url_in_any_form_its_keys_and_the_header_values() {
+        let server = remote(
+            "https://Mcp.Example.com/mcp/PathKey0123456789/sse?key=Query%20Key&v=1",
+            &[("Authorization", "Bearer header-key")],
+        );
+        let said = [
+            "https://Mcp.Example.com/mcp/PathKey0123456789/sse?key=Query%20Key&v=1",
+            "https://mcp.example.com/mcp/PathKey0123456789/sse?key=Query%20Key&v=1",
+            "the server said: bad key PathKey0123456789",
+            "GET /mcp/PathKey0123456789/sse refused",
+            "query key=Query%20Key&v=1 refused; key \"Query Key\" unknown",
+            "token Bearer header-key expired",
+        ]
+        .join("\n");
+
+        let scrubbed = server.scrub(said);
+
+        for secret in ["PathKey", "Query%20Key", "Query Key", "header-key"] {
+            assert!(!scrubbed.contains(secret), "{secret} in {scrubbed}");
+        }
+        assert!(
+            scrubbed.starts_with("https://mcp.example.com\nhttps://mcp.example.com\n"),
+            "{scrubbed}"
+        );
+    }
+
+    #[test]
+    fn scrub_leaves_short_path_segments_and_other_servers_alone() {
+        let server = remote("http://127.0.0.1:8080/mcp", &[]);
+        let said = "the mcp session ended".to_string();
+        assert_eq!(server.scrub(said.clone()), said);
+        let command = Server::new(McpServerSpec::Command {
+            command: "server".to_string(),
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: Default::default(),
+        });
+        assert_eq!(command.scrub(said.clone()), said);
+    }
+
+    #[test]
+    fn a_remote_servers_label_is_its_scheme_host_and_port() {
+        let label = |url: &str| remote(url, &[]).spec.label();
+        assert_eq!(
+            label("https://Mcp.Example.com/mcp/KEY/sse?key=K#f"),
+            "https://mcp.example.com"
+        );
+        assert_eq!(label("http://user:pw@[::1]:8080/x"), "http://[::1]:8080");
+        assert_eq!(label("https://example.com:443/x"), "https://example.com");
+        assert_eq!(label("not a url KEY"), "remote server");
     }
 }

@@ -139,19 +139,12 @@ fn describe(block: &ContentBlock) -> String {
 
 /// `text` cut to [`MAX_RESULT`] bytes at a character boundary, with a note.
 pub(super) fn cut(text: String) -> String {
-    if text.len() <= MAX_RESULT {
-        return text;
-    }
-    let total = text.len();
-    let mut end = MAX_RESULT;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!(
-        "{}\n[cut: the result was {total} bytes; only the first {} KiB are shown]",
-        &text[..end],
-        MAX_RESULT >> 10
-    )
+    crate::text::cut_with_note(text, MAX_RESULT, |total| {
+        format!(
+            "\n[cut: the result was {total} bytes; only the first {} KiB are shown]",
+            MAX_RESULT >> 10
+        )
+    })
 }
 
 #[cfg(test)]
@@ -227,12 +220,18 @@ mod tests {
 
     #[test]
     fn long_results_are_cut_at_a_character_boundary_with_a_note() {
-        let text = "é".repeat(MAX_RESULT);
+        // One byte, then two-byte characters: the limit falls inside one.
+        let text = format!("a{}", "é".repeat(MAX_RESULT / 2));
         let cut = cut(text);
-        assert!(cut.len() < MAX_RESULT + 200);
-        assert!(cut.ends_with(&format!(
-            "[cut: the result was {} bytes; only the first 1024 KiB are shown]",
-            2 * MAX_RESULT
-        )));
+        assert_eq!(
+            cut,
+            format!(
+                "a{}\n[cut: the result was {} bytes; only the first 1024 KiB are shown]",
+                "é".repeat(MAX_RESULT / 2 - 1),
+                MAX_RESULT + 1
+            )
+        );
+        let short = "é".repeat(10);
+        assert_eq!(super::cut(short.clone()), short);
     }
 }

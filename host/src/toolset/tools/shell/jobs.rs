@@ -1,6 +1,7 @@
 //! Background jobs: sandboxed commands that run while the agent goes on,
 //! one task's at most [`MAX_RUNNING`] at a time, each with its output
-//! buffered under the same cap as a command's. Every job is killed when the
+//! buffered under the same cap as a command's and the same limits, which
+//! its status notes once it ran into them. Every job is killed when the
 //! task's shell is dropped (the task ended or was stopped).
 
 use super::output::Output;
@@ -40,6 +41,8 @@ struct Job {
 struct Ended {
     at: Instant,
     how: How,
+    /// The limits it ran into (see [`Running::limit_notes`]).
+    notes: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -130,6 +133,9 @@ impl Jobs {
             if let Some(exit) = job.exit() {
                 text.push_str(&format!("  Exit: {exit}\n"));
             }
+            for note in job.notes() {
+                text.push_str(&format!("  Note: {note}\n"));
+            }
             text.push('\n');
         }
         text
@@ -147,6 +153,9 @@ impl Jobs {
         );
         if let Some(exit) = job.exit() {
             text.push_str(&format!("Exit: {exit}\n"));
+        }
+        for note in job.notes() {
+            text.push_str(&format!("Note: {note}\n"));
         }
         text.push_str("\n--- Output ---\n");
         let output = job.output.text();
@@ -229,6 +238,10 @@ impl Job {
             How::Lost(why) => Some(why.clone()),
         }
     }
+
+    fn notes(&self) -> Vec<String> {
+        (self.ended.borrow().as_ref()).map_or_else(Vec::new, |ended| ended.notes.clone())
+    }
 }
 
 /// Waits for the job to end by itself or be stopped (stop_background_job,
@@ -250,12 +263,27 @@ async fn monitor(
             How::Stopped
         }
     };
-    let ended = Ended {
-        at: Instant::now(),
-        how,
+    let at = Instant::now();
+    running.output.finish(Duration::from_secs(5)).await;
+    let output = running.output.text();
+    let status = match how {
+        How::Exited(status) => Some(status),
+        _ => None,
+    };
+    let failure = status.and_then(|status| running.sandbox_failure(status, &output));
+    let ended = match failure {
+        Some(problem) => Ended {
+            at,
+            how: How::Lost(format!("the sandbox could not start: {problem}")),
+            notes: Vec::new(),
+        },
+        None => Ended {
+            at,
+            notes: running.limit_notes(status, &output),
+            how,
+        },
     };
     tracing::info!(job = %id, how = ?ended.how, "background shell job ended");
-    running.output.finish(Duration::from_secs(5)).await;
     drop(running);
     let _ = report.send(Some(ended));
 }

@@ -7,10 +7,12 @@
 //! guest paths and read-only unless granted read-write; no network unless
 //! `grants.network.shell`; a clean environment with only the granted
 //! variables; and limits from the toolset's settings — a timeout, an output
-//! cap, a cap on processes (a `pids` cgroup) and on file size
-//! (`RLIMIT_FSIZE`, which binds root too). When a command ends, times out
-//! or its task stops, every process it started is killed. Without a working
-//! bubblewrap nothing runs: there is no unconfined fallback.
+//! cap, a cap on processes (a `pids` cgroup), on memory (a `memory` cgroup,
+//! which also bounds the RAM-backed `/tmp` and `/dev/shm`; else
+//! `RLIMIT_AS` per process) and on file size (`RLIMIT_FSIZE`, which binds
+//! root too). When a command ends, times out or its task stops, every
+//! process it started is killed. Without a working bubblewrap nothing runs:
+//! there is no unconfined fallback.
 
 mod cgroup;
 mod jobs;
@@ -40,8 +42,8 @@ const CONFINEMENT: &str = "It runs with bash in a sandbox on the host: only the 
     granted to this agent are visible, at their sandbox paths (read-only unless granted \
     read-write), with the system's programs read-only and a private, size-limited /tmp; there \
     is no network unless the agent is granted it; the environment holds only granted variables. \
-    Processes, file sizes and output are limited, and every process the command starts is killed \
-    when it ends.";
+    Processes, memory (including files in /tmp), file sizes and output are limited, and every \
+    process the command starts is killed when it ends.";
 
 /// The toolset's tools, under docker-agent's names and schemas.
 pub fn specs() -> Vec<ToolSpec> {
@@ -179,7 +181,10 @@ impl Shell {
         };
         running.output.finish(Duration::from_secs(5)).await;
         let output = running.output.text();
-        let hit_process_limit = (running.cgroup.as_ref()).is_some_and(|cgroup| cgroup.hit_limit());
+        if let Some(problem) = status.and_then(|status| running.sandbox_failure(status, &output)) {
+            return Err(self.start_failed(&problem));
+        }
+        let notes = running.limit_notes(status, &output);
         drop(running);
 
         let mut text = match status {
@@ -189,33 +194,14 @@ impl Shell {
                 or_none(&output)
             ),
             Some(status) if status.success() => or_none(&output).to_string(),
-            Some(status) => {
-                if status.code() == Some(1)
-                    && let Some(problem) = output.strip_prefix("bwrap: ")
-                {
-                    return Err(self.start_failed(problem.trim()));
-                }
-                format!(
-                    "Error executing command: {}\nOutput: {}",
-                    exit_text(status),
-                    or_none(&output)
-                )
-            }
+            Some(status) => format!(
+                "Error executing command: {}\nOutput: {}",
+                exit_text(status),
+                or_none(&output)
+            ),
         };
-        if hit_process_limit {
-            text.push_str(&format!(
-                "\n[the command reached its limit of {} processes: further forks were refused]",
-                self.settings.max_processes
-            ));
-        }
-        let too_big = status.is_some_and(|status| {
-            status.code() == Some(128 + libc::SIGXFSZ) || status.signal() == Some(libc::SIGXFSZ)
-        }) || output.contains("File size limit exceeded");
-        if too_big {
-            text.push_str(&format!(
-                "\n[a file reached the size limit of {} bytes: writing more was refused]",
-                self.settings.max_file_size
-            ));
+        for note in notes {
+            text.push_str(&format!("\n[{note}]"));
         }
         Ok(text)
     }
@@ -307,6 +293,18 @@ fn exit_text(status: ExitStatus) -> String {
         (None, Some(libc::SIGKILL)) => "signal: killed".to_string(),
         (None, Some(signal)) => format!("signal: {signal}"),
         (None, None) => status.to_string(),
+    }
+}
+
+/// `1 GiB`, `64 MiB` or `512 KiB` when exact, else `1000000 bytes`.
+fn size_text(bytes: u64) -> String {
+    let units = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    match units
+        .iter()
+        .find(|(unit, _)| bytes >= *unit && bytes.is_multiple_of(*unit))
+    {
+        Some((unit, name)) => format!("{} {name}", bytes / unit),
+        None => format!("{bytes} bytes"),
     }
 }
 

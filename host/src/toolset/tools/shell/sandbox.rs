@@ -15,17 +15,27 @@
 //! with it (`--die-with-parent`), and when a PID namespace's first process
 //! dies the kernel kills every other process in it, so killing the group
 //! ends everything the command started, however it forked or detached.
+//!
+//! Limits: processes and memory through the command's cgroups (see
+//! [`super::cgroup`]), or each process's address space (`RLIMIT_AS`) where
+//! no memory cgroup is usable; file size through `RLIMIT_FSIZE`.
+//!
+//! Telling bubblewrap's failures from the command's: both exit with a
+//! status, but bubblewrap reports the command's exit code on its
+//! `--json-status-fd` only once the command was executed, so a status
+//! without that report is bubblewrap's own.
 
-use super::cgroup::{PidsCgroup, PidsHierarchy};
+use super::cgroup::{Cgroups, CommandCgroups};
 use super::output::Output;
+use super::size_text;
 use crate::config::{DirGrant, Grants, ShellSettings};
 use std::ffi::{OsStr, OsString};
-use std::io::{Seek, Write};
+use std::io::{PipeReader, Read, Seek, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::sync::OnceLock;
 
 /// Where commands start when no directory is granted.
@@ -73,8 +83,27 @@ pub(super) struct Bubblewrap {
     tmpfs_size: bool,
     /// `--disable-userns` (0.8+): no nested user namespaces.
     disable_userns: bool,
-    /// Where each command's process cap is enforced, or why it cannot be.
-    pub(super) pids: Result<PidsHierarchy, String>,
+    /// `--json-status-fd` (0.3.3+): tells whether the command was started.
+    json_status: bool,
+    /// Where each command's process and memory caps are enforced, or why
+    /// they cannot be.
+    pub(super) cgroups: Cgroups,
+    /// Whether `RLIMIT_AS` stands in for a memory cgroup.
+    address_space: AddressSpaceCap,
+}
+
+/// Whether each process of a command gets the memory cap as its address
+/// space limit (`RLIMIT_AS`), which is only a fallback: it bounds neither
+/// a command's processes together nor its tmpfs files.
+#[derive(Debug)]
+enum AddressSpaceCap {
+    /// A memory cgroup caps commands.
+    NotNeeded,
+    /// No memory cgroup is usable; every process gets `RLIMIT_AS`.
+    Used,
+    /// No memory cgroup is usable, and bubblewrap fails under `RLIMIT_AS`:
+    /// what it said.
+    Unusable(String),
 }
 
 /// The host's bubblewrap, checked once by running a command in a sandbox
@@ -99,7 +128,7 @@ pub(super) fn describe(bwrap: &Bubblewrap) -> String {
         bwrap.version,
         bwrap.path.display()
     )];
-    match &bwrap.pids {
+    match &bwrap.cgroups.pids {
         Ok(hierarchy) => lines[0].push_str(&format!(
             "; process count capped by the {}",
             hierarchy.describe()
@@ -108,7 +137,24 @@ pub(super) fn describe(bwrap: &Bubblewrap) -> String {
             "warning: no pids cgroup to cap a command's processes ({why}); \
              a fork bomb is stopped only by the command's timeout. \
              Run the host where it can create cgroups (as root with /sys/fs/cgroup writable, \
-             or in a systemd unit with Delegate=pids)"
+             or in a systemd unit with Delegate=pids memory)"
+        )),
+    }
+    let run_with_cgroups = "Run the host where it can create cgroups (as root with \
+                            /sys/fs/cgroup writable, or in a systemd unit with Delegate=pids memory)";
+    match (&bwrap.cgroups.memory, &bwrap.address_space) {
+        (Ok(hierarchy), _) => {
+            lines[0].push_str(&format!("; memory capped by the {}", hierarchy.describe()))
+        }
+        (Err(why), AddressSpaceCap::Unusable(said)) => lines.push(format!(
+            "warning: no memory cgroup to cap a command's memory ({why}), and bubblewrap \
+             cannot run under RLIMIT_AS ({said}): a command's memory, and its files in /tmp \
+             and /dev/shm, are bounded only by the host's. {run_with_cgroups}"
+        )),
+        (Err(why), _) => lines.push(format!(
+            "warning: no memory cgroup to cap a command's memory ({why}); each of its \
+             processes is held to the cap by RLIMIT_AS instead, which bounds neither its \
+             processes together nor its files in /tmp and /dev/shm. {run_with_cgroups}"
         )),
     }
     if !bwrap.tmpfs_size {
@@ -156,11 +202,38 @@ fn probe() -> Result<Bubblewrap, String> {
         version,
         tmpfs_size: help.contains("--size"),
         disable_userns: help.contains("--disable-userns"),
-        pids: Err("not looked for".to_string()),
+        json_status: help.contains("--json-status-fd"),
+        cgroups: Cgroups::none("not looked for"),
+        address_space: AddressSpaceCap::NotNeeded,
     };
+    if let Err(said) = try_sandbox(&bwrap)? {
+        return Err(format!(
+            "bubblewrap {} cannot create a sandbox here ({}), and shell commands never run \
+             outside one: allow unprivileged user namespaces \
+             (sysctl -w kernel.unprivileged_userns_clone=1, sysctl -w user.max_user_namespaces=15000, \
+             and on Ubuntu sysctl -w kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor \
+             profile for bwrap), or run the host outside a container that forbids them",
+            bwrap.version, said
+        ));
+    }
+    bwrap.cgroups = Cgroups::find();
+    if bwrap.cgroups.memory.is_err() {
+        // Tried at the default cap; bubblewrap itself needs a few MiB.
+        bwrap.address_space = AddressSpaceCap::Used;
+        if let Ok(Err(said)) | Err(said) = try_sandbox(&bwrap) {
+            bwrap.address_space = AddressSpaceCap::Unusable(said);
+        }
+    }
+    tracing::debug!(?bwrap, "shell sandbox probed");
+    Ok(bwrap)
+}
+
+/// Runs `exit 0` in a sandbox exactly as commands are run: `Ok(Err)` with
+/// what bubblewrap said if it failed, `Err` if it could not be run at all.
+fn try_sandbox(bwrap: &Bubblewrap) -> Result<Result<(), String>, String> {
     let sandbox = Sandbox::new(&ShellSettings::default(), &Grants::default());
     let prepared = sandbox
-        .prepare(&bwrap, "exit 0", SCRATCH, None)
+        .prepare(bwrap, "exit 0", SCRATCH, None)
         .map_err(|error| format!("cannot prepare a shell sandbox: {error}"))?;
     let mut command = prepared.command;
     let tried = command
@@ -173,21 +246,12 @@ fn probe() -> Result<Bubblewrap, String> {
                 bwrap.path.display()
             )
         })?;
-    if !tried.status.success() {
-        let said = String::from_utf8_lossy(&tried.stderr);
-        return Err(format!(
-            "bubblewrap {} cannot create a sandbox here ({}), and shell commands never run \
-             outside one: allow unprivileged user namespaces \
-             (sysctl -w kernel.unprivileged_userns_clone=1, sysctl -w user.max_user_namespaces=15000, \
-             and on Ubuntu sysctl -w kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor \
-             profile for bwrap), or run the host outside a container that forbids them",
-            bwrap.version,
-            said.trim()
-        ));
+    match tried.status.success() {
+        true => Ok(Ok(())),
+        false => Ok(Err(String::from_utf8_lossy(&tried.stderr)
+            .trim()
+            .to_string())),
     }
-    bwrap.pids = PidsHierarchy::find();
-    tracing::debug!(?bwrap, "shell sandbox probed");
-    Ok(bwrap)
 }
 
 /// `name` in the host's `PATH` (or `/usr/bin`), as an absolute path.
@@ -214,13 +278,15 @@ pub(super) struct Sandbox {
     default_cwd: String,
     max_file_size: u64,
     max_processes: u32,
+    max_memory: u64,
 }
 
-/// A sandboxed command ready to spawn, and the memfds its options are in
-/// (open until it is spawned).
+/// A sandboxed command ready to spawn, the descriptors it inherits (open
+/// until it is spawned), and the read end of its `--json-status-fd`.
 pub(super) struct Prepared {
     pub(super) command: std::process::Command,
     fds: Vec<OwnedFd>,
+    status: Option<PipeReader>,
 }
 
 impl Sandbox {
@@ -250,6 +316,7 @@ impl Sandbox {
             shell,
             max_file_size: settings.max_file_size,
             max_processes: settings.max_processes,
+            max_memory: settings.max_memory,
         }
     }
 
@@ -289,28 +356,30 @@ impl Sandbox {
         format!("/{}", parts.join("/"))
     }
 
-    /// Makes a cgroup capping the command's processes, if the host has one.
-    pub(super) fn cgroup(&self, bwrap: &Bubblewrap) -> Result<Option<PidsCgroup>, String> {
-        let Ok(hierarchy) = &bwrap.pids else {
-            return Ok(None);
-        };
-        hierarchy
-            .create(self.max_processes.saturating_add(BWRAP_PROCESSES))
-            .map(Some)
+    /// Makes the cgroups capping the command's processes and memory, where
+    /// the host has them.
+    pub(super) fn cgroups(&self, bwrap: &Bubblewrap) -> Result<Option<CommandCgroups>, String> {
+        (bwrap.cgroups)
+            .create(
+                self.max_processes.saturating_add(BWRAP_PROCESSES),
+                self.max_memory,
+            )
             .map_err(|error| {
-                format!("cannot make the cgroup that caps the command's processes: {error}")
+                format!(
+                    "cannot make the cgroups that cap the command's processes and memory: {error}"
+                )
             })
     }
 
     /// The bubblewrap command running `script` with `cwd` as its working
-    /// directory, joining `cgroup` before it starts. Stdio is the caller's
+    /// directory, joining `cgroups` before it starts. Stdio is the caller's
     /// to set.
     pub(super) fn prepare(
         &self,
         bwrap: &Bubblewrap,
         script: &str,
         cwd: &str,
-        cgroup: Option<&PidsCgroup>,
+        cgroups: Option<&CommandCgroups>,
     ) -> std::io::Result<Prepared> {
         let mut options = Options::default();
         options.arg("--unshare-all").arg("--unshare-user");
@@ -395,6 +464,24 @@ impl Sandbox {
             options.arg("--setenv").arg(name).arg(value);
         }
         options.arg("--chdir").arg(cwd);
+        // Read without blocking: bubblewrap has exited when it is read.
+        let status = match bwrap.json_status {
+            true => {
+                let (reader, writer) = std::io::pipe()?;
+                // SAFETY: fcntl on a descriptor we own.
+                if unsafe { libc::fcntl(reader.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) } != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let writer = OwnedFd::from(writer);
+                options
+                    .arg("--json-status-fd")
+                    .arg(writer.as_raw_fd().to_string());
+                options.fds.push(writer);
+                Some(reader)
+            }
+            false => None,
+        };
         let Options { args, mut fds } = options;
 
         // NUL-separated, as `--args` reads them.
@@ -416,8 +503,13 @@ impl Sandbox {
             .process_group(0);
         fds.push(args);
         let inherited: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
-        let procs = cgroup.map(PidsCgroup::procs_file);
+        let procs = cgroups.map(CommandCgroups::procs_files).unwrap_or_default();
         let max_file_size = self.max_file_size;
+        let address_space =
+            matches!(bwrap.address_space, AddressSpaceCap::Used).then(|| libc::rlimit {
+                rlim_cur: self.max_memory,
+                rlim_max: self.max_memory,
+            });
         // SAFETY: between fork and exec only async-signal-safe calls
         // (fcntl, setrlimit, open, write, close) on data prepared before the
         // fork.
@@ -461,7 +553,12 @@ impl Sandbox {
                 {
                     return Err(std::io::Error::last_os_error());
                 }
-                if let Some(procs) = &procs {
+                if let Some(address_space) = &address_space
+                    && libc::setrlimit(libc::RLIMIT_AS, address_space) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                for procs in &procs {
                     let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
                     if fd < 0 {
                         return Err(std::io::Error::last_os_error());
@@ -476,7 +573,11 @@ impl Sandbox {
                 Ok(())
             });
         }
-        Ok(Prepared { command, fds })
+        Ok(Prepared {
+            command,
+            fds,
+            status,
+        })
     }
 
     /// Starts `script` in the sandbox with its output captured (at most
@@ -488,9 +589,9 @@ impl Sandbox {
         cwd: &str,
         max_output: usize,
     ) -> Result<Running, String> {
-        let cgroup = self.cgroup(bwrap)?;
-        let start = || -> std::io::Result<(tokio::process::Child, Output)> {
-            let prepared = self.prepare(bwrap, script, cwd, cgroup.as_ref())?;
+        let cgroups = self.cgroups(bwrap)?;
+        let start = || -> std::io::Result<(tokio::process::Child, Output, Option<PipeReader>)> {
+            let prepared = self.prepare(bwrap, script, cwd, cgroups.as_ref())?;
             let (reader, writer) = std::io::pipe()?;
             let mut command = tokio::process::Command::from(prepared.command);
             command
@@ -503,14 +604,20 @@ impl Sandbox {
             // command, so the output ends when the sandbox's processes do.
             drop(command);
             drop(prepared.fds);
-            Ok((child, Output::capture(reader, max_output)?))
+            let output = Output::capture(reader, max_output)?;
+            Ok((child, output, prepared.status))
         };
-        let (child, output) =
+        let (child, output, status) =
             start().map_err(|error| format!("cannot start the sandbox (bubblewrap): {error}"))?;
         Ok(Running {
             child,
-            cgroup,
+            cgroups,
             output,
+            status,
+            max_processes: self.max_processes,
+            max_memory: self.max_memory,
+            max_file_size: self.max_file_size,
+            address_space: matches!(bwrap.address_space, AddressSpaceCap::Used),
         })
     }
 }
@@ -518,11 +625,78 @@ impl Sandbox {
 /// A command running in its sandbox. Dropping it kills the sandbox.
 pub(super) struct Running {
     pub(super) child: tokio::process::Child,
-    pub(super) cgroup: Option<PidsCgroup>,
+    cgroups: Option<CommandCgroups>,
     pub(super) output: Output,
+    /// bubblewrap's `--json-status-fd`, where it has one.
+    status: Option<PipeReader>,
+    max_processes: u32,
+    max_memory: u64,
+    max_file_size: u64,
+    /// Whether each process's address space was capped at `max_memory`.
+    address_space: bool,
 }
 
 impl Running {
+    /// What bubblewrap said if it failed before the command started, once
+    /// it has exited with `status` and printed `output`; `None` when the
+    /// command ran (whatever it printed, even `bwrap: …`).
+    pub(super) fn sandbox_failure(&self, status: ExitStatus, output: &str) -> Option<String> {
+        // bubblewrap's own failures exit 1.
+        if status.code() != Some(1) {
+            return None;
+        }
+        let started = match &self.status {
+            Some(pipe) => command_was_executed(pipe),
+            // Without `--json-status-fd` (bubblewrap before 0.3.3), its
+            // message is the best sign.
+            None => !output.starts_with("bwrap: "),
+        };
+        if started {
+            return None;
+        }
+        let said = (output.lines().rev()).find_map(|line| line.strip_prefix("bwrap: "));
+        Some(said.unwrap_or(output).trim().to_string())
+    }
+
+    /// A note per limit the command ran into, for its result: it may have
+    /// ended with `status` (`None`: killed at its timeout) and printed
+    /// `output`.
+    pub(super) fn limit_notes(&self, status: Option<ExitStatus>, output: &str) -> Vec<String> {
+        let mut notes = Vec::new();
+        let cgroups = self.cgroups.as_ref();
+        if cgroups.is_some_and(CommandCgroups::hit_process_limit) {
+            notes.push(format!(
+                "the command reached its limit of {} processes: further forks were refused",
+                self.max_processes
+            ));
+        }
+        let memory = size_text(self.max_memory);
+        if cgroups.is_some_and(CommandCgroups::hit_memory_limit) {
+            notes.push(format!(
+                "stopped at the memory limit of {memory}: the kernel killed a process of the \
+                 command to keep it under the limit, which counts all its processes and its \
+                 files in /tmp and /dev/shm"
+            ));
+        } else if self.address_space
+            && status.is_some_and(|status| !status.success())
+            && allocation_failed(output)
+        {
+            notes.push(format!(
+                "each process may use at most {memory} of memory: allocating more fails"
+            ));
+        }
+        let too_big = status.is_some_and(|status| {
+            status.code() == Some(128 + libc::SIGXFSZ) || status.signal() == Some(libc::SIGXFSZ)
+        }) || output.contains("File size limit exceeded");
+        if too_big {
+            notes.push(format!(
+                "a file reached the size limit of {} bytes: writing more was refused",
+                self.max_file_size
+            ));
+        }
+        notes
+    }
+
     /// Kills bubblewrap's process group (itself and the sandbox's PID 1),
     /// which ends the PID namespace and so every process in it. Only
     /// before the child is reaped, so the group id cannot have been reused.
@@ -538,6 +712,42 @@ impl Drop for Running {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Whether bubblewrap's `--json-status-fd` reported the command's exit code,
+/// which it does only once the command was executed. Read after bubblewrap
+/// exited, so everything it wrote is in the pipe.
+fn command_was_executed(mut pipe: &PipeReader) -> bool {
+    let mut reported = Vec::new();
+    let mut chunk = [0; 4096];
+    loop {
+        match pipe.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(read) => reported.extend_from_slice(&chunk[..read]),
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    // One JSON object a line: `{ "child-pid": …, … }`, then
+    // `{ "exit-code": N }`.
+    String::from_utf8_lossy(&reported).lines().any(|line| {
+        serde_json::from_str::<serde_json::Value>(line)
+            .is_ok_and(|report| report.get("exit-code").is_some())
+    })
+}
+
+/// Whether `output` shows a program failing to allocate memory.
+fn allocation_failed(output: &str) -> bool {
+    let output = output.to_lowercase();
+    [
+        "cannot allocate memory",
+        "memory exhausted",
+        "memoryerror",
+        "out of memory",
+        "bad_alloc",
+    ]
+    .iter()
+    .any(|sign| output.contains(sign))
 }
 
 /// bubblewrap's options, and the memfds holding data files they name.
@@ -581,28 +791,102 @@ fn memfd(content: &[u8]) -> std::io::Result<OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    fn bubblewrap_without_cgroups(version: &str, address_space: AddressSpaceCap) -> Bubblewrap {
+        Bubblewrap {
+            path: PathBuf::from("/usr/bin/bwrap"),
+            version: version.to_string(),
+            tmpfs_size: false,
+            disable_userns: false,
+            json_status: true,
+            cgroups: Cgroups::none("no cgroup v1 hierarchy or cgroup v2 is mounted"),
+            address_space,
+        }
+    }
 
     #[test]
     fn check_warns_of_each_weakened_limit() {
-        let old = Bubblewrap {
-            path: PathBuf::from("/usr/bin/bwrap"),
-            version: "0.6.1".to_string(),
-            tmpfs_size: false,
-            disable_userns: false,
-            pids: Err("cgroup v2 at /sys/fs/cgroup does not offer the pids controller".into()),
-        };
+        let old = bubblewrap_without_cgroups(
+            "0.6.1",
+            AddressSpaceCap::Unusable("bwrap: out of memory".into()),
+        );
         let lines: Vec<String> = describe(&old).lines().map(str::to_string).collect();
         assert_eq!(
             lines[0],
             "commands run in bubblewrap 0.6.1 (/usr/bin/bwrap)"
         );
         assert!(lines[1].starts_with("warning: no pids cgroup"), "{lines:?}");
+        assert!(lines[1].contains("no cgroup v1 hierarchy"), "{lines:?}");
         assert!(
-            lines[1].contains("does not offer the pids controller"),
+            lines[2].starts_with("warning: no memory cgroup") && lines[2].contains("RLIMIT_AS"),
             "{lines:?}"
         );
-        assert!(lines[2].contains("has no --size"), "{lines:?}");
-        assert!(lines[3].contains("has no --disable-userns"), "{lines:?}");
-        assert_eq!(lines.len(), 4);
+        assert!(
+            lines[2].contains("bwrap: out of memory")
+                && lines[2].contains("bounded only by the host's"),
+            "{lines:?}"
+        );
+        assert!(lines[3].contains("has no --size"), "{lines:?}");
+        assert!(lines[4].contains("has no --disable-userns"), "{lines:?}");
+        assert_eq!(lines.len(), 5);
+
+        let fallback = bubblewrap_without_cgroups("0.8.0", AddressSpaceCap::Used);
+        let fallback = describe(&fallback);
+        assert!(
+            fallback.contains("each of its processes is held to the cap by RLIMIT_AS instead"),
+            "{fallback}"
+        );
+    }
+
+    /// Runs `script` to its end in `sandbox`: its status, output and the
+    /// notes on limits it ran into.
+    async fn run(
+        sandbox: &Sandbox,
+        bwrap: &Bubblewrap,
+        script: &str,
+    ) -> (ExitStatus, String, Vec<String>) {
+        let mut running = sandbox.spawn(bwrap, script, SCRATCH, 4096).unwrap();
+        let status = running.child.wait().await.unwrap();
+        running.output.finish(Duration::from_secs(5)).await;
+        let output = running.output.text();
+        let notes = running.limit_notes(Some(status), &output);
+        (status, output, notes)
+    }
+
+    #[tokio::test]
+    async fn without_a_memory_cgroup_each_process_is_held_to_the_cap_by_rlimit_as() {
+        let probed = match bubblewrap() {
+            Ok(probed) => probed,
+            Err(why) => return eprintln!("skipped: {why}"),
+        };
+        let bwrap = Bubblewrap {
+            path: probed.path.clone(),
+            version: probed.version.clone(),
+            tmpfs_size: probed.tmpfs_size,
+            disable_userns: probed.disable_userns,
+            json_status: probed.json_status,
+            cgroups: Cgroups::none("none in this test"),
+            address_space: AddressSpaceCap::Used,
+        };
+        let settings = ShellSettings {
+            max_memory: 64 << 20,
+            ..ShellSettings::default()
+        };
+        let sandbox = Sandbox::new(&settings, &Grants::default());
+        // bubblewrap itself runs under the cap.
+        let (status, output, notes) = run(&sandbox, &bwrap, "ulimit -v; echo fine").await;
+        assert!(status.success(), "{status:?}: {output}");
+        assert_eq!(output, "65536\nfine\n");
+        assert!(notes.is_empty(), "{notes:?}");
+
+        // `tail` keeps a line until its end: here 1 GiB without one.
+        let (status, output, notes) = run(&sandbox, &bwrap, "head -c 1G /dev/zero | tail").await;
+        assert!(!status.success(), "{output}");
+        assert!(output.contains("memory exhausted"), "{output}");
+        assert_eq!(
+            notes,
+            ["each process may use at most 64 MiB of memory: allocating more fails"]
+        );
     }
 }

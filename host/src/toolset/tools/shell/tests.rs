@@ -192,7 +192,7 @@ async fn a_fork_bomb_ends_at_the_timeout_and_the_host_carries_on() {
     let Some(mut shell) = shell(settings, Grants::default()) else {
         return;
     };
-    if sandbox::bubblewrap().unwrap().pids.is_err() {
+    if sandbox::bubblewrap().unwrap().cgroups.pids.is_err() {
         eprintln!("skipped: no pids cgroup here, so a fork bomb would be bounded only by time");
         return;
     }
@@ -392,4 +392,134 @@ async fn commands_inherit_only_their_stdio_and_bad_cwds_are_explained() {
     let refused = call(&mut shell, SHELL, args).await.unwrap_err();
     assert!(refused.contains("the sandbox could not start"), "{refused}");
     assert!(refused.contains("/nowhere"), "{refused}");
+}
+
+/// Settings with a small memory cap, for the tests that go past it.
+fn capped_memory() -> ShellSettings {
+    ShellSettings {
+        max_memory: 64 << 20,
+        // So that /tmp and /dev/shm could hold more than the memory cap.
+        max_file_size: 1 << 30,
+        ..ShellSettings::default()
+    }
+}
+
+/// The shell with a memory cgroup per command, or `None` (printed).
+fn shell_with_memory_cgroup(settings: ShellSettings) -> Option<Shell> {
+    let shell = shell(settings, Grants::default())?;
+    match &sandbox::bubblewrap().unwrap().cgroups.memory {
+        Ok(_) => Some(shell),
+        Err(why) => {
+            eprintln!("skipped: no memory cgroup here ({why})");
+            None
+        }
+    }
+}
+
+#[tokio::test]
+async fn memory_past_the_cap_is_stopped_with_a_note_and_the_next_command_runs() {
+    let Some(mut shell) = shell_with_memory_cgroup(capped_memory()) else {
+        return;
+    };
+    // `tail` keeps a line until its end: here 2 GiB without one.
+    let hog = sh(&mut shell, "head -c 2G /dev/zero | tail; echo after").await;
+    // `tail` was killed, and the shell went on.
+    assert!(hog.contains("Killed"), "{hog}");
+    assert!(
+        hog.ends_with(
+            "\nafter\n[stopped at the memory limit of 64 MiB: the kernel killed a process of the \
+             command to keep it under the limit, which counts all its processes and its files \
+             in /tmp and /dev/shm]"
+        ),
+        "{hog}"
+    );
+    let python = sh(
+        &mut shell,
+        "python3 -c 'b = bytearray(10**9)' || echo failed",
+    )
+    .await;
+    if !python.contains("command not found") {
+        assert!(python.contains("memory limit of 64 MiB"), "{python}");
+    }
+    assert_eq!(sh(&mut shell, "echo still fine").await, "still fine");
+}
+
+#[tokio::test]
+async fn files_in_tmp_and_dev_shm_count_against_the_memory_cap() {
+    let Some(mut shell) = shell_with_memory_cgroup(capped_memory()) else {
+        return;
+    };
+    for scratch in ["/tmp", "/dev/shm"] {
+        let fill = sh(
+            &mut shell,
+            &format!("head -c 512M /dev/zero > {scratch}/fill; ls -l {scratch}/fill"),
+        )
+        .await;
+        assert!(fill.contains("memory limit of 64 MiB"), "{scratch}: {fill}");
+        assert!(!fill.contains("536870912"), "{scratch}: {fill}");
+    }
+    assert_eq!(
+        sh(&mut shell, "ls /tmp /dev/shm; echo fine").await,
+        "/dev/shm:\n\n/tmp:\nhome\nfine"
+    );
+}
+
+#[tokio::test]
+async fn a_background_job_past_the_memory_cap_says_so() {
+    let Some(mut shell) = shell_with_memory_cgroup(capped_memory()) else {
+        return;
+    };
+    let args = json!({"cmd": "head -c 2G /dev/zero | tail"});
+    call(&mut shell, RUN_BACKGROUND_JOB, args).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while shell.jobs.list().contains("running") {
+        assert!(Instant::now() < deadline, "{}", shell.jobs.list());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let viewed = call(&mut shell, VIEW_BACKGROUND_JOB, json!({"job_id": "job_1"}))
+        .await
+        .unwrap();
+    assert!(viewed.contains("Status: failed"), "{viewed}");
+    assert!(
+        viewed.contains("Note: stopped at the memory limit of 64 MiB"),
+        "{viewed}"
+    );
+}
+
+#[tokio::test]
+async fn a_command_printing_like_bubblewrap_fails_as_itself() {
+    let Some(mut shell) = shell(ShellSettings::default(), Grants::default()) else {
+        return;
+    };
+    let own = call(
+        &mut shell,
+        SHELL,
+        json!({"cmd": "echo 'bwrap: x' >&2; exit 1"}),
+    )
+    .await;
+    assert_eq!(
+        own,
+        Ok("Error executing command: exit status 1\nOutput: bwrap: x".to_string())
+    );
+    // bubblewrap's own failure, for a job too.
+    let args = json!({"cmd": "true", "cwd": "/nowhere"});
+    call(&mut shell, RUN_BACKGROUND_JOB, args).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while shell.jobs.list().contains("running") {
+        assert!(Instant::now() < deadline, "{}", shell.jobs.list());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let listed = shell.jobs.list();
+    assert!(
+        listed.contains("Exit: the sandbox could not start: Can't chdir to /nowhere"),
+        "{listed}"
+    );
+}
+
+#[test]
+fn sizes_read_in_binary_units_when_exact() {
+    assert_eq!(size_text(1 << 30), "1 GiB");
+    assert_eq!(size_text(64 << 20), "64 MiB");
+    assert_eq!(size_text(3 << 29), "1536 MiB");
+    assert_eq!(size_text(1000), "1000 bytes");
 }
