@@ -283,3 +283,31 @@ async fn multi_code_team_delegates_across_providers_to_shell_agents() {
     assert_eq!(seen[1].model(), Some("gpt-4o"));
     assert!(all_text(&seen[2]).contains("lint-ok"), "{:?}", seen[2]);
 }
+
+#[test]
+fn the_repo_helper_example_passes_check_and_shows_each_tools_reach() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::fs::create_dir_all(root.join("target/repo-helper-scratch")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bgagents"))
+        .arg("check")
+        .arg(root.join("examples/repo-helper.yaml"))
+        .env("OPENAI_API_KEY", OPENAI_CANARY)
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    if !shell_can_run(&stderr) {
+        return;
+    }
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let stdout = text(&out.stdout);
+    for line in [
+        "filesystem tools: only read_file, read_multiple_files, list_directory, directory_tree, \
+         search_files_content",
+        "filesystem: /repo (ro)",
+        "sees /repo (ro), /scratch (rw); no network",
+        "fetch: only https://docs.rs:443",
+        "target/repo-helper-memory.json",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+}

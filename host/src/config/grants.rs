@@ -263,28 +263,27 @@ pub(super) fn resolve(
     grants
 }
 
-/// A read-only directory inside a read-write one (or the other way round)
-/// cannot hold: whatever can write the outer one can reach the inner one
-/// through it (another path to the same place, a link made there). Such
-/// grants are refused; nested grants of one mode are fine.
+/// A read-only directory inside a read-write one cannot stay read-only:
+/// whatever can write the outer one can reach the inner one through it
+/// (another path to the same place, a link made there). Such grants are
+/// refused. A read-write directory inside a read-only one is fine (through
+/// the outer path it is only read), as are nested grants of one mode.
 fn refuse_mixed_nesting(dirs: &[DirGrant], at: &str, problems: &mut Vec<String>) {
     for (index, inner) in dirs.iter().enumerate() {
         let outer = dirs.iter().enumerate().find(|(other, outer)| {
             *other != index
                 && inner.host.starts_with(&outer.host)
                 && (inner.host != outer.host || *other < index)
-                && inner.writable != outer.writable
+                && !inner.writable
+                && outer.writable
         });
         if let Some((other, outer)) = outer {
-            let mode = |writable| if writable { "read-write" } else { "read-only" };
             problems.push(format!(
-                "{at}.grants.files[{index}]: {} ({}) lies inside {} ({}, files[{other}]); a \
-                 directory inside another must have the same mode — grant directories that do \
-                 not overlap",
+                "{at}.grants.files[{index}]: {} (read-only) lies inside {} (read-write, \
+                 files[{other}]), through which it could be changed; grant directories that do \
+                 not overlap, or make both read-only",
                 inner.host.display(),
-                mode(inner.writable),
-                outer.host.display(),
-                mode(outer.writable)
+                outer.host.display()
             ));
         }
     }
