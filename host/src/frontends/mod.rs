@@ -1,6 +1,8 @@
 //! Front-ends: thin adapters that reach the toolset's operations — the
-//! `bgagents` command line and MCP (guests reach them through `wit`).
+//! `bgagents` command line, MCP, and the `serve` daemon (guests reach them
+//! through `wit`).
 
 pub mod cli;
 pub mod mcp;
 pub mod scaffold;
+pub mod serve;

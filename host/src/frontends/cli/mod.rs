@@ -1,5 +1,7 @@
 //! The `bgagents` command line: `run` an agent of a team in the foreground,
-//! `check` a team before running it, and the helpers (`wit`, `new`, `mcp`).
+//! `check` a team before running it, the helpers (`wit`, `new`, `mcp`), and
+//! `serve` a team as a daemon with its clients (`start`, `ps`, `logs`,
+//! `view`, `stop`, `wait`).
 //! It only adapts: tasks are started, watched and stopped through the
 //! toolset like any other front-end.
 //!
@@ -11,15 +13,17 @@
 //! guest text goes through [`sanitise::printable`].
 
 mod check;
+mod clients;
 mod logging;
 mod printer;
 mod progress;
 mod run;
 mod sanitise;
+mod serve;
 
 use crate::config::Team;
 use crate::toolset::Toolset;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use sanitise::{Keep, indented, printable, shown_path};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -46,6 +50,7 @@ const HOST: &str = "bgagents:";
         Start with:  bgagents check examples/team.yaml\n\
         then:        bgagents run examples/team.yaml \"your task\"\n\
         or serve it to an MCP client:  bgagents mcp examples/team.yaml\n\
+        or keep it running:  bgagents serve examples/team.yaml, then bgagents start AGENT TASK\n\
         Write a plugin:  bgagents new my-agent  (see docs/plugins.md)",
     after_help = "Exit codes: 0 completed · 1 the agent failed or was stopped · \
         2 bad team file, component or usage · 130 interrupted (Ctrl-C)"
@@ -115,6 +120,102 @@ enum Command {
         #[arg(long, short, default_value = "root")]
         agent: String,
     },
+    /// Run a team as a daemon in the foreground: tasks outlive the terminal
+    /// that started them.
+    ///
+    /// Listens on STATE/bgagents.sock (mode 0600) for MCP clients and for
+    /// `bgagents start`, `ps`, `logs`, `view`, `stop` and `wait`. One daemon
+    /// per state directory. SIGINT or SIGTERM stops every task and exits 0.
+    Serve {
+        /// The team file (or a component, served alone).
+        team: PathBuf,
+        /// The state directory [default: $XDG_STATE_HOME/bgagents/HASH, or
+        /// ~/.local/state/bgagents/HASH, HASH naming the team file's path].
+        #[arg(long)]
+        state: Option<PathBuf>,
+    },
+    /// Start an agent on a task in the running daemon and print the task id.
+    Start {
+        #[command(flatten)]
+        daemon: Daemon,
+        /// What the caller expects back, passed to the agent.
+        #[arg(long)]
+        expected_output: Option<String>,
+        /// The agent to run.
+        agent: String,
+        /// The task, as one or more words.
+        #[arg(required = true, num_args = 1..)]
+        task: Vec<String>,
+    },
+    /// List the daemon's tasks started from the command line (`--all`:
+    /// every client's).
+    Ps {
+        #[command(flatten)]
+        daemon: Daemon,
+        /// Every task on the daemon, with the session that started it.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a task's output so far (`-f`: then follow it live until the
+    /// task ends).
+    Logs {
+        #[command(flatten)]
+        daemon: Daemon,
+        /// Keep printing output as it comes, until the task ends.
+        #[arg(long, short)]
+        follow: bool,
+        /// The task id.
+        id: String,
+    },
+    /// Show a task: status, runtime, and its output, result or error.
+    View {
+        #[command(flatten)]
+        daemon: Daemon,
+        /// The task id.
+        id: String,
+    },
+    /// Stop a queued or running task and every task it started.
+    Stop {
+        #[command(flatten)]
+        daemon: Daemon,
+        /// The task id.
+        id: String,
+    },
+    /// Wait until tasks end, then print each one's status and output.
+    Wait {
+        #[command(flatten)]
+        daemon: Daemon,
+        /// Give up after this many seconds (exit 1) [default: no limit].
+        #[arg(long)]
+        timeout: Option<u64>,
+        /// The task ids.
+        #[arg(required = true, num_args = 1..)]
+        ids: Vec<String>,
+    },
+}
+
+/// Which running daemon a client command talks to.
+#[derive(Args)]
+struct Daemon {
+    /// The daemon's state directory.
+    #[arg(long, conflicts_with = "team")]
+    state: Option<PathBuf>,
+    /// The daemon's team file (its default state directory) [default: the
+    /// only daemon running].
+    #[arg(long)]
+    team: Option<PathBuf>,
+}
+
+impl Daemon {
+    fn target(self) -> clients::Target {
+        clients::Target {
+            state: self.state,
+            team: self.team,
+        }
+    }
 }
 
 /// Entry point of the `bgagents` binary.
@@ -160,6 +261,28 @@ pub fn main() -> ExitCode {
                 report(created)
             }
             Command::Mcp { team, agent } => mcp(&team, &agent).await,
+            Command::Serve { team, state } => serve::serve_team(&team, state).await,
+            Command::Start {
+                daemon,
+                expected_output,
+                agent,
+                task,
+            } => {
+                let task = task.join(" ");
+                let target = daemon.target();
+                clients::start(&target, &agent, &task, expected_output.as_deref()).await
+            }
+            Command::Ps { daemon, all, json } => clients::ps(&daemon.target(), all, json).await,
+            Command::Logs { daemon, follow, id } => {
+                clients::logs(&daemon.target(), &id, follow).await
+            }
+            Command::View { daemon, id } => clients::view(&daemon.target(), &id).await,
+            Command::Stop { daemon, id } => clients::stop(&daemon.target(), &id).await,
+            Command::Wait {
+                daemon,
+                timeout,
+                ids,
+            } => clients::wait(&daemon.target(), &ids, timeout).await,
         }
     })
 }

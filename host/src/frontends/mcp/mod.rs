@@ -9,10 +9,10 @@
 // what clients listen to.
 #![allow(deprecated)]
 
-mod notify;
+pub(crate) mod notify;
 mod schemas;
-mod server;
-mod transport;
+pub(crate) mod server;
+pub(crate) mod transport;
 
 use crate::toolset::{ToolError, Toolset};
 use notify::LogFilter;

@@ -37,16 +37,25 @@ impl McpServer {
     /// Who the client may dispatch, for the server instructions.
     fn instructions(&self) -> String {
         let team = self.toolset.team();
-        let agent = self.caller().agent().unwrap_or("root");
+        let (you, agents) = match self.caller().agent() {
+            Some(agent) => (
+                format!("act as agent {agent:?}"),
+                (team.agent(agent).map(|spec| spec.sub_agents.clone())).unwrap_or_default(),
+            ),
+            // The operator (the `serve` daemon's clients) may start any.
+            None => (
+                "are the operator".to_string(),
+                (team.agents.values())
+                    .filter(|spec| spec.component.is_some() || spec.model.is_some())
+                    .map(|spec| spec.name.clone())
+                    .collect(),
+            ),
+        };
         let mut text = format!(
-            "Background agents: each runs as a sandboxed WebAssembly component. You act as \
-             agent {agent:?} and may start these agents with {RUN}:\n"
+            "Background agents: each runs as a sandboxed WebAssembly component. You {you} \
+             and may start these agents with {RUN}:\n"
         );
-        for name in &team
-            .agent(agent)
-            .map(|spec| spec.sub_agents.clone())
-            .unwrap_or_default()
-        {
+        for name in &agents {
             let description = team.agent(name).map(|spec| spec.description.as_str());
             match description {
                 Some(description) if !description.is_empty() => {

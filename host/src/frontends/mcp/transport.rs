@@ -129,7 +129,7 @@ async fn read_messages<R: AsyncRead + Unpin>(
             Ok(Some(line)) => line,
             Ok(None) => break,
             Err(error) => {
-                eprintln!("bgagents mcp: cannot read standard input ({error}); closing");
+                eprintln!("bgagents mcp: cannot read the client's input ({error}); closing");
                 break;
             }
         };

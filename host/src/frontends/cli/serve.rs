@@ -1,0 +1,51 @@
+//! `bgagents serve`: resolve and lock the state directory, load the team,
+//! and run the daemon in the foreground.
+
+use super::sanitise::{Keep, printable, shown_path};
+use super::{EXIT_BAD_INPUT, HOST};
+use crate::frontends::serve::{self, state};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+pub async fn serve_team(team: &Path, state_dir: Option<PathBuf>) -> ExitCode {
+    let fail = |error: String| {
+        eprintln!("error: {}", printable(&error, Keep::Lines));
+        ExitCode::from(EXIT_BAD_INPUT)
+    };
+    let absolute = match state::absolute(team) {
+        Ok(absolute) => absolute,
+        Err(error) => return fail(error),
+    };
+    let dir = match state_dir.map_or_else(|| state::default_dir(team), Ok) {
+        Ok(dir) => dir,
+        Err(error) => return fail(error),
+    };
+    if let Err(error) = state::create(&dir) {
+        return fail(error);
+    }
+    // Before loading: a second daemon is refused at once.
+    let _lock = match state::lock(&dir, &absolute) {
+        Ok(lock) => lock,
+        Err(error) => return fail(error),
+    };
+    let toolset = match super::load(team, true) {
+        Ok(toolset) => toolset,
+        Err(code) => return code,
+    };
+    let listener = match state::bind(&dir) {
+        Ok(listener) => listener,
+        Err(error) => return fail(error),
+    };
+    let socket = state::socket(&dir);
+    eprintln!(
+        "{HOST} serving {} on {} (pid {}); stop with Ctrl-C or `kill -TERM {}`",
+        shown_path(team),
+        socket.display(),
+        std::process::id(),
+        std::process::id()
+    );
+    match serve::run(toolset, listener, &socket).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => fail(error),
+    }
+}

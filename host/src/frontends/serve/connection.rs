@@ -1,0 +1,376 @@
+//! One client connection on the daemon's socket: the MCP server of
+//! `bgagents mcp` (same tools, texts and notifications), acting as the
+//! operator, plus the tools only the daemon has — every session's tasks,
+//! and a task's output read from an offset (a long poll, for `logs -f`).
+//!
+//! A connection whose MCP client calls itself [`CLI_CLIENT`] joins the
+//! command line's shared session; any other gets a session of its own,
+//! which outlives the connection while it holds tasks. Over the socket a
+//! task id is a capability: view, stop, wait and the output tool take the
+//! id of any task on the daemon, whichever session started it; listing
+//! stays per session (`list_all_background_agents` is the operator's view).
+
+// Logging notifications are deprecated in the newest MCP revision but still
+// what clients listen to.
+#![allow(deprecated)]
+
+use super::sessions::Sessions;
+use crate::frontends::mcp::notify::{self, LogFilter};
+use crate::frontends::mcp::server::McpServer;
+use crate::frontends::mcp::transport::LineTransport;
+use crate::tasks::EventKind;
+use crate::toolset::Session;
+use crate::toolset::render;
+use crate::toolset::tools::args::Args;
+use crate::toolset::tools::background::{STOP, VIEW, WAIT, wait_args};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, InitializeRequestParams,
+    InitializeResult, ListToolsResult, PaginatedRequestParams, ServerConfig, SetLevelRequestParams,
+    Tool, ToolAnnotations,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
+use serde_json::{Value, json};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::net::UnixStream;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+/// The MCP client name the `bgagents` command line connects with.
+pub const CLI_CLIENT: &str = "bgagents-cli";
+
+/// Every task of every session on the daemon.
+pub const LIST_ALL: &str = "list_all_background_agents";
+/// A task's output from a byte offset, waiting for more if asked.
+pub const READ_OUTPUT: &str = "read_background_agent_output";
+
+/// The longest a [`READ_OUTPUT`] call waits for output.
+pub const READ_MAX_WAIT_SECS: u64 = 60;
+
+/// How long a woken [`READ_OUTPUT`] lets output gather before answering,
+/// so a chatty task costs a few answers a second, not one per write.
+const READ_GATHER: Duration = Duration::from_millis(50);
+
+#[derive(Clone)]
+pub struct Connection {
+    sessions: Arc<Sessions>,
+    number: u64,
+    /// Switched to the command line's session at `initialize` when the
+    /// client is the CLI.
+    server: Arc<RwLock<McpServer>>,
+    is_cli: Arc<AtomicBool>,
+}
+
+impl Connection {
+    fn server(&self) -> McpServer {
+        self.server.read().unwrap().clone()
+    }
+
+    fn session(&self) -> Arc<Session> {
+        self.server().session
+    }
+
+    /// The server acting for whichever session sees task `id` (this
+    /// connection's own first).
+    fn server_for(&self, id: &str) -> McpServer {
+        let mut server = self.server();
+        if let Some(owner) = self.sessions.owner(&server.session, id) {
+            server.session = owner;
+        }
+        server
+    }
+
+    fn extra_tools() -> Vec<Tool> {
+        let tool = |name: &str, description: &str, schema: Value| {
+            let Value::Object(schema) = schema else {
+                unreachable!("tool schemas are objects")
+            };
+            Tool::new(name.to_string(), description.to_string(), Arc::new(schema))
+                .with_annotations(ToolAnnotations::new().read_only(true))
+        };
+        vec![
+            tool(
+                LIST_ALL,
+                "List every task on this daemon, whichever client or session started it, \
+                 with the session that started it (the operator's view).",
+                json!({"type": "object", "properties": {}, "additionalProperties": false}),
+            ),
+            tool(
+                READ_OUTPUT,
+                "Read a task's live output from a byte offset: returns the output from \
+                 `offset` on, the offset to ask from next, and the task's status. With \
+                 `wait`, waits up to that many seconds for output past `offset` or for the \
+                 task to finish, whichever comes first.",
+                json!({
+                    "type": "object",
+                    "properties": {
+                        "task_id": {"type": "string", "description": "The task ID."},
+                        "offset": {"type": "integer", "minimum": 0, "description": "Byte offset to read from (0: the start)."},
+                        "wait": {"type": "integer", "minimum": 0, "maximum": READ_MAX_WAIT_SECS, "description": "Seconds to wait for more output; 0 or absent: answer at once."}
+                    },
+                    "required": ["task_id"],
+                    "additionalProperties": false
+                }),
+            ),
+        ]
+    }
+
+    fn list_all(&self, args: &Args) -> Result<CallToolResult, String> {
+        args.only(&[])?;
+        let tasks = self.sessions.list_all();
+        let infos: Vec<_> = tasks.iter().map(|(info, _)| info.clone()).collect();
+        let records: Vec<Value> = tasks
+            .iter()
+            .map(|(info, session)| {
+                json!({
+                    "task_id": info.id.as_str(),
+                    "agent": info.agent,
+                    "status": info.status.as_str(),
+                    "runtime_secs": info.runtime.as_secs_f64(),
+                    "parent": info.parent.as_ref().map(|id| id.as_str()),
+                    "session": session,
+                })
+            })
+            .collect();
+        let mut result = CallToolResult::success(vec![ContentBlock::text(render::list(&infos))]);
+        result.structured_content = Some(json!({"tasks": records}));
+        Ok(result)
+    }
+
+    async fn read_output(&self, args: &Args) -> Result<CallToolResult, String> {
+        args.only(&["task_id", "offset", "wait"])?;
+        let id = args.string("task_id")?.unwrap_or_default();
+        let offset = match args.raw("offset") {
+            None | Some(Value::Null) => 0,
+            Some(value) => value
+                .as_u64()
+                .ok_or("offset must be a whole number of bytes")?,
+        };
+        let offset = usize::try_from(offset).unwrap_or(usize::MAX);
+        let wait = args.timeout("wait")?;
+        if wait > READ_MAX_WAIT_SECS {
+            return Err(format!(
+                "wait must be at most {READ_MAX_WAIT_SECS} seconds; call again to keep waiting"
+            ));
+        }
+        let server = self.server_for(&id);
+        let toolset = &server.toolset;
+        let caller = server.session.caller();
+        // Subscribed before the first look, so no output is missed.
+        let mut events = toolset.events().subscribe();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+        loop {
+            let view = toolset
+                .view_background_agent(caller, &id)
+                .map_err(|error| error.to_string())?;
+            let done = view.info.status.is_final();
+            let text = view.output.text;
+            // A character still being written reads as U+FFFD until whole.
+            let mut end = text.len();
+            if !done && text.ends_with('\u{FFFD}') {
+                end -= '\u{FFFD}'.len_utf8();
+            }
+            let start = text.floor_char_boundary(offset.min(end));
+            if end > start || done || tokio::time::Instant::now() >= deadline {
+                let output = &text[start..end];
+                let mut result =
+                    CallToolResult::success(vec![ContentBlock::text(output.to_string())]);
+                result.structured_content = Some(json!({
+                    "task_id": view.info.id.as_str(),
+                    "agent": view.info.agent,
+                    "status": view.info.status.as_str(),
+                    "done": done,
+                    "output": output,
+                    "next_offset": end.max(offset.min(end)),
+                    "truncated": view.output.truncated,
+                    "result": view.result,
+                    "error": view.error,
+                }));
+                return Ok(result);
+            }
+            // Until this task writes, finishes, or the wait ends.
+            let woken = async {
+                loop {
+                    match events.recv().await {
+                        Ok(event) if event.id.as_str() == id.trim() => {
+                            if !matches!(event.kind, EventKind::Queued) {
+                                return;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(RecvError::Lagged(_) | RecvError::Closed) => return,
+                    }
+                }
+            };
+            if tokio::time::timeout_at(deadline, woken).await.is_ok() {
+                tokio::time::sleep(READ_GATHER).await;
+                while events.try_recv().is_ok() {}
+            }
+        }
+    }
+
+    /// A daemon-only tool, ended the moment the client cancels it or goes
+    /// away; `None` when `name` is not one.
+    async fn call_extra(
+        &self,
+        name: &str,
+        args: &Args,
+        context: &RequestContext<RoleServer>,
+    ) -> Option<CallToolResult> {
+        let server = self.server();
+        let call = async {
+            match name {
+                LIST_ALL => Some(self.list_all(args)),
+                READ_OUTPUT => Some(self.read_output(args).await),
+                _ => None,
+            }
+        };
+        let outcome = tokio::select! {
+            biased;
+            _ = context.ct.cancelled() => Some(Err("the request was cancelled".to_string())),
+            _ = server.client_gone.cancelled() => Some(Err("the client disconnected".to_string())),
+            outcome = call => outcome,
+        }?;
+        Some(outcome.unwrap_or_else(|text| CallToolResult::error(vec![ContentBlock::text(text)])))
+    }
+}
+
+impl ServerHandler for Connection {
+    fn get_info(&self) -> ServerConfig {
+        let mut info = self.server().get_info();
+        let instructions = info.instructions.take().unwrap_or_default();
+        info.instructions = Some(format!(
+            "{instructions}\n\nThis is a long-lived bgagents daemon: tasks keep running after \
+             you disconnect. A task ID is a capability here: view, stop and wait take any task \
+             on the daemon. {LIST_ALL} lists every session's tasks; {READ_OUTPUT} reads a \
+             task's output from an offset, waiting for more."
+        ));
+        info
+    }
+
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, ErrorData> {
+        let client = request.client_info.name.as_str();
+        if client == CLI_CLIENT {
+            self.server.write().unwrap().session = self.sessions.cli();
+            self.is_cli.store(true, Ordering::Relaxed);
+        } else {
+            self.sessions.register(self.number, client, self.session());
+        }
+        tracing::info!(connection = self.number, client, "client connected");
+        context.peer.set_peer_info(request.clone());
+        self.negotiate_initialize(&request)
+    }
+
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.server().set_level(request, context).await
+    }
+
+    async fn list_tools(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let mut tools = self.server().list_tools(request, context).await?;
+        tools.tools.extend(Self::extra_tools());
+        Ok(tools)
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let args = Args::new(request.arguments.clone());
+        if let Some(result) = self.call_extra(&request.name, &args, &context).await {
+            return Ok(result.into());
+        }
+        let server = match request.name.as_ref() {
+            VIEW | STOP => match args.string("task_id") {
+                Ok(Some(id)) => self.server_for(&id),
+                _ => self.server(),
+            },
+            WAIT => match wait_args(&args) {
+                Ok((ids, _)) if !ids.is_empty() => {
+                    let mut server = self.server();
+                    server.session = self.sessions.owner_of_all(&server.session, &ids);
+                    server
+                }
+                _ => self.server(),
+            },
+            _ => self.server(),
+        };
+        server.call_tool(request, context).await
+    }
+}
+
+/// Serves connection `number` until the client goes away. Its tasks keep
+/// running.
+pub async fn serve(sessions: Arc<Sessions>, stream: UnixStream, number: u64) {
+    let toolset = sessions.toolset().clone();
+    let own = match toolset.open_session(None) {
+        Ok(session) => Arc::new(session),
+        Err(error) => {
+            tracing::warn!(connection = number, %error, "cannot open a session");
+            return;
+        }
+    };
+    let client_gone = CancellationToken::new();
+    let log_filter = Arc::new(LogFilter::default());
+    let connection = Connection {
+        sessions: sessions.clone(),
+        number,
+        server: Arc::new(RwLock::new(McpServer {
+            toolset: toolset.clone(),
+            session: own,
+            log_filter: log_filter.clone(),
+            client_gone: client_gone.clone(),
+        })),
+        is_cli: Arc::new(AtomicBool::new(false)),
+    };
+    // Subscribed before any request is served, so no task event is missed.
+    let events = toolset.events().subscribe();
+    let (input, output) = stream.into_split();
+    let running = match connection
+        .clone()
+        .serve(LineTransport::new(input, output, client_gone.clone()))
+        .await
+    {
+        Ok(running) => running,
+        Err(error) => {
+            tracing::info!(connection = number, %error, "MCP handshake failed");
+            sessions.disconnected(number);
+            return;
+        }
+    };
+    // The command line polls; other clients are told of their tasks.
+    let notifier = (!connection.is_cli.load(Ordering::Relaxed)).then(|| {
+        let peer = running.peer().clone();
+        let session = connection.session().caller().session();
+        tokio::spawn(
+            async move { notify::forward_events(events, session, peer, &log_filter).await },
+        )
+    });
+    let finished = running.waiting();
+    tokio::pin!(finished);
+    tokio::select! {
+        _ = &mut finished => {}
+        _ = client_gone.cancelled() => {
+            let _ = finished.await;
+        }
+    }
+    if let Some(notifier) = notifier {
+        notifier.abort();
+    }
+    sessions.disconnected(number);
+    tracing::info!(connection = number, "client disconnected");
+}
