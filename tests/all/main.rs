@@ -24,6 +24,7 @@ mod model_server;
 mod plugins;
 mod polyglot;
 mod sandbox;
+mod serve;
 mod shell;
 mod toolset;
 

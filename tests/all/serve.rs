@@ -1,0 +1,371 @@
+//! `bgagents serve` and its clients through the real binary: a daemon per
+//! state directory (its socket 0600, a second daemon refused naming the
+//! first's pid, a stale socket cleaned up), and `start`, `ps`, `logs -f`,
+//! `view`, `stop` and `wait` as separate processes, tasks outliving them.
+
+use crate::text;
+use bgagents_testkit::{HANG, Scratch};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+const TEAM: &str = r#"
+agents:
+  root:
+    component: '{plugins}/probe.wasm'
+    sub_agents: [helper]
+    toolsets: [{type: background_agents}]
+  helper:
+    component: '{plugins}/probe.wasm'
+"#;
+
+/// A running `bgagents serve`, stopped (SIGKILL) when dropped.
+struct Daemon {
+    child: Child,
+    state: PathBuf,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Serves `team` with state directory `state` (or the default one under
+    /// `xdg`), once its socket is there.
+    fn start(team: &Path, state: Option<&Path>, xdg: &Path) -> Daemon {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let log = xdg.join(format!(
+            "serve-{}.log",
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(xdg).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_bgagents"));
+        command.arg("serve").arg(team).env("XDG_STATE_HOME", xdg);
+        if let Some(state) = state {
+            command.arg("--state").arg(state);
+        }
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut daemon = Daemon {
+            child,
+            state: PathBuf::new(),
+            log,
+        };
+        let started = Instant::now();
+        loop {
+            let log = daemon.log();
+            if let Some(line) = log.lines().find(|line| line.contains(" on ")) {
+                let socket = line
+                    .split(" on ")
+                    .nth(1)
+                    .unwrap()
+                    .split(" (pid")
+                    .next()
+                    .unwrap();
+                daemon.state = Path::new(socket).parent().unwrap().to_path_buf();
+                return daemon;
+            }
+            if let Some(status) = daemon.child.try_wait().unwrap() {
+                panic!("bgagents serve exited ({status}):\n{log}");
+            }
+            assert!(
+                started.elapsed() < HANG,
+                "the daemon never listened:\n{log}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs client command `args` against this daemon (`--state`).
+    fn client(&self, args: &[&str]) -> Output {
+        let (command, rest) = args.split_first().unwrap();
+        let state = self.state.to_str().unwrap();
+        bgagents(&[&[*command, "--state", state], rest].concat())
+    }
+
+    /// Runs `args`, which must succeed; its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let output = self.client(args);
+        assert!(
+            output.status.success(),
+            "bgagents {args:?} failed ({}):\n{}",
+            output.status,
+            text(&output.stderr)
+        );
+        text(&output.stdout)
+    }
+
+    /// Sends SIGTERM and waits for the daemon to exit.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < HANG,
+                "the daemon ignored SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn bgagents(args: &[&str]) -> Output {
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_bgagents"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(started.elapsed() < HANG, "bgagents {args:?} took too long");
+    output
+}
+
+#[test]
+fn tasks_started_from_the_command_line_run_in_the_daemon_and_are_followed_stopped_and_awaited() {
+    let scratch = Scratch::new();
+    let team = scratch.team(TEAM);
+    let state = scratch.dir.join("state");
+    let daemon = Daemon::start(&team, Some(&state), &scratch.dir.join("xdg"));
+    assert_eq!(daemon.state, state);
+
+    // Only its owner may reach the daemon.
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&state.join("bgagents.sock")), 0o600);
+    assert_eq!(mode(&state), 0o700);
+
+    let id = daemon.ok(&[
+        "start",
+        "helper",
+        "print 3 hello && sleep 1500 && echo done",
+    ]);
+    let id = id.trim();
+    assert!(id.starts_with("agent_task_"), "{id}");
+    // The start's process has ended; the task runs on.
+    let ps = daemon.ok(&["ps"]);
+    assert!(ps.contains(id) && ps.contains("helper"), "{ps}");
+    let json: serde_json::Value =
+        serde_json::from_str(&daemon.ok(&["ps", "--all", "--json"])).unwrap();
+    let listed = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|task| task["task_id"] == id)
+        .unwrap();
+    assert_eq!(listed["session"], "cli");
+
+    // Followed live to the end: every line once, then exit 0.
+    let followed = daemon.ok(&["logs", id, "-f"]);
+    assert_eq!(followed, "hello\nhello\nhello\n");
+    assert_eq!(daemon.ok(&["logs", id]), followed);
+    let view = daemon.ok(&["view", id]);
+    assert!(
+        view.contains("Status:  completed") && view.contains("done"),
+        "{view}"
+    );
+    let waited = daemon.ok(&["wait", id]);
+    assert!(
+        waited.contains(&format!("{id} completed")) && waited.contains("done"),
+        "{waited}"
+    );
+
+    // A task that never ends: a bounded wait gives up, stop ends it.
+    let spinner = daemon.ok(&["start", "helper", "spin"]);
+    let spinner = spinner.trim();
+    let timed_out = daemon.client(&["wait", spinner, "--timeout", "1"]);
+    assert_eq!(
+        timed_out.status.code(),
+        Some(1),
+        "{}",
+        text(&timed_out.stderr)
+    );
+    assert!(
+        text(&timed_out.stderr).contains("timed out"),
+        "{}",
+        text(&timed_out.stderr)
+    );
+    assert!(daemon.ok(&["stop", spinner]).contains("stopped"));
+    let again = daemon.client(&["stop", spinner]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again.stderr).contains("already ended (stopped)"),
+        "{}",
+        text(&again.stderr)
+    );
+    let both = daemon.client(&["wait", id, spinner]);
+    assert_eq!(
+        both.status.code(),
+        Some(1),
+        "a stopped task is not a success"
+    );
+    assert!(
+        text(&both.stdout).contains(&format!("{spinner} stopped")),
+        "{}",
+        text(&both.stdout)
+    );
+    let failed = daemon.ok(&["start", "helper", "fail broken on purpose"]);
+    let follow = daemon.client(&["logs", "-f", failed.trim()]);
+    assert_eq!(follow.status.code(), Some(1));
+    assert!(
+        text(&follow.stderr).contains("broken on purpose"),
+        "{}",
+        text(&follow.stderr)
+    );
+
+    // Unknown ids and agents are bad input.
+    for args in [
+        &["view", "agent_task_nope"][..],
+        &["logs", "nope"],
+        &["start", "nobody", "x"],
+    ] {
+        let output = daemon.client(args);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+        assert!(text(&output.stderr).starts_with("error: "));
+    }
+
+    let status = daemon.terminate();
+    assert!(status.success(), "{status}");
+    assert!(
+        !state.join("bgagents.sock").exists(),
+        "the socket is removed on exit"
+    );
+}
+
+#[test]
+fn sigterm_stops_running_tasks_and_a_client_is_then_told_how_to_start_the_daemon() {
+    let scratch = Scratch::new();
+    let team = scratch.team(TEAM);
+    let xdg = scratch.dir.join("xdg");
+    // The default state directory, found by the clients from the team.
+    let daemon = Daemon::start(&team, None, &xdg);
+    assert!(
+        daemon.state.starts_with(xdg.join("bgagents")),
+        "{}",
+        daemon.state.display()
+    );
+    let id = daemon.ok(&["start", "helper", "spin"]);
+    let team_arg = team.to_str().unwrap();
+    let by_team = Command::new(env!("CARGO_BIN_EXE_bgagents"))
+        .args(["ps", "--team", team_arg])
+        .env("XDG_STATE_HOME", &xdg)
+        .output()
+        .unwrap();
+    assert!(
+        text(&by_team.stdout).contains(id.trim()),
+        "{}",
+        text(&by_team.stderr)
+    );
+    let log = daemon.log.clone();
+    let status = daemon.terminate();
+    assert!(status.success());
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(log.contains("SIGTERM: stopping every task"), "{log}");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_bgagents"))
+        .args(["ps", "--team", team_arg])
+        .env("XDG_STATE_HOME", &xdg)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("no bgagents daemon is running"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("bgagents serve {team_arg}")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_second_daemon_on_the_same_state_is_refused_naming_the_first() {
+    let scratch = Scratch::new();
+    let team = scratch.team(TEAM);
+    let state = scratch.dir.join("state");
+    let daemon = Daemon::start(&team, Some(&state), &scratch.dir);
+    let second = bgagents(&[
+        "serve",
+        team.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+    ]);
+    assert_eq!(second.status.code(), Some(2));
+    let stderr = text(&second.stderr);
+    assert!(
+        stderr.contains(&format!("process {}", daemon.child.id())),
+        "{stderr}"
+    );
+    // The first one still serves.
+    assert!(daemon.ok(&["ps"]).is_empty());
+}
+
+#[test]
+fn a_stale_socket_from_a_dead_daemon_is_removed() {
+    let scratch = Scratch::new();
+    let team = scratch.team(TEAM);
+    let state = scratch.dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    // Bound, then nobody listens: what a killed daemon leaves.
+    drop(std::os::unix::net::UnixListener::bind(state.join("bgagents.sock")).unwrap());
+    let client = bgagents(&["ps", "--state", state.to_str().unwrap()]);
+    assert_eq!(client.status.code(), Some(2));
+    assert!(
+        text(&client.stderr).contains("start it with"),
+        "{}",
+        text(&client.stderr)
+    );
+    let daemon = Daemon::start(&team, Some(&state), &scratch.dir);
+    assert!(
+        daemon.log().contains("removed the stale socket"),
+        "{}",
+        daemon.log()
+    );
+    let id = daemon.ok(&["start", "helper", "echo fresh"]);
+    assert!(daemon.ok(&["wait", id.trim()]).contains("fresh"));
+}
+
+#[test]
+fn a_file_in_the_sockets_place_is_never_removed() {
+    let scratch = Scratch::new();
+    let team = scratch.team(TEAM);
+    let state = scratch.dir.join("state");
+    let file = scratch.write("state/bgagents.sock", "not a socket");
+    let output = bgagents(&[
+        "serve",
+        team.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("is not a socket"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(file).unwrap(), "not a socket");
+}
