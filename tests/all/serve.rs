@@ -369,3 +369,147 @@ fn a_file_in_the_sockets_place_is_never_removed() {
     );
     assert_eq!(std::fs::read_to_string(file).unwrap(), "not a socket");
 }
+
+/// The text of tool `name`'s answer over `client`; panics on a tool error.
+async fn call_tool(
+    client: &rmcp::service::RunningService<rmcp::RoleClient, rmcp::model::ClientInfo>,
+    name: &str,
+    arguments: serde_json::Value,
+) -> rmcp::model::CallToolResult {
+    let serde_json::Value::Object(arguments) = arguments else {
+        unreachable!()
+    };
+    let request =
+        rmcp::model::CallToolRequestParams::new(name.to_string()).with_arguments(arguments);
+    let result = tokio::time::timeout(HANG, client.call_tool(request))
+        .await
+        .expect("tool call hung")
+        .expect("tool calls answer with a result");
+    assert_ne!(result.is_error, Some(true), "{name} failed: {result:?}");
+    result
+}
+
+fn text_of(result: &rmcp::model::CallToolResult) -> String {
+    (result.content.iter())
+        .filter_map(|content| content.as_text().map(|text| text.text.clone()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_mcp_client_on_the_socket_lists_its_own_tasks_reaches_any_by_id_and_its_tasks_outlive_it()
+ {
+    use rmcp::ServiceExt;
+    use rmcp::model::{ClientInfo, Implementation};
+    let scratch = Scratch::new();
+    let team = scratch.team(TEAM);
+    let daemon = Daemon::start(&team, Some(&scratch.dir.join("state")), &scratch.dir);
+    let socket = daemon.state.join("bgagents.sock");
+    let connect = |name: &'static str| {
+        let socket = socket.clone();
+        async move {
+            let stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
+            ClientInfo::new(Default::default(), Implementation::new(name, "1"))
+                .serve(stream.into_split())
+                .await
+                .expect("MCP handshake over the socket")
+        }
+    };
+    let first = connect("first-client").await;
+    let second = connect("second-client").await;
+    let instructions = (first.peer_info().unwrap().instructions.clone()).unwrap();
+    assert!(
+        instructions.contains("You are the operator") && instructions.contains("- helper"),
+        "{instructions}"
+    );
+    let tools: Vec<String> = (first.list_all_tools().await.unwrap().into_iter())
+        .map(|tool| tool.name.to_string())
+        .collect();
+    for tool in [
+        "run_background_agent",
+        "list_background_agents",
+        "view_background_agent",
+        "stop_background_agent",
+        "wait_background_agents",
+        "list_all_background_agents",
+        "read_background_agent_output",
+    ] {
+        assert!(
+            tools.iter().any(|name| name == tool),
+            "{tool} missing: {tools:?}"
+        );
+    }
+
+    let started = call_tool(
+        &first,
+        "run_background_agent",
+        serde_json::json!({"agent": "helper", "task": "print 2 hi && sleep 1000 && echo ok"}),
+    )
+    .await;
+    let started = text_of(&started);
+    let id = started
+        .lines()
+        .next()
+        .unwrap()
+        .rsplit_once("ID: ")
+        .unwrap()
+        .1
+        .to_string();
+    // Listing is per session; an id reaches the task from anywhere.
+    let listed =
+        text_of(&call_tool(&second, "list_background_agents", serde_json::json!({})).await);
+    assert!(!listed.contains(&id), "{listed}");
+    let viewed = call_tool(
+        &second,
+        "view_background_agent",
+        serde_json::json!({"task_id": id}),
+    )
+    .await;
+    assert!(text_of(&viewed).contains("Agent:   helper"));
+
+    // Output read from offsets adds up to the whole, once.
+    let mut offset = 0;
+    let mut output = String::new();
+    loop {
+        let read = call_tool(
+            &second,
+            "read_background_agent_output",
+            serde_json::json!({"task_id": id, "offset": offset, "wait": 30}),
+        )
+        .await;
+        let read = read.structured_content.unwrap();
+        output.push_str(read["output"].as_str().unwrap());
+        offset = read["next_offset"].as_u64().unwrap();
+        if output.len() >= 6 || read["done"] == true {
+            break;
+        }
+    }
+    assert_eq!(output, "hi\nhi\n");
+
+    // The client that started it leaves; the task runs on to the end.
+    first.cancel().await.unwrap();
+    let waited = call_tool(
+        &second,
+        "wait_background_agents",
+        serde_json::json!({"task_ids": [id], "timeout": 60}),
+    )
+    .await;
+    assert!(
+        text_of(&waited).contains(r#""status":"completed""#),
+        "{}",
+        text_of(&waited)
+    );
+    let all: serde_json::Value =
+        serde_json::from_str(&daemon.ok(&["ps", "--all", "--json"])).unwrap();
+    let task = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|task| task["task_id"] == id.as_str());
+    assert_eq!(task.unwrap()["session"], "mcp#1 (first-client)");
+    assert!(
+        !daemon.ok(&["ps"]).contains(&id),
+        "ps alone lists the command line's tasks"
+    );
+    // The command line reaches it by id too.
+    assert!(daemon.ok(&["view", &id]).contains("ok"));
+}
