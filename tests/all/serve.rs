@@ -372,7 +372,7 @@ fn a_file_in_the_sockets_place_is_never_removed() {
 
 /// The text of tool `name`'s answer over `client`; panics on a tool error.
 async fn call_tool(
-    client: &rmcp::service::RunningService<rmcp::RoleClient, rmcp::model::ClientInfo>,
+    client: &rmcp::service::RunningService<rmcp::RoleClient, rmcp::model::ClientConfig>,
     name: &str,
     arguments: serde_json::Value,
 ) -> rmcp::model::CallToolResult {
@@ -399,7 +399,7 @@ fn text_of(result: &rmcp::model::CallToolResult) -> String {
 async fn an_mcp_client_on_the_socket_lists_its_own_tasks_reaches_any_by_id_and_its_tasks_outlive_it()
  {
     use rmcp::ServiceExt;
-    use rmcp::model::{ClientInfo, Implementation};
+    use rmcp::model::{ClientConfig, Implementation};
     let scratch = Scratch::new();
     let team = scratch.team(TEAM);
     let daemon = Daemon::start(&team, Some(&scratch.dir.join("state")), &scratch.dir);
@@ -408,7 +408,7 @@ async fn an_mcp_client_on_the_socket_lists_its_own_tasks_reaches_any_by_id_and_i
         let socket = socket.clone();
         async move {
             let stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
-            ClientInfo::new(Default::default(), Implementation::new(name, "1"))
+            ClientConfig::new(Default::default(), Implementation::new(name, "1"))
                 .serve(stream.into_split())
                 .await
                 .expect("MCP handshake over the socket")
