@@ -7,7 +7,8 @@
 //! (the guest boundary: each WIT version's bindings and imports) → `toolset`
 //! (run, list, view, stop, wait; the tools agents call; the model) →
 //! `frontends` (CLI, MCP). `model` holds the chat shapes and provider
-//! clients the toolset's model capability uses. The public API is the
+//! clients the toolset's model capability uses; `store` is the persistent
+//! task store `tasks` writes to when a host keeps one. The public API is the
 //! curated set of re-exports below.
 
 mod clock;
@@ -16,6 +17,7 @@ mod config;
 mod frontends;
 mod model;
 mod sandbox;
+mod store;
 mod tasks;
 mod text;
 mod toolset;
@@ -43,6 +45,8 @@ pub use tasks::{
     Caller, EventKind, SessionId, TaskEvent, TaskId, TaskInfo, TaskStatus, TaskView, WaitEntry,
     WaitReport,
 };
+// The persistent task store a long-lived host keeps its tasks in.
+pub use store::{Store, StoreError, TaskRecord, Transition};
 // The toolset: run, list, view, stop and wait, with the limits and texts
 // every front-end shares.
 pub use toolset::{

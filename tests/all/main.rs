@@ -26,6 +26,7 @@ mod polyglot;
 mod sandbox;
 mod serve;
 mod shell;
+mod store;
 mod toolset;
 
 use bgagents_testkit::HANG;

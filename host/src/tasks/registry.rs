@@ -4,8 +4,13 @@
 //! [`RETAINED_BYTES`], the oldest finished tasks first give up their live
 //! output (their status, result and error stay, so a coordinator can still
 //! collect them), and only then are whole records pruned, oldest first.
+//!
+//! With a task store, every admitted task is written to it, the finished
+//! and interrupted tasks it holds are restored on load, and a pruned task is
+//! pruned from the store too.
 
 use super::task::{Task, TaskId};
+use crate::store::{Store, StoreError};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -23,6 +28,7 @@ pub struct Registry {
     finished_total: usize,
     /// [`RETAINED_BYTES`], but for tests.
     max_bytes: usize,
+    store: Option<Store>,
 }
 
 /// Every retained task is still queued or running.
@@ -39,13 +45,45 @@ impl Registry {
             finished_bytes: BTreeMap::new(),
             finished_total: 0,
             max_bytes: RETAINED_BYTES,
+            store: None,
         }
+    }
+
+    /// A registry backed by `store`, holding the tasks it kept (oldest
+    /// first, pruned to `max_retained` like any others).
+    pub fn with_store(max_retained: usize, store: Store) -> Result<Registry, StoreError> {
+        let mut registry = Registry::new(max_retained);
+        let records = store.records()?;
+        registry.store = Some(store);
+        let mut restored = 0usize;
+        for (record, output) in &records {
+            let Some(task) = Task::restored(record, output) else {
+                // Opening the store marked every unfinished task interrupted.
+                tracing::warn!(task = %record.id, status = %record.status, "stored task skipped: not final");
+                continue;
+            };
+            let task = Arc::new(task);
+            if registry.insert(task.clone()).is_ok() {
+                registry.finished(&task);
+                restored += 1;
+            }
+        }
+        tracing::info!(tasks = restored, "tasks restored from the task store");
+        Ok(registry)
     }
 
     /// Adds `task`, pruning the oldest finished task if at the cap. Only a
     /// task whose guest has exited counts as finished here, so no task that
     /// could still run is ever forgotten.
     pub fn admit(&mut self, task: Arc<Task>) -> Result<(), RegistryFull> {
+        self.insert(task.clone())?;
+        if let Some(store) = &self.store {
+            task.persist_to(store);
+        }
+        Ok(())
+    }
+
+    fn insert(&mut self, task: Arc<Task>) -> Result<(), RegistryFull> {
         while self.tasks.len() >= self.max_retained {
             let oldest_finished = self
                 .tasks
@@ -115,6 +153,11 @@ impl Registry {
     fn remove(&mut self, order: u64) {
         if let Some(task) = self.tasks.remove(&order) {
             self.order_of.remove(&task.id);
+            if let Some(store) = &self.store
+                && let Err(error) = store.remove(task.id.as_str())
+            {
+                tracing::error!(task = %task.id, "{error}");
+            }
         }
         if let Some(bytes) = self.finished_bytes.remove(&order) {
             self.finished_total -= bytes;

@@ -11,6 +11,14 @@ use tokio_util::sync::CancellationToken;
 pub struct SessionId(u64);
 
 impl SessionId {
+    /// Tasks restored from the task store: started by a session of a
+    /// process that has ended. Only the operator sees them.
+    pub(crate) const RESTORED: SessionId = SessionId(0);
+
+    pub(crate) fn raw(self) -> u64 {
+        self.0
+    }
+
     pub(crate) fn next() -> SessionId {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         SessionId(NEXT.fetch_add(1, Ordering::Relaxed))
@@ -92,6 +100,9 @@ impl Caller {
 
     /// Whether `task` was started by this caller or one of its descendants.
     pub(crate) fn can_see(&self, task: &Task) -> bool {
+        if task.session == SessionId::RESTORED {
+            return self.agent.is_none() && self.task.is_none();
+        }
         task.session == self.session
             && match &self.task {
                 None => true,

@@ -1,11 +1,15 @@
 //! One task's record: who started it, what it runs, and its status, which
 //! moves forward only (`queued → running → completed | failed | stopped`) and
-//! never changes again once final.
+//! never changes again once final. A task the previous process left queued
+//! or running comes back from the task store `interrupted`, also final.
+//! With a store attached, every status change is written to it under the
+//! task's lock, before the change is announced or seen by anyone.
 
 use crate::sandbox::{OutputBuffer, OutputSnapshot};
+use crate::store::{Store, TaskRecord, Transition};
 use std::fmt;
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -44,14 +48,34 @@ pub enum TaskStatus {
     Completed,
     Failed,
     Stopped,
+    /// Queued or running when the process that ran it ended (restored from
+    /// the task store); its error says when and why.
+    Interrupted,
 }
 
 impl TaskStatus {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Stopped
+            TaskStatus::Completed
+                | TaskStatus::Failed
+                | TaskStatus::Stopped
+                | TaskStatus::Interrupted
         )
+    }
+
+    /// The status [`TaskStatus::as_str`] names.
+    pub fn parse(name: &str) -> Option<TaskStatus> {
+        [
+            TaskStatus::Queued,
+            TaskStatus::Running,
+            TaskStatus::Completed,
+            TaskStatus::Failed,
+            TaskStatus::Stopped,
+            TaskStatus::Interrupted,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == name)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -61,6 +85,7 @@ impl TaskStatus {
             TaskStatus::Completed => "completed",
             TaskStatus::Failed => "failed",
             TaskStatus::Stopped => "stopped",
+            TaskStatus::Interrupted => "interrupted",
         }
     }
 }
@@ -165,6 +190,9 @@ pub struct Task {
     pub spawned: AtomicUsize,
     /// Its model calls so far (for its token and call limits, and views).
     pub model: Mutex<Option<ModelUse>>,
+    /// Where its status changes are written, once the registry admitted it
+    /// into a toolset that has a store.
+    store: OnceLock<Store>,
     state: Mutex<TaskState>,
 }
 
@@ -202,6 +230,7 @@ impl Task {
             exited: Latch::default(),
             spawned: AtomicUsize::new(0),
             model: Mutex::new(None),
+            store: OnceLock::new(),
             state: Mutex::new(TaskState {
                 status: TaskStatus::Queued,
                 started: None,
@@ -209,6 +238,126 @@ impl Task {
                 result: None,
                 error: None,
             }),
+        }
+    }
+
+    /// A finished task as the store kept it, with `output`. It belongs to
+    /// no live session ([`SessionId::RESTORED`]) and its guest is gone.
+    pub(crate) fn restored(record: &TaskRecord, output: &str) -> Option<Task> {
+        let status = record.status().filter(|status| status.is_final())?;
+        let at = |wanted: &[TaskStatus]| {
+            (record.transitions.iter())
+                .filter(|t| TaskStatus::parse(&t.status).is_some_and(|s| wanted.contains(&s)))
+                .map(|t| t.at_ms)
+                .next_back()
+        };
+        // An interrupted task's runtime is unknown (the process died at
+        // some point after it started): shown as zero.
+        let runtime = match (at(&[TaskStatus::Running]), status) {
+            (_, TaskStatus::Interrupted) | (None, _) => Duration::ZERO,
+            (Some(started), _) => {
+                let ended = at(&[status]).unwrap_or(started);
+                Duration::from_millis(ended.saturating_sub(started))
+            }
+        };
+        // A cut output is restored as cut: a buffer exactly as large as
+        // what was kept, fed one byte more.
+        let output = match record.output_truncated {
+            true => {
+                let buffer = OutputBuffer::new(output.len() as u64, None);
+                buffer.append(output.as_bytes());
+                buffer.append(b" ");
+                buffer
+            }
+            false => {
+                let buffer = OutputBuffer::new(record.output_cap.max(output.len() as u64), None);
+                buffer.append(output.as_bytes());
+                buffer
+            }
+        };
+        let ended = Instant::now();
+        let task = Task {
+            id: TaskId::from(record.id.as_str()),
+            agent: record.agent.clone(),
+            task: record.task.clone(),
+            expected_output: record.expected_output.clone(),
+            session: SessionId::RESTORED,
+            ancestors: record
+                .ancestors
+                .iter()
+                .map(|id| TaskId::from(id.as_str()))
+                .collect(),
+            lineage: record.lineage.clone(),
+            output,
+            cancel: CancellationToken::new(),
+            exited: Latch::default(),
+            spawned: AtomicUsize::new(0),
+            model: Mutex::new(None),
+            store: OnceLock::new(),
+            state: Mutex::new(TaskState {
+                status,
+                started: Some(ended.checked_sub(runtime).unwrap_or(ended)),
+                ended: Some(ended),
+                result: record.result.clone(),
+                error: record.error.clone(),
+            }),
+        };
+        task.exited.open();
+        Some(task)
+    }
+
+    /// Attaches `store` and writes the task's queued record to it. Its
+    /// later status changes are written there too.
+    pub(crate) fn persist_to(&self, store: &Store) {
+        let state = self.state.lock().unwrap();
+        let record = TaskRecord {
+            order: store.next_order(),
+            id: self.id.to_string(),
+            agent: self.agent.clone(),
+            task: self.task.clone(),
+            expected_output: self.expected_output.clone(),
+            session: self.session.raw(),
+            ancestors: self.ancestors.iter().map(ToString::to_string).collect(),
+            lineage: self.lineage.clone(),
+            status: state.status.as_str().to_string(),
+            transitions: vec![Transition {
+                status: state.status.as_str().to_string(),
+                at_ms: crate::store::now_ms(),
+            }],
+            result: None,
+            error: None,
+            output_cap: self.output.snapshot_head(0).cap,
+            output_truncated: false,
+        };
+        if let Err(error) = store.insert(&record) {
+            tracing::error!(task = %self.id, "{error}");
+        }
+        let _ = self.store.set(store.clone());
+    }
+
+    /// Writes the status `state` now has to the store, if there is one.
+    fn persist(&self, state: &TaskState) {
+        let Some(store) = self.store.get() else {
+            return;
+        };
+        let written = match state.status.is_final() {
+            false => store.update(self.id.as_str(), state.status, None, |_| {}),
+            true => {
+                let output = self.output.snapshot();
+                store.update(
+                    self.id.as_str(),
+                    state.status,
+                    Some(output.text.as_bytes()),
+                    |record| {
+                        record.result = state.result.clone();
+                        record.error = state.error.clone();
+                        record.output_truncated = output.truncated;
+                    },
+                )
+            }
+        };
+        if let Err(error) = written {
+            tracing::error!(task = %self.id, status = %state.status, "{error}");
         }
     }
 
@@ -230,6 +379,7 @@ impl Task {
         }
         state.status = TaskStatus::Running;
         state.started = Some(Instant::now());
+        self.persist(&state);
         announce();
         true
     }
@@ -256,6 +406,7 @@ impl Task {
             }
             Outcome::Stopped => TaskStatus::Stopped,
         };
+        self.persist(&state);
         announce(state.status);
         true
     }

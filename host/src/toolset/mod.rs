@@ -26,6 +26,7 @@ use crate::components::{
 };
 use crate::config::{AgentSpec, CacheSetting, Grants, Team};
 use crate::model::ModelClient;
+use crate::store::Store;
 use crate::tasks::{Caller, Events, Registry, SessionId, Task};
 use crate::wit::AgentPre;
 use slots::Slots;
@@ -130,7 +131,7 @@ impl Toolset {
     /// Compiles (or loads from the cache) every agent's component. All
     /// problems are reported together.
     pub fn load(team: Team) -> Result<Toolset, LoadError> {
-        Toolset::load_inner(team, true, true, &|_| {})
+        Toolset::load_inner(team, true, true, &|_| {}, None)
     }
 
     /// Like [`Toolset::load`], telling `progress` when a component has to be
@@ -140,7 +141,7 @@ impl Toolset {
         team: Team,
         progress: impl Fn(LoadProgress),
     ) -> Result<Toolset, LoadError> {
-        Toolset::load_inner(team, true, true, &progress)
+        Toolset::load_inner(team, true, true, &progress, None)
     }
 
     /// Like [`Toolset::load`] with fuel metering and epoch interruption off:
@@ -148,7 +149,7 @@ impl Toolset {
     /// measure what metering costs.
     #[doc(hidden)]
     pub fn load_unmetered(team: Team) -> Result<Toolset, LoadError> {
-        Toolset::load_inner(team, false, false, &|_| {})
+        Toolset::load_inner(team, false, false, &|_| {}, None)
     }
 
     /// Like [`Toolset::load`] with only fuel metering or only epoch
@@ -159,7 +160,15 @@ impl Toolset {
         fuel_metering: bool,
         epoch_interruption: bool,
     ) -> Result<Toolset, LoadError> {
-        Toolset::load_inner(team, fuel_metering, epoch_interruption, &|_| {})
+        Toolset::load_inner(team, fuel_metering, epoch_interruption, &|_| {}, None)
+    }
+
+    /// Like [`Toolset::load`], keeping every task in `store`: the tasks it
+    /// holds from earlier runs (finished, or interrupted when their process
+    /// ended) are listed and viewable by the operator, and every new task's
+    /// status, result and output are written to it as they happen.
+    pub fn load_with_store(team: Team, store: Store) -> Result<Toolset, LoadError> {
+        Toolset::load_inner(team, true, true, &|_| {}, Some(store))
     }
 
     fn load_inner(
@@ -167,6 +176,7 @@ impl Toolset {
         fuel_metering: bool,
         epoch_interruption: bool,
         progress: &dyn Fn(LoadProgress),
+        store: Option<Store>,
     ) -> Result<Toolset, LoadError> {
         crate::sandbox::raise_open_file_limit();
         let fail = |problem: String| LoadError {
@@ -332,8 +342,13 @@ impl Toolset {
             cache_dir: cache.dir().map(Path::to_path_buf),
             components,
         };
+        let registry = match store {
+            Some(store) => Registry::with_store(team.limits.max_retained, store)
+                .map_err(|error| fail(error.to_string()))?,
+            None => Registry::new(team.limits.max_retained),
+        };
         Ok(Toolset(Arc::new(Shared {
-            registry: Mutex::new(Registry::new(team.limits.max_retained)),
+            registry: Mutex::new(registry),
             slots: Slots::new(team.limits.max_running),
             team,
             engine,

@@ -71,6 +71,12 @@ pub fn view(view: &TaskView) -> String {
             }
         }
         TaskStatus::Stopped => text.push_str("<task was stopped>"),
+        TaskStatus::Interrupted => {
+            text.push_str("<task was interrupted>");
+            if let Some(error) = &view.error {
+                let _ = write!(text, "\nError: {error}");
+            }
+        }
         TaskStatus::Queued => text.push_str("<queued — waiting for a free slot; not started yet>"),
         TaskStatus::Running if view.output.text.is_empty() => {
             text.push_str("<no output yet — still running>")

@@ -212,8 +212,12 @@ fn wit_usage(usage: model::Usage) -> wit_model::Usage {
     }
 }
 
+/// The one place the host's statuses become WIT's. WIT's `task-status` has
+/// no `interrupted`: an interrupted task is `failed` to a guest, and its
+/// error (set when it was restored) says it was interrupted.
 fn wit_status(status: TaskStatus) -> types::TaskStatus {
     match status {
+        TaskStatus::Interrupted => types::TaskStatus::Failed,
         TaskStatus::Queued => types::TaskStatus::Queued,
         TaskStatus::Running => types::TaskStatus::Running,
         TaskStatus::Completed => types::TaskStatus::Completed,
