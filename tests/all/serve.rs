@@ -282,6 +282,17 @@ fn sigterm_stops_running_tasks_and_a_client_is_then_told_how_to_start_the_daemon
         "{}",
         text(&by_team.stderr)
     );
+    // With neither --team nor --state: the only daemon running.
+    let only = Command::new(env!("CARGO_BIN_EXE_bgagents"))
+        .arg("ps")
+        .env("XDG_STATE_HOME", &xdg)
+        .output()
+        .unwrap();
+    assert!(
+        text(&only.stdout).contains(id.trim()),
+        "{}",
+        text(&only.stderr)
+    );
     let log = daemon.log.clone();
     let status = daemon.terminate();
     assert!(status.success());

@@ -126,6 +126,12 @@ enum Command {
     /// Listens on STATE/bgagents.sock (mode 0600) for MCP clients and for
     /// `bgagents start`, `ps`, `logs`, `view`, `stop` and `wait`. One daemon
     /// per state directory. SIGINT or SIGTERM stops every task and exits 0.
+    ///
+    /// Every client is the operator (the socket admits only its owner) and
+    /// may start any agent; a task keeps running when its client leaves.
+    /// Each MCP connection lists the tasks it started, the command line
+    /// those it started (`ps --all`: every task); a task id reaches its task
+    /// from any connection.
     Serve {
         /// The team file (or a component, served alone).
         team: PathBuf,

@@ -183,7 +183,7 @@ impl Connection {
                     "status": view.info.status.as_str(),
                     "done": done,
                     "output": output,
-                    "next_offset": end.max(offset.min(end)),
+                    "next_offset": end,
                     "truncated": view.output.truncated,
                     "result": view.result,
                     "error": view.error,
