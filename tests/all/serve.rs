@@ -524,3 +524,46 @@ async fn an_mcp_client_on_the_socket_lists_its_own_tasks_reaches_any_by_id_and_i
     // The command line reaches it by id too.
     assert!(daemon.ok(&["view", &id]).contains("ok"));
 }
+
+#[test]
+fn after_kill_9_a_restarted_daemon_lists_finished_tasks_unchanged_and_running_ones_interrupted() {
+    let scratch = Scratch::new();
+    let team = scratch.team(TEAM);
+    let state = scratch.dir.join("state");
+    let mut daemon = Daemon::start(&team, Some(&state), &scratch.dir);
+    let done = daemon.ok(&["start", "helper", "print 1 partial && echo kept"]);
+    let done = done.trim().to_string();
+    assert!(daemon.ok(&["wait", &done]).contains("kept"));
+    let spinning = daemon.ok(&["start", "helper", "spin"]);
+    let spinning = spinning.trim().to_string();
+    daemon.child.kill().unwrap();
+    daemon.child.wait().unwrap();
+    drop(daemon);
+
+    let daemon = Daemon::start(&team, Some(&state), &scratch.dir);
+    assert!(
+        daemon.log().contains("removed the stale socket"),
+        "{}",
+        daemon.log()
+    );
+    let json: serde_json::Value = serde_json::from_str(&daemon.ok(&["ps", "--json"])).unwrap();
+    let status = |id: &str| {
+        let task = json
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|task| task["task_id"] == id);
+        task.unwrap_or_else(|| panic!("{id} lost: {json}"))["status"].clone()
+    };
+    assert_eq!(status(&done), "completed");
+    assert_eq!(status(&spinning), "interrupted");
+    let view = daemon.ok(&["view", &done]);
+    assert!(view.contains("kept"), "{view}");
+    let waited = daemon.client(&["wait", &done, &spinning]);
+    assert_eq!(
+        waited.status.code(),
+        Some(1),
+        "an interrupted task is not a success"
+    );
+    assert!(text(&waited.stdout).contains(&format!("{spinning} interrupted")));
+}

@@ -1,8 +1,9 @@
 //! The daemon's command-line clients — `start`, `ps`, `logs`, `view`,
 //! `stop`, `wait` — each a thin MCP client over the socket of a running
 //! `bgagents serve`. They join the daemon's command-line session, so `ps`
-//! lists what `bgagents start` started (`ps --all`: every client's tasks);
-//! a task id reaches any task on the daemon.
+//! lists what `bgagents start` started and what earlier daemons left in the
+//! task store (`ps --all`: every client's tasks too); a task id reaches any
+//! task on the daemon.
 //!
 //! Exit codes follow `run`: 0 done (a task: completed), 1 a task failed,
 //! was stopped or interrupted (or a wait timed out), 2 bad usage — an
@@ -12,6 +13,7 @@
 use super::sanitise::{Keep, indented, printable, shown_path};
 use super::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, HOST};
 use crate::frontends::serve::connection::{CLI_CLIENT, LIST_ALL, READ_OUTPUT};
+use crate::frontends::serve::sessions::{CLI_LABEL, RESTORED_LABEL};
 use crate::frontends::serve::state;
 use crate::toolset::WAIT_MAX_TIMEOUT_SECS;
 use crate::toolset::tools::background::{RUN, STOP, VIEW, WAIT};
@@ -230,8 +232,9 @@ pub async fn ps(target: &Target, all: bool, as_json: bool) -> ExitCode {
                 .into_iter()
                 .flatten()
                 .filter(|task| {
-                    all || task.get("session").and_then(Value::as_str)
-                        == Some(crate::frontends::serve::sessions::CLI_LABEL)
+                    let session = task.get("session").and_then(Value::as_str);
+                    all || session
+                        .is_some_and(|session| [CLI_LABEL, RESTORED_LABEL].contains(&session))
                 })
                 .cloned()
                 .collect();

@@ -322,6 +322,16 @@ fn report(written: Result<Vec<PathBuf>, String>) -> ExitCode {
 /// printing every problem. `notices`: say on stderr when a component has to
 /// be compiled, which can take a while.
 fn load(path: &Path, notices: bool) -> Result<Toolset, ExitCode> {
+    load_into(path, notices, None)
+}
+
+/// Like [`load`]; with `store`, the toolset keeps its tasks there (and
+/// lists those it holds from earlier runs).
+fn load_into(
+    path: &Path,
+    notices: bool,
+    store: Option<crate::store::Store>,
+) -> Result<Toolset, ExitCode> {
     let team = if path.extension().is_some_and(|ext| ext == "wasm") {
         Team::single_component(path)
     } else {
@@ -340,7 +350,10 @@ fn load(path: &Path, notices: bool) -> Result<Toolset, ExitCode> {
         let _ = std::io::stderr().write_all(text.as_bytes());
     }
     let progress = progress::CompileNotices::new(notices);
-    let loaded = Toolset::load_with_progress(team, |event| progress.show(event));
+    let loaded = match store {
+        Some(store) => Toolset::load_with_store(team, store),
+        None => Toolset::load_with_progress(team, |event| progress.show(event)),
+    };
     drop(progress);
     loaded.map_err(|error| {
         print_problems(&source, &error.problems, 0);

@@ -1,5 +1,5 @@
-//! `bgagents serve`: resolve and lock the state directory, load the team,
-//! and run the daemon in the foreground.
+//! `bgagents serve`: resolve and lock the state directory, open its task
+//! store, load the team, and run the daemon in the foreground.
 
 use super::sanitise::{Keep, printable, shown_path};
 use super::{EXIT_BAD_INPUT, HOST};
@@ -28,7 +28,13 @@ pub async fn serve_team(team: &Path, state_dir: Option<PathBuf>) -> ExitCode {
         Ok(lock) => lock,
         Err(error) => return fail(error),
     };
-    let toolset = match super::load(team, true) {
+    // Tasks of earlier daemons come back: finished ones as they were,
+    // those left queued or running interrupted.
+    let store = match crate::store::Store::open(&dir) {
+        Ok(store) => store,
+        Err(error) => return fail(error.to_string()),
+    };
+    let toolset = match super::load_into(team, true, Some(store)) {
         Ok(toolset) => toolset,
         Err(code) => return code,
     };

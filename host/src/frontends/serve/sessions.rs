@@ -8,13 +8,18 @@ use crate::toolset::{Session, Toolset};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-/// Who started a task, as `ps --all` shows it.
+/// Who started a task, as `ps --all` shows it: the command line,
 pub const CLI_LABEL: &str = "cli";
+/// or an earlier daemon of the same state directory (from the task store).
+pub const RESTORED_LABEL: &str = "restored";
 
 pub struct Sessions {
     toolset: Toolset,
     /// Shared by every `bgagents start`/`ps`/... connection.
     cli: Arc<Session>,
+    /// An operator session that starts nothing: what it sees are the tasks
+    /// restored from the store.
+    restored: Arc<Session>,
     connections: Mutex<Vec<Connection>>,
 }
 
@@ -27,12 +32,14 @@ struct Connection {
 
 impl Sessions {
     pub fn new(toolset: Toolset) -> Sessions {
-        let cli = toolset
-            .open_session(None)
-            .expect("the operator session needs no agent");
+        let operator = || {
+            let session = toolset.open_session(None);
+            Arc::new(session.expect("the operator session needs no agent"))
+        };
         Sessions {
+            cli: operator(),
+            restored: operator(),
             toolset,
-            cli: Arc::new(cli),
             connections: Mutex::default(),
         }
     }
@@ -79,11 +86,15 @@ impl Sessions {
         });
     }
 
-    /// Every session with its label, the command line's first.
+    /// Every session with its label: the restored tasks' first (every
+    /// operator session sees those), then the command line's.
     fn all(&self) -> Vec<(String, Arc<Session>)> {
         let mut connections = self.connections.lock().unwrap();
         self.prune(&mut connections);
-        let mut all = vec![(CLI_LABEL.to_string(), self.cli.clone())];
+        let mut all = vec![
+            (RESTORED_LABEL.to_string(), self.restored.clone()),
+            (CLI_LABEL.to_string(), self.cli.clone()),
+        ];
         all.extend(
             connections
                 .iter()
