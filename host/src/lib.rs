@@ -46,7 +46,7 @@ pub use tasks::{
     WaitReport,
 };
 // The persistent task store a long-lived host keeps its tasks in.
-pub use store::{Store, StoreError, TaskRecord, Transition};
+pub use store::{OUTPUT_FLUSH as STORE_OUTPUT_FLUSH, Store, StoreError, TaskRecord, Transition};
 // The toolset: run, list, view, stop and wait, with the limits and texts
 // every front-end shares.
 pub use toolset::{

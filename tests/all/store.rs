@@ -81,7 +81,7 @@ fn finished_tasks_come_back_unchanged_and_in_flight_ones_interrupted() {
             .await
             .unwrap();
         views.push(finished(&toolset, caller, &stopped).await);
-        let running = start(&toolset, caller, "worker", "spin");
+        let running = start(&toolset, caller, "worker", "print 2 kept && spin");
         let _blocker = start(&toolset, caller, "worker", "spin");
         let queued = start(&toolset, caller, "worker", "echo never");
         eventually("the first spinner runs", || {
@@ -89,6 +89,8 @@ fn finished_tasks_come_back_unchanged_and_in_flight_ones_interrupted() {
         })
         .await;
         assert_eq!(status(&toolset, caller, &queued), TaskStatus::Queued);
+        // Running tasks' output is written in batches.
+        tokio::time::sleep(bgagents::STORE_OUTPUT_FLUSH * 3).await;
         (views, [running, queued], session)
     });
     drop(first);
@@ -118,6 +120,13 @@ fn finished_tasks_come_back_unchanged_and_in_flight_ones_interrupted() {
             assert!(error.starts_with("interrupted: "), "{error}");
             assert!(render::view(&view).contains("<task was interrupted>"));
         }
+        let view = toolset
+            .view_background_agent(caller, &in_flight[0])
+            .unwrap();
+        assert_eq!(
+            view.output.text, "kept\nkept\n",
+            "output written while it ran"
+        );
         // A restored task is final: it cannot be stopped again, and new
         // tasks run beside the restored ones.
         let stop = toolset.stop_background_agent(caller, &in_flight[0]).await;

@@ -12,26 +12,34 @@
 //!   completed.
 //!
 //! Each of these is a committed (fsynced) transaction, so no status is
-//! ever lost. Output is written with the final status only: a crash loses
-//! the output an in-flight task had written so far (its record becomes
-//! `interrupted` with an empty output), never a status, result or error.
+//! ever lost. The output of running tasks is written in batches, every
+//! [`OUTPUT_FLUSH`] (one transaction for all tasks whose output grew), and
+//! whole with the final status: a crash loses at most the output an
+//! in-flight task wrote in the last [`OUTPUT_FLUSH`] (its record becomes
+//! `interrupted` with the output written before), never a status, result
+//! or error.
 //!
 //! On open, tasks that were queued or running when the previous process
 //! died are marked [`TaskStatus::Interrupted`](crate::tasks::TaskStatus)
 //! with the time and why; finished ones are left as they were. The file is
 //! locked by redb while open, so one process at a time owns a store.
 
+use crate::sandbox::OutputBuffer;
 use crate::tasks::TaskStatus;
 use redb::{
     Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition, TableHandle,
 };
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, Weak, mpsc};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How often the output of running tasks is written.
+pub const OUTPUT_FLUSH: Duration = Duration::from_millis(250);
 
 /// The database file's name in the state directory.
 pub const FILE_NAME: &str = "tasks.redb";
@@ -48,15 +56,43 @@ const FORMAT: &str = "bgagents task store 1";
 /// so that a foreign file is refused without being touched.
 const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
 
-/// An open task store. Cheap to clone; all clones share the database.
+/// An open task store. Cheap to clone; all clones share the database,
+/// which is closed (and its lock released) when the last clone is dropped.
 #[derive(Clone)]
-pub struct Store(Arc<Inner>);
+pub struct Store(Arc<Handle>);
+
+/// The database and the thread writing running tasks' output, which is
+/// stopped and joined on drop so that the database is closed by then.
+struct Handle {
+    inner: Arc<Inner>,
+    stop: Option<mpsc::Sender<()>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::ops::Deref for Handle {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
 
 struct Inner {
     db: Database,
     path: PathBuf,
     /// Admission order for the next task (records sort by it).
     next_order: AtomicU64,
+    /// The output of each task not yet final, with the bytes written of it.
+    live: Mutex<HashMap<String, (Weak<OutputBuffer>, usize)>>,
 }
 
 /// One status change and when it happened (milliseconds since the Unix
@@ -187,14 +223,32 @@ impl Store {
             create_new(dir, &path)?;
         }
         let db = Database::create(&path).map_err(|error| open_error(&path, error))?;
-        let store = Store(Arc::new(Inner {
-            db,
-            path,
-            next_order: AtomicU64::new(0),
-        }));
-        let next = store.claim_and_interrupt()?;
-        store.0.next_order.store(next, Ordering::Relaxed);
+        let mut store = Handle {
+            inner: Arc::new(Inner {
+                db,
+                path,
+                next_order: AtomicU64::new(0),
+                live: Mutex::default(),
+            }),
+            stop: None,
+            writer: None,
+        };
+        let next = store.inner.claim_and_interrupt()?;
+        store.next_order.store(next, Ordering::Relaxed);
         remove_leftovers(dir);
+        let (stop, stopped) = mpsc::channel();
+        let inner = store.inner.clone();
+        store.writer = Some(
+            std::thread::Builder::new()
+                .name("task-store-output".into())
+                .spawn(move || flush_outputs(inner, stopped))
+                .map_err(|error| StoreError::Io {
+                    path: store.path.clone(),
+                    detail: format!("cannot start its output writer: {error}"),
+                })?,
+        );
+        store.stop = Some(stop);
+        let store = Store(Arc::new(store));
         tracing::info!(path = %store.0.path.display(), "task store open");
         Ok(store)
     }
@@ -202,83 +256,6 @@ impl Store {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.0.path
-    }
-
-    /// Checks (or writes, in a new file) the format mark, and marks tasks
-    /// left queued or running as interrupted. Returns the next order.
-    fn claim_and_interrupt(&self) -> Result<u64, StoreError> {
-        let txn = self.0.db.begin_write().map_err(|e| self.io(e))?;
-        {
-            let mut meta = txn.open_table(META).map_err(|e| self.io(e))?;
-            let format = meta
-                .get("format")
-                .map_err(|e| self.io(e))?
-                .map(|value| value.value().to_string());
-            match format {
-                Some(format) if format == FORMAT => {}
-                Some(other) => {
-                    return Err(StoreError::Foreign {
-                        path: self.0.path.clone(),
-                        what: format!("its format is {other:?}"),
-                    });
-                }
-                None => {
-                    let others: Vec<String> = txn
-                        .list_tables()
-                        .map_err(|e| self.io(e))?
-                        .map(|table| table.name().to_string())
-                        .filter(|name| name != "meta")
-                        .collect();
-                    if !others.is_empty() {
-                        return Err(StoreError::Foreign {
-                            path: self.0.path.clone(),
-                            what: format!(
-                                "it is a redb database of another program (tables {})",
-                                others.join(", ")
-                            ),
-                        });
-                    }
-                    meta.insert("format", FORMAT).map_err(|e| self.io(e))?;
-                }
-            }
-        }
-        let mut next = 0;
-        let mut interrupted = 0usize;
-        {
-            let mut tasks = txn.open_table(TASKS).map_err(|e| self.io(e))?;
-            txn.open_table(OUTPUT).map_err(|e| self.io(e))?;
-            let mut changed = Vec::new();
-            for entry in tasks.iter().map_err(|e| self.io(e))? {
-                let (key, value) = entry.map_err(|e| self.io(e))?;
-                let mut record = self.decode(key.value(), value.value())?;
-                next = next.max(record.order + 1);
-                if let Some(status @ (TaskStatus::Queued | TaskStatus::Running)) = record.status() {
-                    let at = now_ms();
-                    record.status = TaskStatus::Interrupted.as_str().to_string();
-                    record.transitions.push(Transition {
-                        status: record.status.clone(),
-                        at_ms: at,
-                    });
-                    record.error = Some(interrupted_reason(status));
-                    changed.push(record);
-                }
-            }
-            for record in changed {
-                tasks
-                    .insert(record.id.as_str(), encode(&record).as_slice())
-                    .map_err(|e| self.io(e))?;
-                tracing::warn!(task = %record.id, agent = %record.agent, "interrupted by the previous process's end");
-                interrupted += 1;
-            }
-        }
-        txn.commit().map_err(|e| self.io(e))?;
-        if interrupted > 0 {
-            tracing::warn!(
-                count = interrupted,
-                "tasks left queued or running by the previous process marked interrupted"
-            );
-        }
-        Ok(next)
     }
 
     /// Every stored task, oldest first, with its output.
@@ -356,6 +333,18 @@ impl Store {
         txn.commit().map_err(|e| self.io(e))
     }
 
+    /// Writes `output` of task `id` every [`OUTPUT_FLUSH`] while it grows,
+    /// until the task is final.
+    pub(crate) fn watch_output(&self, id: &str, output: &Arc<OutputBuffer>) {
+        let mut live = self.0.live.lock().unwrap();
+        live.insert(id.to_string(), (Arc::downgrade(output), 0));
+    }
+
+    /// Stops writing `id`'s output in batches (its final write has it all).
+    pub(crate) fn forget_output(&self, id: &str) {
+        self.0.live.lock().unwrap().remove(id);
+    }
+
     /// Forgets `id` (pruned from the retained set).
     pub(crate) fn remove(&self, id: &str) -> Result<(), StoreError> {
         let txn = self.0.db.begin_write().map_err(|e| self.io(e))?;
@@ -369,14 +358,159 @@ impl Store {
     }
 
     fn decode(&self, id: &str, bytes: &[u8]) -> Result<TaskRecord, StoreError> {
+        self.0.inner.decode(id, bytes)
+    }
+
+    fn io(&self, error: impl Into<redb::Error>) -> StoreError {
+        self.0.inner.io(error)
+    }
+}
+
+impl Inner {
+    /// Checks (or writes, in a new file) the format mark, and marks tasks
+    /// left queued or running as interrupted. Returns the next order.
+    fn claim_and_interrupt(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.io(e))?;
+            let format = meta
+                .get("format")
+                .map_err(|e| self.io(e))?
+                .map(|value| value.value().to_string());
+            match format {
+                Some(format) if format == FORMAT => {}
+                Some(other) => {
+                    return Err(StoreError::Foreign {
+                        path: self.path.clone(),
+                        what: format!("its format is {other:?}"),
+                    });
+                }
+                None => {
+                    let others: Vec<String> = txn
+                        .list_tables()
+                        .map_err(|e| self.io(e))?
+                        .map(|table| table.name().to_string())
+                        .filter(|name| name != "meta")
+                        .collect();
+                    if !others.is_empty() {
+                        return Err(StoreError::Foreign {
+                            path: self.path.clone(),
+                            what: format!(
+                                "it is a redb database of another program (tables {})",
+                                others.join(", ")
+                            ),
+                        });
+                    }
+                    meta.insert("format", FORMAT).map_err(|e| self.io(e))?;
+                }
+            }
+        }
+        let mut next = 0;
+        let mut interrupted = 0usize;
+        {
+            let mut tasks = txn.open_table(TASKS).map_err(|e| self.io(e))?;
+            txn.open_table(OUTPUT).map_err(|e| self.io(e))?;
+            let mut changed = Vec::new();
+            for entry in tasks.iter().map_err(|e| self.io(e))? {
+                let (key, value) = entry.map_err(|e| self.io(e))?;
+                let mut record = self.decode(key.value(), value.value())?;
+                next = next.max(record.order + 1);
+                if let Some(status @ (TaskStatus::Queued | TaskStatus::Running)) = record.status() {
+                    let at = now_ms();
+                    record.status = TaskStatus::Interrupted.as_str().to_string();
+                    record.transitions.push(Transition {
+                        status: record.status.clone(),
+                        at_ms: at,
+                    });
+                    record.error = Some(interrupted_reason(status));
+                    changed.push(record);
+                }
+            }
+            for record in changed {
+                tasks
+                    .insert(record.id.as_str(), encode(&record).as_slice())
+                    .map_err(|e| self.io(e))?;
+                tracing::warn!(task = %record.id, agent = %record.agent, "interrupted by the previous process's end");
+                interrupted += 1;
+            }
+        }
+        txn.commit().map_err(|e| self.io(e))?;
+        if interrupted > 0 {
+            tracing::warn!(
+                count = interrupted,
+                "tasks left queued or running by the previous process marked interrupted"
+            );
+        }
+        Ok(next)
+    }
+
+    /// Writes the output that grew since the last flush, in one
+    /// transaction, for tasks not yet final (a final record's output was
+    /// written with its status and is never replaced).
+    fn flush(&self) -> Result<(), StoreError> {
+        let grown: Vec<(String, String, usize)> = {
+            let mut live = self.live.lock().unwrap();
+            live.retain(|_, (output, _)| output.strong_count() > 0);
+            live.iter()
+                .filter_map(|(id, (output, written))| {
+                    let output = output.upgrade()?;
+                    (output.len() != *written)
+                        .then(|| (id.clone(), output.snapshot().text, output.len()))
+                })
+                .collect()
+        };
+        if grown.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        {
+            let tasks = txn.open_table(TASKS).map_err(|e| self.io(e))?;
+            let mut output = txn.open_table(OUTPUT).map_err(|e| self.io(e))?;
+            for (id, text, _) in &grown {
+                let record = tasks.get(id.as_str()).map_err(|e| self.io(e))?;
+                let Some(record) = record else { continue };
+                let record = self.decode(id, record.value())?;
+                if record.status().is_some_and(TaskStatus::is_final) {
+                    continue;
+                }
+                output
+                    .insert(id.as_str(), text.as_bytes())
+                    .map_err(|e| self.io(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.io(e))?;
+        let mut live = self.live.lock().unwrap();
+        for (id, _, len) in grown {
+            if let Some((_, written)) = live.get_mut(&id) {
+                *written = len;
+            }
+        }
+        Ok(())
+    }
+
+    fn decode(&self, id: &str, bytes: &[u8]) -> Result<TaskRecord, StoreError> {
         serde_json::from_slice(bytes).map_err(|error| StoreError::Damaged {
-            path: self.0.path.clone(),
+            path: self.path.clone(),
             detail: format!("the record of task {id:?} cannot be read: {error}"),
         })
     }
 
     fn io(&self, error: impl Into<redb::Error>) -> StoreError {
-        classify(&self.0.path, error.into())
+        classify(&self.path, error.into())
+    }
+}
+
+/// The output writer's loop: flushes every [`OUTPUT_FLUSH`] until the
+/// store is dropped.
+fn flush_outputs(inner: Arc<Inner>, stop: mpsc::Receiver<()>) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(OUTPUT_FLUSH) {
+        if let Err(error) = inner.flush() {
+            tracing::error!("{error}");
+        }
+    }
+    // One last time: what was written since the last flush.
+    if let Err(error) = inner.flush() {
+        tracing::error!("{error}");
     }
 }
 

@@ -332,6 +332,7 @@ impl Task {
         if let Err(error) = store.insert(&record) {
             tracing::error!(task = %self.id, "{error}");
         }
+        store.watch_output(self.id.as_str(), &self.output);
         let _ = self.store.set(store.clone());
     }
 
@@ -343,6 +344,7 @@ impl Task {
         let written = match state.status.is_final() {
             false => store.update(self.id.as_str(), state.status, None, |_| {}),
             true => {
+                store.forget_output(self.id.as_str());
                 let output = self.output.snapshot();
                 store.update(
                     self.id.as_str(),
