@@ -44,6 +44,14 @@ fn stdio_toolset(more: &[&str], extra: &str) -> String {
     )
 }
 
+/// [`stdio_toolset`] whose server appends its pid to `starts` each time it
+/// starts.
+fn counted_toolset(starts: &Path, more: &[&str], extra: &str) -> String {
+    let mut args = vec!["--starts", starts.to_str().unwrap()];
+    args.extend_from_slice(more);
+    stdio_toolset(&args, extra)
+}
+
 /// A team of LLM agents named in `agents` (name, toolsets lines), each
 /// with its own model `NAME-model` served by `server`.
 fn team_yaml(server: &ModelServer, agents: &[(&str, String)]) -> String {
@@ -239,14 +247,13 @@ async fn a_command_server_gets_only_its_listed_environment_and_the_team_dir() {
     .await;
     let scratch = Scratch::new();
     let starts = scratch.dir.join("starts");
-    let starts_arg = starts.display().to_string();
     let team = scratch.write(
         "team.yaml",
         team_yaml(
             &server,
             &[(
                 "a",
-                stdio_toolset(&["--starts", &starts_arg], ", env: {GREETING: hello}"),
+                counted_toolset(&starts, &[], ", env: {GREETING: hello}"),
             )],
         ),
     );
@@ -298,10 +305,9 @@ async fn a_server_that_exits_gives_a_tool_error_and_is_restarted_once() {
     .await;
     let scratch = Scratch::new();
     let starts = scratch.dir.join("starts");
-    let starts_arg = starts.display().to_string();
     let toolset = bgagents_testkit::toolset(&team_yaml(
         &server,
-        &[("a", stdio_toolset(&["--starts", &starts_arg], ""))],
+        &[("a", counted_toolset(&starts, &[], ""))],
     ));
 
     let view = bgagents_testkit::run_to_end(&toolset, "a", "go").await;
@@ -367,8 +373,7 @@ async fn one_server_is_started_once_for_two_agents_running_at_once() {
     .await;
     let scratch = Scratch::new();
     let starts = scratch.dir.join("starts");
-    let starts_arg = starts.display().to_string();
-    let toolsets = stdio_toolset(&["--starts", &starts_arg], "");
+    let toolsets = counted_toolset(&starts, &[], "");
     let toolset = bgagents_testkit::toolset(&team_yaml(
         &server,
         &[("a", toolsets.clone()), ("b", toolsets)],
@@ -396,10 +401,9 @@ async fn the_servers_end_when_the_toolset_is_dropped() {
     .await;
     let scratch = Scratch::new();
     let starts = scratch.dir.join("starts");
-    let starts_arg = starts.display().to_string();
     let toolset = bgagents_testkit::toolset(&team_yaml(
         &server,
-        &[("a", stdio_toolset(&["--starts", &starts_arg], ""))],
+        &[("a", counted_toolset(&starts, &[], ""))],
     ));
     let view = bgagents_testkit::run_to_end(&toolset, "a", "go").await;
     assert_eq!(view.result.as_deref(), Some("done"), "{view:?}");
@@ -452,12 +456,12 @@ async fn a_server_whose_first_start_fails_is_started_once_more_on_the_next_use()
     let scratch = Scratch::new();
     let starts = scratch.dir.join("starts");
     let flag = scratch.dir.join("failed-once");
-    let (starts_arg, flag_arg) = (starts.display().to_string(), flag.display().to_string());
+    let flag_arg = flag.display().to_string();
     let toolset = bgagents_testkit::toolset(&team_yaml(
         &server,
         &[(
             "a",
-            stdio_toolset(&["--starts", &starts_arg, "--fail-first", &flag_arg], ""),
+            counted_toolset(&starts, &["--fail-first", &flag_arg], ""),
         )],
     ));
 

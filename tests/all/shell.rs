@@ -11,10 +11,9 @@
 //! cannot run.
 
 use bgagents_testkit::model_server::{ModelServer, Script, Turn};
-use bgagents_testkit::{HANG, Scratch};
+use bgagents_testkit::{HANG, Scratch, holds_within, host_has_process};
 use serde_json::{Value, json};
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 /// A team of one LLM agent `root` with the shell toolset and `grants`
 /// (YAML under `grants:`), its model served at `model_url`.
@@ -57,39 +56,15 @@ fn shell(args: Value) -> (&'static str, String) {
     ("shell", args.to_string())
 }
 
-/// Whether a process on the host has exactly this command line. The
-/// sandbox has its own PID namespace, so processes are found by what they
-/// run, not by the pid they see.
-fn host_has_process(cmdline: &[&str]) -> bool {
-    let wanted: Vec<u8> = (cmdline.iter())
-        .flat_map(|arg| [arg.as_bytes(), b"\0"].concat())
-        .collect();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .any(|entry| std::fs::read(entry.path().join("cmdline")).is_ok_and(|found| found == wanted))
-}
-
 /// Whether the process is gone within [`HANG`].
 async fn gone(cmdline: &[&str]) -> bool {
-    within_hang(|| !host_has_process(cmdline)).await
+    holds_within(HANG, || !host_has_process(cmdline)).await
 }
 
 /// Whether the process is there within [`HANG`] (a job's shell may not
 /// have forked it yet).
 async fn appears(cmdline: &[&str]) -> bool {
-    within_hang(|| host_has_process(cmdline)).await
-}
-
-async fn within_hang(check: impl Fn() -> bool) -> bool {
-    let deadline = Instant::now() + HANG;
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
+    holds_within(HANG, || host_has_process(cmdline)).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -97,13 +97,23 @@ pub async fn finished(
 }
 
 /// Polls `check` until it holds, panicking after [`HANG`].
-pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + HANG;
-    while !check() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
+pub async fn eventually(what: &str, check: impl FnMut() -> bool) {
+    assert!(
+        holds_within(HANG, check).await,
+        "timed out waiting for {what}"
+    );
+}
+
+/// Polls `check` until it holds (`true`) or `within` has passed (`false`).
+pub async fn holds_within(within: std::time::Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if check() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
@@ -169,4 +179,17 @@ pub fn run_alone(name: &str) {
         "{name} did not run (is it an ignored test of this binary?):\n{stdout}\n{stderr}"
     );
     eprint!("{stderr}");
+}
+
+/// Whether a process on this host runs with exactly the command line
+/// `cmdline`. A sandbox with its own PID namespace hides the pids its
+/// processes see, so tests find them by what they run.
+pub fn host_has_process(cmdline: &[&str]) -> bool {
+    let wanted: Vec<u8> = (cmdline.iter())
+        .flat_map(|arg| [arg.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .any(|entry| std::fs::read(entry.path().join("cmdline")).is_ok_and(|found| found == wanted))
 }

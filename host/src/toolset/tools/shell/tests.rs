@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::config::DirGrant;
+use bgagents_testkit::{holds_within, host_has_process};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -61,27 +62,8 @@ fn grants(dirs: Vec<DirGrant>) -> Grants {
     }
 }
 
-/// Whether a process on the host runs with exactly this command line.
-fn host_has_process(cmdline: &[&str]) -> bool {
-    let wanted: Vec<u8> = cmdline
-        .iter()
-        .flat_map(|arg| [arg.as_bytes(), b"\0"].concat())
-        .collect();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .any(|entry| std::fs::read(entry.path().join("cmdline")).is_ok_and(|found| found == wanted))
-}
-
 async fn gone(cmdline: &[&str]) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if !host_has_process(cmdline) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
+    holds_within(Duration::from_secs(10), || !host_has_process(cmdline)).await
 }
 
 #[tokio::test]
