@@ -1,7 +1,11 @@
 //! `bgagents serve` and its clients through the real binary: a daemon per
 //! state directory (its socket 0600, a second daemon refused naming the
-//! first's pid, a stale socket cleaned up), and `start`, `ps`, `logs -f`,
-//! `view`, `stop` and `wait` as separate processes, tasks outliving them.
+//! first's pid, a stale socket cleaned up, a read-only directory refused),
+//! and `start`, `ps`, `logs -f`, `view`, `stop` and `wait` as separate
+//! processes, tasks outliving them; another user's clients are refused.
+//!
+//! The read-only and other-user tests need bubblewrap and util-linux's
+//! setpriv, run as root; where those cannot work they say why and pass.
 
 use crate::text;
 use bgagents_testkit::{HANG, Scratch};
@@ -566,4 +570,227 @@ fn after_kill_9_a_restarted_daemon_lists_finished_tasks_unchanged_and_running_on
         "an interrupted task is not a success"
     );
     assert!(text(&waited.stdout).contains(&format!("{spinning} interrupted")));
+}
+
+/// Waits for `child` to exit (killing it past the hang bound) and collects
+/// its output.
+fn finish(mut child: Child, what: &str) -> Output {
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > HANG {
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            panic!("{what} never ended:\n{}", text(&output.stderr));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Runs `bgagents args` with directory `dir` mounted read-only (the rest
+/// of the filesystem as it is), through bubblewrap; `None`, saying why,
+/// where bubblewrap is missing or cannot make a mount namespace here.
+fn with_read_only(dir: &Path, args: &[&str]) -> Option<Output> {
+    let bwrap = |command: &[&str]| {
+        let mut bwrap = Command::new("bwrap");
+        bwrap
+            .args(["--die-with-parent", "--dev-bind", "/", "/", "--ro-bind"])
+            .arg(dir)
+            .arg(dir)
+            .arg("--")
+            .args(command);
+        bwrap
+    };
+    let probe = dir.join(".write-probe");
+    let touch = ["touch", probe.to_str().unwrap()];
+    match bwrap(&touch).stderr(Stdio::piped()).output() {
+        Err(error) => {
+            eprintln!("skipped: cannot run bwrap (bubblewrap): {error}");
+            return None;
+        }
+        Ok(output) if output.status.success() => {
+            panic!("bwrap ran, yet {} was writable inside it", dir.display())
+        }
+        Ok(output) if !text(&output.stderr).contains("Read-only file system") => {
+            eprintln!(
+                "skipped: bwrap cannot mount {} read-only here: {}",
+                dir.display(),
+                text(&output.stderr)
+            );
+            return None;
+        }
+        Ok(_) => {}
+    }
+    let child = bwrap(&[env!("CARGO_BIN_EXE_bgagents")])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    Some(finish(child, &format!("bgagents {args:?} (read-only)")))
+}
+
+/// Every file in `dir` with its contents.
+fn contents(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            (path, bytes)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn a_state_directory_on_a_read_only_filesystem_is_refused_naming_it_and_the_fix() {
+    let scratch = Scratch::new();
+    let team = scratch.team(TEAM);
+    let team = team.to_str().unwrap();
+    let refused = |output: &Output, dir: &Path| {
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.starts_with("error: "), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "the state directory {} is on a read-only filesystem",
+                dir.display()
+            )),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("give a writable one with --state DIR"),
+            "{stderr}"
+        );
+    };
+
+    // An empty directory, and one to be made inside a read-only one.
+    let empty = scratch.dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    fn serve<'a>(team: &'a str, dir: &'a Path) -> [&'a str; 4] {
+        ["serve", team, "--state", dir.to_str().unwrap()]
+    }
+    let Some(output) = with_read_only(&empty, &serve(team, &empty)) else {
+        return;
+    };
+    refused(&output, &empty);
+    assert!(contents(&empty).is_empty(), "{:?}", contents(&empty));
+    let inside = empty.join("state");
+    let output = with_read_only(&empty, &serve(team, &inside)).unwrap();
+    refused(&output, &inside);
+    assert!(
+        text(&output.stderr).contains("cannot create the state directory"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    // The task store of an earlier daemon: the daemon refuses to serve it
+    // (it could record nothing) and leaves every file as it was.
+    let state = scratch.dir.join("state");
+    let daemon = Daemon::start(Path::new(team), Some(&state), &scratch.dir);
+    let id = daemon.ok(&["start", "helper", "echo kept"]);
+    let id = id.trim().to_string();
+    assert!(daemon.ok(&["wait", &id]).contains("kept"));
+    assert!(daemon.terminate().success());
+    let before = contents(&state);
+    let output = with_read_only(&state, &serve(team, &state)).unwrap();
+    refused(&output, &state);
+    assert_eq!(contents(&state), before, "the store was changed");
+    // Writable again, the store serves its tasks.
+    let daemon = Daemon::start(Path::new(team), Some(&state), &scratch.dir);
+    assert!(daemon.ok(&["view", &id]).contains("kept"));
+}
+
+/// `bgagents args` run as user nobody (uid and gid 65534, no groups),
+/// through setpriv; `None`, saying why, where this process cannot switch
+/// users (setpriv missing, or not running as root).
+fn as_nobody(args: &[&str]) -> Option<Output> {
+    let setpriv = || {
+        let mut command = Command::new("setpriv");
+        command.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]);
+        command
+    };
+    match setpriv().arg("true").stderr(Stdio::piped()).output() {
+        Err(error) => {
+            eprintln!("skipped: cannot run setpriv (util-linux): {error}");
+            return None;
+        }
+        Ok(output) if !output.status.success() => {
+            eprintln!(
+                "skipped: setpriv cannot switch to another user here (not root?): {}",
+                text(&output.stderr)
+            );
+            return None;
+        }
+        Ok(_) => {}
+    }
+    let child = setpriv()
+        .arg(env!("CARGO_BIN_EXE_bgagents"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    Some(finish(child, &format!("bgagents {args:?} as nobody")))
+}
+
+#[test]
+fn a_client_of_another_user_is_refused_and_the_daemon_serves_on() {
+    let scratch = Scratch::new();
+    let team = scratch.team(TEAM);
+    let state = scratch.dir.join("state");
+    let daemon = Daemon::start(&team, Some(&state), &scratch.dir);
+    let id = daemon.ok(&["start", "helper", "spin"]);
+    let id = id.trim();
+    let socket = state.join("bgagents.sock");
+    let state_arg = state.to_str().unwrap();
+
+    // The state directory's mode keeps another user out.
+    let Some(output) = as_nobody(&["ps", "--state", state_arg]) else {
+        return;
+    };
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "permission denied on the daemon's socket {}: it belongs to another user (uid 0)",
+            socket.display()
+        )),
+        "{stderr}"
+    );
+    assert!(text(&output.stdout).is_empty());
+    let stop = as_nobody(&["stop", "--state", state_arg, id]).unwrap();
+    assert_eq!(stop.status.code(), Some(2), "{}", text(&stop.stderr));
+    assert!(daemon.ok(&["ps"]).contains(id));
+    assert!(daemon.ok(&["view", id]).contains("Status:  running"));
+
+    // Opened up by hand, the daemon itself still hangs up on another
+    // user's client, and says so in its log.
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    for args in [&["ps"][..], &["stop", id]] {
+        let (command, rest) = args.split_first().unwrap();
+        let output = as_nobody(&[&[*command, "--state", state_arg], rest].concat()).unwrap();
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "the daemon at {} refused this client: it belongs to another user (uid 0)",
+                socket.display()
+            )),
+            "{stderr}"
+        );
+    }
+    assert!(
+        daemon.log().contains("refused a client of another user"),
+        "{}",
+        daemon.log()
+    );
+    assert!(daemon.ok(&["view", id]).contains("Status:  running"));
+    let json: serde_json::Value =
+        serde_json::from_str(&daemon.ok(&["ps", "--all", "--json"])).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 1, "{json}");
 }

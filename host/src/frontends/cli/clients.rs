@@ -24,6 +24,7 @@ use rmcp::service::RunningService;
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::{Value, json};
 use std::io::{ErrorKind, IsTerminal, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -57,6 +58,20 @@ async fn connect(target: &Target) -> Result<Daemon, ExitCode> {
         Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) => {
             return Err(error(&not_running(target, &dir)));
         }
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+            let whose = match another_user(&socket) {
+                Some(uid) => format!(
+                    "it belongs to another user (uid {uid}), and a daemon serves only the user \
+                     who started it; run this command as that user, or serve the team as \
+                     yourself (`bgagents serve TEAM.yaml`)"
+                ),
+                None => format!("{e}; check who owns {} and its mode", dir.display()),
+            };
+            return Err(error(&format!(
+                "permission denied on the daemon's socket {}: {whose}",
+                socket.display()
+            )));
+        }
         Err(e) => {
             return Err(error(&format!(
                 "cannot connect to the daemon at {}: {e}",
@@ -70,12 +85,33 @@ async fn connect(target: &Target) -> Result<Daemon, ExitCode> {
     )
     .with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE);
     let client = config.serve(stream.into_split()).await.map_err(|e| {
-        error(&format!(
-            "the daemon at {} did not answer the MCP handshake: {e}",
-            socket.display()
-        ))
+        // The daemon hangs up on clients of another user that its
+        // socket's mode did not keep out.
+        error(&match another_user(&socket) {
+            Some(uid) => format!(
+                "the daemon at {} refused this client: it belongs to another user (uid {uid}) \
+                 and serves only that user's clients",
+                socket.display()
+            ),
+            None => format!(
+                "the daemon at {} did not answer the MCP handshake: {e}",
+                socket.display()
+            ),
+        })
     })?;
     Ok(Daemon { client })
+}
+
+/// The user owning `socket` (or, where it cannot be seen, its directory)
+/// when that is not this process's user.
+fn another_user(socket: &Path) -> Option<u32> {
+    let metadata = match std::fs::metadata(socket) {
+        Ok(metadata) => metadata,
+        Err(_) => std::fs::metadata(socket.parent()?).ok()?,
+    };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    (metadata.uid() != uid).then_some(metadata.uid())
 }
 
 /// The state directory the target names.

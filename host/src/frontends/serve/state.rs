@@ -66,13 +66,24 @@ pub fn create(dir: &Path) -> Result<(), String> {
             format!(
                 "cannot create the state directory {}: {error}{}",
                 dir.display(),
-                if error.kind() == ErrorKind::ReadOnlyFilesystem {
-                    " (give a writable one with --state DIR)"
-                } else {
-                    ""
-                }
+                unwritable(dir, &error)
             )
         })
+}
+
+/// What to do when the daemon cannot write in state directory `dir`:
+/// appended to the error that says so (empty for other errors).
+fn unwritable(dir: &Path, error: &std::io::Error) -> String {
+    let what = match error.kind() {
+        ErrorKind::ReadOnlyFilesystem => "is on a read-only filesystem",
+        ErrorKind::PermissionDenied => "is not writable by this user",
+        _ => return String::new(),
+    };
+    format!(
+        "\nthe state directory {} {what}, and the daemon must write there (its lock, \
+         socket and task store); give a writable one with --state DIR",
+        dir.display()
+    )
 }
 
 /// The socket clients connect to in state directory `dir`.
@@ -112,7 +123,13 @@ pub fn lock(dir: &Path, team: &Path) -> Result<Lock, String> {
         .truncate(false)
         .mode(0o600)
         .open(&path)
-        .map_err(|error| format!("cannot open the lock file {}: {error}", path.display()))?;
+        .map_err(|error| {
+            format!(
+                "cannot open the lock file {}: {error}{}",
+                path.display(),
+                unwritable(dir, &error)
+            )
+        })?;
     match file.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
@@ -138,7 +155,13 @@ pub fn lock(dir: &Path, team: &Path) -> Result<Lock, String> {
         let contents = format!("{}\n{}\n", std::process::id(), team.display());
         file.write_all(contents.as_bytes())
     });
-    written.map_err(|error| format!("cannot write the lock file {}: {error}", path.display()))?;
+    written.map_err(|error| {
+        format!(
+            "cannot write the lock file {}: {error}{}",
+            path.display(),
+            unwritable(dir, &error)
+        )
+    })?;
     Ok(Lock { _file: file })
 }
 
@@ -163,7 +186,13 @@ pub fn bind(dir: &Path) -> Result<std::os::unix::net::UnixListener, String> {
     DirBuilder::new()
         .mode(0o700)
         .create(&private)
-        .map_err(|error| format!("cannot create {}: {error}", private.display()))?;
+        .map_err(|error| {
+            format!(
+                "cannot create {}: {error}{}",
+                private.display(),
+                unwritable(dir, &error)
+            )
+        })?;
     let temporary = private.join("s");
     let bound = std::os::unix::net::UnixListener::bind(&temporary)
         .and_then(|listener| {
