@@ -794,3 +794,78 @@ fn a_client_of_another_user_is_refused_and_the_daemon_serves_on() {
         serde_json::from_str(&daemon.ok(&["ps", "--all", "--json"])).unwrap();
     assert_eq!(json.as_array().unwrap().len(), 1, "{json}");
 }
+
+/// Whether process `pid` catches SIGINT (has a handler installed).
+fn catches_sigint(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let caught = status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok());
+    caught.is_some_and(|mask| mask & (1 << (libc::SIGINT - 1)) != 0)
+}
+
+#[test]
+fn ctrl_c_ends_logs_f_and_wait_and_the_task_keeps_running_in_the_daemon() {
+    let scratch = Scratch::new();
+    let team = scratch.team(TEAM);
+    let daemon = Daemon::start(&team, Some(&scratch.dir.join("state")), &scratch.dir);
+    let id = daemon.ok(&["start", "helper", "print 1 first && spin"]);
+    let id = id.trim();
+    let state = daemon.state.to_str().unwrap();
+    for args in [&["logs", id, "-f"][..], &["wait", id]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bgagents"))
+            .args(&args[..1])
+            .args(["--state", state])
+            .args(&args[1..])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Following: the output so far is shown, so it is connected.
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        if args[0] == "logs" {
+            let (sender, line) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let mut first = String::new();
+                std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+                let _ = sender.send((first, stdout));
+            });
+            let (first, rest) = line
+                .recv_timeout(HANG)
+                .expect("logs -f never showed the output so far");
+            assert_eq!(first, "first\n");
+            stdout = rest;
+        }
+        let started = Instant::now();
+        while !catches_sigint(child.id()) {
+            assert!(started.elapsed() < HANG, "{args:?} never handled SIGINT");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let pid = child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-INT", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let output = finish(child, &format!("bgagents {args:?} after SIGINT"));
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(130), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("interrupted; the task keeps running in the daemon"),
+            "{args:?}: {stderr}"
+        );
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+        assert_eq!(rest, "", "{args:?}");
+        assert!(
+            daemon.ok(&["view", id]).contains("Status:  running"),
+            "{args:?} ended the task"
+        );
+    }
+    let json: serde_json::Value = serde_json::from_str(&daemon.ok(&["ps", "--json"])).unwrap();
+    assert_eq!(json[0]["task_id"], id);
+    assert_eq!(json[0]["status"], "running");
+}
