@@ -869,3 +869,57 @@ fn ctrl_c_ends_logs_f_and_wait_and_the_task_keeps_running_in_the_daemon() {
     assert_eq!(json[0]["task_id"], id);
     assert_eq!(json[0]["status"], "running");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "ps --all lists session by session: the toolset does not yet expose the order tasks were admitted in across sessions"]
+async fn ps_all_lists_every_sessions_tasks_in_the_order_they_were_started() {
+    use rmcp::ServiceExt;
+    use rmcp::model::{ClientConfig, Implementation};
+    let scratch = Scratch::new();
+    let team = scratch.team(TEAM);
+    let daemon = Daemon::start(&team, Some(&scratch.dir.join("state")), &scratch.dir);
+    let stream = tokio::net::UnixStream::connect(daemon.state.join("bgagents.sock"))
+        .await
+        .unwrap();
+    let other = ClientConfig::new(Default::default(), Implementation::new("other", "1"))
+        .serve(stream.into_split())
+        .await
+        .expect("MCP handshake over the socket");
+    // The command line and another client start tasks in turn.
+    let mut started = Vec::new();
+    for turn in 0..6 {
+        let task = format!("echo {turn}");
+        let id = if turn % 2 == 0 {
+            let state = daemon.state.clone();
+            let started = tokio::task::spawn_blocking(move || {
+                let output =
+                    bgagents(&["start", "--state", state.to_str().unwrap(), "helper", &task]);
+                assert!(output.status.success(), "{}", text(&output.stderr));
+                text(&output.stdout)
+            });
+            started.await.unwrap().trim().to_string()
+        } else {
+            let arguments = serde_json::json!({"agent": "helper", "task": task});
+            let answer = text_of(&call_tool(&other, "run_background_agent", arguments).await);
+            let first = answer.lines().next().unwrap();
+            first.rsplit_once("ID: ").unwrap().1.trim().to_string()
+        };
+        started.push(id);
+    }
+    let state = daemon.state.clone();
+    let ps = tokio::task::spawn_blocking(move || {
+        let output = bgagents(&["ps", "--state", state.to_str().unwrap(), "--all", "--json"]);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        text(&output.stdout)
+    });
+    let ps: serde_json::Value = serde_json::from_str(&ps.await.unwrap()).unwrap();
+    let listed: Vec<&str> = (ps.as_array().unwrap().iter())
+        .map(|task| task["task_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, started, "oldest first, whichever session: {ps}");
+    let sessions: Vec<&str> = (ps.as_array().unwrap().iter())
+        .map(|task| task["session"].as_str().unwrap())
+        .collect();
+    assert_eq!(sessions[..2], ["cli", "mcp#1 (other)"], "{ps}");
+    other.cancel().await.unwrap();
+}

@@ -137,7 +137,9 @@ impl Sessions {
     }
 
     /// Every task on the daemon with the label of the session that started
-    /// it, session by session, each oldest first.
+    /// it, session by session (restored, the command line's, then each
+    /// connection's), each oldest first: the toolset orders tasks only
+    /// within what one session sees.
     pub fn list_all(&self) -> Vec<(TaskInfo, String)> {
         let mut seen = HashSet::new();
         let mut tasks = Vec::new();
