@@ -20,18 +20,21 @@
 //!    fast they stop (the server sees every connection close);
 //! 10. host cost per tool call of the toolsets that reach past the sandbox
 //!     (filesystem `read_file`, `memory` `add_memory`, `shell` running `true`
-//!     in bubblewrap), against `think`, through the bundled agent.
+//!     in bubblewrap), against `think`, through the bundled agent;
+//! 11. what keeping tasks in a store costs (`bgagents serve`): dispatch
+//!     latency and throughput with and without one, in one run.
 //!
 //! Items 8 and 9 run the scripted model server in a child process (this
 //! binary, re-run with `BGAGENTS_BENCH_MODEL_SERVER` set), so its CPU time
 //! is not on the host's runtime and its memory is not in the host's RSS.
 //!
 //! `BENCH_QUICK=1` runs smaller sizes (a smoke run, not for numbers);
-//! `BENCH_ONLY=cache|dispatch|throughput|stop|scale|flood|model|blocked|tools` runs one part;
+//! `BENCH_ONLY=cache|dispatch|throughput|stop|scale|flood|model|blocked|tools|persistence`
+//! runs one part;
 //! `BENCH_RUNTIME=current_thread` runs everything on one thread.
 
 use bgagents::EventKind;
-use bgagents::{Caller, TaskStatus, Team, Toolset};
+use bgagents::{Caller, Store, TaskStatus, Team, Toolset};
 use bgagents::{Message, ModelApi, ModelBinding, ModelClient, ToolDefinition};
 use bgagents_testkit::model_server::{ModelServer, Script, Turn};
 use bgagents_testkit::{Scratch, plugin_dir};
@@ -68,6 +71,31 @@ fn millis(duration: Duration) -> String {
     format!("{:.2} ms", duration.as_secs_f64() * 1e3)
 }
 
+/// CPU seconds (user and system) used so far by this process's threads
+/// named `name`.
+fn thread_cpu_secs(name: &str) -> f64 {
+    let ticks = 100.0; // USER_HZ on Linux
+    let Ok(threads) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    threads
+        .flatten()
+        .filter(|thread| {
+            std::fs::read_to_string(thread.path().join("comm"))
+                .is_ok_and(|comm| comm.trim() == name)
+        })
+        .filter_map(|thread| std::fs::read_to_string(thread.path().join("stat")).ok())
+        .map(|stat| {
+            // Fields after the command's closing parenthesis: utime is the
+            // 12th, stime the 13th.
+            let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let field = |n: usize| fields.get(n).and_then(|f| f.parse::<f64>().ok());
+            (field(11).unwrap_or(0.0) + field(12).unwrap_or(0.0)) / ticks
+        })
+        .sum()
+}
+
 fn rss_mib() -> f64 {
     status_rss_mib("/proc/self/status")
 }
@@ -98,12 +126,13 @@ async fn until_running(toolset: &Toolset, caller: &Caller, id: &str) {
     }
 }
 
-async fn dispatch_latency() {
-    let toolset = load("agents:\n  probe: {component: probe.wasm}\n");
+/// `run` → the guest's first output, `rounds` times after 200 to warm up;
+/// with `settle`, `run` → the task's record on disk (what a client of
+/// `bgagents serve` waits for before it is answered) → first output.
+async fn dispatch_samples(toolset: &Toolset, rounds: usize, settle: bool) -> Vec<Duration> {
     let session = toolset.open_session(None).unwrap();
     let caller = session.caller();
     let mut events = toolset.events().subscribe();
-    let rounds = if quick() { 200 } else { 5000 };
     let mut samples = Vec::with_capacity(rounds);
     for round in 0..rounds + 200 {
         let started = Instant::now();
@@ -111,6 +140,9 @@ async fn dispatch_latency() {
             .run_background_agent(caller, "probe", "print 1 x", None)
             .unwrap()
             .id;
+        if settle {
+            toolset.settled().await.unwrap();
+        }
         loop {
             let event = events.recv().await.unwrap();
             if event.id == id && matches!(event.kind, EventKind::Output(_)) {
@@ -121,8 +153,18 @@ async fn dispatch_latency() {
         if round >= 200 {
             samples.push(started.elapsed());
         }
-        bgagents_testkit::finished(&toolset, caller, id.as_str()).await;
+        bgagents_testkit::finished(toolset, caller, id.as_str()).await;
     }
+    session.close().await;
+    samples
+}
+
+const PROBE_TEAM: &str = "agents:\n  probe: {component: probe.wasm}\n";
+
+async fn dispatch_latency() {
+    let toolset = load(PROBE_TEAM);
+    let rounds = if quick() { 200 } else { 5000 };
+    let mut samples = dispatch_samples(&toolset, rounds, false).await;
     println!(
         "1. dispatch latency (run → guest's first output), {rounds} runs: p50 {}, p99 {}  [{}]",
         micros(percentile(&mut samples, 0.5)),
@@ -131,12 +173,16 @@ async fn dispatch_latency() {
     );
 }
 
-async fn throughput() {
-    let count = if quick() { 2000 } else { 20_000 };
-    let toolset = load(&format!(
+fn throughput_team(count: usize) -> Team {
+    team(&format!(
         "limits: {{max_running: 20, max_retained: {}}}\nagents:\n  probe: {{component: probe.wasm}}\n",
         count + 1
-    ));
+    ))
+}
+
+/// Runs `count` trivial sub-agents 20 at a time; tasks per second, until
+/// every result is known (and, with a store, on disk).
+async fn throughput_of(toolset: &Toolset, count: usize) -> f64 {
     let session = toolset.open_session(None).unwrap();
     let caller = session.caller();
     let started = Instant::now();
@@ -156,14 +202,74 @@ async fn throughput() {
             .unwrap();
         assert!(report.all_done);
     }
+    toolset.settled().await.unwrap();
     let elapsed = started.elapsed();
+    session.close().await;
+    count as f64 / elapsed.as_secs_f64()
+}
+
+async fn throughput() {
+    let count = if quick() { 2000 } else { 20_000 };
+    let toolset = Toolset::load(throughput_team(count)).unwrap_or_else(|e| panic!("{e}"));
+    let rate = throughput_of(&toolset, count).await;
     println!(
-        "2. throughput: {count} trivial sub-agents in {:.2} s = {:.0} tasks/s  [{}]",
-        elapsed.as_secs_f64(),
-        count as f64 / elapsed.as_secs_f64(),
+        "2. throughput: {count} trivial sub-agents in {:.2} s = {rate:.0} tasks/s  [{}]",
+        count as f64 / rate,
         toolset.load_report().allocator
     );
-    session.close().await;
+}
+
+/// Item 11: dispatch latency and throughput without a store, with one (as
+/// `bgagents serve` keeps), and with one as a client of the daemon sees
+/// it (answered once the task is on disk), in one run.
+async fn persistence_cost() {
+    let rounds = if quick() { 200 } else { 5000 };
+    let count = if quick() { 2000 } else { 20_000 };
+    let scratch = Scratch::new();
+    let with_store = |team: Team, name: &str| {
+        let store = Store::open(scratch.dir.join(name)).unwrap_or_else(|e| panic!("{e}"));
+        Toolset::load_with_store(team, store).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let mut rows = Vec::new();
+    for (label, toolset, settle) in [
+        ("no store", load(PROBE_TEAM), false),
+        ("store", with_store(team(PROBE_TEAM), "dispatch"), false),
+        (
+            "store, answered once on disk",
+            with_store(team(PROBE_TEAM), "settled"),
+            true,
+        ),
+    ] {
+        let mut samples = dispatch_samples(&toolset, rounds, settle).await;
+        rows.push((
+            label,
+            percentile(&mut samples, 0.5),
+            percentile(&mut samples, 0.99),
+        ));
+    }
+    let plain = Toolset::load(throughput_team(count)).unwrap_or_else(|e| panic!("{e}"));
+    let off = throughput_of(&plain, count).await;
+    drop(plain);
+    let stored = with_store(throughput_team(count), "throughput");
+    let writer_before = thread_cpu_secs("task-store");
+    let on = throughput_of(&stored, count).await;
+    let writer_cpu = thread_cpu_secs("task-store") - writer_before;
+    let (_, base50, base99) = rows[0];
+    for (label, p50, p99) in &rows {
+        println!(
+            "11. dispatch latency, {label}, {rounds} runs: p50 {} ({:.2}×), p99 {} ({:.2}×)",
+            micros(*p50),
+            p50.as_secs_f64() / base50.as_secs_f64(),
+            micros(*p99),
+            p99.as_secs_f64() / base99.as_secs_f64(),
+        );
+    }
+    println!(
+        "11. throughput, {count} trivial sub-agents: no store {off:.0} tasks/s, store {on:.0} tasks/s ({:.2}× slower); the store's writer thread used {:.2} s of CPU ({:.1} µs a task)",
+        off / on,
+        writer_cpu,
+        writer_cpu * 1e6 / count as f64
+    );
 }
 
 async fn scale() {
@@ -1020,6 +1126,9 @@ fn main() {
         }
         if wanted("tools") {
             tool_call_cost().await;
+        }
+        if wanted("persistence") {
+            persistence_cost().await;
         }
     });
 }

@@ -871,8 +871,7 @@ fn ctrl_c_ends_logs_f_and_wait_and_the_task_keeps_running_in_the_daemon() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "ps --all lists session by session: the toolset does not yet expose the order tasks were admitted in across sessions"]
-async fn ps_all_lists_every_sessions_tasks_in_the_order_they_were_started() {
+async fn ps_all_lists_every_sessions_tasks_in_start_order_and_wait_takes_any_of_them() {
     use rmcp::ServiceExt;
     use rmcp::model::{ClientConfig, Implementation};
     let scratch = Scratch::new();
@@ -921,5 +920,21 @@ async fn ps_all_lists_every_sessions_tasks_in_the_order_they_were_started() {
         .map(|task| task["session"].as_str().unwrap())
         .collect();
     assert_eq!(sessions[..2], ["cli", "mcp#1 (other)"], "{ps}");
+    // One wait over tasks of both sessions: a task id is enough.
+    let state = daemon.state.clone();
+    let ids = started.clone();
+    let waited = tokio::task::spawn_blocking(move || {
+        let mut args = vec!["wait", "--state", state.to_str().unwrap()];
+        args.extend(ids.iter().map(String::as_str));
+        bgagents(&args)
+    });
+    let waited = waited.await.unwrap();
+    let report = text(&waited.stdout);
+    assert!(waited.status.success(), "{report}{}", text(&waited.stderr));
+    for (turn, id) in started.iter().enumerate() {
+        assert!(report.contains(id.as_str()), "{report}");
+        assert!(report.contains(&format!("{turn}")), "{report}");
+    }
+    assert!(!report.contains("not_found"), "{report}");
     other.cancel().await.unwrap();
 }

@@ -8,6 +8,7 @@ use bgagents::{Store, TaskStatus, TaskView, Team, Toolset, render};
 use bgagents_testkit::{Scratch, eventually, finished, plugin_dir, start, status};
 use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -213,6 +214,12 @@ fn a_foreign_file_is_refused_and_left_unchanged() {
     );
     // Through the toolset too: the team does not load.
     let store = Store::open(scratch.dir.join("other")).unwrap();
+    // Only its owner may read a store: it holds every task's text.
+    let mode = std::fs::metadata(store.path())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
     drop(store);
     std::fs::write(
         scratch.dir.join("other/tasks.redb"),
@@ -224,6 +231,8 @@ fn a_foreign_file_is_refused_and_left_unchanged() {
         .unwrap()
         .to_string();
     assert!(error.contains("other/tasks.redb"), "{error}");
+    assert!(error.contains("is damaged"), "{error}");
+    assert!(error.contains("move it away"), "{error}");
     assert!(
         std::fs::read(scratch.dir.join("other/tasks.redb")).unwrap()
             == b"redb\x1a\n\xa9\r\nand then junk",
@@ -298,6 +307,8 @@ fn crash_workload() {
             };
             let caller = session.caller().clone();
             let id = start(&toolset, &caller, "worker", &task);
+            // As a front-end does: nothing is told before it is on disk.
+            toolset.settled().await.unwrap();
             journal(serde_json::json!({"event": "started", "id": id}));
             if task == "spin" {
                 spinners.push(id.clone());
@@ -305,6 +316,7 @@ fn crash_workload() {
             let waiter = toolset.clone();
             tokio::spawn(async move {
                 let view = finished(&waiter, &caller, &id).await;
+                waiter.settled().await.unwrap();
                 journal(serde_json::json!({
                     "event": "final",
                     "id": id,
@@ -321,6 +333,7 @@ fn crash_workload() {
                     .await
                     .is_ok()
                 {
+                    toolset.settled().await.unwrap();
                     journal(serde_json::json!({"event": "stopped", "id": id}));
                 }
             }
@@ -356,12 +369,18 @@ struct Final {
 
 #[test]
 fn crash_harness() {
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    eprintln!("crash harness seed {seed}");
+    // A failure prints its seed; setting it again replays the same runs.
+    let seed = std::env::var("BGAGENTS_CRASH_HARNESS_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    eprintln!("crash harness seed {seed} (BGAGENTS_CRASH_HARNESS_SEED replays it)");
     let mut random = Random(seed);
     // This very binary, even if a rebuild has replaced its file meanwhile.
     let test_binary = match Path::new("/proc/self/exe").exists() {

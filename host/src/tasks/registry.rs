@@ -153,10 +153,8 @@ impl Registry {
     fn remove(&mut self, order: u64) {
         if let Some(task) = self.tasks.remove(&order) {
             self.order_of.remove(&task.id);
-            if let Some(store) = &self.store
-                && let Err(error) = store.remove(task.id.as_str())
-            {
-                tracing::error!(task = %task.id, "{error}");
+            if let Some(store) = &self.store {
+                store.remove(task.id.as_str());
             }
         }
         if let Some(bytes) = self.finished_bytes.remove(&order) {

@@ -43,6 +43,9 @@ pub struct Caller {
     /// Tasks this caller starts are cancelled with this token: the session's
     /// for a front-end, the calling task's own for a guest.
     pub(crate) spawn_token: CancellationToken,
+    /// Sees the tasks of every session (a daemon's operator, to whom a
+    /// task id is enough).
+    pub(crate) every_session: bool,
 }
 
 impl Caller {
@@ -55,6 +58,19 @@ impl Caller {
             ancestors_for_children: Vec::new(),
             lineage: Vec::new(),
             spawn_token,
+            every_session: false,
+        }
+    }
+
+    /// The operator of a daemon: like [`Caller::operator`], and sees the
+    /// tasks of every session.
+    pub(crate) fn operator_of_every_session(
+        session: SessionId,
+        spawn_token: CancellationToken,
+    ) -> Caller {
+        Caller {
+            every_session: true,
+            ..Caller::operator(session, spawn_token)
         }
     }
 
@@ -71,6 +87,7 @@ impl Caller {
             ancestors_for_children: Vec::new(),
             lineage: vec![agent.to_string()],
             spawn_token,
+            every_session: false,
         }
     }
 
@@ -85,6 +102,7 @@ impl Caller {
             ancestors_for_children,
             lineage: task.lineage.clone(),
             spawn_token: task.cancel.clone(),
+            every_session: false,
         }
     }
 
@@ -100,6 +118,9 @@ impl Caller {
 
     /// Whether `task` was started by this caller or one of its descendants.
     pub(crate) fn can_see(&self, task: &Task) -> bool {
+        if self.every_session {
+            return true;
+        }
         if task.session == SessionId::RESTORED {
             return self.agent.is_none() && self.task.is_none();
         }

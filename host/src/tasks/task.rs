@@ -6,7 +6,7 @@
 //! task's lock, before the change is announced or seen by anyone.
 
 use crate::sandbox::{OutputBuffer, OutputSnapshot};
-use crate::store::{Store, TaskRecord, Transition};
+use crate::store::{Ending, Store, TaskRecord, Transition};
 use std::fmt;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -329,38 +329,27 @@ impl Task {
             output_cap: self.output.snapshot_head(0).cap,
             output_truncated: false,
         };
-        if let Err(error) = store.insert(&record) {
-            tracing::error!(task = %self.id, "{error}");
-        }
-        store.watch_output(self.id.as_str(), &self.output);
+        store.insert(record, &self.output);
         let _ = self.store.set(store.clone());
     }
 
-    /// Writes the status `state` now has to the store, if there is one.
+    /// Hands the status `state` now has to the store, if there is one.
     fn persist(&self, state: &TaskState) {
         let Some(store) = self.store.get() else {
             return;
         };
-        let written = match state.status.is_final() {
-            false => store.update(self.id.as_str(), state.status, None, |_| {}),
-            true => {
-                store.forget_output(self.id.as_str());
-                let output = self.output.snapshot();
-                store.update(
-                    self.id.as_str(),
-                    state.status,
-                    Some(output.text.as_bytes()),
-                    |record| {
-                        record.result = state.result.clone();
-                        record.error = state.error.clone();
-                        record.output_truncated = output.truncated;
-                    },
-                )
-            }
-        };
-        if let Err(error) = written {
-            tracing::error!(task = %self.id, status = %state.status, "{error}");
+        if !state.status.is_final() {
+            store.update(self.id.as_str(), state.status);
+            return;
         }
+        let output = self.output.snapshot();
+        let ending = Ending {
+            result: state.result.clone(),
+            error: state.error.clone(),
+            output: output.text,
+            truncated: output.truncated,
+        };
+        store.finish(self.id.as_str(), state.status, ending);
     }
 
     pub fn parent(&self) -> Option<&TaskId> {

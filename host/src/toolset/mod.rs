@@ -66,6 +66,8 @@ struct Shared {
     /// The MCP servers the agents' `type: mcp` toolsets name, each started
     /// once, on first use.
     mcp: tools::mcp::McpServers,
+    /// Where tasks are kept, when the host keeps them.
+    store: Option<Store>,
 }
 
 /// How the bundled LLM agent is named in reports and errors.
@@ -342,7 +344,7 @@ impl Toolset {
             cache_dir: cache.dir().map(Path::to_path_buf),
             components,
         };
-        let registry = match store {
+        let registry = match store.clone() {
             Some(store) => Registry::with_store(team.limits.max_retained, store)
                 .map_err(|error| fail(error.to_string()))?,
             None => Registry::new(team.limits.max_retained),
@@ -360,6 +362,7 @@ impl Toolset {
             shutdown: CancellationToken::new(),
             shared_todos: Default::default(),
             mcp,
+            store,
         })))
     }
 
@@ -374,6 +377,17 @@ impl Toolset {
 
     pub fn events(&self) -> &Events {
         &self.0.events
+    }
+
+    /// Waits until every task change made so far is on disk, when the
+    /// toolset keeps a store (at once when not). Front-ends await it before
+    /// they tell a client anything, so no client learns of a task, a status
+    /// or a result that a crash could take back.
+    pub async fn settled(&self) -> Result<(), String> {
+        match &self.0.store {
+            Some(store) => store.settled().await,
+            None => Ok(()),
+        }
     }
 
     // The shared state's other parts, for the toolset's own modules.
@@ -434,6 +448,17 @@ impl Toolset {
             toolset: self.clone(),
             caller,
         })
+    }
+
+    /// A session of the operator of a long-lived host, who sees (lists,
+    /// views, stops, waits for) the tasks of every session: a task id is
+    /// enough. Tasks it starts are its own, as with [`Toolset::open_session`].
+    pub fn open_session_seeing_every_session(&self) -> Session {
+        let token = self.shutdown_token().child_token();
+        Session {
+            toolset: self.clone(),
+            caller: Caller::operator_of_every_session(SessionId::next(), token),
+        }
     }
 
     /// Stops every task of every session and returns once no guest runs.

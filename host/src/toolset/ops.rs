@@ -5,8 +5,8 @@ use super::errors::ToolError;
 use super::{Toolset, runner};
 use crate::sandbox::OutputBuffer;
 use crate::tasks::{
-    Caller, EventKind, NewTask, Registry, Task, TaskEvent, TaskId, TaskInfo, TaskStatus, TaskView,
-    WaitEntry, WaitReport,
+    Caller, EventKind, NewTask, Registry, SessionId, Task, TaskEvent, TaskId, TaskInfo, TaskStatus,
+    TaskView, WaitEntry, WaitReport,
 };
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -161,6 +161,16 @@ impl Toolset {
             .iter()
             .filter(|task| caller.can_see(task))
             .map(|task| task.info())
+            .collect()
+    }
+
+    /// Every retained task with the session that started it, oldest first
+    /// (tasks restored from a store first).
+    pub fn list_every_session(&self) -> Vec<(TaskInfo, SessionId)> {
+        let registry = self.0.registry.lock().unwrap();
+        registry
+            .iter()
+            .map(|task| (task.info(), task.session))
             .collect()
     }
 

@@ -57,10 +57,10 @@ pub async fn serve(toolset: Toolset, agent: &str) -> Result<(), String> {
         .map_err(|error| format!("MCP handshake failed: {error}"))?;
     let peer = running.peer().clone();
     let session_id = session.caller().session();
-    let notifier =
-        tokio::spawn(
-            async move { notify::forward_events(events, session_id, peer, &log_filter).await },
-        );
+    let notifier = tokio::spawn({
+        let toolset = toolset.clone();
+        async move { notify::forward_events(toolset, events, session_id, peer, &log_filter).await }
+    });
     let finished = running.waiting();
     tokio::pin!(finished);
     tokio::select! {

@@ -3,6 +3,7 @@
 //! `logging/setLevel`, and the progress a `wait` reports.
 
 use crate::tasks::{EventKind, SessionId, TaskEvent};
+use crate::toolset::Toolset;
 use rmcp::model::{
     LoggingLevel, LoggingMessageNotificationParam, ProgressNotificationParam, ProgressToken,
 };
@@ -45,8 +46,10 @@ fn severity(level: LoggingLevel) -> u8 {
 }
 
 /// Sends the session's task activity to the client as logging
-/// notifications until the events end or the client is gone.
+/// notifications until the events end or the client is gone. A status
+/// change is sent once `toolset` has it on disk (when it keeps a store).
 pub async fn forward_events(
+    toolset: Toolset,
     mut events: broadcast::Receiver<TaskEvent>,
     session: SessionId,
     peer: Peer<RoleServer>,
@@ -54,7 +57,13 @@ pub async fn forward_events(
 ) {
     loop {
         let (level, data) = match events.recv().await {
-            Ok(event) if event.session == session => describe_event(&event),
+            Ok(event) if event.session == session => {
+                if !matches!(event.kind, EventKind::Output(_)) {
+                    // Logged by the store when it fails.
+                    let _ = toolset.settled().await;
+                }
+                describe_event(&event)
+            }
             Ok(_) => continue,
             Err(RecvError::Lagged(missed)) => {
                 (LoggingLevel::Warning, json!({"missed_events": missed}))

@@ -22,7 +22,7 @@ use crate::tasks::EventKind;
 use crate::toolset::Session;
 use crate::toolset::render;
 use crate::toolset::tools::args::Args;
-use crate::toolset::tools::background::{STOP, VIEW, WAIT, wait_args};
+use crate::toolset::tools::background::{STOP, VIEW, WAIT};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, InitializeRequestParams,
     InitializeResult, ListToolsResult, PaginatedRequestParams, ServerConfig, SetLevelRequestParams,
@@ -72,13 +72,11 @@ impl Connection {
         self.server().session
     }
 
-    /// The server acting for whichever session sees task `id` (this
-    /// connection's own first).
-    fn server_for(&self, id: &str) -> McpServer {
+    /// The server acting as the operator of every session, for the tools
+    /// that take a task id: the id is enough, whoever started the task.
+    fn server_for_any_task(&self) -> McpServer {
         let mut server = self.server();
-        if let Some(owner) = self.sessions.owner(&server.session, id) {
-            server.session = owner;
-        }
+        server.session = self.sessions.every();
         server
     }
 
@@ -155,7 +153,7 @@ impl Connection {
                 "wait must be at most {READ_MAX_WAIT_SECS} seconds; call again to keep waiting"
             ));
         }
-        let server = self.server_for(&id);
+        let server = self.server_for_any_task();
         let toolset = &server.toolset;
         let caller = server.session.caller();
         // Subscribed before the first look, so no output is missed.
@@ -290,23 +288,35 @@ impl ServerHandler for Connection {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        let toolset = self.sessions.toolset().clone();
+        let response = self.call_any_tool(request, context).await;
+        // Nothing is told that a crash could take back.
+        match (toolset.settled().await, response) {
+            (Err(error), Ok(mut response)) => {
+                if let CallToolResponse::Complete(result) = &mut response {
+                    result
+                        .content
+                        .push(ContentBlock::text(format!("warning: {error}")));
+                }
+                Ok(response)
+            }
+            (_, response) => response,
+        }
+    }
+}
+
+impl Connection {
+    async fn call_any_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
         let args = Args::new(request.arguments.clone());
         if let Some(result) = self.call_extra(&request.name, &args, &context).await {
             return Ok(result.into());
         }
         let server = match request.name.as_ref() {
-            VIEW | STOP => match args.string("task_id") {
-                Ok(Some(id)) => self.server_for(&id),
-                _ => self.server(),
-            },
-            WAIT => match wait_args(&args) {
-                Ok((ids, _)) if !ids.is_empty() => {
-                    let mut server = self.server();
-                    server.session = self.sessions.owner_of_all(&server.session, &ids);
-                    server
-                }
-                _ => self.server(),
-            },
+            VIEW | STOP | WAIT => self.server_for_any_task(),
             _ => self.server(),
         };
         server.call_tool(request, context).await
@@ -356,9 +366,10 @@ pub async fn serve(sessions: Arc<Sessions>, stream: UnixStream, number: u64) {
     let notifier = (!connection.is_cli.load(Ordering::Relaxed)).then(|| {
         let peer = running.peer().clone();
         let session = connection.session().caller().session();
-        tokio::spawn(
-            async move { notify::forward_events(events, session, peer, &log_filter).await },
-        )
+        let toolset = toolset.clone();
+        tokio::spawn(async move {
+            notify::forward_events(toolset, events, session, peer, &log_filter).await
+        })
     });
     let finished = running.waiting();
     tokio::pin!(finished);

@@ -3,9 +3,9 @@
 //! tasks (a task started over the socket outlives its client). Any task on
 //! the daemon can be found by its id, whichever session started it.
 
-use crate::tasks::TaskInfo;
+use crate::tasks::{SessionId, TaskInfo};
 use crate::toolset::{Session, Toolset};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// Who started a task, as `ps --all` shows it: the command line,
@@ -20,6 +20,8 @@ pub struct Sessions {
     /// An operator session that starts nothing: what it sees are the tasks
     /// restored from the store.
     restored: Arc<Session>,
+    /// Sees every session's tasks: for view, stop, wait and output by id.
+    every: Arc<Session>,
     connections: Mutex<Vec<Connection>>,
 }
 
@@ -39,6 +41,7 @@ impl Sessions {
         Sessions {
             cli: operator(),
             restored: operator(),
+            every: Arc::new(toolset.open_session_seeing_every_session()),
             toolset,
             connections: Mutex::default(),
         }
@@ -103,53 +106,32 @@ impl Sessions {
         all
     }
 
-    /// The session that sees task `id` (`own` first), if any does.
-    pub fn owner(&self, own: &Arc<Session>, id: &str) -> Option<Arc<Session>> {
-        let sees = |session: &Arc<Session>| self.toolset.task_status(session.caller(), id).is_ok();
-        if sees(own) {
-            return Some(own.clone());
-        }
-        self.all()
-            .into_iter()
-            .map(|(_, session)| session)
-            .find(|session| sees(session))
+    /// The operator's view of every session: a task id is enough to view,
+    /// stop or wait for a task here, whichever session started it.
+    pub fn every(&self) -> Arc<Session> {
+        self.every.clone()
     }
 
-    /// The session that sees the most of `ids` (`own` when it sees them all
-    /// or none is better), for a wait over tasks of another session.
-    pub fn owner_of_all(&self, own: &Arc<Session>, ids: &[String]) -> Arc<Session> {
-        let seen = |session: &Arc<Session>| {
-            ids.iter()
-                .filter(|id| self.toolset.task_status(session.caller(), id).is_ok())
-                .count()
-        };
-        let mut best = (seen(own), own.clone());
-        if best.0 == ids.len() {
-            return best.1;
-        }
-        for (_, session) in self.all() {
-            let count = seen(&session);
-            if count > best.0 {
-                best = (count, session);
-            }
-        }
-        best.1
-    }
-
-    /// Every task on the daemon with the label of the session that started
-    /// it, session by session (restored, the command line's, then each
-    /// connection's), each oldest first: the toolset orders tasks only
-    /// within what one session sees.
+    /// Every task on the daemon, oldest first, with the label of the
+    /// session that started it.
     pub fn list_all(&self) -> Vec<(TaskInfo, String)> {
-        let mut seen = HashSet::new();
-        let mut tasks = Vec::new();
-        for (label, session) in self.all() {
-            for info in self.toolset.list_background_agents(session.caller()) {
-                if seen.insert(info.id.clone()) {
-                    tasks.push((info, label.clone()));
-                }
-            }
-        }
-        tasks
+        let labels: HashMap<SessionId, String> = self
+            .all()
+            .into_iter()
+            .map(|(label, session)| (session.caller().session(), label))
+            .collect();
+        self.toolset
+            .list_every_session()
+            .into_iter()
+            .map(|(info, session)| {
+                let label = match labels.get(&session) {
+                    Some(label) => label.clone(),
+                    None if session == SessionId::RESTORED => RESTORED_LABEL.to_string(),
+                    // A session no longer tracked (its connection ended).
+                    None => "ended".to_string(),
+                };
+                (info, label)
+            })
+            .collect()
     }
 }

@@ -1,0 +1,197 @@
+//! The database file: its tables and format mark, making a new one
+//! atomically, refusing a foreign one before redb touches it, and claiming
+//! an existing one (tasks the previous process left unfinished become
+//! interrupted).
+
+use super::error::{StoreError, classify, open_error};
+use super::record::{TaskRecord, Transition, interrupted_reason, now_ms};
+use crate::tasks::TaskStatus;
+use redb::{Database, ReadableTable, TableDefinition, TableHandle};
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+/// The database file's name in the state directory.
+pub const FILE_NAME: &str = "tasks.redb";
+
+/// Task id → [`TaskRecord`] as JSON.
+pub(super) const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
+/// Task id → its output (within the agent's output cap).
+pub(super) const OUTPUT: TableDefinition<&str, &[u8]> = TableDefinition::new("output");
+/// `format` → [`FORMAT`]: tells our store from any other redb file.
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+const FORMAT: &str = "bgagents task store 1";
+
+/// redb's file signature (its first bytes), checked before redb sees a file
+/// so that a foreign file is refused without being touched.
+const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
+
+/// The prefix of the files a new store is made in before it is renamed
+/// into place (followed by the creating process's id).
+const NEW_PREFIX: &str = "tasks.redb.new-";
+
+/// Makes a new, empty store at `path` atomically: built and synced under
+/// another name, then renamed. A crash while a store is made leaves either
+/// no store or a whole one, never a file that cannot be opened.
+pub(super) fn create_new(dir: &Path, path: &Path) -> Result<(), StoreError> {
+    let fresh = dir.join(format!("{NEW_PREFIX}{}", std::process::id()));
+    let _ = std::fs::remove_file(&fresh);
+    let io = |error: std::io::Error| classify(path, redb::Error::Io(error));
+    {
+        let db = Database::create(&fresh).map_err(|error| open_error(&fresh, error))?;
+        let redb = |error: redb::Error| classify(&fresh, error);
+        let txn = db.begin_write().map_err(|e| redb(e.into()))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| redb(e.into()))?;
+            meta.insert("format", FORMAT).map_err(|e| redb(e.into()))?;
+            txn.open_table(TASKS).map_err(|e| redb(e.into()))?;
+            txn.open_table(OUTPUT).map_err(|e| redb(e.into()))?;
+        }
+        txn.commit().map_err(|e| redb(e.into()))?;
+    }
+    // Only its owner reads it: it holds every task's text and output.
+    std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    std::fs::File::open(&fresh)
+        .and_then(|file| file.sync_all())
+        .map_err(io)?;
+    std::fs::rename(&fresh, path).map_err(io)?;
+    std::fs::File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(io)?;
+    Ok(())
+}
+
+/// Removes the half-made new stores of processes that died making one.
+pub(super) fn remove_leftovers(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(NEW_PREFIX) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Whether `path` exists. Refuses a file that does not start with redb's
+/// signature, before redb opens (and might write to) it.
+pub(super) fn check_signature(path: &Path) -> Result<bool, StoreError> {
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(error) => {
+            return Err(StoreError::Io {
+                path: path.to_path_buf(),
+                detail: format!("cannot read it: {error}"),
+            });
+        }
+    };
+    let mut head = Vec::with_capacity(REDB_MAGIC.len());
+    (&mut file)
+        .take(REDB_MAGIC.len() as u64)
+        .read_to_end(&mut head)
+        .map_err(|error| StoreError::Io {
+            path: path.to_path_buf(),
+            detail: format!("cannot read it: {error}"),
+        })?;
+    match head.is_empty() {
+        // Holds nothing: made anew in its place.
+        true => return Ok(false),
+        false if head == REDB_MAGIC => return Ok(true),
+        false => {}
+    }
+    Err(StoreError::Foreign {
+        path: path.to_path_buf(),
+        what: "it is not a database file".to_string(),
+    })
+}
+
+/// Checks (or writes, in a new file) the format mark, and marks tasks
+/// left queued or running as interrupted. Returns the next order.
+pub(super) fn claim_and_interrupt(db: &Database, path: &Path) -> Result<u64, StoreError> {
+    let io = |error: redb::Error| classify(path, error);
+    let txn = db.begin_write().map_err(|e| io(e.into()))?;
+    {
+        let mut meta = txn.open_table(META).map_err(|e| io(e.into()))?;
+        let format = meta
+            .get("format")
+            .map_err(|e| io(e.into()))?
+            .map(|value| value.value().to_string());
+        match format {
+            Some(format) if format == FORMAT => {}
+            Some(other) => {
+                return Err(StoreError::Foreign {
+                    path: path.to_path_buf(),
+                    what: format!("its format is {other:?}"),
+                });
+            }
+            None => {
+                let others: Vec<String> = txn
+                    .list_tables()
+                    .map_err(|e| io(e.into()))?
+                    .map(|table| table.name().to_string())
+                    .filter(|name| name != "meta")
+                    .collect();
+                if !others.is_empty() {
+                    return Err(StoreError::Foreign {
+                        path: path.to_path_buf(),
+                        what: format!(
+                            "it is a redb database of another program (tables {})",
+                            others.join(", ")
+                        ),
+                    });
+                }
+                meta.insert("format", FORMAT).map_err(|e| io(e.into()))?;
+            }
+        }
+    }
+    let mut next = 0;
+    let mut interrupted = 0usize;
+    {
+        let mut tasks = txn.open_table(TASKS).map_err(|e| io(e.into()))?;
+        txn.open_table(OUTPUT).map_err(|e| io(e.into()))?;
+        let mut changed = Vec::new();
+        for entry in tasks.iter().map_err(|e| io(e.into()))? {
+            let (key, value) = entry.map_err(|e| io(e.into()))?;
+            let mut record = decode(path, key.value(), value.value())?;
+            next = next.max(record.order + 1);
+            if let Some(status @ (TaskStatus::Queued | TaskStatus::Running)) = record.status() {
+                let at = now_ms();
+                record.status = TaskStatus::Interrupted.as_str().to_string();
+                record.transitions.push(Transition {
+                    status: record.status.clone(),
+                    at_ms: at,
+                });
+                record.error = Some(interrupted_reason(status));
+                changed.push(record);
+            }
+        }
+        for record in changed {
+            tasks
+                .insert(record.id.as_str(), encode(&record).as_slice())
+                .map_err(|e| io(e.into()))?;
+            tracing::warn!(task = %record.id, agent = %record.agent, "interrupted by the previous process's end");
+            interrupted += 1;
+        }
+    }
+    txn.commit().map_err(|e| io(e.into()))?;
+    if interrupted > 0 {
+        tracing::warn!(
+            count = interrupted,
+            "tasks left queued or running by the previous process marked interrupted"
+        );
+    }
+    Ok(next)
+}
+
+/// Reads a stored record.
+pub(super) fn decode(path: &Path, id: &str, bytes: &[u8]) -> Result<TaskRecord, StoreError> {
+    serde_json::from_slice(bytes).map_err(|error| StoreError::Damaged {
+        path: path.to_path_buf(),
+        detail: format!("the record of task {id:?} cannot be read: {error}"),
+    })
+}
+
+pub(super) fn encode(record: &TaskRecord) -> Vec<u8> {
+    serde_json::to_vec(record).expect("a task record always serialises")
+}

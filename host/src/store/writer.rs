@@ -1,0 +1,363 @@
+//! The store's one writer thread, committing in groups: a task hands its
+//! change over and never waits for the disk. Changes are numbered as they
+//! are submitted; a caller that must not get ahead of the disk waits until
+//! its number is committed ([`Writer::settled`]), and the writer commits at
+//! once when someone waits — with every change that arrived meanwhile —
+//! and otherwise at most [`BATCH_DELAY`] after a change, so that a busy
+//! host pays one commit for many changes. Each commit is synced
+//! ([`redb::Durability::Immediate`], redb's default).
+//!
+//! The output of running tasks is written here too, every
+//! [`OUTPUT_FLUSH`](super::OUTPUT_FLUSH), for the tasks whose output grew.
+
+use super::OUTPUT_FLUSH;
+use super::error::{StoreError, classify};
+use super::file::{OUTPUT, TASKS, decode, encode};
+use super::record::{Ending, TaskRecord, Transition};
+use crate::sandbox::OutputBuffer;
+use crate::tasks::TaskStatus;
+use redb::{Database, ReadableTable};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// The longest a change waits for its commit when nobody waits for it. A
+/// commit costs about a millisecond here, mostly its sync; batching this
+/// long keeps the store at a small share of the host's CPU under load.
+pub(super) const BATCH_DELAY: Duration = Duration::from_millis(20);
+
+/// One change to the store.
+pub(super) enum Op {
+    /// A new task's record.
+    Insert(TaskRecord),
+    /// A task's move to `status` at `at_ms`, with how it ended when final.
+    Update {
+        id: String,
+        status: TaskStatus,
+        at_ms: u64,
+        ending: Option<Ending>,
+    },
+    /// A task pruned from the retained set.
+    Remove(String),
+}
+
+/// What the tasks and the writer thread share.
+pub(super) struct Writer {
+    db: Database,
+    path: PathBuf,
+    queue: Mutex<Queue>,
+    /// Wakes the writer when it is idle and a change arrives.
+    wake: Condvar,
+    done: Mutex<Done>,
+    /// Wakes blocking waiters when a commit ends.
+    done_changed: Condvar,
+    /// Wakes async waiters when a commit ends.
+    done_notify: Notify,
+    /// The output of each task not yet final, with the bytes written of it.
+    live: Mutex<HashMap<String, (Weak<OutputBuffer>, usize)>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    ops: Vec<Op>,
+    /// How many changes were ever submitted: the last one's number.
+    submitted: u64,
+    /// The store is being closed: commit what is left and end.
+    closing: bool,
+    /// The writer is waiting for work.
+    idle: bool,
+    /// When the oldest change in `ops` arrived.
+    oldest: Option<Instant>,
+    /// The highest change number someone waits to see committed.
+    wanted: u64,
+}
+
+#[derive(Default)]
+struct Done {
+    /// Every change up to this number is committed (or failed).
+    committed: u64,
+    /// The latest commit that failed: the changes it held (first, last) and
+    /// why.
+    failed: Option<(u64, u64, String)>,
+}
+
+/// A running task's output that grew since it was last written.
+struct Grown {
+    id: String,
+    text: String,
+    len: usize,
+}
+
+impl Writer {
+    pub(super) fn new(db: Database, path: PathBuf) -> Writer {
+        Writer {
+            db,
+            path,
+            queue: Mutex::default(),
+            wake: Condvar::new(),
+            done: Mutex::default(),
+            done_changed: Condvar::new(),
+            done_notify: Notify::new(),
+            live: Mutex::default(),
+        }
+    }
+
+    pub(super) fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// Queues `op` for the next commit; returns its number.
+    pub(super) fn submit(&self, op: Op) -> u64 {
+        let mut queue = self.queue.lock().unwrap();
+        queue.ops.push(op);
+        queue.submitted += 1;
+        queue.oldest.get_or_insert_with(Instant::now);
+        queue.submitted
+    }
+
+    /// The number of the last change submitted, which the writer is asked
+    /// to commit now.
+    fn want_everything(&self) -> u64 {
+        let mut queue = self.queue.lock().unwrap();
+        queue.wanted = queue.submitted;
+        if queue.idle {
+            self.wake.notify_one();
+        }
+        queue.submitted
+    }
+
+    /// Whether every change up to `target` is committed: `None` while not,
+    /// then `Ok`, or the error of the commit that failed to hold it.
+    fn outcome(&self, done: &Done, target: u64) -> Option<Result<(), String>> {
+        if done.committed < target {
+            return None;
+        }
+        Some(match &done.failed {
+            Some((first, last, why)) if (*first..=*last).contains(&target) => Err(why.clone()),
+            _ => Ok(()),
+        })
+    }
+
+    /// Waits until every change submitted so far is committed.
+    pub(super) async fn settled(&self) -> Result<(), String> {
+        let target = self.want_everything();
+        loop {
+            let notified = self.done_notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(outcome) = self.outcome(&self.done.lock().unwrap(), target) {
+                return outcome;
+            }
+            notified.await;
+        }
+    }
+
+    /// [`Writer::settled`], blocking the thread.
+    pub(super) fn settled_blocking(&self) -> Result<(), String> {
+        let target = self.want_everything();
+        let mut done = self.done.lock().unwrap();
+        loop {
+            if let Some(outcome) = self.outcome(&done, target) {
+                return outcome;
+            }
+            done = self.done_changed.wait(done).unwrap();
+        }
+    }
+
+    /// Writes `output` of task `id` every [`OUTPUT_FLUSH`] while it grows,
+    /// until the task is final.
+    pub(super) fn watch_output(&self, id: &str, output: &Arc<OutputBuffer>) {
+        let mut live = self.live.lock().unwrap();
+        live.insert(id.to_string(), (Arc::downgrade(output), 0));
+    }
+
+    /// Stops writing `id`'s output in batches (its final write has it all).
+    pub(super) fn forget_output(&self, id: &str) {
+        self.live.lock().unwrap().remove(id);
+    }
+
+    /// Asks the writer to commit what is queued and end.
+    pub(super) fn close(&self) {
+        let mut queue = self.queue.lock().unwrap();
+        queue.closing = true;
+        self.wake.notify_one();
+    }
+
+    /// The writer thread's loop, until [`Writer::close`].
+    pub(super) fn run(&self) {
+        let mut last_output = Instant::now();
+        loop {
+            let (ops, last, closing) = {
+                let mut queue = self.queue.lock().unwrap();
+                loop {
+                    let now = Instant::now();
+                    let output_due = last_output + OUTPUT_FLUSH;
+                    let batch_due = queue.oldest.map(|oldest| oldest + BATCH_DELAY);
+                    let pending_from = queue.submitted - queue.ops.len() as u64;
+                    let waited_for = queue.wanted > pending_from;
+                    let due = batch_due.map_or(output_due, |batch| batch.min(output_due));
+                    if queue.closing || waited_for || now >= due {
+                        break;
+                    }
+                    queue.idle = true;
+                    queue = self.wake.wait_timeout(queue, due - now).unwrap().0;
+                    queue.idle = false;
+                }
+                queue.oldest = None;
+                (
+                    std::mem::take(&mut queue.ops),
+                    queue.submitted,
+                    queue.closing,
+                )
+            };
+            let grown = if closing || last_output.elapsed() >= OUTPUT_FLUSH {
+                last_output = Instant::now();
+                self.grown_outputs()
+            } else {
+                Vec::new()
+            };
+            if !ops.is_empty() || !grown.is_empty() {
+                let first = last + 1 - ops.len() as u64;
+                let failed = match self.commit(ops, &grown) {
+                    Ok(()) => {
+                        self.mark_written(grown);
+                        None
+                    }
+                    Err(error) => {
+                        tracing::error!("{error}");
+                        Some((first, last, error.to_string()))
+                    }
+                };
+                let mut done = self.done.lock().unwrap();
+                done.committed = last;
+                if failed.is_some() {
+                    done.failed = failed;
+                }
+                drop(done);
+                self.done_changed.notify_all();
+                self.done_notify.notify_waiters();
+            }
+            if closing {
+                return;
+            }
+        }
+    }
+
+    /// The running tasks' output that grew since it was last written.
+    fn grown_outputs(&self) -> Vec<Grown> {
+        let mut live = self.live.lock().unwrap();
+        live.retain(|_, (output, _)| output.strong_count() > 0);
+        live.iter()
+            .filter_map(|(id, (output, written))| {
+                let output = output.upgrade()?;
+                (output.len() != *written).then(|| Grown {
+                    id: id.clone(),
+                    text: output.snapshot().text,
+                    len: output.len(),
+                })
+            })
+            .collect()
+    }
+
+    fn mark_written(&self, grown: Vec<Grown>) {
+        let mut live = self.live.lock().unwrap();
+        for Grown { id, len, .. } in grown {
+            if let Some((_, written)) = live.get_mut(&id) {
+                *written = len;
+            }
+        }
+    }
+
+    /// Applies `ops` and writes `grown` output in one synced transaction.
+    /// A task's changes in one batch (often its queued, running and final
+    /// records, for a short task) are applied in memory and its record
+    /// written once.
+    fn commit(&self, ops: Vec<Op>, grown: &[Grown]) -> Result<(), StoreError> {
+        let io = |error: redb::Error| classify(&self.path, error);
+        let txn = self.db.begin_write().map_err(|e| io(e.into()))?;
+        {
+            let mut tasks = txn.open_table(TASKS).map_err(|e| io(e.into()))?;
+            let mut output = txn.open_table(OUTPUT).map_err(|e| io(e.into()))?;
+            let mut touched: HashMap<String, TaskRecord> = HashMap::new();
+            for op in ops {
+                match op {
+                    Op::Insert(record) => {
+                        touched.insert(record.id.clone(), record);
+                    }
+                    Op::Update {
+                        id,
+                        status,
+                        at_ms,
+                        ending,
+                    } => {
+                        let record = match touched.entry(id) {
+                            Entry::Occupied(entry) => entry.into_mut(),
+                            Entry::Vacant(entry) => {
+                                let stored = tasks
+                                    .get(entry.key().as_str())
+                                    .map_err(|e| io(e.into()))?
+                                    .map(|value| decode(&self.path, entry.key(), value.value()));
+                                match stored {
+                                    Some(Ok(record)) => entry.insert(record),
+                                    // Pruned already: nothing to keep.
+                                    None => continue,
+                                    Some(Err(error)) => {
+                                        // One damaged record must not cost
+                                        // the batch's other changes.
+                                        tracing::error!("{error}");
+                                        continue;
+                                    }
+                                }
+                            }
+                        };
+                        record.status = status.as_str().to_string();
+                        record.transitions.push(Transition {
+                            status: record.status.clone(),
+                            at_ms,
+                        });
+                        if let Some(ending) = ending {
+                            record.result = ending.result;
+                            record.error = ending.error;
+                            record.output_truncated = ending.truncated;
+                            output
+                                .insert(record.id.as_str(), ending.output.as_bytes())
+                                .map_err(|e| io(e.into()))?;
+                        }
+                    }
+                    Op::Remove(id) => {
+                        touched.remove(&id);
+                        tasks.remove(id.as_str()).map_err(|e| io(e.into()))?;
+                        output.remove(id.as_str()).map_err(|e| io(e.into()))?;
+                    }
+                }
+            }
+            for (id, record) in &touched {
+                tasks
+                    .insert(id.as_str(), encode(record).as_slice())
+                    .map_err(|e| io(e.into()))?;
+            }
+            for Grown { id, text, .. } in grown {
+                let final_already = match touched.get(id) {
+                    Some(record) => record.status().is_none_or(TaskStatus::is_final),
+                    None => match tasks.get(id.as_str()).map_err(|e| io(e.into()))? {
+                        None => true,
+                        Some(record) => decode(&self.path, id, record.value())
+                            .map_or(true, |record| {
+                                record.status().is_none_or(TaskStatus::is_final)
+                            }),
+                    },
+                };
+                // A final record's output was written with its status.
+                if !final_already {
+                    output
+                        .insert(id.as_str(), text.as_bytes())
+                        .map_err(|e| io(e.into()))?;
+                }
+            }
+        }
+        txn.commit().map_err(|e| io(e.into()))
+    }
+}
