@@ -228,7 +228,7 @@ async fn persistence_cost() {
     let scratch = Scratch::new();
     let with_store = |team: Team, name: &str| {
         let store = Store::open(scratch.dir.join(name)).unwrap_or_else(|e| panic!("{e}"));
-        Toolset::load_with_store(team, store).unwrap_or_else(|e| panic!("{e}"))
+        Toolset::load_with_store(team, store, |_| {}).unwrap_or_else(|e| panic!("{e}"))
     };
     let mut rows = Vec::new();
     for (label, toolset, settle) in [

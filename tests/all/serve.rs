@@ -854,7 +854,7 @@ fn ctrl_c_ends_logs_f_and_wait_and_the_task_keeps_running_in_the_daemon() {
         let stderr = text(&output.stderr);
         assert_eq!(output.status.code(), Some(130), "{args:?}: {stderr}");
         assert!(
-            stderr.contains("interrupted; the task keeps running in the daemon"),
+            stderr.contains("interrupted; the daemon keeps running its tasks"),
             "{args:?}: {stderr}"
         );
         let mut rest = String::new();
@@ -937,4 +937,33 @@ async fn ps_all_lists_every_sessions_tasks_in_start_order_and_wait_takes_any_of_
     }
     assert!(!report.contains("not_found"), "{report}");
     other.cancel().await.unwrap();
+}
+
+#[test]
+fn a_grant_that_reaches_the_state_directory_is_refused() {
+    let scratch = Scratch::new();
+    std::fs::create_dir_all(scratch.dir.join("work/state")).unwrap();
+    let team = scratch.team(
+        "agents:\n  helper:\n    component: '{plugins}/probe.wasm'\n    grants:\n      files: [{host: ./work, guest: /work, mode: read-write}]\n",
+    );
+    for state in ["work/state", "work"] {
+        let state = scratch.dir.join(state);
+        let output = bgagents(&[
+            "serve",
+            team.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+        ]);
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("agents.helper.grants.files"), "{stderr}");
+        assert!(stderr.contains("the state directory"), "{stderr}");
+        assert!(stderr.contains("--state"), "{stderr}");
+        assert!(!state.join("bgagents.sock").exists(), "no daemon served");
+    }
+    // The same team serves with its state elsewhere.
+    let state = scratch.dir.join("elsewhere");
+    let daemon = Daemon::start(&team, Some(&state), &scratch.dir);
+    let output = bgagents(&["ps", "--state", daemon.state.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
 }

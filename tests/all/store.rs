@@ -26,7 +26,7 @@ fn team(yaml: &str) -> Team {
 
 fn load(yaml: &str, state: &Path) -> Toolset {
     let store = Store::open(state).unwrap_or_else(|error| panic!("{error}"));
-    Toolset::load_with_store(team(yaml), store).unwrap_or_else(|error| panic!("{error}"))
+    Toolset::load_with_store(team(yaml), store, |_| {}).unwrap_or_else(|error| panic!("{error}"))
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -429,57 +429,20 @@ fn evict(dir: &Path, keep: &Path, max_bytes: u64) {
     }
 }
 
-/// `dir` made absolute, with its existing part resolved (symlinks, `..`),
-/// so that it can be compared with a grant's canonical path before it
-/// exists. (A relative path would climb to "" and stay relative, and then
-/// match no grant.)
-fn resolved(dir: &Path) -> PathBuf {
-    let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let mut existing = absolute.as_path();
-    let mut rest = Vec::new();
-    while let Some(parent) = existing.parent() {
-        if existing.exists() {
-            break;
-        }
-        rest.push(existing.file_name().unwrap_or_default());
-        existing = parent;
-    }
-    let mut path = existing
-        .canonicalize()
-        .unwrap_or_else(|_| existing.to_path_buf());
-    path.extend(rest.iter().rev());
-    path
-}
-
-/// Refuses grants that contain the cache directory or lie inside it: a
-/// guest that could write there could plant native code for the host, and
-/// one that could read there could learn the key. One problem per grant,
-/// naming both.
+/// Problems for every grant that contains the cache or lies inside it.
 pub fn check_grants_avoid_cache<'a>(
     cache_dir: &Path,
     grants: impl IntoIterator<Item = (&'a str, &'a Path)>,
 ) -> Vec<String> {
-    let cache = resolved(cache_dir);
-    grants
-        .into_iter()
-        .filter_map(|(agent, granted)| {
-            let granted = resolved(granted);
-            let relation = if cache.starts_with(&granted) {
-                "contains"
-            } else if granted.starts_with(&cache) {
-                "lies inside"
-            } else {
-                return None;
-            };
-            Some(format!(
-                "agents.{agent}.grants.files: {} {relation} the compiled-component cache {} \
-                 (a guest could plant native code the host would run); grant a narrower \
-                 directory, or move the cache with engine.cache_dir or BGAGENTS_CACHE_DIR",
-                granted.display(),
-                cache.display()
-            ))
-        })
-        .collect()
+    crate::config::grants::check_grants_avoid(
+        cache_dir,
+        &crate::config::grants::Protected {
+            what: "the compiled-component cache",
+            why: "a guest could plant native code the host would run",
+            fix: "move the cache with engine.cache_dir or BGAGENTS_CACHE_DIR",
+        },
+        grants,
+    )
 }
 
 #[cfg(test)]

@@ -288,3 +288,69 @@ fn refuse_mixed_nesting(dirs: &[DirGrant], at: &str, problems: &mut Vec<String>)
         }
     }
 }
+
+/// A host directory no grant may reach: what it is, why, and how to move
+/// it out of the way.
+pub struct Protected {
+    pub what: &'static str,
+    pub why: &'static str,
+    pub fix: &'static str,
+}
+
+/// `dir` made absolute, with its existing part resolved (symlinks, `..`),
+/// so that it can be compared with a grant's canonical path before it
+/// exists. (A relative path would climb to "" and stay relative, and then
+/// match no grant.)
+pub fn resolved(dir: &Path) -> PathBuf {
+    let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mut existing = absolute.as_path();
+    let mut rest = Vec::new();
+    while let Some(parent) = existing.parent() {
+        if existing.exists() {
+            break;
+        }
+        rest.push(existing.file_name().unwrap_or_default());
+        existing = parent;
+    }
+    let mut path = existing
+        .canonicalize()
+        .unwrap_or_else(|_| existing.to_path_buf());
+    path.extend(rest.iter().rev());
+    path
+}
+
+/// Refuses grants that contain the cache directory or lie inside it: a
+/// guest that could write there could plant native code for the host, and
+/// one that could read there could learn the key. One problem per grant,
+/// naming both.
+/// A problem for every `(agent, granted directory)` that contains `dir`
+/// or lies inside it.
+pub fn check_grants_avoid<'a>(
+    dir: &Path,
+    protected: &Protected,
+    grants: impl IntoIterator<Item = (&'a str, &'a Path)>,
+) -> Vec<String> {
+    let dir = resolved(dir);
+    grants
+        .into_iter()
+        .filter_map(|(agent, granted)| {
+            let granted = resolved(granted);
+            let relation = if dir.starts_with(&granted) {
+                "contains"
+            } else if granted.starts_with(&dir) {
+                "lies inside"
+            } else {
+                return None;
+            };
+            Some(format!(
+                "agents.{agent}.grants.files: {} {relation} {} {} ({}); grant a narrower \
+                 directory, or {}",
+                granted.display(),
+                protected.what,
+                dir.display(),
+                protected.why,
+                protected.fix,
+            ))
+        })
+        .collect()
+}

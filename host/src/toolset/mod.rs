@@ -168,9 +168,15 @@ impl Toolset {
     /// Like [`Toolset::load`], keeping every task in `store`: the tasks it
     /// holds from earlier runs (finished, or interrupted when their process
     /// ended) are listed and viewable by the operator, and every new task's
-    /// status, result and output are written to it as they happen.
-    pub fn load_with_store(team: Team, store: Store) -> Result<Toolset, LoadError> {
-        Toolset::load_inner(team, true, true, &|_| {}, Some(store))
+    /// status, result and output are written to it as they happen. No grant
+    /// may reach the store's directory. `progress` is told of compilations,
+    /// as with [`Toolset::load_with_progress`].
+    pub fn load_with_store(
+        team: Team,
+        store: Store,
+        progress: impl Fn(LoadProgress),
+    ) -> Result<Toolset, LoadError> {
+        Toolset::load_inner(team, true, true, &progress, Some(store))
     }
 
     fn load_inner(
@@ -206,6 +212,22 @@ impl Toolset {
                 (spec.grants.dirs.iter()).map(move |grant| (agent, grant.host.as_path()))
             });
             let problems = crate::components::check_grants_avoid_cache(dir, grants);
+            if !problems.is_empty() {
+                return Err(LoadError { problems });
+            }
+        }
+        if let Some(state_dir) = store.as_ref().and_then(|store| store.path().parent()) {
+            let grants = team.agents.values().flat_map(|spec| {
+                let agent = spec.name.as_str();
+                (spec.grants.dirs.iter()).map(move |grant| (agent, grant.host.as_path()))
+            });
+            let protected = crate::config::grants::Protected {
+                what: "the state directory",
+                why: "a guest could read every task's text and output in its task store, or \
+                      reach the daemon's socket and act as its operator",
+                fix: "choose another state directory with --state",
+            };
+            let problems = crate::config::grants::check_grants_avoid(state_dir, &protected, grants);
             if !problems.is_empty() {
                 return Err(LoadError { problems });
             }

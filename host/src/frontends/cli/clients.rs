@@ -215,7 +215,7 @@ async fn or_interrupted<T>(work: impl Future<Output = Result<T, ExitCode>>) -> R
     tokio::select! {
         outcome = work => outcome,
         _ = tokio::signal::ctrl_c() => {
-            eprintln!("{HOST} interrupted; the task keeps running in the daemon");
+            eprintln!("{HOST} interrupted; the daemon keeps running its tasks");
             Err(ExitCode::from(EXIT_INTERRUPTED))
         }
     }
@@ -426,7 +426,13 @@ fn ended(read: &Value) -> ExitCode {
     }
     let agent = printable(read["agent"].as_str().unwrap_or("task"), Keep::OneLine).into_owned();
     match read["error"].as_str() {
-        Some(reason) => eprintln!("error: {agent} {status}: {}", indented(reason, "  ")),
+        // An interrupted task's reason starts with its status already.
+        Some(reason) => {
+            let reason = reason
+                .strip_prefix(&format!("{status}: "))
+                .unwrap_or(reason);
+            eprintln!("error: {agent} {status}: {}", indented(reason, "  "))
+        }
         None => eprintln!("error: {agent} {status}"),
     }
     ExitCode::from(EXIT_FAILED)

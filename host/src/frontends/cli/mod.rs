@@ -153,8 +153,8 @@ enum Command {
         #[arg(required = true, num_args = 1..)]
         task: Vec<String>,
     },
-    /// List the daemon's tasks started from the command line (`--all`:
-    /// every client's).
+    /// List the daemon's tasks started from the command line, and those
+    /// kept from earlier daemons (`--all`: every client's too).
     Ps {
         #[command(flatten)]
         daemon: Daemon,
@@ -351,7 +351,7 @@ fn load_into(
     }
     let progress = progress::CompileNotices::new(notices);
     let loaded = match store {
-        Some(store) => Toolset::load_with_store(team, store),
+        Some(store) => Toolset::load_with_store(team, store, |event| progress.show(event)),
         None => Toolset::load_with_progress(team, |event| progress.show(event)),
     };
     drop(progress);
