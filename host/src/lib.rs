@@ -42,8 +42,8 @@ pub use model::{
 pub use components::{Allocator, CacheOutcome, LoadProgress};
 // Tasks as the toolset reports them, and the events it sends.
 pub use tasks::{
-    Caller, EventKind, SessionId, TaskEvent, TaskId, TaskInfo, TaskStatus, TaskView, WaitEntry,
-    WaitReport,
+    Caller, EventKind, Reach, SessionId, TaskEvent, TaskId, TaskInfo, TaskStatus, TaskView,
+    WaitEntry, WaitReport,
 };
 // The persistent task store a long-lived host keeps its tasks in.
 pub use store::{OUTPUT_FLUSH as STORE_OUTPUT_FLUSH, Store, StoreError, TaskRecord, Transition};

@@ -932,8 +932,9 @@ async fn ps_all_lists_every_sessions_tasks_in_start_order_and_wait_takes_any_of_
     let report = text(&waited.stdout);
     assert!(waited.status.success(), "{report}{}", text(&waited.stderr));
     for (turn, id) in started.iter().enumerate() {
-        assert!(report.contains(id.as_str()), "{report}");
-        assert!(report.contains(&format!("{turn}")), "{report}");
+        // Each task's own line, its status and its output under it.
+        let entry = format!("{id} completed\n  {turn}");
+        assert!(report.contains(&entry), "{entry:?} in {report}");
     }
     assert!(!report.contains("not_found"), "{report}");
     other.cancel().await.unwrap();

@@ -4,7 +4,7 @@
 //! foreign or locked file is refused clearly, and a crash harness kills a
 //! process running tasks at random points and checks what the store kept.
 
-use bgagents::{Store, TaskStatus, TaskView, Team, Toolset, render};
+use bgagents::{Reach, Store, TaskStatus, TaskView, Team, Toolset, render};
 use bgagents_testkit::{Scratch, eventually, finished, plugin_dir, start, status};
 use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
@@ -104,7 +104,11 @@ fn finished_tasks_come_back_unchanged_and_in_flight_ones_interrupted() {
     // The next process finds them all.
     runtime().block_on(async {
         let toolset = load(TEAM, &state);
-        let session = toolset.open_session(None).unwrap();
+        // A session that starts from nothing sees none of them.
+        let fresh = toolset.open_session(None).unwrap();
+        assert!(toolset.list_background_agents(fresh.caller()).is_empty());
+        // The operator of restored tasks sees them all.
+        let session = toolset.open_operator_session(Reach::OwnAndRestored);
         let caller = session.caller();
         let listed = toolset.list_background_agents(caller);
         assert_eq!(listed.len(), 6, "{listed:?}");
@@ -237,6 +241,40 @@ fn a_foreign_file_is_refused_and_left_unchanged() {
         std::fs::read(scratch.dir.join("other/tasks.redb")).unwrap()
             == b"redb\x1a\n\xa9\r\nand then junk",
         "a damaged file is not rewritten"
+    );
+}
+
+#[test]
+fn another_programs_redb_file_is_refused_without_a_byte_changed() {
+    let scratch = Scratch::new();
+    let dir = scratch.dir.join("state");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tasks.redb");
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let table: redb::TableDefinition<&str, &str> = redb::TableDefinition::new("settings");
+            let mut table = txn.open_table(table).unwrap();
+            table.insert("theme", "dark").unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let before = std::fs::read(&path).unwrap();
+    let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let error = Store::open(&dir).err().unwrap().to_string();
+    assert!(
+        error.contains("another program (tables settings)"),
+        "{error}"
+    );
+    assert!(error.contains("left unchanged"), "{error}");
+    assert!(
+        std::fs::read(&path).unwrap() == before,
+        "the file was changed"
+    );
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().modified().unwrap(),
+        modified
     );
 }
 
@@ -559,4 +597,117 @@ fn crash_harness() {
          {interrupted_total} interrupted ones seen"
     );
     assert!(iterations >= 5);
+}
+
+/// The child's side of [`a_full_disk_loses_nothing_and_refuses_new_tasks_until_it_has_room`]:
+/// runs with its state directory on a small tmpfs of its own.
+#[test]
+#[ignore = "run by store::a_full_disk_... in a child process on a small filesystem"]
+fn full_disk_workload() {
+    let Some(dir) = std::env::var_os(FULL_DISK_ENV) else {
+        return;
+    };
+    let dir = Path::new(&dir);
+    runtime().block_on(async move {
+        let toolset = load(TEAM, &dir.join("state"));
+        let session = toolset.open_session(None).unwrap();
+        let caller = session.caller();
+        let first = start(&toolset, caller, "worker", "echo before");
+        finished(&toolset, caller, &first).await;
+        toolset.settled().await.unwrap();
+        // Fill what is left of the filesystem.
+        let filler = dir.join("filler");
+        {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&filler).unwrap();
+            let block = vec![7u8; 64 * 1024];
+            while file.write_all(&block).is_ok() {}
+            let _ = file.write_all(&[7u8]);
+            let _ = file.sync_all();
+        }
+        // A task started now cannot be written: whoever waits for the disk
+        // is told why, and no further task is admitted.
+        let mut unsaved = Vec::new();
+        let error = loop {
+            let task = format!("print 200 {} && echo unsaved", "x".repeat(2000));
+            let id = match toolset.run_background_agent(caller, "worker", &task, None) {
+                Ok(accepted) => accepted.id.to_string(),
+                Err(error) => break error.to_string(),
+            };
+            finished(&toolset, caller, &id).await;
+            unsaved.push(id);
+            let settled = toolset.settled().await;
+            assert!(unsaved.len() < 50, "the store never filled: {settled:?}");
+        };
+        assert!(!unsaved.is_empty());
+        assert!(error.contains("task store cannot be written"), "{error}");
+        assert!(error.contains("free space"), "{error}");
+        assert!(
+            toolset.settled().await.is_err(),
+            "a waiter is told the store fails"
+        );
+        // Room again: the writer's retry saves what it held.
+        std::fs::remove_file(&filler).unwrap();
+        let deadline = Instant::now() + bgagents_testkit::HANG;
+        while let Err(error) = toolset.settled().await {
+            assert!(Instant::now() < deadline, "never written again: {error}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let after = start(&toolset, caller, "worker", "echo after");
+        finished(&toolset, caller, &after).await;
+        toolset.settled().await.unwrap();
+        drop(session);
+        drop(toolset);
+        let store = Store::open(dir.join("state")).unwrap();
+        let records: HashMap<String, String> = (store.records().unwrap().into_iter())
+            .map(|(record, _)| (record.id.clone(), record.status.clone()))
+            .collect();
+        for id in [&first, &after].into_iter().chain(&unsaved) {
+            assert_eq!(
+                records.get(id).map(String::as_str),
+                Some("completed"),
+                "{id}: {records:?}"
+            );
+        }
+        println!("FULL DISK OK {}", unsaved.len());
+    });
+}
+
+const FULL_DISK_ENV: &str = "BGAGENTS_STORE_FULL_DISK_DIR";
+
+#[test]
+fn a_full_disk_loses_nothing_and_refuses_new_tasks_until_it_has_room() {
+    let scratch = Scratch::new();
+    let dir = scratch.dir.join("small");
+    std::fs::create_dir_all(&dir).unwrap();
+    let test_binary = std::env::current_exe().unwrap();
+    // A 4 MiB filesystem of the child's own, in a mount namespace.
+    let output = std::process::Command::new("bwrap")
+        .args(["--dev-bind", "/", "/", "--size", "4194304", "--tmpfs"])
+        .arg(&dir)
+        .arg("--")
+        .arg(&test_binary)
+        .args([
+            "store::full_disk_workload",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(FULL_DISK_ENV, &dir)
+        .output();
+    let output = match output {
+        Ok(output) => output,
+        Err(error) => {
+            eprintln!("skipped: bwrap cannot run here ({error})");
+            return;
+        }
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() && stderr.contains("bwrap:") {
+        eprintln!("skipped: bwrap cannot make a filesystem here: {stderr}");
+        return;
+    }
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("FULL DISK OK"), "{stdout}\n{stderr}");
 }

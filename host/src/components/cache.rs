@@ -429,7 +429,10 @@ fn evict(dir: &Path, keep: &Path, max_bytes: u64) {
     }
 }
 
-/// Problems for every grant that contains the cache or lies inside it.
+/// Refuses grants that contain the cache directory or lie inside it: a
+/// guest that could write there could plant native code for the host, and
+/// one that could read there could learn the key. One problem per grant,
+/// naming both.
 pub fn check_grants_avoid_cache<'a>(
     cache_dir: &Path,
     grants: impl IntoIterator<Item = (&'a str, &'a Path)>,

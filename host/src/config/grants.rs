@@ -319,10 +319,6 @@ pub fn resolved(dir: &Path) -> PathBuf {
     path
 }
 
-/// Refuses grants that contain the cache directory or lie inside it: a
-/// guest that could write there could plant native code for the host, and
-/// one that could read there could learn the key. One problem per grant,
-/// naming both.
 /// A problem for every `(agent, granted directory)` that contains `dir`
 /// or lies inside it.
 pub fn check_grants_avoid<'a>(

@@ -6,7 +6,10 @@
 use super::error::{StoreError, classify, open_error};
 use super::record::{TaskRecord, Transition, interrupted_reason, now_ms};
 use crate::tasks::TaskStatus;
-use redb::{Database, ReadableTable, TableDefinition, TableHandle};
+use redb::{
+    Database, DatabaseError, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition,
+    TableHandle,
+};
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -194,4 +197,52 @@ pub(super) fn decode(path: &Path, id: &str, bytes: &[u8]) -> Result<TaskRecord, 
 
 pub(super) fn encode(record: &TaskRecord) -> Vec<u8> {
     serde_json::to_vec(record).expect("a task record always serialises")
+}
+
+/// Refuses another program's redb file before it is opened for writing
+/// (which rewrites its header): its format mark, read without changing it.
+/// A file left needing repair by a crash cannot be read so; it is let
+/// through, as a task store a killed host left behind is, and checked
+/// again once repaired.
+pub(super) fn check_format(path: &Path) -> Result<(), StoreError> {
+    let db = match ReadOnlyDatabase::open(path) {
+        Ok(db) => db,
+        Err(DatabaseError::RepairAborted) => return Ok(()),
+        Err(error) => return Err(open_error(path, error)),
+    };
+    let io = |error: redb::Error| classify(path, error);
+    let txn = db.begin_read().map_err(|e| io(e.into()))?;
+    let format = match txn.open_table(META) {
+        Ok(meta) => meta
+            .get("format")
+            .map_err(|e| io(e.into()))?
+            .map(|value| value.value().to_string()),
+        Err(redb::TableError::TableDoesNotExist(_)) => None,
+        Err(error) => return Err(io(error.into())),
+    };
+    match format {
+        Some(format) if format == FORMAT => Ok(()),
+        Some(other) => Err(StoreError::Foreign {
+            path: path.to_path_buf(),
+            what: format!("its format is {other:?}"),
+        }),
+        None => {
+            let tables: Vec<String> = txn
+                .list_tables()
+                .map_err(|e| io(e.into()))?
+                .map(|table| table.name().to_string())
+                .collect();
+            match tables.is_empty() {
+                // Empty: made by a store that died before its first commit.
+                true => Ok(()),
+                false => Err(StoreError::Foreign {
+                    path: path.to_path_buf(),
+                    what: format!(
+                        "it is a redb database of another program (tables {})",
+                        tables.join(", ")
+                    ),
+                }),
+            }
+        }
+    }
 }

@@ -82,8 +82,9 @@ impl Store {
             error,
         })?;
         let path = dir.join(FILE_NAME);
-        if !file::check_signature(&path)? {
-            file::create_new(dir, &path)?;
+        match file::check_signature(&path)? {
+            true => file::check_format(&path)?,
+            false => file::create_new(dir, &path)?,
         }
         let db = Database::create(&path).map_err(|error| open_error(&path, error))?;
         let next = file::claim_and_interrupt(&db, &path)?;
@@ -119,7 +120,14 @@ impl Store {
         let io = |error: redb::Error| classify(&self.0.path, error);
         // A failed commit was logged; what is on disk is what is read.
         let _ = self.0.writer.settled_blocking();
-        let txn = self.0.writer.db().begin_read().map_err(|e| io(e.into()))?;
+        let db = self.0.writer.db();
+        let Some(db) = db.as_ref() else {
+            return Err(StoreError::Io {
+                path: self.0.path.clone(),
+                detail: "it could not be reopened after an error".to_string(),
+            });
+        };
+        let txn = db.begin_read().map_err(|e| io(e.into()))?;
         let tasks = txn.open_table(TASKS).map_err(|e| io(e.into()))?;
         let output = txn.open_table(OUTPUT).map_err(|e| io(e.into()))?;
         let mut records = Vec::new();
@@ -142,6 +150,12 @@ impl Store {
     /// memory).
     pub async fn settled(&self) -> Result<(), String> {
         self.0.writer.settled().await
+    }
+
+    /// Why the store cannot be written, while that lasts (its writer
+    /// keeps trying).
+    pub fn failing(&self) -> Option<String> {
+        self.0.writer.failing()
     }
 
     /// The next admission order.

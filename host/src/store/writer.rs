@@ -7,6 +7,12 @@
 //! host pays one commit for many changes. Each commit is synced
 //! ([`redb::Durability::Immediate`], redb's default).
 //!
+//! A commit that fails (a full disk, an I/O error) is not dropped: the
+//! database is reopened and the same changes, with those that arrived
+//! since, are tried again every [`RETRY_EVERY`]. Until one succeeds the
+//! store is *failing*: waiters are told at once, with the reason, and the
+//! toolset admits no new task.
+//!
 //! The output of running tasks is written here too, every
 //! [`OUTPUT_FLUSH`](super::OUTPUT_FLUSH), for the tasks whose output grew.
 
@@ -29,6 +35,9 @@ use tokio::sync::Notify;
 /// long keeps the store at a small share of the host's CPU under load.
 pub(super) const BATCH_DELAY: Duration = Duration::from_millis(20);
 
+/// How often a failed commit is tried again.
+pub(super) const RETRY_EVERY: Duration = Duration::from_secs(1);
+
 /// One change to the store.
 pub(super) enum Op {
     /// A new task's record.
@@ -46,7 +55,8 @@ pub(super) enum Op {
 
 /// What the tasks and the writer thread share.
 pub(super) struct Writer {
-    db: Database,
+    /// `None` after a failed commit until it is reopened.
+    db: Mutex<Option<Database>>,
     path: PathBuf,
     queue: Mutex<Queue>,
     /// Wakes the writer when it is idle and a change arrives.
@@ -77,11 +87,11 @@ struct Queue {
 
 #[derive(Default)]
 struct Done {
-    /// Every change up to this number is committed (or failed).
+    /// Every change up to this number is committed.
     committed: u64,
-    /// The latest commit that failed: the changes it held (first, last) and
-    /// why.
-    failed: Option<(u64, u64, String)>,
+    /// While commits fail: why (the changes after `committed` wait to be
+    /// tried again).
+    failing: Option<String>,
 }
 
 /// A running task's output that grew since it was last written.
@@ -94,7 +104,7 @@ struct Grown {
 impl Writer {
     pub(super) fn new(db: Database, path: PathBuf) -> Writer {
         Writer {
-            db,
+            db: Mutex::new(Some(db)),
             path,
             queue: Mutex::default(),
             wake: Condvar::new(),
@@ -105,8 +115,14 @@ impl Writer {
         }
     }
 
-    pub(super) fn db(&self) -> &Database {
-        &self.db
+    /// The open database (`None` while a failed one is being reopened).
+    pub(super) fn db(&self) -> std::sync::MutexGuard<'_, Option<Database>> {
+        self.db.lock().unwrap()
+    }
+
+    /// Why commits fail, while they do.
+    pub(super) fn failing(&self) -> Option<String> {
+        self.done.lock().unwrap().failing.clone()
     }
 
     /// Queues `op` for the next commit; returns its number.
@@ -114,7 +130,14 @@ impl Writer {
         let mut queue = self.queue.lock().unwrap();
         queue.ops.push(op);
         queue.submitted += 1;
-        queue.oldest.get_or_insert_with(Instant::now);
+        if queue.oldest.is_none() {
+            queue.oldest = Some(Instant::now());
+            // Its batch is due within BATCH_DELAY, not at the next output
+            // flush the idle writer sleeps until.
+            if queue.idle {
+                self.wake.notify_one();
+            }
+        }
         queue.submitted
     }
 
@@ -132,13 +155,10 @@ impl Writer {
     /// Whether every change up to `target` is committed: `None` while not,
     /// then `Ok`, or the error of the commit that failed to hold it.
     fn outcome(&self, done: &Done, target: u64) -> Option<Result<(), String>> {
-        if done.committed < target {
-            return None;
+        if done.committed >= target {
+            return Some(Ok(()));
         }
-        Some(match &done.failed {
-            Some((first, last, why)) if (*first..=*last).contains(&target) => Err(why.clone()),
-            _ => Ok(()),
-        })
+        done.failing.clone().map(Err)
     }
 
     /// Waits until every change submitted so far is committed.
@@ -189,17 +209,28 @@ impl Writer {
     /// The writer thread's loop, until [`Writer::close`].
     pub(super) fn run(&self) {
         let mut last_output = Instant::now();
+        // Changes of a failed commit, tried again first, and when.
+        let mut failed: Vec<Op> = Vec::new();
+        let mut retry_at: Option<Instant> = None;
         loop {
-            let (ops, last, closing) = {
+            let (mut ops, last, closing) = {
                 let mut queue = self.queue.lock().unwrap();
                 loop {
                     let now = Instant::now();
-                    let output_due = last_output + OUTPUT_FLUSH;
-                    let batch_due = queue.oldest.map(|oldest| oldest + BATCH_DELAY);
-                    let pending_from = queue.submitted - queue.ops.len() as u64;
-                    let waited_for = queue.wanted > pending_from;
-                    let due = batch_due.map_or(output_due, |batch| batch.min(output_due));
-                    if queue.closing || waited_for || now >= due {
+                    let due = match retry_at {
+                        // Failing: tried again on its own clock only.
+                        Some(at) => at,
+                        None => {
+                            let pending_from = queue.submitted - queue.ops.len() as u64;
+                            if queue.wanted > pending_from {
+                                break;
+                            }
+                            let output_due = last_output + OUTPUT_FLUSH;
+                            let batch_due = queue.oldest.map(|oldest| oldest + BATCH_DELAY);
+                            batch_due.map_or(output_due, |batch| batch.min(output_due))
+                        }
+                    };
+                    if queue.closing || now >= due {
                         break;
                     }
                     queue.idle = true;
@@ -213,6 +244,10 @@ impl Writer {
                     queue.closing,
                 )
             };
+            if !failed.is_empty() {
+                failed.append(&mut ops);
+                ops = std::mem::take(&mut failed);
+            }
             let grown = if closing || last_output.elapsed() >= OUTPUT_FLUSH {
                 last_output = Instant::now();
                 self.grown_outputs()
@@ -220,28 +255,54 @@ impl Writer {
                 Vec::new()
             };
             if !ops.is_empty() || !grown.is_empty() {
-                let first = last + 1 - ops.len() as u64;
-                let failed = match self.commit(ops, &grown) {
-                    Ok(()) => {
-                        self.mark_written(grown);
-                        None
+                match self.commit(&ops, &grown) {
+                    Ok(written) => {
+                        self.mark_written(written);
+                        retry_at = None;
+                        let mut done = self.done.lock().unwrap();
+                        done.committed = last;
+                        if done.failing.take().is_some() {
+                            tracing::info!(path = %self.path.display(), "task store written again");
+                        }
                     }
                     Err(error) => {
-                        tracing::error!("{error}");
-                        Some((first, last, error.to_string()))
+                        tracing::error!(
+                            changes = ops.len(),
+                            "{error}; trying again every {} s",
+                            RETRY_EVERY.as_secs()
+                        );
+                        self.done.lock().unwrap().failing = Some(error.to_string());
+                        failed = ops;
+                        retry_at = Some(Instant::now() + RETRY_EVERY);
+                        self.reopen();
                     }
-                };
-                let mut done = self.done.lock().unwrap();
-                done.committed = last;
-                if failed.is_some() {
-                    done.failed = failed;
                 }
-                drop(done);
                 self.done_changed.notify_all();
                 self.done_notify.notify_waiters();
             }
             if closing {
+                if !failed.is_empty() {
+                    tracing::error!(
+                        changes = failed.len(),
+                        path = %self.path.display(),
+                        "task store closed with changes it could not write"
+                    );
+                }
                 return;
+            }
+        }
+    }
+
+    /// Reopens the database after a failed commit: redb refuses every
+    /// commit after an I/O error until it is.
+    fn reopen(&self) {
+        let mut db = self.db.lock().unwrap();
+        // The old handle releases the file's lock first.
+        drop(db.take());
+        match Database::create(&self.path) {
+            Ok(reopened) => *db = Some(reopened),
+            Err(error) => {
+                tracing::error!(path = %self.path.display(), %error, "cannot reopen the task store")
             }
         }
     }
@@ -262,9 +323,9 @@ impl Writer {
             .collect()
     }
 
-    fn mark_written(&self, grown: Vec<Grown>) {
+    fn mark_written(&self, written: Vec<(String, usize)>) {
         let mut live = self.live.lock().unwrap();
-        for Grown { id, len, .. } in grown {
+        for (id, len) in written {
             if let Some((_, written)) = live.get_mut(&id) {
                 *written = len;
             }
@@ -275,9 +336,18 @@ impl Writer {
     /// A task's changes in one batch (often its queued, running and final
     /// records, for a short task) are applied in memory and its record
     /// written once.
-    fn commit(&self, ops: Vec<Op>, grown: &[Grown]) -> Result<(), StoreError> {
+    /// Returns the output it wrote: (task, length).
+    fn commit(&self, ops: &[Op], grown: &[Grown]) -> Result<Vec<(String, usize)>, StoreError> {
         let io = |error: redb::Error| classify(&self.path, error);
-        let txn = self.db.begin_write().map_err(|e| io(e.into()))?;
+        let db = self.db.lock().unwrap();
+        let Some(db) = db.as_ref() else {
+            return Err(StoreError::Io {
+                path: self.path.clone(),
+                detail: "it could not be reopened after an error".to_string(),
+            });
+        };
+        let mut written = Vec::new();
+        let txn = db.begin_write().map_err(|e| io(e.into()))?;
         {
             let mut tasks = txn.open_table(TASKS).map_err(|e| io(e.into()))?;
             let mut output = txn.open_table(OUTPUT).map_err(|e| io(e.into()))?;
@@ -285,7 +355,7 @@ impl Writer {
             for op in ops {
                 match op {
                     Op::Insert(record) => {
-                        touched.insert(record.id.clone(), record);
+                        touched.insert(record.id.clone(), record.clone());
                     }
                     Op::Update {
                         id,
@@ -293,7 +363,7 @@ impl Writer {
                         at_ms,
                         ending,
                     } => {
-                        let record = match touched.entry(id) {
+                        let record = match touched.entry(id.clone()) {
                             Entry::Occupied(entry) => entry.into_mut(),
                             Entry::Vacant(entry) => {
                                 let stored = tasks
@@ -316,11 +386,11 @@ impl Writer {
                         record.status = status.as_str().to_string();
                         record.transitions.push(Transition {
                             status: record.status.clone(),
-                            at_ms,
+                            at_ms: *at_ms,
                         });
                         if let Some(ending) = ending {
-                            record.result = ending.result;
-                            record.error = ending.error;
+                            record.result = ending.result.clone();
+                            record.error = ending.error.clone();
                             record.output_truncated = ending.truncated;
                             output
                                 .insert(record.id.as_str(), ending.output.as_bytes())
@@ -328,7 +398,7 @@ impl Writer {
                         }
                     }
                     Op::Remove(id) => {
-                        touched.remove(&id);
+                        touched.remove(id);
                         tasks.remove(id.as_str()).map_err(|e| io(e.into()))?;
                         output.remove(id.as_str()).map_err(|e| io(e.into()))?;
                     }
@@ -339,7 +409,7 @@ impl Writer {
                     .insert(id.as_str(), encode(record).as_slice())
                     .map_err(|e| io(e.into()))?;
             }
-            for Grown { id, text, .. } in grown {
+            for Grown { id, text, len } in grown {
                 let final_already = match touched.get(id) {
                     Some(record) => record.status().is_none_or(TaskStatus::is_final),
                     None => match tasks.get(id.as_str()).map_err(|e| io(e.into()))? {
@@ -355,9 +425,11 @@ impl Writer {
                     output
                         .insert(id.as_str(), text.as_bytes())
                         .map_err(|e| io(e.into()))?;
+                    written.push((id.clone(), *len));
                 }
             }
         }
-        txn.commit().map_err(|e| io(e.into()))
+        txn.commit().map_err(|e| io(e.into()))?;
+        Ok(written)
     }
 }

@@ -10,5 +10,5 @@ pub mod task;
 pub use events::{EventKind, Events, TaskEvent};
 pub use registry::Registry;
 pub use report::{WaitEntry, WaitReport};
-pub use scope::{Caller, SessionId};
+pub use scope::{Caller, Reach, SessionId};
 pub use task::{ModelUse, NewTask, Outcome, Task, TaskId, TaskInfo, TaskStatus, TaskView};

@@ -43,9 +43,20 @@ pub struct Caller {
     /// Tasks this caller starts are cancelled with this token: the session's
     /// for a front-end, the calling task's own for a guest.
     pub(crate) spawn_token: CancellationToken,
-    /// Sees the tasks of every session (a daemon's operator, to whom a
-    /// task id is enough).
-    pub(crate) every_session: bool,
+    /// Which sessions' tasks it sees besides its own descendants'.
+    pub(crate) reach: Reach,
+}
+
+/// Which tasks an operator session sees (lists, views, stops, waits for).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// The tasks it started (and their descendants).
+    OwnTasks,
+    /// Those, and the tasks restored from a task store (a daemon's command
+    /// line).
+    OwnAndRestored,
+    /// Every task on the host: a task id is enough (a daemon's operator).
+    Everything,
 }
 
 impl Caller {
@@ -58,18 +69,18 @@ impl Caller {
             ancestors_for_children: Vec::new(),
             lineage: Vec::new(),
             spawn_token,
-            every_session: false,
+            reach: Reach::OwnTasks,
         }
     }
 
-    /// The operator of a daemon: like [`Caller::operator`], and sees the
-    /// tasks of every session.
-    pub(crate) fn operator_of_every_session(
+    /// An operator that sees as far as `reach`.
+    pub(crate) fn operator_reaching(
         session: SessionId,
         spawn_token: CancellationToken,
+        reach: Reach,
     ) -> Caller {
         Caller {
-            every_session: true,
+            reach,
             ..Caller::operator(session, spawn_token)
         }
     }
@@ -87,7 +98,7 @@ impl Caller {
             ancestors_for_children: Vec::new(),
             lineage: vec![agent.to_string()],
             spawn_token,
-            every_session: false,
+            reach: Reach::OwnTasks,
         }
     }
 
@@ -102,7 +113,7 @@ impl Caller {
             ancestors_for_children,
             lineage: task.lineage.clone(),
             spawn_token: task.cancel.clone(),
-            every_session: false,
+            reach: Reach::OwnTasks,
         }
     }
 
@@ -118,11 +129,10 @@ impl Caller {
 
     /// Whether `task` was started by this caller or one of its descendants.
     pub(crate) fn can_see(&self, task: &Task) -> bool {
-        if self.every_session {
-            return true;
-        }
-        if task.session == SessionId::RESTORED {
-            return self.agent.is_none() && self.task.is_none();
+        match self.reach {
+            Reach::Everything => return true,
+            Reach::OwnAndRestored if task.session == SessionId::RESTORED => return true,
+            _ => {}
         }
         task.session == self.session
             && match &self.task {

@@ -67,6 +67,10 @@ pub enum ToolError {
         id: String,
     },
     ShuttingDown,
+    /// The task store cannot be written, so no task is admitted.
+    StoreFailing {
+        reason: String,
+    },
     /// The front-end's session was closed.
     SessionClosed,
 }
@@ -133,6 +137,12 @@ impl fmt::Display for ToolError {
                  still queued or running — stop some or wait for them to finish"
             ),
             ToolError::NotFound { id } => write!(f, "task not found: {id}"),
+            ToolError::StoreFailing { reason } => write!(
+                f,
+                "no new task is started while the task store cannot be written ({reason}); \
+                 it is tried again every second — free space on its filesystem or fix the \
+                 error above"
+            ),
             ToolError::NotRunning { id, status } => {
                 write!(f, "task {id} is not running (status: {status})")
             }

@@ -27,7 +27,7 @@ use crate::components::{
 use crate::config::{AgentSpec, CacheSetting, Grants, Team};
 use crate::model::ModelClient;
 use crate::store::Store;
-use crate::tasks::{Caller, Events, Registry, SessionId, Task};
+use crate::tasks::{Caller, Events, Reach, Registry, SessionId, Task};
 use crate::wit::AgentPre;
 use slots::Slots;
 use std::collections::HashMap;
@@ -206,28 +206,28 @@ impl Toolset {
             CacheSetting::Dir(dir) => Some(dir.clone()),
             CacheSetting::Off => None,
         };
-        if let Some(dir) = &cache_dir {
-            let grants = team.agents.values().flat_map(|spec| {
+        // (agent, granted host directory) of every agent.
+        let granted_dirs = || {
+            team.agents.values().flat_map(|spec| {
                 let agent = spec.name.as_str();
                 (spec.grants.dirs.iter()).map(move |grant| (agent, grant.host.as_path()))
-            });
-            let problems = crate::components::check_grants_avoid_cache(dir, grants);
+            })
+        };
+        if let Some(dir) = &cache_dir {
+            let problems = crate::components::check_grants_avoid_cache(dir, granted_dirs());
             if !problems.is_empty() {
                 return Err(LoadError { problems });
             }
         }
         if let Some(state_dir) = store.as_ref().and_then(|store| store.path().parent()) {
-            let grants = team.agents.values().flat_map(|spec| {
-                let agent = spec.name.as_str();
-                (spec.grants.dirs.iter()).map(move |grant| (agent, grant.host.as_path()))
-            });
             let protected = crate::config::grants::Protected {
                 what: "the state directory",
                 why: "a guest could read every task's text and output in its task store, or \
                       reach the daemon's socket and act as its operator",
                 fix: "choose another state directory with --state",
             };
-            let problems = crate::config::grants::check_grants_avoid(state_dir, &protected, grants);
+            let problems =
+                crate::config::grants::check_grants_avoid(state_dir, &protected, granted_dirs());
             if !problems.is_empty() {
                 return Err(LoadError { problems });
             }
@@ -401,6 +401,11 @@ impl Toolset {
         &self.0.events
     }
 
+    /// The store tasks are kept in, when the toolset keeps one.
+    pub(crate) fn store(&self) -> Option<&Store> {
+        self.0.store.as_ref()
+    }
+
     /// Waits until every task change made so far is on disk, when the
     /// toolset keeps a store (at once when not). Front-ends await it before
     /// they tell a client anything, so no client learns of a task, a status
@@ -472,14 +477,14 @@ impl Toolset {
         })
     }
 
-    /// A session of the operator of a long-lived host, who sees (lists,
-    /// views, stops, waits for) the tasks of every session: a task id is
-    /// enough. Tasks it starts are its own, as with [`Toolset::open_session`].
-    pub fn open_session_seeing_every_session(&self) -> Session {
+    /// An operator session of a long-lived host that sees as far as
+    /// `reach` (lists, views, stops, waits for those tasks). Tasks it
+    /// starts are its own, as with [`Toolset::open_session`].
+    pub fn open_operator_session(&self, reach: Reach) -> Session {
         let token = self.shutdown_token().child_token();
         Session {
             toolset: self.clone(),
-            caller: Caller::operator_of_every_session(SessionId::next(), token),
+            caller: Caller::operator_reaching(SessionId::next(), token, reach),
         }
     }
 

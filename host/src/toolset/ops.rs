@@ -4,6 +4,7 @@
 use super::errors::ToolError;
 use super::{Toolset, runner};
 use crate::sandbox::OutputBuffer;
+use crate::store::Store;
 use crate::tasks::{
     Caller, EventKind, NewTask, Registry, SessionId, Task, TaskEvent, TaskId, TaskInfo, TaskStatus,
     TaskView, WaitEntry, WaitReport,
@@ -131,6 +132,9 @@ impl Toolset {
             },
             output,
         ));
+        if let Some(reason) = self.store().and_then(Store::failing) {
+            return Err(ToolError::StoreFailing { reason });
+        }
         {
             let mut registry = self.registry();
             let parent = self.check_spawn_limits(caller, &registry)?;

@@ -453,7 +453,12 @@ pub async fn wait(target: &Target, ids: &[String], timeout: Option<u64>) -> Exit
                 let this_call = left.clamp(1, WAIT_MAX_TIMEOUT_SECS);
                 let arguments = json!({"task_ids": ids, "timeout": this_call});
                 let result = daemon.call_ok(WAIT, arguments).await?;
-                let report: Value = serde_json::from_str(&text_of(&result)).unwrap_or_default();
+                let answer = text_of(&result);
+                let Ok(report) = serde_json::from_str::<Value>(&answer) else {
+                    return Err(error(&format!(
+                        "the daemon's answer to wait is not a report: {answer}"
+                    )));
+                };
                 let out_of_time = deadline.is_some_and(|deadline| Instant::now() >= deadline);
                 if report["all_done"] == json!(true) || out_of_time || timeout == Some(0) {
                     break report;

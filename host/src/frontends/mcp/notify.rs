@@ -103,7 +103,9 @@ pub struct WaitProgress<'a> {
     peer: &'a Peer<RoleServer>,
     token: ProgressToken,
     awaited: &'a [String],
-    session: SessionId,
+    /// The awaited tasks the caller may see: no other task's finish is
+    /// told.
+    visible: HashSet<String>,
     /// Ids, not a counter: a task that finishes as the wait starts is seen
     /// both as already final and as an event.
     finished: HashSet<String>,
@@ -114,14 +116,14 @@ impl<'a> WaitProgress<'a> {
         peer: &'a Peer<RoleServer>,
         token: ProgressToken,
         awaited: &'a [String],
-        session: SessionId,
+        visible: HashSet<String>,
         already_final: impl Iterator<Item = String>,
     ) -> Self {
         WaitProgress {
             peer,
             token,
             awaited,
-            session,
+            visible,
             finished: already_final.collect(),
         }
     }
@@ -131,8 +133,7 @@ impl<'a> WaitProgress<'a> {
         let EventKind::Finished(status) = &event.kind else {
             return;
         };
-        let awaited =
-            event.session == self.session && self.awaited.iter().any(|id| id == event.id.as_str());
+        let awaited = self.visible.contains(event.id.as_str());
         if !awaited || !self.finished.insert(event.id.to_string()) {
             return;
         }

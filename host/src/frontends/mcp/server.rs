@@ -4,7 +4,7 @@
 
 use super::notify::{LogFilter, WaitProgress};
 use super::schemas::tools;
-use crate::tasks::{Caller, TaskStatus, WaitReport};
+use crate::tasks::{Caller, EventKind, TaskStatus, WaitReport};
 use crate::toolset::tools;
 use crate::toolset::tools::args::Args;
 use crate::toolset::tools::background::{self, RUN, VIEW, WAIT};
@@ -109,13 +109,22 @@ impl McpServer {
                     .is_ok_and(TaskStatus::is_final)
             })
             .cloned();
-        let mut progress =
-            WaitProgress::new(&context.peer, token, ids, caller.session(), already_final);
+        let visible = (ids.iter())
+            .filter(|id| self.toolset.task_status(caller, id).is_ok())
+            .cloned()
+            .collect();
+        let mut progress = WaitProgress::new(&context.peer, token, ids, visible, already_final);
         let report = loop {
             tokio::select! {
                 report = &mut wait => break report,
                 event = events.recv() => match event {
-                    Ok(event) => progress.on_event(&event).await,
+                    Ok(event) => {
+                        if matches!(event.kind, EventKind::Finished(_)) {
+                            // Told once on disk, like every status.
+                            let _ = self.toolset.settled().await;
+                        }
+                        progress.on_event(&event).await
+                    }
                     Err(RecvError::Closed) => break wait.await,
                     Err(RecvError::Lagged(_)) => {}
                 },

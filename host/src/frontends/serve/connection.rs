@@ -292,13 +292,15 @@ impl ServerHandler for Connection {
         let response = self.call_any_tool(request, context).await;
         // Nothing is told that a crash could take back.
         match (toolset.settled().await, response) {
-            (Err(error), Ok(mut response)) => {
-                if let CallToolResponse::Complete(result) = &mut response {
-                    result
-                        .content
-                        .push(ContentBlock::text(format!("warning: {error}")));
-                }
-                Ok(response)
+            (Err(error), Ok(CallToolResponse::Complete(result))) => {
+                let answer: String = (result.content.iter())
+                    .filter_map(|content| content.as_text().map(|text| text.text.as_str()))
+                    .collect();
+                let text = format!(
+                    "the daemon cannot save its tasks: {error}\nIts answer, which a crash \
+                     would take back:\n{answer}"
+                );
+                Ok(CallToolResult::error(vec![ContentBlock::text(text)]).into())
             }
             (_, response) => response,
         }

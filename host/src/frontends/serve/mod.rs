@@ -75,6 +75,10 @@ pub async fn run(toolset: Toolset, listener: UnixListener, socket: &Path) -> Res
     let _ = std::fs::remove_file(socket);
     eprintln!("bgagents: {why}: stopping every task…");
     toolset.shutdown().await;
+    // The stops on disk before the state directory's lock is let go.
+    if let Err(error) = toolset.settled().await {
+        eprintln!("bgagents: {error}");
+    }
     connections.abort_all();
     eprintln!("bgagents: stopped");
     Ok(())

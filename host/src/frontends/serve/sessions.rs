@@ -3,6 +3,7 @@
 //! tasks (a task started over the socket outlives its client). Any task on
 //! the daemon can be found by its id, whichever session started it.
 
+use crate::tasks::Reach;
 use crate::tasks::{SessionId, TaskInfo};
 use crate::toolset::{Session, Toolset};
 use std::collections::HashMap;
@@ -17,9 +18,6 @@ pub struct Sessions {
     toolset: Toolset,
     /// Shared by every `bgagents start`/`ps`/... connection.
     cli: Arc<Session>,
-    /// An operator session that starts nothing: what it sees are the tasks
-    /// restored from the store.
-    restored: Arc<Session>,
     /// Sees every session's tasks: for view, stop, wait and output by id.
     every: Arc<Session>,
     connections: Mutex<Vec<Connection>>,
@@ -34,14 +32,10 @@ struct Connection {
 
 impl Sessions {
     pub fn new(toolset: Toolset) -> Sessions {
-        let operator = || {
-            let session = toolset.open_session(None);
-            Arc::new(session.expect("the operator session needs no agent"))
-        };
         Sessions {
-            cli: operator(),
-            restored: operator(),
-            every: Arc::new(toolset.open_session_seeing_every_session()),
+            // The command line's `ps` lists earlier daemons' tasks too.
+            cli: Arc::new(toolset.open_operator_session(Reach::OwnAndRestored)),
+            every: Arc::new(toolset.open_operator_session(Reach::Everything)),
             toolset,
             connections: Mutex::default(),
         }
@@ -89,15 +83,12 @@ impl Sessions {
         });
     }
 
-    /// Every session with its label: the restored tasks' first (every
-    /// operator session sees those), then the command line's.
+    /// Every session with its label: the command line's, then each
+    /// connection's.
     fn all(&self) -> Vec<(String, Arc<Session>)> {
         let mut connections = self.connections.lock().unwrap();
         self.prune(&mut connections);
-        let mut all = vec![
-            (RESTORED_LABEL.to_string(), self.restored.clone()),
-            (CLI_LABEL.to_string(), self.cli.clone()),
-        ];
+        let mut all = vec![(CLI_LABEL.to_string(), self.cli.clone())];
         all.extend(
             connections
                 .iter()
