@@ -10,6 +10,7 @@ use redb::{
     Database, DatabaseError, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition,
     TableHandle,
 };
+use std::collections::HashMap;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -17,10 +18,12 @@ use std::path::Path;
 /// The database file's name in the state directory.
 pub const FILE_NAME: &str = "tasks.redb";
 
-/// Task id → [`TaskRecord`] as JSON.
-pub(super) const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
-/// Task id → its output (within the agent's output cap).
-pub(super) const OUTPUT: TableDefinition<&str, &[u8]> = TableDefinition::new("output");
+/// Admission order → [`TaskRecord`] as JSON. Keyed by order, not by id,
+/// so that new records go at the end of the tree: a commit rewrites a few
+/// pages, not one page per task as random ids would.
+pub(super) const TASKS: TableDefinition<u64, &[u8]> = TableDefinition::new("tasks");
+/// Admission order → the task's output (within the agent's output cap).
+pub(super) const OUTPUT: TableDefinition<u64, &[u8]> = TableDefinition::new("output");
 /// `format` → [`FORMAT`]: tells our store from any other redb file.
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const FORMAT: &str = "bgagents task store 1";
@@ -110,8 +113,12 @@ pub(super) fn check_signature(path: &Path) -> Result<bool, StoreError> {
 }
 
 /// Checks (or writes, in a new file) the format mark, and marks tasks
-/// left queued or running as interrupted. Returns the next order.
-pub(super) fn claim_and_interrupt(db: &Database, path: &Path) -> Result<u64, StoreError> {
+/// left queued or running as interrupted. Returns the next order and each
+/// stored task's order by id.
+pub(super) fn claim_and_interrupt(
+    db: &Database,
+    path: &Path,
+) -> Result<(u64, HashMap<String, u64>), StoreError> {
     let io = |error: redb::Error| classify(path, error);
     let txn = db.begin_write().map_err(|e| io(e.into()))?;
     {
@@ -149,6 +156,7 @@ pub(super) fn claim_and_interrupt(db: &Database, path: &Path) -> Result<u64, Sto
         }
     }
     let mut next = 0;
+    let mut orders = HashMap::new();
     let mut interrupted = 0usize;
     {
         let mut tasks = txn.open_table(TASKS).map_err(|e| io(e.into()))?;
@@ -156,8 +164,9 @@ pub(super) fn claim_and_interrupt(db: &Database, path: &Path) -> Result<u64, Sto
         let mut changed = Vec::new();
         for entry in tasks.iter().map_err(|e| io(e.into()))? {
             let (key, value) = entry.map_err(|e| io(e.into()))?;
-            let mut record = decode(path, key.value(), value.value())?;
+            let mut record = decode(path, &key.value().to_string(), value.value())?;
             next = next.max(record.order + 1);
+            orders.insert(record.id.clone(), record.order);
             if let Some(status @ (TaskStatus::Queued | TaskStatus::Running)) = record.status() {
                 let at = now_ms();
                 record.status = TaskStatus::Interrupted.as_str().to_string();
@@ -171,7 +180,7 @@ pub(super) fn claim_and_interrupt(db: &Database, path: &Path) -> Result<u64, Sto
         }
         for record in changed {
             tasks
-                .insert(record.id.as_str(), encode(&record).as_slice())
+                .insert(record.order, encode(&record).as_slice())
                 .map_err(|e| io(e.into()))?;
             tracing::warn!(task = %record.id, agent = %record.agent, "interrupted by the previous process's end");
             interrupted += 1;
@@ -184,7 +193,7 @@ pub(super) fn claim_and_interrupt(db: &Database, path: &Path) -> Result<u64, Sto
             "tasks left queued or running by the previous process marked interrupted"
         );
     }
-    Ok(next)
+    Ok((next, orders))
 }
 
 /// Reads a stored record.

@@ -87,9 +87,9 @@ impl Store {
             false => file::create_new(dir, &path)?,
         }
         let db = Database::create(&path).map_err(|error| open_error(&path, error))?;
-        let next = file::claim_and_interrupt(&db, &path)?;
+        let (next, orders) = file::claim_and_interrupt(&db, &path)?;
         file::remove_leftovers(dir);
-        let writer = Arc::new(Writer::new(db, path.clone()));
+        let writer = Arc::new(Writer::new(db, path.clone(), orders));
         let thread = {
             let writer = writer.clone();
             std::thread::Builder::new()
@@ -133,7 +133,7 @@ impl Store {
         let mut records = Vec::new();
         for entry in tasks.iter().map_err(|e| io(e.into()))? {
             let (key, value) = entry.map_err(|e| io(e.into()))?;
-            let record = file::decode(&self.0.path, key.value(), value.value())?;
+            let record = file::decode(&self.0.path, &key.value().to_string(), value.value())?;
             let text = output
                 .get(key.value())
                 .map_err(|e| io(e.into()))?
@@ -141,7 +141,6 @@ impl Store {
                 .unwrap_or_default();
             records.push((record, text));
         }
-        records.sort_by_key(|(record, _)| record.order);
         Ok(records)
     }
 

@@ -23,7 +23,7 @@ use super::record::{Ending, TaskRecord, Transition};
 use crate::sandbox::OutputBuffer;
 use crate::tasks::TaskStatus;
 use redb::{Database, ReadableTable};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::collections::hash_map::Entry;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, Weak};
@@ -66,6 +66,8 @@ pub(super) struct Writer {
     done_changed: Condvar,
     /// Wakes async waiters when a commit ends.
     done_notify: Notify,
+    /// Each stored task's admission order (its key) by id, as committed.
+    orders: Mutex<HashMap<String, u64>>,
     /// The output of each task not yet final, with the bytes written of it.
     live: Mutex<HashMap<String, (Weak<OutputBuffer>, usize)>>,
 }
@@ -102,10 +104,11 @@ struct Grown {
 }
 
 impl Writer {
-    pub(super) fn new(db: Database, path: PathBuf) -> Writer {
+    pub(super) fn new(db: Database, path: PathBuf, orders: HashMap<String, u64>) -> Writer {
         Writer {
             db: Mutex::new(Some(db)),
             path,
+            orders: Mutex::new(orders),
             queue: Mutex::default(),
             wake: Condvar::new(),
             done: Mutex::default(),
@@ -347,15 +350,28 @@ impl Writer {
             });
         };
         let mut written = Vec::new();
+        let mut orders = self.orders.lock().unwrap();
+        // This batch's changes to `orders`, applied once it is committed (a
+        // failed batch is tried again from the same state).
+        let mut added: HashMap<&str, u64> = HashMap::new();
+        let mut removed: HashSet<&str> = HashSet::new();
+        let order_of = |id: &str, added: &HashMap<&str, u64>, removed: &HashSet<&str>| {
+            match removed.contains(id) {
+                true => None,
+                false => added.get(id).or_else(|| orders.get(id)).copied(),
+            }
+        };
         let txn = db.begin_write().map_err(|e| io(e.into()))?;
         {
             let mut tasks = txn.open_table(TASKS).map_err(|e| io(e.into()))?;
             let mut output = txn.open_table(OUTPUT).map_err(|e| io(e.into()))?;
-            let mut touched: HashMap<String, TaskRecord> = HashMap::new();
+            let mut touched: HashMap<u64, TaskRecord> = HashMap::new();
             for op in ops {
                 match op {
                     Op::Insert(record) => {
-                        touched.insert(record.id.clone(), record.clone());
+                        added.insert(record.id.as_str(), record.order);
+                        removed.remove(record.id.as_str());
+                        touched.insert(record.order, record.clone());
                     }
                     Op::Update {
                         id,
@@ -363,16 +379,19 @@ impl Writer {
                         at_ms,
                         ending,
                     } => {
-                        let record = match touched.entry(id.clone()) {
+                        // Pruned already, or never stored: nothing to keep.
+                        let Some(order) = order_of(id, &added, &removed) else {
+                            continue;
+                        };
+                        let record = match touched.entry(order) {
                             Entry::Occupied(entry) => entry.into_mut(),
                             Entry::Vacant(entry) => {
                                 let stored = tasks
-                                    .get(entry.key().as_str())
+                                    .get(order)
                                     .map_err(|e| io(e.into()))?
-                                    .map(|value| decode(&self.path, entry.key(), value.value()));
+                                    .map(|value| decode(&self.path, id, value.value()));
                                 match stored {
                                     Some(Ok(record)) => entry.insert(record),
-                                    // Pruned already: nothing to keep.
                                     None => continue,
                                     Some(Err(error)) => {
                                         // One damaged record must not cost
@@ -393,26 +412,34 @@ impl Writer {
                             record.error = ending.error.clone();
                             record.output_truncated = ending.truncated;
                             output
-                                .insert(record.id.as_str(), ending.output.as_bytes())
+                                .insert(order, ending.output.as_bytes())
                                 .map_err(|e| io(e.into()))?;
                         }
                     }
                     Op::Remove(id) => {
-                        touched.remove(id);
-                        tasks.remove(id.as_str()).map_err(|e| io(e.into()))?;
-                        output.remove(id.as_str()).map_err(|e| io(e.into()))?;
+                        let Some(order) = order_of(id, &added, &removed) else {
+                            continue;
+                        };
+                        removed.insert(id.as_str());
+                        added.remove(id.as_str());
+                        touched.remove(&order);
+                        tasks.remove(order).map_err(|e| io(e.into()))?;
+                        output.remove(order).map_err(|e| io(e.into()))?;
                     }
                 }
             }
-            for (id, record) in &touched {
+            for (order, record) in &touched {
                 tasks
-                    .insert(id.as_str(), encode(record).as_slice())
+                    .insert(*order, encode(record).as_slice())
                     .map_err(|e| io(e.into()))?;
             }
             for Grown { id, text, len } in grown {
-                let final_already = match touched.get(id) {
+                let Some(order) = order_of(id, &added, &removed) else {
+                    continue;
+                };
+                let final_already = match touched.get(&order) {
                     Some(record) => record.status().is_none_or(TaskStatus::is_final),
-                    None => match tasks.get(id.as_str()).map_err(|e| io(e.into()))? {
+                    None => match tasks.get(order).map_err(|e| io(e.into()))? {
                         None => true,
                         Some(record) => decode(&self.path, id, record.value())
                             .map_or(true, |record| {
@@ -423,13 +450,19 @@ impl Writer {
                 // A final record's output was written with its status.
                 if !final_already {
                     output
-                        .insert(id.as_str(), text.as_bytes())
+                        .insert(order, text.as_bytes())
                         .map_err(|e| io(e.into()))?;
                     written.push((id.clone(), *len));
                 }
             }
         }
         txn.commit().map_err(|e| io(e.into()))?;
+        for id in removed {
+            orders.remove(id);
+        }
+        for (id, order) in added {
+            orders.insert(id.to_string(), order);
+        }
         Ok(written)
     }
 }
