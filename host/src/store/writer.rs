@@ -23,8 +23,8 @@ use super::record::{Ending, TaskRecord, Transition};
 use crate::sandbox::OutputBuffer;
 use crate::tasks::TaskStatus;
 use redb::{Database, ReadableTable};
-use std::collections::{HashMap, HashSet};
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -356,10 +356,8 @@ impl Writer {
         let mut added: HashMap<&str, u64> = HashMap::new();
         let mut removed: HashSet<&str> = HashSet::new();
         let order_of = |id: &str, added: &HashMap<&str, u64>, removed: &HashSet<&str>| {
-            match removed.contains(id) {
-                true => None,
-                false => added.get(id).or_else(|| orders.get(id)).copied(),
-            }
+            let known = added.get(id).or_else(|| orders.get(id)).copied();
+            known.filter(|_| !removed.contains(id))
         };
         let txn = db.begin_write().map_err(|e| io(e.into()))?;
         {
