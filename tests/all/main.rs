@@ -25,6 +25,7 @@ mod plugins;
 mod polyglot;
 mod sandbox;
 mod serve;
+mod serve_http;
 mod shell;
 mod store;
 mod toolset;

@@ -26,16 +26,26 @@ agents:
 "#;
 
 /// A running `bgagents serve`, stopped (SIGKILL) when dropped.
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
-    state: PathBuf,
+    pub(crate) state: PathBuf,
     log: PathBuf,
 }
 
 impl Daemon {
     /// Serves `team` with state directory `state` (or the default one under
     /// `xdg`), once its socket is there.
-    fn start(team: &Path, state: Option<&Path>, xdg: &Path) -> Daemon {
+    pub(crate) fn start(team: &Path, state: Option<&Path>, xdg: &Path) -> Daemon {
+        Daemon::start_with(team, state, xdg, &[])
+    }
+
+    /// [`Daemon::start`] with more arguments to `serve`.
+    pub(crate) fn start_with(
+        team: &Path,
+        state: Option<&Path>,
+        xdg: &Path,
+        extra: &[&str],
+    ) -> Daemon {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let log = xdg.join(format!(
             "serve-{}.log",
@@ -47,6 +57,7 @@ impl Daemon {
         if let Some(state) = state {
             command.arg("--state").arg(state);
         }
+        command.args(extra);
         let child = command
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -82,7 +93,7 @@ impl Daemon {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
@@ -94,7 +105,7 @@ impl Daemon {
     }
 
     /// Runs `args`, which must succeed; its stdout.
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let output = self.client(args);
         assert!(
             output.status.success(),

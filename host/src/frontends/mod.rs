@@ -3,6 +3,7 @@
 //! through `wit`).
 
 pub mod cli;
+pub mod http;
 pub mod mcp;
 pub mod scaffold;
 pub mod serve;

@@ -139,6 +139,15 @@ enum Command {
         /// ~/.local/state/bgagents/HASH, HASH naming the team file's path].
         #[arg(long)]
         state: Option<PathBuf>,
+        /// Also serve MCP over Streamable HTTP at http://ADDR/mcp (for
+        /// example 127.0.0.1:8765). An address other than loopback needs
+        /// --auth-token-file.
+        #[arg(long, value_name = "ADDR")]
+        http: Option<std::net::SocketAddr>,
+        /// A file holding the bearer token every HTTP request must carry
+        /// (`Authorization: Bearer TOKEN`).
+        #[arg(long, value_name = "FILE", requires = "http")]
+        auth_token_file: Option<PathBuf>,
     },
     /// Start an agent on a task in the running daemon and print the task id.
     Start {
@@ -267,7 +276,12 @@ pub fn main() -> ExitCode {
                 report(created)
             }
             Command::Mcp { team, agent } => mcp(&team, &agent).await,
-            Command::Serve { team, state } => serve::serve_team(&team, state).await,
+            Command::Serve {
+                team,
+                state,
+                http,
+                auth_token_file,
+            } => serve::serve_team(&team, state, http, auth_token_file.as_deref()).await,
             Command::Start {
                 daemon,
                 expected_output,

@@ -3,11 +3,19 @@
 
 use super::sanitise::{Keep, printable, shown_path};
 use super::{EXIT_BAD_INPUT, HOST};
+use crate::frontends::http::auth::BearerToken;
+use crate::frontends::http::{HttpListener, HttpOptions, MCP_PATH};
 use crate::frontends::serve::{self, state};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-pub async fn serve_team(team: &Path, state_dir: Option<PathBuf>) -> ExitCode {
+pub async fn serve_team(
+    team: &Path,
+    state_dir: Option<PathBuf>,
+    http: Option<SocketAddr>,
+    token_file: Option<&Path>,
+) -> ExitCode {
     let fail = |error: String| {
         eprintln!("error: {}", printable(&error, Keep::Lines));
         ExitCode::from(EXIT_BAD_INPUT)
@@ -42,7 +50,26 @@ pub async fn serve_team(team: &Path, state_dir: Option<PathBuf>) -> ExitCode {
         Ok(listener) => listener,
         Err(error) => return fail(error),
     };
+    let http = match http {
+        None => None,
+        Some(addr) => {
+            let token = match token_file.map(BearerToken::from_file).transpose() {
+                Ok(token) => token,
+                Err(error) => return fail(error),
+            };
+            match HttpListener::bind(HttpOptions { addr, token }).await {
+                Ok(listener) => Some(listener),
+                Err(error) => return fail(error),
+            }
+        }
+    };
     let socket = state::socket(&dir);
+    if let Some(http) = &http {
+        eprintln!(
+            "{HOST} serving MCP over HTTP at http://{}{MCP_PATH}",
+            http.addr()
+        );
+    }
     eprintln!(
         "{HOST} serving {} on {} (pid {}); stop with Ctrl-C or `kill -TERM {}`",
         shown_path(team),
@@ -50,7 +77,7 @@ pub async fn serve_team(team: &Path, state_dir: Option<PathBuf>) -> ExitCode {
         std::process::id(),
         std::process::id()
     );
-    match serve::run(toolset, listener, &socket).await {
+    match serve::run(toolset, listener, &socket, http).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => fail(error),
     }

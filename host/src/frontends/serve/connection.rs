@@ -32,7 +32,7 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::net::UnixStream;
 use tokio::sync::broadcast::error::RecvError;
@@ -61,9 +61,79 @@ pub struct Connection {
     /// client is the CLI.
     server: Arc<RwLock<McpServer>>,
     is_cli: Arc<AtomicBool>,
+    /// Over HTTP: what ends with the client's MCP session.
+    http: Option<Arc<HttpLife>>,
+}
+
+/// An HTTP client's MCP session: rmcp keeps its handler while the session
+/// lives and drops it when the session ends (closed by the client, or idle
+/// too long); then its calls end and its events stop, and its tasks stay.
+struct HttpLife {
+    sessions: Arc<Sessions>,
+    number: u64,
+    client_gone: CancellationToken,
+    notifier: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for HttpLife {
+    fn drop(&mut self) {
+        self.client_gone.cancel();
+        if let Some(notifier) = self.notifier.lock().unwrap().take() {
+            notifier.abort();
+        }
+        self.sessions.disconnected(self.number);
+    }
 }
 
 impl Connection {
+    /// The handler of one HTTP client: of its MCP session when it opens one
+    /// (`initialize`), else of one request, in the shared HTTP session.
+    pub fn over_http(sessions: Arc<Sessions>) -> Connection {
+        let number = sessions.next_number();
+        let client_gone = CancellationToken::new();
+        let server = McpServer {
+            toolset: sessions.toolset().clone(),
+            session: sessions.http(),
+            log_filter: Arc::new(LogFilter::default()),
+            client_gone: client_gone.clone(),
+        };
+        Connection {
+            http: Some(Arc::new(HttpLife {
+                sessions: sessions.clone(),
+                number,
+                client_gone,
+                notifier: Mutex::default(),
+            })),
+            sessions,
+            number,
+            server: Arc::new(RwLock::new(server)),
+            is_cli: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// An HTTP client opened an MCP session: it gets a session of its own,
+    /// and its tasks' events as notifications.
+    fn open_http_session(&self, life: &HttpLife, client: &str, peer: rmcp::Peer<RoleServer>) {
+        let toolset = self.sessions.toolset().clone();
+        let own = match toolset.open_session(None) {
+            Ok(session) => Arc::new(session),
+            Err(error) => {
+                tracing::warn!(connection = self.number, %error, "cannot open a session");
+                return;
+            }
+        };
+        self.server.write().unwrap().session = own.clone();
+        self.sessions
+            .register(self.number, "http", client, own.clone());
+        let events = toolset.events().subscribe();
+        let session = own.caller().session();
+        let log_filter = self.server().log_filter;
+        let notifier = tokio::spawn(async move {
+            notify::forward_events(toolset, events, session, peer, &log_filter).await
+        });
+        *life.notifier.lock().unwrap() = Some(notifier);
+    }
+
     fn server(&self) -> McpServer {
         self.server.read().unwrap().clone()
     }
@@ -257,8 +327,11 @@ impl ServerHandler for Connection {
         if client == CLI_CLIENT {
             self.server.write().unwrap().session = self.sessions.cli();
             self.is_cli.store(true, Ordering::Relaxed);
+        } else if let Some(life) = &self.http {
+            self.open_http_session(life, client, context.peer.clone());
         } else {
-            self.sessions.register(self.number, client, self.session());
+            self.sessions
+                .register(self.number, "mcp", client, self.session());
         }
         tracing::info!(connection = self.number, client, "client connected");
         context.peer.set_peer_info(request.clone());
@@ -348,6 +421,7 @@ pub async fn serve(sessions: Arc<Sessions>, stream: UnixStream, number: u64) {
             client_gone: client_gone.clone(),
         })),
         is_cli: Arc::new(AtomicBool::new(false)),
+        http: None,
     };
     // Subscribed before any request is served, so no task event is missed.
     let events = toolset.events().subscribe();

@@ -12,6 +12,7 @@ pub mod connection;
 pub mod sessions;
 pub mod state;
 
+use crate::frontends::http::HttpListener;
 use crate::toolset::Toolset;
 use sessions::Sessions;
 use std::os::unix::net::UnixListener;
@@ -20,10 +21,16 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 /// Serves `toolset` on `listener` (bound at `socket`) until SIGINT or
 /// SIGTERM, then removes the socket and stops every task.
-pub async fn run(toolset: Toolset, listener: UnixListener, socket: &Path) -> Result<(), String> {
+pub async fn run(
+    toolset: Toolset,
+    listener: UnixListener,
+    socket: &Path,
+    http: Option<HttpListener>,
+) -> Result<(), String> {
     let cannot = |what: &str, error: std::io::Error| format!("cannot {what}: {error}");
     listener
         .set_nonblocking(true)
@@ -35,10 +42,11 @@ pub async fn run(toolset: Toolset, listener: UnixListener, socket: &Path) -> Res
     let mut interrupt =
         signal(SignalKind::interrupt()).map_err(|error| cannot("handle SIGINT", error))?;
     let sessions = Arc::new(Sessions::new(toolset.clone()));
+    let http_stop = CancellationToken::new();
+    let mut http = http.map(|http| tokio::spawn(http.serve(sessions.clone(), http_stop.clone())));
     // SAFETY: geteuid has no preconditions and cannot fail.
     let uid = unsafe { libc::geteuid() };
     let mut connections = JoinSet::new();
-    let mut number: u64 = 0;
     let why = loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -56,7 +64,7 @@ pub async fn run(toolset: Toolset, listener: UnixListener, socket: &Path) -> Res
                             continue;
                         }
                     }
-                    number += 1;
+                    let number = sessions.next_number();
                     connections.spawn(connection::serve(sessions.clone(), stream, number));
                 }
                 Err(error) => {
@@ -66,12 +74,22 @@ pub async fn run(toolset: Toolset, listener: UnixListener, socket: &Path) -> Res
                 }
             },
             _ = terminate.recv() => break "SIGTERM",
+            Some(ended) = async { Some(http.as_mut()?.await) }, if http.is_some() => {
+                let why = match ended {
+                    Ok(Ok(())) => "the HTTP listener ended".to_string(),
+                    Ok(Err(error)) => error,
+                    Err(error) => format!("the HTTP listener failed: {error}"),
+                };
+                http = None;
+                eprintln!("bgagents: {why}; the Unix socket still serves");
+            }
             _ = interrupt.recv() => break "SIGINT",
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     };
     // New clients are told no daemon runs rather than left waiting.
     drop(listener);
+    http_stop.cancel();
     let _ = std::fs::remove_file(socket);
     eprintln!("bgagents: {why}: stopping every task…");
     toolset.shutdown().await;

@@ -7,11 +7,16 @@ use crate::tasks::Reach;
 use crate::tasks::{SessionId, TaskInfo};
 use crate::toolset::{Session, Toolset};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 
 /// Who started a task, as `ps --all` shows it: the command line,
 pub const CLI_LABEL: &str = "cli";
-/// or an earlier daemon of the same state directory (from the task store).
+/// or an earlier daemon of the same state directory (from the task store),
+/// or HTTP requests outside an MCP session.
+pub const HTTP_LABEL: &str = "http";
+/// Restored from the task store (an earlier daemon of the same state
+/// directory).
 pub const RESTORED_LABEL: &str = "restored";
 
 pub struct Sessions {
@@ -20,6 +25,9 @@ pub struct Sessions {
     cli: Arc<Session>,
     /// Sees every session's tasks: for view, stop, wait and output by id.
     every: Arc<Session>,
+    /// Shared by HTTP requests made outside an MCP session.
+    http: Arc<Session>,
+    numbers: AtomicU64,
     connections: Mutex<Vec<Connection>>,
 }
 
@@ -36,6 +44,8 @@ impl Sessions {
             // The command line's `ps` lists earlier daemons' tasks too.
             cli: Arc::new(toolset.open_operator_session(Reach::OwnAndRestored)),
             every: Arc::new(toolset.open_operator_session(Reach::Everything)),
+            http: Arc::new(toolset.open_operator_session(Reach::OwnTasks)),
+            numbers: AtomicU64::new(0),
             toolset,
             connections: Mutex::default(),
         }
@@ -45,14 +55,25 @@ impl Sessions {
         &self.toolset
     }
 
+    /// A number for a new connection, for logs and `ps --all`.
+    pub fn next_number(&self) -> u64 {
+        self.numbers.fetch_add(1, AtomicOrdering::Relaxed) + 1
+    }
+
+    /// The session HTTP requests without an MCP session share (the
+    /// 2026-07-28 revision has none).
+    pub fn http(&self) -> Arc<Session> {
+        self.http.clone()
+    }
+
     pub fn cli(&self) -> Arc<Session> {
         self.cli.clone()
     }
 
     /// Records connection `number`'s session, so that its tasks can be
     /// found from other connections.
-    pub fn register(&self, number: u64, client: &str, session: Arc<Session>) {
-        let label = format!("mcp#{number} ({client})");
+    pub fn register(&self, number: u64, transport: &str, client: &str, session: Arc<Session>) {
+        let label = format!("{transport}#{number} ({client})");
         self.connections.lock().unwrap().push(Connection {
             number,
             label,
@@ -88,7 +109,10 @@ impl Sessions {
     fn all(&self) -> Vec<(String, Arc<Session>)> {
         let mut connections = self.connections.lock().unwrap();
         self.prune(&mut connections);
-        let mut all = vec![(CLI_LABEL.to_string(), self.cli.clone())];
+        let mut all = vec![
+            (CLI_LABEL.to_string(), self.cli.clone()),
+            (HTTP_LABEL.to_string(), self.http.clone()),
+        ];
         all.extend(
             connections
                 .iter()

@@ -1,0 +1,98 @@
+//! The bearer token an HTTP listener requires: read from a file (never from
+//! the command line, where other users could see it), never logged or
+//! shown, and compared in constant time.
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The shortest token accepted: guessing must be out of the question.
+const MIN_TOKEN_LEN: usize = 16;
+
+/// A secret clients present as `Authorization: Bearer TOKEN`.
+pub struct BearerToken(Vec<u8>);
+
+impl fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("BearerToken(<hidden>)")
+    }
+}
+
+impl BearerToken {
+    /// The token in `path`: its one line, without surrounding whitespace.
+    pub fn from_file(path: &Path) -> Result<BearerToken, String> {
+        let shown = path.display();
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| format!("--auth-token-file {shown}: cannot read it: {error}"))?;
+        let token = text.trim();
+        if token.len() < MIN_TOKEN_LEN || token.contains(char::is_whitespace) {
+            return Err(format!(
+                "--auth-token-file {shown}: the file must hold one token of at least \
+                 {MIN_TOKEN_LEN} characters without spaces (for example the output of \
+                 `openssl rand -hex 32`)"
+            ));
+        }
+        Ok(BearerToken(token.as_bytes().to_vec()))
+    }
+
+    /// Whether `presented` is the token, in time that depends only on the
+    /// lengths.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        let mut difference = self.0.len() ^ presented.len();
+        for (index, expected) in self.0.iter().enumerate() {
+            let got = presented.get(index).copied().unwrap_or(0);
+            difference |= usize::from(expected ^ got);
+        }
+        difference == 0
+    }
+}
+
+/// Refuses a request without the token (401, saying how to send it).
+pub async fn require_token(
+    State(token): State<Arc<BearerToken>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "));
+    match presented {
+        Some(presented) if token.matches(presented) => next.run(request).await,
+        presented => {
+            let why = match presented {
+                None => {
+                    "this server needs `Authorization: Bearer TOKEN`, with the token from its --auth-token-file"
+                }
+                Some(_) => "the bearer token is wrong",
+            };
+            tracing::warn!(reason = why, "HTTP request refused");
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                why,
+            )
+                .into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_exact_token_matches() {
+        let token = BearerToken(b"0123456789abcdef".to_vec());
+        assert!(token.matches(b"0123456789abcdef"));
+        assert!(!token.matches(b"0123456789abcdeF"));
+        assert!(!token.matches(b"0123456789abcde"));
+        assert!(!token.matches(b"0123456789abcdef0"));
+        assert!(!token.matches(b""));
+        assert_eq!(format!("{token:?}"), "BearerToken(<hidden>)");
+    }
+}

@@ -1,0 +1,374 @@
+//! `bgagents serve --http`: MCP over Streamable HTTP on 127.0.0.1, driven by
+//! rmcp's HTTP client — every tool, per-session listing, a task reached by
+//! id from another session, and the bearer token (none, wrong, right); a
+//! non-loopback address refused without a token.
+
+use super::serve::Daemon;
+use crate::text;
+use bgagents_testkit::{HANG, Scratch};
+use rmcp::ServiceExt;
+use rmcp::model::{CallToolRequestParams, ClientConfig, Implementation};
+use rmcp::service::{RoleClient, RunningService};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use serde_json::{Value, json};
+use std::process::Command;
+
+const TEAM: &str = r#"
+agents:
+  helper:
+    component: '{plugins}/probe.wasm'
+"#;
+
+/// The `http://…/mcp` URL the daemon printed.
+fn mcp_url(daemon: &Daemon) -> String {
+    let log = daemon.log();
+    let line = (log.lines())
+        .find(|line| line.contains("serving MCP over HTTP at "))
+        .unwrap_or_else(|| panic!("no HTTP line in:\n{log}"));
+    line.rsplit(' ').next().unwrap().to_string()
+}
+
+/// reqwest (through rmcp too) needs rustls's crypto provider chosen.
+fn crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+async fn client(
+    url: &str,
+    token: Option<&str>,
+    name: &str,
+) -> Result<RunningService<RoleClient, ClientConfig>, String> {
+    crypto();
+    let mut config = StreamableHttpClientTransportConfig::with_uri(url);
+    if let Some(token) = token {
+        config = config.auth_header(token);
+    }
+    let transport = StreamableHttpClientTransport::from_config(config);
+    ClientConfig::new(Default::default(), Implementation::new(name, "1"))
+        .serve(transport)
+        .await
+        .map_err(|error| error.to_string())
+}
+
+async fn call(
+    client: &RunningService<RoleClient, ClientConfig>,
+    tool: &str,
+    args: Value,
+) -> (bool, String) {
+    let Value::Object(args) = args else {
+        unreachable!()
+    };
+    let result = tokio::time::timeout(
+        HANG,
+        client.call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args)),
+    )
+    .await
+    .expect("the call hung")
+    .unwrap_or_else(|error| panic!("{tool}: {error}"));
+    let text = (result.content.iter())
+        .filter_map(|content| content.as_text().map(|text| text.text.clone()))
+        .collect();
+    (result.is_error != Some(true), text)
+}
+
+fn task_id(answer: &str) -> String {
+    let line = answer.lines().next().unwrap();
+    line.rsplit_once("ID: ").unwrap().1.trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http_client_runs_lists_views_and_waits_and_each_session_sees_its_own() {
+    let scratch = Scratch::new();
+    let team = scratch.team(TEAM);
+    let state = scratch.dir.join("state");
+    let daemon = Daemon::start_with(
+        &team,
+        Some(&state),
+        &scratch.dir,
+        &["--http", "127.0.0.1:0"],
+    );
+    let url = mcp_url(&daemon);
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.ends_with("/mcp"),
+        "{url}"
+    );
+
+    let first = client(&url, None, "first").await.unwrap();
+    let tools: Vec<String> = (first.list_all_tools().await.unwrap().into_iter())
+        .map(|tool| tool.name.to_string())
+        .collect();
+    for tool in [
+        "run_background_agent",
+        "list_background_agents",
+        "view_background_agent",
+        "stop_background_agent",
+        "wait_background_agents",
+        "list_all_background_agents",
+        "read_background_agent_output",
+    ] {
+        assert!(tools.iter().any(|name| name == tool), "{tool} in {tools:?}");
+    }
+    let (ok, answer) = call(
+        &first,
+        "run_background_agent",
+        json!({"agent": "helper", "task": "echo over http"}),
+    )
+    .await;
+    assert!(ok, "{answer}");
+    let id = task_id(&answer);
+    let (ok, report) = call(&first, "wait_background_agents", json!({"task_ids": [id]})).await;
+    assert!(ok, "{report}");
+    assert!(report.contains("over http"), "{report}");
+    let (_, listed) = call(&first, "list_background_agents", json!({})).await;
+    assert!(listed.contains(&id), "{listed}");
+
+    // Another client has its own session: it lists nothing, and reaches
+    // the task by its id.
+    let second = client(&url, None, "second").await.unwrap();
+    let (_, listed) = call(&second, "list_background_agents", json!({})).await;
+    assert!(!listed.contains(&id), "{listed}");
+    let (ok, view) = call(&second, "view_background_agent", json!({"task_id": id})).await;
+    assert!(ok && view.contains("over http"), "{view}");
+    // A spinning task stopped from the other session.
+    let (_, answer) = call(
+        &first,
+        "run_background_agent",
+        json!({"agent": "helper", "task": "spin"}),
+    )
+    .await;
+    let spinner = task_id(&answer);
+    let (ok, stopped) = call(
+        &second,
+        "stop_background_agent",
+        json!({"task_id": spinner}),
+    )
+    .await;
+    assert!(ok, "{stopped}");
+
+    // The operator's view labels the HTTP sessions.
+    let ps = daemon.ok(&["ps", "--all", "--json"]);
+    let ps: Value = serde_json::from_str(&ps).unwrap();
+    let sessions: Vec<&str> = (ps.as_array().unwrap().iter())
+        .map(|task| task["session"].as_str().unwrap())
+        .collect();
+    assert!(
+        sessions
+            .iter()
+            .all(|session| session.starts_with("http#") && session.ends_with(" (first)")),
+        "{ps}"
+    );
+    first.cancel().await.unwrap();
+    second.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_is_required_when_given_and_checked() {
+    let scratch = Scratch::new();
+    let team = scratch.team(TEAM);
+    let token = "b7c1d2e3f4a5968778695a4b3c2d1e0f";
+    let token_file = scratch.write("token", format!("{token}\n"));
+    let daemon = Daemon::start_with(
+        &team,
+        Some(&scratch.dir.join("state")),
+        &scratch.dir,
+        &[
+            "--http",
+            "127.0.0.1:0",
+            "--auth-token-file",
+            token_file.to_str().unwrap(),
+        ],
+    );
+    let url = mcp_url(&daemon);
+    // Raw requests: no token, a wrong one.
+    crypto();
+    let http = reqwest::Client::new();
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "1"}}});
+    for authorization in [None, Some("Bearer not-the-token-at-all-0000"), Some(token)] {
+        let mut request = http
+            .post(&url)
+            .header("accept", "application/json, text/event-stream")
+            .json(&initialize);
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401, "{authorization:?}");
+        assert_eq!(response.headers()["www-authenticate"], "Bearer");
+        let body = response.text().await.unwrap();
+        assert!(!body.contains(token), "the token is never echoed");
+    }
+    // rmcp's client: refused without the token, served with it.
+    assert!(client(&url, None, "anonymous").await.is_err());
+    let served = client(&url, Some(token), "holder").await.unwrap();
+    let (ok, answer) = call(
+        &served,
+        "run_background_agent",
+        json!({"agent": "helper", "task": "echo allowed"}),
+    )
+    .await;
+    assert!(ok, "{answer}");
+    served.cancel().await.unwrap();
+    assert!(!daemon.log().contains(token), "the token is never logged");
+}
+
+#[test]
+fn a_non_loopback_address_needs_a_token() {
+    let scratch = Scratch::new();
+    let team = scratch.team(TEAM);
+    let state = scratch.dir.join("state");
+    let output = Command::new(env!("CARGO_BIN_EXE_bgagents"))
+        .args([
+            "serve",
+            team.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+        ])
+        .args(["--http", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--auth-token-file"), "{stderr}");
+    assert!(stderr.contains("0.0.0.0"), "{stderr}");
+    // A short token is refused too, naming the file and not the token.
+    let short = scratch.write("short", "abc\n");
+    let output = Command::new(env!("CARGO_BIN_EXE_bgagents"))
+        .args([
+            "serve",
+            team.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+        ])
+        .args([
+            "--http",
+            "127.0.0.1:0",
+            "--auth-token-file",
+            short.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("at least 16 characters"), "{stderr}");
+}
+
+/// One JSON-RPC message POSTed on `session` (none: `initialize`); the
+/// response's `Mcp-Session-Id` and its JSON-RPC answer (from JSON or SSE).
+async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    session: Option<&str>,
+    message: Value,
+) -> (Option<String>, Option<Value>) {
+    let mut request = http
+        .post(url)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .json(&message);
+    if let Some(session) = session {
+        request = request.header("mcp-session-id", session);
+    }
+    let response = request.send().await.unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let session =
+        (response.headers().get("mcp-session-id")).map(|value| value.to_str().unwrap().to_string());
+    let body = response.text().await.unwrap();
+    let answer = (body.lines())
+        .filter_map(|line| line.strip_prefix("data:"))
+        .chain(std::iter::once(body.as_str()))
+        .filter_map(|data| serde_json::from_str::<Value>(data.trim()).ok())
+        .find(|message| message.get("id").is_some());
+    (session, answer)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_reconnects_with_its_session_keeps_seeing_its_tasks() {
+    crypto();
+    let scratch = Scratch::new();
+    let team = scratch.team(TEAM);
+    let daemon = Daemon::start_with(
+        &team,
+        Some(&scratch.dir.join("state")),
+        &scratch.dir,
+        &["--http", "127.0.0.1:0"],
+    );
+    let url = mcp_url(&daemon);
+    let first_connection = reqwest::Client::new();
+    let (session, _) = post(
+        &first_connection,
+        &url,
+        None,
+        json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "reconnecting", "version": "1"}}}),
+    )
+    .await;
+    let session = session.expect("a session id");
+    post(
+        &first_connection,
+        &url,
+        Some(&session),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .await;
+    let (_, answer) = post(
+        &first_connection,
+        &url,
+        Some(&session),
+        json!({
+        "jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+            "name": "run_background_agent",
+            "arguments": {"agent": "helper", "task": "echo kept"}}}),
+    )
+    .await;
+    let answer = answer.unwrap().to_string();
+    let id = answer.split("agent_task_").nth(1).unwrap()[..36].to_string();
+    drop(first_connection);
+    // A new connection, the same session: its task is listed.
+    let second_connection = reqwest::Client::new();
+    let (_, listed) = post(
+        &second_connection,
+        &url,
+        Some(&session),
+        json!({
+        "jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
+            "name": "list_background_agents", "arguments": {}}}),
+    )
+    .await;
+    let listed = listed.unwrap().to_string();
+    assert!(listed.contains(&id), "{listed}");
+    // Without the session, another client does not list it.
+    let (other, _) = post(
+        &second_connection,
+        &url,
+        None,
+        json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "other", "version": "1"}}}),
+    )
+    .await;
+    let other = other.unwrap();
+    post(
+        &second_connection,
+        &url,
+        Some(&other),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .await;
+    let (_, listed) = post(
+        &second_connection,
+        &url,
+        Some(&other),
+        json!({
+        "jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+            "name": "list_background_agents", "arguments": {}}}),
+    )
+    .await;
+    let listed = listed.unwrap().to_string();
+    assert!(!listed.contains(&id), "{listed}");
+}
