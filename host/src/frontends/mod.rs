@@ -1,6 +1,6 @@
 //! Front-ends: thin adapters that reach the toolset's operations — the
-//! `bgagents` command line, MCP, and the `serve` daemon (guests reach them
-//! through `wit`).
+//! `bgagents` command line, MCP, the `serve` daemon, and MCP over HTTP
+//! (guests reach them through `wit`).
 
 pub mod cli;
 pub mod http;
