@@ -372,3 +372,33 @@ async fn a_client_that_reconnects_with_its_session_keeps_seeing_its_tasks() {
     let listed = listed.unwrap().to_string();
     assert!(!listed.contains(&id), "{listed}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_loopback_listener_refuses_other_host_names() {
+    crypto();
+    let scratch = Scratch::new();
+    let team = scratch.team(TEAM);
+    let daemon = Daemon::start_with(
+        &team,
+        Some(&scratch.dir.join("state")),
+        &scratch.dir,
+        &["--http", "127.0.0.1:0"],
+    );
+    let url = mcp_url(&daemon);
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "page", "version": "1"}}});
+    let http = reqwest::Client::new();
+    let send = |host: &'static str| {
+        http.post(&url)
+            .header("accept", "application/json, text/event-stream")
+            .header("host", host)
+            .json(&initialize)
+            .send()
+    };
+    // A page that rebinds its own name to 127.0.0.1 sends its own Host.
+    let refused = send("attacker.example").await.unwrap();
+    assert!(refused.status().is_client_error(), "{}", refused.status());
+    let served = send("localhost").await.unwrap();
+    assert!(served.status().is_success(), "{}", served.status());
+}
