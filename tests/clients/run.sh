@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs real MCP clients against `bgagents mcp examples/team.yaml`: the
-# official Python SDK (tests/clients/mcp_python_client.py) and the official
+# official Python SDK (tests/clients/mcp_python_client.py; over HTTP against
+# `bgagents serve --http`: mcp_python_http_client.py) and the official
 # MCP Inspector's CLI (tests/clients/inspector.sh). Installs both, pinned,
 # under target/mcp-clients/ the first time (and again when a pin changes);
 # builds the host and the example plugins.
@@ -41,5 +42,8 @@ team="$root/examples/team.yaml"
 
 "$clients/venv/bin/python" --version
 "$clients/venv/bin/python" tests/clients/mcp_python_client.py "$bgagents" "$team"
+scratch=$(mktemp -d)
+"$clients/venv/bin/python" tests/clients/mcp_python_http_client.py "$bgagents" "$team" "$scratch"
+rm -rf "$scratch"
 PATH="$bin:$PATH" node --version
 PATH="$bin:$PATH" bash tests/clients/inspector.sh "$bin/mcp-inspector" "$bgagents" "$team"
