@@ -402,3 +402,80 @@ async fn a_loopback_listener_refuses_other_host_names() {
     let served = send("localhost").await.unwrap();
     assert!(served.status().is_success(), "{}", served.status());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mcp_over_http_acts_as_the_agent_scopes_each_session_and_ends_on_sigterm() {
+    let scratch = Scratch::new();
+    let team = scratch.team(
+        r#"
+agents:
+  root:
+    component: '{plugins}/probe.wasm'
+    sub_agents: [helper]
+    toolsets: [{type: background_agents}]
+  helper:
+    component: '{plugins}/probe.wasm'
+  other:
+    component: '{plugins}/probe.wasm'
+"#,
+    );
+    let log = scratch.dir.join("mcp.log");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_bgagents"))
+        .args(["mcp", team.to_str().unwrap(), "--http", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let url = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(line) = text
+            .lines()
+            .find(|line| line.contains("serving MCP over HTTP at "))
+        {
+            break line.rsplit(' ').next().unwrap().to_string();
+        }
+        assert!(server.try_wait().unwrap().is_none(), "exited:\n{text}");
+        assert!(started.elapsed() < HANG, "never listened:\n{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let first = client(&url, None, "first").await.unwrap();
+    // It acts as root: helper may be started, other may not.
+    let (ok, refused) = call(
+        &first,
+        "run_background_agent",
+        json!({"agent": "other", "task": "echo no"}),
+    )
+    .await;
+    assert!(!ok && refused.contains("helper"), "{refused}");
+    let (ok, answer) = call(
+        &first,
+        "run_background_agent",
+        json!({"agent": "helper", "task": "spin"}),
+    )
+    .await;
+    assert!(ok, "{answer}");
+    let id = task_id(&answer);
+    // Another session does not reach it, even by id.
+    let second = client(&url, None, "second").await.unwrap();
+    let (ok, view) = call(&second, "view_background_agent", json!({"task_id": id})).await;
+    assert!(!ok && view.contains("not found"), "{view}");
+    // SIGTERM stops the task and ends the server.
+    let pid = server.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = server.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < HANG, "ignored SIGTERM");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status}");
+}

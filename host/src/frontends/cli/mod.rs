@@ -119,6 +119,14 @@ enum Command {
         /// The agent the client acts as (it needs the background_agents toolset).
         #[arg(long, short, default_value = "root")]
         agent: String,
+        /// Serve Streamable HTTP at http://ADDR/mcp instead of stdio, until
+        /// SIGINT or SIGTERM; each MCP session sees the tasks it started.
+        /// An address other than loopback needs --auth-token-file.
+        #[arg(long, value_name = "ADDR")]
+        http: Option<std::net::SocketAddr>,
+        /// A file holding the bearer token every HTTP request must carry.
+        #[arg(long, value_name = "FILE", requires = "http")]
+        auth_token_file: Option<PathBuf>,
     },
     /// Run a team as a daemon in the foreground: tasks outlive the terminal
     /// that started them.
@@ -275,7 +283,12 @@ pub fn main() -> ExitCode {
                 }
                 report(created)
             }
-            Command::Mcp { team, agent } => mcp(&team, &agent).await,
+            Command::Mcp {
+                team,
+                agent,
+                http,
+                auth_token_file,
+            } => mcp(&team, &agent, http, auth_token_file.as_deref()).await,
             Command::Serve {
                 team,
                 state,
@@ -391,7 +404,12 @@ fn print_problems(source: &Path, problems: &[String], more: usize) {
     let _ = std::io::stderr().write_all(text.as_bytes());
 }
 
-async fn mcp(path: &Path, agent: &str) -> ExitCode {
+async fn mcp(
+    path: &Path,
+    agent: &str,
+    http: Option<std::net::SocketAddr>,
+    token_file: Option<&Path>,
+) -> ExitCode {
     if path.extension().is_some_and(|ext| ext == "wasm") {
         eprintln!(
             "error: `bgagents mcp` serves a team, not a lone component: write a team file \
@@ -405,7 +423,14 @@ async fn mcp(path: &Path, agent: &str) -> ExitCode {
         Ok(toolset) => toolset,
         Err(code) => return code,
     };
-    match super::mcp::serve(toolset, agent).await {
+    let served = match http {
+        None => super::mcp::serve(toolset, agent).await,
+        Some(addr) => match serve::http_listener(addr, token_file).await {
+            Ok(listener) => super::mcp::serve_http(toolset, agent, listener).await,
+            Err(error) => Err(error),
+        },
+    };
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {}", printable(&error.to_string(), Keep::Lines));

@@ -10,6 +10,20 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// Binds `--http ADDR` with `--auth-token-file`'s token, and says where.
+pub async fn http_listener(
+    addr: SocketAddr,
+    token_file: Option<&Path>,
+) -> Result<HttpListener, String> {
+    let token = token_file.map(BearerToken::from_file).transpose()?;
+    let listener = HttpListener::bind(HttpOptions { addr, token }).await?;
+    eprintln!(
+        "{HOST} serving MCP over HTTP at http://{}{MCP_PATH}",
+        listener.addr()
+    );
+    Ok(listener)
+}
+
 pub async fn serve_team(
     team: &Path,
     state_dir: Option<PathBuf>,
@@ -52,24 +66,12 @@ pub async fn serve_team(
     };
     let http = match http {
         None => None,
-        Some(addr) => {
-            let token = match token_file.map(BearerToken::from_file).transpose() {
-                Ok(token) => token,
-                Err(error) => return fail(error),
-            };
-            match HttpListener::bind(HttpOptions { addr, token }).await {
-                Ok(listener) => Some(listener),
-                Err(error) => return fail(error),
-            }
-        }
+        Some(addr) => match http_listener(addr, token_file).await {
+            Ok(listener) => Some(listener),
+            Err(error) => return fail(error),
+        },
     };
     let socket = state::socket(&dir);
-    if let Some(http) = &http {
-        eprintln!(
-            "{HOST} serving MCP over HTTP at http://{}{MCP_PATH}",
-            http.addr()
-        );
-    }
     eprintln!(
         "{HOST} serving {} on {} (pid {}); stop with Ctrl-C or `kill -TERM {}`",
         shown_path(team),

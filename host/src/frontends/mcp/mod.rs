@@ -22,9 +22,9 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use transport::LineTransport;
 
-/// Serves `toolset` on stdin/stdout as agent `agent` until the client goes
-/// away, then stops every task the client started.
-pub async fn serve(toolset: Toolset, agent: &str) -> Result<(), String> {
+/// Refuses an agent a client cannot act as: one the team lacks, or one
+/// without the background_agents toolset.
+fn check_agent(toolset: &Toolset, agent: &str) -> Result<(), String> {
     let spec = toolset
         .team()
         .agent(agent)
@@ -35,6 +35,48 @@ pub async fn serve(toolset: Toolset, agent: &str) -> Result<(), String> {
         }
         .to_string());
     }
+    Ok(())
+}
+
+/// Serves `toolset` over Streamable HTTP on `listener`, each client acting
+/// as agent `agent` in a session of its own, until SIGINT or SIGTERM; then
+/// stops every task. Nothing is kept: this is `bgagents mcp` for clients
+/// that speak HTTP (`bgagents serve --http` keeps its tasks).
+pub async fn serve_http(
+    toolset: Toolset,
+    agent: &str,
+    listener: crate::frontends::http::HttpListener,
+) -> Result<(), String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    check_agent(&toolset, agent)?;
+    let sessions = Arc::new(crate::frontends::serve::sessions::Sessions::acting_as(
+        toolset.clone(),
+        agent,
+    )?);
+    let cannot = |what: &str, error: std::io::Error| format!("cannot {what}: {error}");
+    let mut terminate =
+        signal(SignalKind::terminate()).map_err(|error| cannot("handle SIGTERM", error))?;
+    let mut interrupt =
+        signal(SignalKind::interrupt()).map_err(|error| cannot("handle SIGINT", error))?;
+    let stop = CancellationToken::new();
+    let mut http = tokio::spawn(listener.serve(sessions, stop.clone()));
+    let outcome = tokio::select! {
+        _ = terminate.recv() => Ok(()),
+        _ = interrupt.recv() => Ok(()),
+        ended = &mut http => match ended {
+            Ok(result) => result,
+            Err(error) => Err(format!("the HTTP listener failed: {error}")),
+        },
+    };
+    stop.cancel();
+    toolset.shutdown().await;
+    outcome
+}
+
+/// Serves `toolset` on stdin/stdout as agent `agent` until the client goes
+/// away, then stops every task the client started.
+pub async fn serve(toolset: Toolset, agent: &str) -> Result<(), String> {
+    check_agent(&toolset, agent)?;
     let session = Arc::new(
         toolset
             .open_session(Some(agent))

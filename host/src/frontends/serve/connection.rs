@@ -115,8 +115,8 @@ impl Connection {
     /// and its tasks' events as notifications.
     fn open_http_session(&self, life: &HttpLife, client: &str, peer: rmcp::Peer<RoleServer>) {
         let toolset = self.sessions.toolset().clone();
-        let own = match toolset.open_session(None) {
-            Ok(session) => Arc::new(session),
+        let own = match self.sessions.open_own() {
+            Ok(session) => session,
             Err(error) => {
                 tracing::warn!(connection = self.number, %error, "cannot open a session");
                 return;

@@ -29,6 +29,9 @@ pub struct Sessions {
     http: Arc<Session>,
     numbers: AtomicU64,
     connections: Mutex<Vec<Connection>>,
+    /// The agent clients act as (`bgagents mcp --http`); `None`: the
+    /// operator (`serve`).
+    agent: Option<String>,
 }
 
 struct Connection {
@@ -48,7 +51,32 @@ impl Sessions {
             numbers: AtomicU64::new(0),
             toolset,
             connections: Mutex::default(),
+            agent: None,
         }
+    }
+
+    /// Sessions whose clients act as `agent` of the team, as a client of
+    /// `bgagents mcp` does: they start its sub_agents and see what they
+    /// started (no task id reaches another client's task).
+    pub fn acting_as(toolset: Toolset, agent: &str) -> Result<Sessions, String> {
+        let open = || toolset.open_session(Some(agent)).map(Arc::new);
+        let http = open().map_err(|error| error.to_string())?;
+        Ok(Sessions {
+            cli: http.clone(),
+            every: http.clone(),
+            http,
+            numbers: AtomicU64::new(0),
+            connections: Mutex::default(),
+            agent: Some(agent.to_string()),
+            toolset,
+        })
+    }
+
+    /// A new client's own session.
+    pub fn open_own(&self) -> Result<Arc<Session>, String> {
+        (self.toolset.open_session(self.agent.as_deref()))
+            .map(Arc::new)
+            .map_err(|error| error.to_string())
     }
 
     pub fn toolset(&self) -> &Toolset {
