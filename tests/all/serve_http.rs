@@ -12,6 +12,7 @@ use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::{Value, json};
+use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 const TEAM: &str = r#"
@@ -32,6 +33,14 @@ fn mcp_url(daemon: &Daemon) -> String {
 /// reqwest (through rmcp too) needs rustls's crypto provider chosen.
 fn crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The token the daemon made in its state directory.
+fn made_token(daemon: &Daemon) -> String {
+    let path = daemon.state.join("http-token");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    std::fs::read_to_string(path).unwrap().trim().to_string()
 }
 
 async fn client(
@@ -94,7 +103,10 @@ async fn an_http_client_runs_lists_views_and_waits_and_each_session_sees_its_own
         "{url}"
     );
 
-    let first = client(&url, None, "first").await.unwrap();
+    let token = made_token(&daemon);
+    // Even on loopback, a client without the token is refused.
+    assert!(client(&url, None, "anonymous").await.is_err());
+    let first = client(&url, Some(&token), "first").await.unwrap();
     let tools: Vec<String> = (first.list_all_tools().await.unwrap().into_iter())
         .map(|tool| tool.name.to_string())
         .collect();
@@ -125,7 +137,7 @@ async fn an_http_client_runs_lists_views_and_waits_and_each_session_sees_its_own
 
     // Another client has its own session: it lists nothing, and reaches
     // the task by its id.
-    let second = client(&url, None, "second").await.unwrap();
+    let second = client(&url, Some(&token), "second").await.unwrap();
     let (_, listed) = call(&second, "list_background_agents", json!({})).await;
     assert!(!listed.contains(&id), "{listed}");
     let (ok, view) = call(&second, "view_background_agent", json!({"task_id": id})).await;
@@ -168,6 +180,7 @@ async fn a_token_is_required_when_given_and_checked() {
     let team = scratch.team(TEAM);
     let token = "b7c1d2e3f4a5968778695a4b3c2d1e0f";
     let token_file = scratch.write("token", format!("{token}\n"));
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let daemon = Daemon::start_with(
         &team,
         Some(&scratch.dir.join("state")),
@@ -197,11 +210,19 @@ async fn a_token_is_required_when_given_and_checked() {
         let response = request.send().await.unwrap();
         assert_eq!(response.status(), 401, "{authorization:?}");
         assert_eq!(response.headers()["www-authenticate"], "Bearer");
-        let body = response.text().await.unwrap();
-        assert!(!body.contains(token), "the token is never echoed");
     }
     // rmcp's client: refused without the token, served with it.
     assert!(client(&url, None, "anonymous").await.is_err());
+    // The scheme's name in any case.
+    let lower = http
+        .post(&url)
+        .header("accept", "application/json, text/event-stream")
+        .header("authorization", format!("bearer {token}"))
+        .json(&initialize)
+        .send()
+        .await
+        .unwrap();
+    assert!(lower.status().is_success(), "{}", lower.status());
     let served = client(&url, Some(token), "holder").await.unwrap();
     let (ok, answer) = call(
         &served,
@@ -214,45 +235,74 @@ async fn a_token_is_required_when_given_and_checked() {
     assert!(!daemon.log().contains(token), "the token is never logged");
 }
 
-#[test]
-fn a_non_loopback_address_needs_a_token() {
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_file_others_can_read_or_too_short_is_refused_and_any_address_serves_with_one() {
     let scratch = Scratch::new();
     let team = scratch.team(TEAM);
     let state = scratch.dir.join("state");
-    let output = Command::new(env!("CARGO_BIN_EXE_bgagents"))
-        .args([
-            "serve",
-            team.to_str().unwrap(),
-            "--state",
-            state.to_str().unwrap(),
-        ])
-        .args(["--http", "0.0.0.0:0"])
-        .output()
-        .unwrap();
+    let serve = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_bgagents"))
+            .args([
+                "serve",
+                team.to_str().unwrap(),
+                "--state",
+                state.to_str().unwrap(),
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let readable = scratch.write("readable", "0123456789abcdef0123\n");
+    std::fs::set_permissions(&readable, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = serve(&[
+        "--http",
+        "127.0.0.1:0",
+        "--auth-token-file",
+        readable.to_str().unwrap(),
+    ]);
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("--auth-token-file"), "{stderr}");
-    assert!(stderr.contains("0.0.0.0"), "{stderr}");
-    // A short token is refused too, naming the file and not the token.
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+    assert!(
+        !stderr.contains("0123456789abcdef0123"),
+        "the token is never shown: {stderr}"
+    );
+    assert!(!state.join("bgagents.sock").exists(), "nothing left behind");
     let short = scratch.write("short", "abc\n");
-    let output = Command::new(env!("CARGO_BIN_EXE_bgagents"))
-        .args([
-            "serve",
-            team.to_str().unwrap(),
-            "--state",
-            state.to_str().unwrap(),
-        ])
-        .args([
-            "--http",
-            "127.0.0.1:0",
-            "--auth-token-file",
-            short.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let output = serve(&[
+        "--http",
+        "127.0.0.1:0",
+        "--auth-token-file",
+        short.to_str().unwrap(),
+    ]);
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("at least 16 characters"), "{stderr}");
+    // Any address, with a token: served, with a warning.
+    let token = "f00dfeedf00dfeedf00dfeedf00dfeed";
+    let file = scratch.write("token", format!("{token}\n"));
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let daemon = Daemon::start_with(
+        &team,
+        Some(&state),
+        &scratch.dir,
+        &[
+            "--http",
+            "0.0.0.0:0",
+            "--auth-token-file",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        daemon.log().contains("reachable from other machines"),
+        "{}",
+        daemon.log()
+    );
+    let port = mcp_url(&daemon).rsplit(':').next().unwrap().to_string();
+    let url = format!("http://127.0.0.1:{port}");
+    let served = client(&url, Some(token), "remote").await.unwrap();
+    served.cancel().await.unwrap();
 }
 
 /// One JSON-RPC message POSTed on `session` (none: `initialize`); the
@@ -260,6 +310,7 @@ fn a_non_loopback_address_needs_a_token() {
 async fn post(
     http: &reqwest::Client,
     url: &str,
+    token: &str,
     session: Option<&str>,
     message: Value,
 ) -> (Option<String>, Option<Value>) {
@@ -267,6 +318,7 @@ async fn post(
         .post(url)
         .header("accept", "application/json, text/event-stream")
         .header("mcp-protocol-version", "2025-11-25")
+        .bearer_auth(token)
         .json(&message);
     if let Some(session) = session {
         request = request.header("mcp-session-id", session);
@@ -296,10 +348,12 @@ async fn a_client_that_reconnects_with_its_session_keeps_seeing_its_tasks() {
         &["--http", "127.0.0.1:0"],
     );
     let url = mcp_url(&daemon);
+    let token = made_token(&daemon);
     let first_connection = reqwest::Client::new();
     let (session, _) = post(
         &first_connection,
         &url,
+        &token,
         None,
         json!({
         "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
@@ -311,6 +365,7 @@ async fn a_client_that_reconnects_with_its_session_keeps_seeing_its_tasks() {
     post(
         &first_connection,
         &url,
+        &token,
         Some(&session),
         json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
     )
@@ -318,6 +373,7 @@ async fn a_client_that_reconnects_with_its_session_keeps_seeing_its_tasks() {
     let (_, answer) = post(
         &first_connection,
         &url,
+        &token,
         Some(&session),
         json!({
         "jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
@@ -333,6 +389,7 @@ async fn a_client_that_reconnects_with_its_session_keeps_seeing_its_tasks() {
     let (_, listed) = post(
         &second_connection,
         &url,
+        &token,
         Some(&session),
         json!({
         "jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
@@ -345,6 +402,7 @@ async fn a_client_that_reconnects_with_its_session_keeps_seeing_its_tasks() {
     let (other, _) = post(
         &second_connection,
         &url,
+        &token,
         None,
         json!({
         "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
@@ -356,6 +414,7 @@ async fn a_client_that_reconnects_with_its_session_keeps_seeing_its_tasks() {
     post(
         &second_connection,
         &url,
+        &token,
         Some(&other),
         json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
     )
@@ -363,6 +422,7 @@ async fn a_client_that_reconnects_with_its_session_keeps_seeing_its_tasks() {
     let (_, listed) = post(
         &second_connection,
         &url,
+        &token,
         Some(&other),
         json!({
         "jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
@@ -371,36 +431,6 @@ async fn a_client_that_reconnects_with_its_session_keeps_seeing_its_tasks() {
     .await;
     let listed = listed.unwrap().to_string();
     assert!(!listed.contains(&id), "{listed}");
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_loopback_listener_refuses_other_host_names() {
-    crypto();
-    let scratch = Scratch::new();
-    let team = scratch.team(TEAM);
-    let daemon = Daemon::start_with(
-        &team,
-        Some(&scratch.dir.join("state")),
-        &scratch.dir,
-        &["--http", "127.0.0.1:0"],
-    );
-    let url = mcp_url(&daemon);
-    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-11-25", "capabilities": {},
-        "clientInfo": {"name": "page", "version": "1"}}});
-    let http = reqwest::Client::new();
-    let send = |host: &'static str| {
-        http.post(&url)
-            .header("accept", "application/json, text/event-stream")
-            .header("host", host)
-            .json(&initialize)
-            .send()
-    };
-    // A page that rebinds its own name to 127.0.0.1 sends its own Host.
-    let refused = send("attacker.example").await.unwrap();
-    assert!(refused.status().is_client_error(), "{}", refused.status());
-    let served = send("localhost").await.unwrap();
-    assert!(served.status().is_success(), "{}", served.status());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -419,9 +449,13 @@ agents:
     component: '{plugins}/probe.wasm'
 "#,
     );
+    let token = "0a1b2c3d4e5f60718293a4b5c6d7e8f9";
+    let token_file = scratch.write("token", format!("{token}\n"));
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let log = scratch.dir.join("mcp.log");
     let mut server = Command::new(env!("CARGO_BIN_EXE_bgagents"))
         .args(["mcp", team.to_str().unwrap(), "--http", "127.0.0.1:0"])
+        .args(["--auth-token-file", token_file.to_str().unwrap()])
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -439,7 +473,7 @@ agents:
         assert!(started.elapsed() < HANG, "never listened:\n{text}");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
-    let first = client(&url, None, "first").await.unwrap();
+    let first = client(&url, Some(token), "first").await.unwrap();
     // It acts as root: helper may be started, other may not.
     let (ok, refused) = call(
         &first,
@@ -457,7 +491,7 @@ agents:
     assert!(ok, "{answer}");
     let id = task_id(&answer);
     // Another session does not reach it, even by id.
-    let second = client(&url, None, "second").await.unwrap();
+    let second = client(&url, Some(token), "second").await.unwrap();
     let (ok, view) = call(&second, "view_background_agent", json!({"task_id": id})).await;
     assert!(!ok && view.contains("not found"), "{view}");
     // SIGTERM stops the task and ends the server.

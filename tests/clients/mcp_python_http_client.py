@@ -38,7 +38,8 @@ def text_of(result):
 def start_daemon(bgagents, team, scratch):
     token = secrets.token_hex(32)
     token_file = os.path.join(scratch, "token")
-    with open(token_file, "w") as file:
+    # Readable by its owner only, or the daemon refuses it.
+    with open(os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
         file.write(token + "\n")
     log_path = os.path.join(scratch, "serve.log")
     log = open(log_path, "w")

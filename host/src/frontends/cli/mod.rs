@@ -121,7 +121,7 @@ enum Command {
         agent: String,
         /// Serve Streamable HTTP at http://ADDR/mcp instead of stdio, until
         /// SIGINT or SIGTERM; each MCP session sees the tasks it started.
-        /// An address other than loopback needs --auth-token-file.
+        /// Needs --auth-token-file.
         #[arg(long, value_name = "ADDR")]
         http: Option<std::net::SocketAddr>,
         /// A file holding the bearer token every HTTP request must carry.
@@ -148,8 +148,8 @@ enum Command {
         #[arg(long)]
         state: Option<PathBuf>,
         /// Also serve MCP over Streamable HTTP at http://ADDR/mcp (for
-        /// example 127.0.0.1:8765). An address other than loopback needs
-        /// --auth-token-file.
+        /// example 127.0.0.1:8765). Every request must carry a bearer token:
+        /// --auth-token-file's, or one made in STATE/http-token.
         #[arg(long, value_name = "ADDR")]
         http: Option<std::net::SocketAddr>,
         /// A file holding the bearer token every HTTP request must carry
@@ -425,10 +425,21 @@ async fn mcp(
     };
     let served = match http {
         None => super::mcp::serve(toolset, agent).await,
-        Some(addr) => match serve::http_listener(addr, token_file).await {
-            Ok(listener) => super::mcp::serve_http(toolset, agent, listener).await,
-            Err(error) => Err(error),
-        },
+        Some(addr) => {
+            // No state directory to keep a token in: the user gives one.
+            let Some(token_file) = token_file else {
+                eprintln!(
+                    "error: `bgagents mcp --http` needs --auth-token-file FILE: every request \
+                     must carry a token, since other users and agents with network access \
+                     reach even 127.0.0.1 (make one: (umask 077; openssl rand -hex 32 > FILE))"
+                );
+                return ExitCode::from(EXIT_BAD_INPUT);
+            };
+            match serve::http_listener(addr, token_file, false).await {
+                Ok(listener) => super::mcp::serve_http(toolset, agent, listener).await,
+                Err(error) => Err(error),
+            }
+        }
     };
     match served {
         Ok(()) => ExitCode::SUCCESS,

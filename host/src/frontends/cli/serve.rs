@@ -10,12 +10,27 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// Binds `--http ADDR` with `--auth-token-file`'s token, and says where.
+/// The token HTTP clients send, made in the state directory when no
+/// `--auth-token-file` is given.
+pub const HTTP_TOKEN_FILE: &str = "http-token";
+
+/// Binds `--http ADDR` with the token in `token_file` (made there when
+/// `made` and missing), and says where.
 pub async fn http_listener(
     addr: SocketAddr,
-    token_file: Option<&Path>,
+    token_file: &Path,
+    made: bool,
 ) -> Result<HttpListener, String> {
-    let token = token_file.map(BearerToken::from_file).transpose()?;
+    let token = match made {
+        true => BearerToken::load_or_create(token_file)?,
+        false => BearerToken::from_file(token_file)?,
+    };
+    if made {
+        eprintln!(
+            "{HOST} HTTP clients send the bearer token in {}",
+            token_file.display()
+        );
+    }
     let listener = HttpListener::bind(HttpOptions { addr, token }).await?;
     eprintln!(
         "{HOST} serving MCP over HTTP at http://{}{MCP_PATH}",
@@ -50,6 +65,21 @@ pub async fn serve_team(
         Ok(lock) => lock,
         Err(error) => return fail(error),
     };
+    // Before anything is loaded or bound: a bad token file or a port in
+    // use leaves nothing behind.
+    let http = match http {
+        None => None,
+        Some(addr) => {
+            let (file, made) = match token_file {
+                Some(file) => (file.to_path_buf(), false),
+                None => (dir.join(HTTP_TOKEN_FILE), true),
+            };
+            match http_listener(addr, &file, made).await {
+                Ok(listener) => Some(listener),
+                Err(error) => return fail(error),
+            }
+        }
+    };
     // Tasks of earlier daemons come back: finished ones as they were,
     // those left queued or running interrupted.
     let store = match crate::store::Store::open(&dir) {
@@ -63,13 +93,6 @@ pub async fn serve_team(
     let listener = match state::bind(&dir) {
         Ok(listener) => listener,
         Err(error) => return fail(error),
-    };
-    let http = match http {
-        None => None,
-        Some(addr) => match http_listener(addr, token_file).await {
-            Ok(listener) => Some(listener),
-            Err(error) => return fail(error),
-        },
     };
     let socket = state::socket(&dir);
     eprintln!(

@@ -7,6 +7,8 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::fmt;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -24,8 +26,20 @@ impl fmt::Debug for BearerToken {
 
 impl BearerToken {
     /// The token in `path`: its one line, without surrounding whitespace.
+    /// The file must be readable by its owner only.
     pub fn from_file(path: &Path) -> Result<BearerToken, String> {
         let shown = path.display();
+        let mode = std::fs::metadata(path)
+            .map_err(|error| format!("--auth-token-file {shown}: cannot read it: {error}"))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "--auth-token-file {shown}: other users may read it (mode {:o}); make it the \
+                 owner's only: chmod 600 {shown}",
+                mode & 0o777
+            ));
+        }
         let text = std::fs::read_to_string(path)
             .map_err(|error| format!("--auth-token-file {shown}: cannot read it: {error}"))?;
         let token = text.trim();
@@ -37,6 +51,39 @@ impl BearerToken {
             ));
         }
         Ok(BearerToken(token.as_bytes().to_vec()))
+    }
+
+    /// The token in `path`, made there (64 random hex digits, mode 0600)
+    /// when the file does not exist yet.
+    pub fn load_or_create(path: &Path) -> Result<BearerToken, String> {
+        let mut random = [0u8; 32];
+        // SAFETY: the buffer is valid for its length; getrandom has no
+        // other preconditions.
+        let filled = unsafe { libc::getrandom(random.as_mut_ptr().cast(), random.len(), 0) };
+        if filled != random.len() as isize {
+            return Err("cannot draw a random token from the system".to_string());
+        }
+        let token: String = random.iter().map(|byte| format!("{byte:02x}")).collect();
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+        match created {
+            Ok(mut file) => file
+                .write_all(format!("{token}\n").as_bytes())
+                .map_err(|error| {
+                    format!("cannot write the token file {}: {error}", path.display())
+                })?,
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(error) => {
+                return Err(format!(
+                    "cannot create the token file {}: {error}",
+                    path.display()
+                ));
+            }
+        }
+        BearerToken::from_file(path)
     }
 
     /// Whether `presented` is the token, in time that depends only on the
@@ -60,7 +107,12 @@ pub async fn require_token(
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "));
+        .and_then(|value| {
+            // The scheme's name is case-insensitive (RFC 9110).
+            let value = value.as_bytes();
+            let scheme = value.get(..7)?;
+            scheme.eq_ignore_ascii_case(b"bearer ").then(|| &value[7..])
+        });
     match presented {
         Some(presented) if token.matches(presented) => next.run(request).await,
         presented => {

@@ -3,10 +3,12 @@
 //! HTTP listener at `/mcp`, for remote coordinators and clients that only
 //! speak HTTP.
 //!
-//! A listener on anything but a loopback address needs a bearer token
-//! ([`auth`]): every request must carry it, compared in constant time. TLS
-//! is left to a reverse proxy in front. On loopback, `Host` is checked
-//! against the loopback names (no DNS rebinding from a browser page).
+//! Every request must carry a bearer token ([`auth`]), compared in
+//! constant time — on loopback too: other local users, and agents whose
+//! shell commands have the network, reach 127.0.0.1 as well. TLS is left
+//! to a reverse proxy in front; with a token required, `Host` is not
+//! checked (a page rebinding its name cannot send the token, and a proxy
+//! passes its own).
 //!
 //! Sessions: a client of the 2025 revisions gets an MCP session
 //! (`Mcp-Session-Id`) whose tasks it lists, kept across reconnects while
@@ -33,29 +35,21 @@ pub const MCP_PATH: &str = "/mcp";
 /// Where and how to listen for HTTP clients.
 pub struct HttpOptions {
     pub addr: SocketAddr,
-    pub token: Option<BearerToken>,
+    pub token: BearerToken,
 }
 
 /// A bound HTTP listener with its options, ready to serve.
 pub struct HttpListener {
     listener: TcpListener,
     addr: SocketAddr,
-    token: Option<Arc<BearerToken>>,
+    token: Arc<BearerToken>,
 }
 
 impl HttpListener {
-    /// Binds `options.addr`, refusing a non-loopback address without a
-    /// token.
+    /// Binds `options.addr`, warning when it is not a loopback address.
     pub async fn bind(options: HttpOptions) -> Result<HttpListener, String> {
         let HttpOptions { addr, token } = options;
         if !addr.ip().is_loopback() {
-            if token.is_none() {
-                return Err(format!(
-                    "--http {addr}: only a loopback address (127.0.0.1, [::1]) may be served \
-                     without a token; give --auth-token-file FILE (a file holding the bearer \
-                     token clients must send), or bind 127.0.0.1"
-                ));
-            }
             eprintln!(
                 "bgagents: warning: serving MCP on {addr}, reachable from other machines: \
                  every request must carry the bearer token; put a TLS reverse proxy in front \
@@ -69,7 +63,7 @@ impl HttpListener {
         Ok(HttpListener {
             listener,
             addr,
-            token: token.map(Arc::new),
+            token: Arc::new(token),
         })
     }
 
@@ -95,26 +89,31 @@ impl HttpListener {
 fn router(
     sessions: Arc<Sessions>,
     addr: SocketAddr,
-    token: Option<Arc<BearerToken>>,
+    token: Arc<BearerToken>,
     shutdown: CancellationToken,
 ) -> Router {
-    let mut config = StreamableHttpServerConfig::default().with_cancellation_token(shutdown);
-    if !addr.ip().is_loopback() {
-        // Reached by whatever name the proxy or the network gives it; the
-        // token is what keeps strangers out.
-        config = config.disable_allowed_hosts();
-    }
+    tracing::debug!(%addr, "serving MCP over HTTP");
+    // Reached by whatever name a proxy or the network gives it: the token
+    // is what keeps others out.
+    let config = StreamableHttpServerConfig::default()
+        .with_cancellation_token(shutdown)
+        .disable_allowed_hosts();
+    let mut sessions_kept = LocalSessionManager::default();
+    // A client comes back to its tasks hours later: its session is kept
+    // that long while idle (rmcp's default is five minutes).
+    sessions_kept.session_config.keep_alive = Some(SESSION_IDLE);
     let mcp = StreamableHttpService::new(
         move || Ok(Connection::over_http(sessions.clone())),
-        Arc::new(LocalSessionManager::default()),
+        Arc::new(sessions_kept),
         config,
     );
-    let router = Router::new().route_service(MCP_PATH, mcp);
-    match token {
-        Some(token) => router.layer(axum::middleware::from_fn_with_state(
+    Router::new()
+        .route_service(MCP_PATH, mcp)
+        .layer(axum::middleware::from_fn_with_state(
             token,
             auth::require_token,
-        )),
-        None => router,
-    }
+        ))
 }
+
+/// How long an idle MCP session over HTTP is kept.
+pub const SESSION_IDLE: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
