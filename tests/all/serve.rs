@@ -71,7 +71,9 @@ impl Daemon {
         let started = Instant::now();
         loop {
             let log = daemon.log();
-            if let Some(line) = log.lines().find(|line| line.contains(" on ")) {
+            if let Some(line) =
+                (log.lines()).find(|line| line.contains(" on ") && line.contains(" (pid "))
+            {
                 let socket = line
                     .split(" on ")
                     .nth(1)

@@ -51,7 +51,7 @@ impl HttpListener {
         let HttpOptions { addr, token } = options;
         if !addr.ip().is_loopback() {
             eprintln!(
-                "bgagents: warning: serving MCP on {addr}, reachable from other machines: \
+                "bgagents: warning: MCP served at {addr} is reachable from other machines: \
                  every request must carry the bearer token; put a TLS reverse proxy in front \
                  of it, as this listener speaks plain HTTP"
             );
