@@ -25,6 +25,17 @@ agents:
     component: '{plugins}/probe.wasm'
 "#;
 
+/// The tools a client of the daemon is offered.
+pub(crate) const DAEMON_TOOLS: [&str; 7] = [
+    "run_background_agent",
+    "list_background_agents",
+    "view_background_agent",
+    "stop_background_agent",
+    "wait_background_agents",
+    "list_all_background_agents",
+    "read_background_agent_output",
+];
+
 /// A running `bgagents serve`, stopped (SIGKILL) when dropped.
 pub(crate) struct Daemon {
     child: Child,
@@ -452,15 +463,7 @@ async fn an_mcp_client_on_the_socket_lists_its_own_tasks_reaches_any_by_id_and_i
     let tools: Vec<String> = (first.list_all_tools().await.unwrap().into_iter())
         .map(|tool| tool.name.to_string())
         .collect();
-    for tool in [
-        "run_background_agent",
-        "list_background_agents",
-        "view_background_agent",
-        "stop_background_agent",
-        "wait_background_agents",
-        "list_all_background_agents",
-        "read_background_agent_output",
-    ] {
+    for tool in DAEMON_TOOLS {
         assert!(
             tools.iter().any(|name| name == tool),
             "{tool} missing: {tools:?}"

@@ -3,7 +3,7 @@
 //! id from another session, and the bearer token (none, wrong, right); a
 //! non-loopback address refused without a token.
 
-use super::serve::Daemon;
+use super::serve::{DAEMON_TOOLS, Daemon};
 use crate::text;
 use bgagents_testkit::{HANG, Scratch};
 use rmcp::ServiceExt;
@@ -110,15 +110,7 @@ async fn an_http_client_runs_lists_views_and_waits_and_each_session_sees_its_own
     let tools: Vec<String> = (first.list_all_tools().await.unwrap().into_iter())
         .map(|tool| tool.name.to_string())
         .collect();
-    for tool in [
-        "run_background_agent",
-        "list_background_agents",
-        "view_background_agent",
-        "stop_background_agent",
-        "wait_background_agents",
-        "list_all_background_agents",
-        "read_background_agent_output",
-    ] {
+    for tool in DAEMON_TOOLS {
         assert!(tools.iter().any(|name| name == tool), "{tool} in {tools:?}");
     }
     let (ok, answer) = call(
@@ -336,6 +328,50 @@ async fn post(
     (session, answer)
 }
 
+/// A raw MCP client on one connection (`http`) and one token.
+struct Raw<'a> {
+    http: reqwest::Client,
+    url: &'a str,
+    token: &'a str,
+}
+
+impl Raw<'_> {
+    /// `initialize` and `notifications/initialized` as client `name`; the
+    /// session id.
+    async fn open_session(&self, name: &str) -> String {
+        let (session, _) = post(
+            &self.http,
+            self.url,
+            self.token,
+            None,
+            json!({
+            "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {},
+                "clientInfo": {"name": name, "version": "1"}}}),
+        )
+        .await;
+        let session = session.expect("a session id");
+        let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        post(
+            &self.http,
+            self.url,
+            self.token,
+            Some(&session),
+            initialized,
+        )
+        .await;
+        session
+    }
+
+    /// Calls `tool` in `session`; the answer as JSON text.
+    async fn call(&self, session: &str, tool: &str, arguments: Value) -> String {
+        let request = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": tool, "arguments": arguments}});
+        let (_, answer) = post(&self.http, self.url, self.token, Some(session), request).await;
+        answer.expect("an answer").to_string()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_reconnects_with_its_session_keeps_seeing_its_tasks() {
     crypto();
@@ -349,87 +385,33 @@ async fn a_client_that_reconnects_with_its_session_keeps_seeing_its_tasks() {
     );
     let url = mcp_url(&daemon);
     let token = made_token(&daemon);
-    let first_connection = reqwest::Client::new();
-    let (session, _) = post(
-        &first_connection,
-        &url,
-        &token,
-        None,
-        json!({
-        "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {},
-            "clientInfo": {"name": "reconnecting", "version": "1"}}}),
-    )
-    .await;
-    let session = session.expect("a session id");
-    post(
-        &first_connection,
-        &url,
-        &token,
-        Some(&session),
-        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
-    )
-    .await;
-    let (_, answer) = post(
-        &first_connection,
-        &url,
-        &token,
-        Some(&session),
-        json!({
-        "jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
-            "name": "run_background_agent",
-            "arguments": {"agent": "helper", "task": "echo kept"}}}),
-    )
-    .await;
-    let answer = answer.unwrap().to_string();
+    let raw = |http| Raw {
+        http,
+        url: &url,
+        token: &token,
+    };
+    let first = raw(reqwest::Client::new());
+    let session = first.open_session("reconnecting").await;
+    let answer = first
+        .call(
+            &session,
+            "run_background_agent",
+            json!({"agent": "helper", "task": "echo kept"}),
+        )
+        .await;
     let id = answer.split("agent_task_").nth(1).unwrap()[..36].to_string();
-    drop(first_connection);
+    drop(first);
     // A new connection, the same session: its task is listed.
-    let second_connection = reqwest::Client::new();
-    let (_, listed) = post(
-        &second_connection,
-        &url,
-        &token,
-        Some(&session),
-        json!({
-        "jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
-            "name": "list_background_agents", "arguments": {}}}),
-    )
-    .await;
-    let listed = listed.unwrap().to_string();
+    let second = raw(reqwest::Client::new());
+    let listed = second
+        .call(&session, "list_background_agents", json!({}))
+        .await;
     assert!(listed.contains(&id), "{listed}");
-    // Without the session, another client does not list it.
-    let (other, _) = post(
-        &second_connection,
-        &url,
-        &token,
-        None,
-        json!({
-        "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {},
-            "clientInfo": {"name": "other", "version": "1"}}}),
-    )
-    .await;
-    let other = other.unwrap();
-    post(
-        &second_connection,
-        &url,
-        &token,
-        Some(&other),
-        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
-    )
-    .await;
-    let (_, listed) = post(
-        &second_connection,
-        &url,
-        &token,
-        Some(&other),
-        json!({
-        "jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
-            "name": "list_background_agents", "arguments": {}}}),
-    )
-    .await;
-    let listed = listed.unwrap().to_string();
+    // Another session does not list it.
+    let other = second.open_session("other").await;
+    let listed = second
+        .call(&other, "list_background_agents", json!({}))
+        .await;
     assert!(!listed.contains(&id), "{listed}");
 }
 
