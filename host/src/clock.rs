@@ -17,7 +17,15 @@ pub fn today() -> String {
 
 /// Now in UTC as RFC 3339 (`2026-11-30T10:20:30Z`).
 pub fn now_rfc3339() -> String {
-    let seconds = seconds_since_epoch();
+    rfc3339(seconds_since_epoch())
+}
+
+/// `ago` before now, in UTC as RFC 3339.
+pub fn rfc3339_ago(ago: std::time::Duration) -> String {
+    rfc3339(seconds_since_epoch().saturating_sub(ago.as_secs()))
+}
+
+fn rfc3339(seconds: u64) -> String {
     let (year, month, day) = civil_from_days((seconds / 86_400) as i64);
     let in_day = seconds % 86_400;
     format!(

@@ -495,3 +495,81 @@ agents:
     };
     assert!(status.success(), "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_with_the_tasks_extension_gets_mcp_tasks_polls_and_cancels_them() {
+    use rmcp::model::{
+        CallToolResponse, CancelTaskParams, ClientCapabilities, GetTaskParams, TaskStatus,
+    };
+    crypto();
+    let scratch = Scratch::new();
+    let team = scratch.team(TEAM);
+    let daemon = Daemon::start_with(
+        &team,
+        Some(&scratch.dir.join("state")),
+        &scratch.dir,
+        &["--http", "127.0.0.1:0"],
+    );
+    let url = mcp_url(&daemon);
+    let token = made_token(&daemon);
+    let config = StreamableHttpClientTransportConfig::with_uri(url.as_str()).auth_header(token);
+    let capabilities = ClientCapabilities::builder().enable_tasks().build();
+    let client = ClientConfig::new(capabilities, Implementation::new("tasks", "1"))
+        .serve(StreamableHttpClientTransport::from_config(config))
+        .await
+        .unwrap();
+    let run = |task: &str| {
+        let Value::Object(args) = json!({"agent": "helper", "task": task}) else {
+            unreachable!()
+        };
+        CallToolRequestParams::new("run_background_agent").with_arguments(args)
+    };
+    // A task that completes: polled until done, with its result.
+    let CallToolResponse::Task(created) =
+        client.call_tool_once(run("echo as a task")).await.unwrap()
+    else {
+        panic!("no MCP task for a client that declared the extension")
+    };
+    let id = created.task.task_id.clone();
+    assert!(id.starts_with("agent_task_"), "{id}");
+    let started = std::time::Instant::now();
+    let done = loop {
+        let got = client
+            .get_task(GetTaskParams::new(id.clone()))
+            .await
+            .unwrap();
+        if got.task.status().is_terminal() {
+            break got;
+        }
+        assert!(started.elapsed() < HANG, "never finished");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(done.task.status(), TaskStatus::Completed);
+    let wire = serde_json::to_string(&done).unwrap();
+    assert!(wire.contains("as a task"), "{wire}");
+    // The same id is a bgagents task id.
+    let view = daemon.ok(&["view", &id]);
+    assert!(view.contains("as a task"), "{view}");
+    // A spinning task, cancelled: stopped.
+    let CallToolResponse::Task(spinning) = client.call_tool_once(run("spin")).await.unwrap() else {
+        panic!("no MCP task")
+    };
+    let spinner = spinning.task.task_id.clone();
+    client
+        .cancel_task(CancelTaskParams::new(spinner.clone()))
+        .await
+        .unwrap();
+    let got = client
+        .get_task(GetTaskParams::new(spinner.clone()))
+        .await
+        .unwrap();
+    assert_eq!(got.task.status(), TaskStatus::Cancelled);
+    assert!(daemon.ok(&["view", &spinner]).contains("stopped"));
+    // An unknown id is an error naming it.
+    let unknown = client.get_task(GetTaskParams::new("agent_task_nope")).await;
+    assert!(
+        format!("{unknown:?}").contains("agent_task_nope"),
+        "{unknown:?}"
+    );
+    client.cancel().await.unwrap();
+}

@@ -12,6 +12,7 @@
 pub(crate) mod notify;
 mod schemas;
 pub(crate) mod server;
+pub(crate) mod tasks;
 pub(crate) mod transport;
 
 use crate::toolset::{ToolError, Toolset};

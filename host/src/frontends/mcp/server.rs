@@ -10,9 +10,9 @@ use crate::toolset::tools::args::Args;
 use crate::toolset::tools::background::{self, RUN, VIEW, WAIT};
 use crate::toolset::{Session, ToolError, Toolset};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig,
-    SetLevelRequestParams,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock,
+    GetTaskParams, GetTaskResult, Implementation, ListToolsResult, PaginatedRequestParams,
+    ServerCapabilities, ServerConfig, SetLevelRequestParams,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
@@ -139,11 +139,28 @@ impl McpServer {
 }
 
 impl ServerHandler for McpServer {
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, ErrorData> {
+        super::tasks::get(&self.toolset, self.caller(), &request.task_id).map(GetTaskResult::new)
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        super::tasks::cancel(&self.toolset, self.caller(), &request.task_id).await
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_logging()
+                .enable_tasks()
                 .build(),
         )
         .with_server_info(Implementation::new("bgagents", env!("CARGO_PKG_VERSION")))
@@ -173,6 +190,14 @@ impl ServerHandler for McpServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let args = Args::new(request.arguments);
+        if request.name == background::RUN && super::tasks::client_supports_tasks(&context) {
+            return Ok(
+                match super::tasks::start(&self.toolset, self.caller(), &args) {
+                    Ok(task) => CallToolResponse::Task(task),
+                    Err(text) => CallToolResult::error(vec![ContentBlock::text(text)]).into(),
+                },
+            );
+        }
         // A cancelled request or a departed client ends the call at once;
         // rmcp drops the reply of a cancelled request.
         let outcome = tokio::select! {

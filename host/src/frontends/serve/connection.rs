@@ -24,9 +24,9 @@ use crate::toolset::render;
 use crate::toolset::tools::args::Args;
 use crate::toolset::tools::background::{STOP, VIEW, WAIT};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, InitializeRequestParams,
-    InitializeResult, ListToolsResult, PaginatedRequestParams, ServerConfig, SetLevelRequestParams,
-    Tool, ToolAnnotations,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock,
+    GetTaskParams, GetTaskResult, InitializeRequestParams, InitializeResult, ListToolsResult,
+    PaginatedRequestParams, ServerConfig, SetLevelRequestParams, Tool, ToolAnnotations,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
@@ -336,6 +336,32 @@ impl ServerHandler for Connection {
         tracing::info!(connection = self.number, client, "client connected");
         context.peer.set_peer_info(request.clone());
         self.negotiate_initialize(&request)
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, ErrorData> {
+        let toolset = self.sessions.toolset().clone();
+        let answer = self.server_for_any_task().get_task(request, context).await;
+        // A status is told once it is on disk.
+        let _ = toolset.settled().await;
+        answer
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let toolset = self.sessions.toolset().clone();
+        let answer = self
+            .server_for_any_task()
+            .cancel_task(request, context)
+            .await;
+        let _ = toolset.settled().await;
+        answer
     }
 
     async fn set_level(
