@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Drives `bgagents mcp` with the official MCP Inspector in CLI mode, one
 # session per call: tools/list, logging/setLevel, a tools/call that starts a
-# task, and a tools/call the server must refuse. Fails loudly on anything
+# task (an MCP task: the Inspector declares the tasks extension), and a
+# tools/call the server must refuse. Fails loudly on anything
 # unexpected.
 #
 # Usage: tests/clients/inspector.sh INSPECTOR BGAGENTS TEAM.yaml
@@ -58,7 +59,9 @@ check level 'Object.keys(r).length === 0'
 
 inspect run 0 --method tools/call --tool-name run_background_agent \
     --tool-arg agent=calculator "task=(17 + 25) * 3"
-check run 'r.isError === false && /^Background agent task started with ID: agent_task_[0-9a-f-]{36}\nAgent: calculator\nTask: \(17 \+ 25\) \* 3$/.test(r.content[0].text)'
+# The Inspector declares the MCP tasks extension, so the task comes back as
+# an MCP task whose id is the bgagents task id.
+check run '/^agent_task_[0-9a-f-]{36}$/.test(r.taskId) && r.status === "working" && r.statusMessage === "calculator queued" && r.pollIntervalMs > 0'
 
 inspect wait 0 --method tools/call --tool-name wait_background_agents \
     --tool-arg 'task_ids=["agent_task_unknown"]' timeout=1
@@ -68,4 +71,4 @@ check wait 'r.content[0].text === JSON.stringify({all_done: true, tasks: [{task_
 inspect refused 5 --method tools/call --tool-name list_background_agents --tool-arg verbose=true
 check refused 'r.isError === true && r.content[0].text === "unknown argument \"verbose\"; this tool takes no arguments"'
 
-echo "MCP Inspector CLI sessions ok: tools/list, logging/setLevel, tools/call (run, wait, a refused call)"
+echo "MCP Inspector CLI sessions ok: tools/list, logging/setLevel, tools/call (run as an MCP task, wait, a refused call)"
