@@ -35,6 +35,22 @@ fn crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// A daemon of [`TEAM`] serving HTTP on 127.0.0.1, its URL and the token it
+/// made.
+fn http_daemon(scratch: &Scratch) -> (Daemon, String, String) {
+    crypto();
+    let team = scratch.team(TEAM);
+    let daemon = Daemon::start_with(
+        &team,
+        Some(&scratch.dir.join("state")),
+        &scratch.dir,
+        &["--http", "127.0.0.1:0"],
+    );
+    let url = mcp_url(&daemon);
+    let token = made_token(&daemon);
+    (daemon, url, token)
+}
+
 /// The token the daemon made in its state directory.
 fn made_token(daemon: &Daemon) -> String {
     let path = daemon.state.join("http-token");
@@ -374,17 +390,8 @@ impl Raw<'_> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_reconnects_with_its_session_keeps_seeing_its_tasks() {
-    crypto();
     let scratch = Scratch::new();
-    let team = scratch.team(TEAM);
-    let daemon = Daemon::start_with(
-        &team,
-        Some(&scratch.dir.join("state")),
-        &scratch.dir,
-        &["--http", "127.0.0.1:0"],
-    );
-    let url = mcp_url(&daemon);
-    let token = made_token(&daemon);
+    let (_daemon, url, token) = http_daemon(&scratch);
     let raw = |http| Raw {
         http,
         url: &url,
@@ -501,17 +508,8 @@ async fn a_client_with_the_tasks_extension_gets_mcp_tasks_polls_and_cancels_them
     use rmcp::model::{
         CallToolResponse, CancelTaskParams, ClientCapabilities, GetTaskParams, TaskStatus,
     };
-    crypto();
     let scratch = Scratch::new();
-    let team = scratch.team(TEAM);
-    let daemon = Daemon::start_with(
-        &team,
-        Some(&scratch.dir.join("state")),
-        &scratch.dir,
-        &["--http", "127.0.0.1:0"],
-    );
-    let url = mcp_url(&daemon);
-    let token = made_token(&daemon);
+    let (daemon, url, token) = http_daemon(&scratch);
     let config = StreamableHttpClientTransportConfig::with_uri(url.as_str()).auth_header(token);
     let capabilities = ClientCapabilities::builder().enable_tasks().build();
     let client = ClientConfig::new(capabilities, Implementation::new("tasks", "1"))

@@ -29,13 +29,7 @@ pub fn client_supports_tasks(context: &RequestContext<RoleServer>) -> bool {
 
 /// Starts `run_background_agent`'s task and answers with it as an MCP task.
 pub fn start(toolset: &Toolset, caller: &Caller, args: &Args) -> Result<CreateTaskResult, String> {
-    args.only(&["agent", "task", "expected_output"])?;
-    let agent = args.string("agent")?.unwrap_or_default();
-    let task = args.string("task")?.unwrap_or_default();
-    let expected = args.string("expected_output")?;
-    let info = toolset
-        .run_background_agent(caller, &agent, &task, expected.as_deref())
-        .map_err(|error| error.to_string())?;
+    let (info, _) = crate::toolset::tools::background::start(toolset, caller, args)?;
     let now = crate::clock::now_rfc3339();
     let task = Task::new(info.id.as_str(), McpTaskStatus::Working, now.clone(), now)
         .with_poll_interval_ms(POLL_INTERVAL_MS)

@@ -4,7 +4,7 @@
 
 use super::ToolSpec;
 use super::args::Args;
-use crate::tasks::Caller;
+use crate::tasks::{Caller, TaskInfo};
 use crate::toolset::{Toolset, WAIT_MAX_IDS, WAIT_MAX_TIMEOUT_SECS, render};
 use serde_json::json;
 
@@ -118,6 +118,22 @@ pub fn wait_args(args: &Args) -> Result<(Vec<String>, u64), String> {
     ))
 }
 
+/// `run_background_agent` with `args`: the started task and its task text.
+pub fn start(
+    toolset: &Toolset,
+    caller: &Caller,
+    args: &Args,
+) -> Result<(TaskInfo, String), String> {
+    args.only(&["agent", "task", "expected_output"])?;
+    let agent = args.string("agent")?.unwrap_or_default();
+    let task = args.string("task")?.unwrap_or_default();
+    let expected = args.string("expected_output")?;
+    let info = toolset
+        .run_background_agent(caller, &agent, &task, expected.as_deref())
+        .map_err(|e| e.to_string())?;
+    Ok((info, task))
+}
+
 /// Runs one of the five tools for `caller`; `None` when `name` is not one
 /// of them. `wait` is how a wait is run (front-ends add progress, guests
 /// lend their running slot).
@@ -133,19 +149,7 @@ where
     F: Future<Output = Result<crate::tasks::WaitReport, String>>,
 {
     let outcome = match name {
-        RUN => {
-            async {
-                args.only(&["agent", "task", "expected_output"])?;
-                let agent = args.string("agent")?.unwrap_or_default();
-                let task = args.string("task")?.unwrap_or_default();
-                let expected = args.string("expected_output")?;
-                let info = toolset
-                    .run_background_agent(caller, &agent, &task, expected.as_deref())
-                    .map_err(|e| e.to_string())?;
-                Ok(render::started(&info, &task))
-            }
-            .await
-        }
+        RUN => start(toolset, caller, args).map(|(info, task)| render::started(&info, &task)),
         LIST => args
             .only(&[])
             .map(|()| render::list(&toolset.list_background_agents(caller))),
