@@ -180,25 +180,15 @@ fn pruning_reaches_the_store() {
         }
         ids
     });
-    let stored: Vec<String> = Store::open(&state)
-        .unwrap()
-        .records()
-        .unwrap()
-        .into_iter()
-        .map(|(record, _)| record.id)
-        .collect();
-    assert_eq!(stored, ids[2..]);
+    let stored_ids = || -> Vec<String> {
+        let records = Store::open(&state).unwrap().records().unwrap();
+        records.into_iter().map(|(record, _)| record.id).collect()
+    };
+    assert_eq!(stored_ids(), ids[2..]);
     // A smaller max_retained on the next load prunes what was kept.
     let smaller = yaml.replace("max_retained: 3", "max_retained: 2");
     drop(load(&smaller, &state));
-    let stored: Vec<String> = Store::open(&state)
-        .unwrap()
-        .records()
-        .unwrap()
-        .into_iter()
-        .map(|(record, _)| record.id)
-        .collect();
-    assert_eq!(stored, ids[3..]);
+    assert_eq!(stored_ids(), ids[3..]);
 }
 
 #[test]
