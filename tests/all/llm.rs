@@ -319,7 +319,7 @@ async fn a_token_budget_ends_the_task_naming_the_limit() {
         "{:?}",
         view.output.text
     );
-    let model = view.model.expect("model use is in the view");
+    let model = view.info.model.expect("model use is in the view");
     assert_eq!(
         (model.calls, model.input_tokens, model.output_tokens),
         (1, 80, 30)

@@ -113,6 +113,8 @@ pub struct TaskInfo {
     /// Time spent running (zero while queued; frozen once final).
     pub runtime: Duration,
     pub parent: Option<TaskId>,
+    /// What the task's model calls used; none before its first call.
+    pub model: Option<ModelUse>,
 }
 
 /// What view shows of a task.
@@ -123,8 +125,6 @@ pub struct TaskView {
     pub output: OutputSnapshot,
     pub result: Option<String>,
     pub error: Option<String>,
-    /// What the task's model calls used; none before its first call.
-    pub model: Option<ModelUse>,
 }
 
 /// Model calls a task made and the tokens they used.
@@ -431,7 +431,6 @@ impl Task {
             output,
             result: state.result.clone(),
             error: state.error.clone(),
-            model: *self.model.lock().unwrap(),
         }
     }
 
@@ -447,6 +446,7 @@ impl Task {
             status: state.status,
             runtime,
             parent: self.parent().cloned(),
+            model: *self.model.lock().unwrap(),
         }
     }
 }

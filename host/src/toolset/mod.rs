@@ -9,6 +9,7 @@ mod ops;
 pub mod render;
 mod runner;
 mod slots;
+mod tail;
 pub mod tools;
 mod trap;
 
@@ -18,6 +19,7 @@ pub use ops::{
     MAX_EXPECTED_OUTPUT_BYTES, MAX_TASK_BYTES, WAIT_DEFAULT_TIMEOUT_SECS, WAIT_MAX_IDS,
     WAIT_MAX_TIMEOUT_SECS, WAIT_OUTPUT_CAP,
 };
+pub use tail::OutputRead;
 
 pub use crate::components::LoadProgress;
 use crate::components::{

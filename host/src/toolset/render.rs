@@ -1,9 +1,12 @@
 //! The texts text-based front-ends (the CLI, MCP) show for toolset results,
-//! matching docker-agent's so prompts written for it read the same.
+//! matching docker-agent's so prompts written for it read the same, and the
+//! JSON records the JSON front-ends give.
 
-use crate::tasks::WaitReport;
+use crate::tasks::{EventKind, TaskEvent, WaitReport};
 use crate::tasks::{ModelUse, TaskInfo, TaskStatus, TaskView};
+use crate::toolset::OutputRead;
 use serde::Serialize;
+use serde_json::{Value, json};
 use std::fmt::Write;
 
 /// A duration rounded to whole seconds: `0s`, `42s`, `1m5s`, `1h2m3s`.
@@ -55,7 +58,7 @@ pub fn view(view: &TaskView) -> String {
         info.status,
         runtime(info.runtime)
     );
-    if let Some(model) = &view.model {
+    if let Some(model) = &view.info.model {
         let _ = writeln!(text, "Model:   {}", model_use(model));
     }
     text.push_str("\n--- Output ---\n");
@@ -147,6 +150,66 @@ pub fn wait(report: &WaitReport) -> String {
             .collect(),
     };
     serde_json::to_string(&report).expect("a wait report serializes")
+}
+
+/// A task as the JSON front-ends (the daemon's tools, the HTTP API) give
+/// it, with the session that started it when known.
+pub fn info_record(info: &TaskInfo, session: Option<&str>) -> Value {
+    let mut record = json!({
+        "task_id": info.id.as_str(),
+        "agent": info.agent,
+        "status": info.status.as_str(),
+        "done": info.status.is_final(),
+        "runtime_secs": info.runtime.as_secs_f64(),
+        "parent": info.parent.as_ref().map(|id| id.as_str()),
+    });
+    if let Some(model) = &info.model {
+        record["model_calls"] = json!(model.calls);
+        record["input_tokens"] = json!(model.input_tokens);
+        record["output_tokens"] = json!(model.output_tokens);
+        record["tokens"] = json!(model.tokens());
+    }
+    if let Some(session) = session {
+        record["session"] = json!(session);
+    }
+    record
+}
+
+/// A task in full as the JSON front-ends give it: its record, task text,
+/// output so far, result and error.
+pub fn view_record(view: &TaskView) -> Value {
+    let mut record = info_record(&view.info, None);
+    record["task"] = json!(view.task);
+    record["output"] = json!(view.output.text);
+    record["truncated"] = json!(view.output.truncated);
+    record["result"] = json!(view.result);
+    record["error"] = json!(view.error);
+    record
+}
+
+/// One read of a task's output from an offset, as the JSON front-ends give
+/// it: the task's record, the output read and the offset to read from next.
+pub fn output_record(read: &OutputRead) -> Value {
+    let mut record = view_record(&read.view);
+    record["output"] = json!(read.output);
+    record["next_offset"] = json!(read.next_offset);
+    record
+}
+
+/// A task event as the JSON front-ends give it: `event` (`queued`,
+/// `started`, `output` with the `output`, `finished` with the `status`),
+/// and the task's id, agent and depth (1 for a task a front-end started).
+pub fn event_record(event: &TaskEvent) -> Value {
+    let mut record = match &event.kind {
+        EventKind::Queued => json!({"event": "queued"}),
+        EventKind::Started => json!({"event": "started"}),
+        EventKind::Output(text) => json!({"event": "output", "output": &**text}),
+        EventKind::Finished(status) => json!({"event": "finished", "status": status.as_str()}),
+    };
+    record["task_id"] = json!(event.id.as_str());
+    record["agent"] = json!(&*event.agent);
+    record["depth"] = json!(event.depth);
+    record
 }
 
 /// A size the way docker-agent writes its output cap (`10MB` for 10 MiB).

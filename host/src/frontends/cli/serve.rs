@@ -32,9 +32,11 @@ pub async fn http_listener(
         );
     }
     let listener = HttpListener::bind(HttpOptions { addr, token }).await?;
+    let addr = listener.addr();
+    eprintln!("{HOST} serving MCP over HTTP at http://{addr}{MCP_PATH}");
     eprintln!(
-        "{HOST} serving MCP over HTTP at http://{}{MCP_PATH}",
-        listener.addr()
+        "{HOST} dashboard at http://{addr}/ (it asks for the token; or open \
+         http://{addr}/#token=TOKEN)"
     );
     Ok(listener)
 }

@@ -1,9 +1,10 @@
-//! MCP over Streamable HTTP: the daemon's MCP server (the same handler as
-//! on its Unix socket, [`crate::frontends::serve::connection`]) behind an
-//! HTTP listener at `/mcp`, for remote coordinators and clients that only
-//! speak HTTP.
+//! The HTTP listener: MCP over Streamable HTTP at `/mcp` (the same handler
+//! as on the daemon's Unix socket, [`crate::frontends::serve::connection`]),
+//! for remote coordinators and clients that only speak HTTP; a JSON API
+//! with a task event stream under `/api` ([`api`]); and the dashboard page
+//! at `/` ([`dashboard`]), which holds no data and reads the API.
 //!
-//! Every request must carry a bearer token ([`auth`]), compared in
+//! Every MCP and API request must carry a bearer token ([`auth`]), compared in
 //! constant time — on loopback too: other local users, and agents whose
 //! shell commands have the network, reach 127.0.0.1 as well. TLS is left
 //! to a reverse proxy in front; with a token required, `Host` is not
@@ -16,7 +17,9 @@
 //! requests share one session of the daemon's (labelled `http`), as the
 //! command line's do, and reach any task by id.
 
+pub mod api;
 pub mod auth;
+mod dashboard;
 
 use crate::frontends::serve::connection::Connection;
 use crate::frontends::serve::sessions::Sessions;
@@ -93,6 +96,7 @@ fn router(
     shutdown: CancellationToken,
 ) -> Router {
     tracing::debug!(%addr, "serving MCP over HTTP");
+    let (sessions_for_api, shutdown_for_api) = (sessions.clone(), shutdown.clone());
     // Reached by whatever name a proxy or the network gives it: the token
     // is what keeps others out.
     let config = StreamableHttpServerConfig::default()
@@ -109,10 +113,13 @@ fn router(
     );
     Router::new()
         .route_service(MCP_PATH, mcp)
+        .merge(api::routes(sessions_for_api, shutdown_for_api))
         .layer(axum::middleware::from_fn_with_state(
             token,
             auth::require_token,
         ))
+        // Without the token: the page holds no data.
+        .merge(dashboard::routes())
 }
 
 /// How long an idle MCP session over HTTP is kept.

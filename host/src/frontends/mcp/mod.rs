@@ -99,10 +99,10 @@ pub async fn serve(toolset: Toolset, agent: &str) -> Result<(), String> {
         .await
         .map_err(|error| format!("MCP handshake failed: {error}"))?;
     let peer = running.peer().clone();
-    let session_id = session.caller().session();
     let notifier = tokio::spawn({
         let toolset = toolset.clone();
-        async move { notify::forward_events(toolset, events, session_id, peer, &log_filter).await }
+        let session = session.clone();
+        async move { notify::forward_events(toolset, events, session, peer, &log_filter).await }
     });
     let finished = running.waiting();
     tokio::pin!(finished);

@@ -1,15 +1,19 @@
 //! Task activity pushed to the client: logging notifications for the
 //! session's task events, filtered by the level the client set with
-//! `logging/setLevel`, and the progress a `wait` reports.
+//! `logging/setLevel`; `notifications/tasks` on each status change of the
+//! session's tasks, for clients that declared the tasks extension; and the
+//! progress a `wait` reports.
 
-use crate::tasks::{EventKind, SessionId, TaskEvent};
-use crate::toolset::Toolset;
+use crate::tasks::{EventKind, TaskEvent};
+use crate::toolset::{Session, Toolset, render};
 use rmcp::model::{
-    LoggingLevel, LoggingMessageNotificationParam, ProgressNotificationParam, ProgressToken,
+    LoggingLevel, LoggingMessageNotificationParam, Notification, ProgressNotificationParam,
+    ProgressToken, ServerNotification, TaskStatusNotificationParams,
 };
 use rmcp::{Peer, RoleServer};
 use serde_json::{Value, json};
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
@@ -46,21 +50,29 @@ fn severity(level: LoggingLevel) -> u8 {
 }
 
 /// Sends the session's task activity to the client as logging
-/// notifications until the events end or the client is gone. A status
-/// change is sent once `toolset` has it on disk (when it keeps a store).
+/// notifications, and its tasks' status changes as `notifications/tasks`
+/// when the client declared the tasks extension, until the events end or
+/// the client is gone. A status change is sent once `toolset` has it on
+/// disk (when it keeps a store).
 pub async fn forward_events(
     toolset: Toolset,
     mut events: broadcast::Receiver<TaskEvent>,
-    session: SessionId,
+    session: Arc<Session>,
     peer: Peer<RoleServer>,
     filter: &LogFilter,
 ) {
+    let session_id = session.caller().session();
     loop {
         let (level, data) = match events.recv().await {
-            Ok(event) if event.session == session => {
+            Ok(event) if event.session == session_id => {
                 if !matches!(event.kind, EventKind::Output(_)) {
                     // Logged by the store when it fails.
                     let _ = toolset.settled().await;
+                }
+                if let Some(status) = task_status(&toolset, &session, &event, &peer)
+                    && peer.send_notification(status).await.is_err()
+                {
+                    return;
                 }
                 describe_event(&event)
             }
@@ -80,22 +92,34 @@ pub async fn forward_events(
     }
 }
 
+/// `notifications/tasks` for a status change of a task the client started
+/// itself (its MCP tasks), if the client declared the tasks extension: the
+/// task as `tasks/get` would report it now.
+fn task_status(
+    toolset: &Toolset,
+    session: &Session,
+    event: &TaskEvent,
+    peer: &Peer<RoleServer>,
+) -> Option<ServerNotification> {
+    let status_changed = matches!(event.kind, EventKind::Started | EventKind::Finished(_));
+    let supports_tasks = (peer.peer_info()).is_some_and(|info| info.capabilities.supports_tasks());
+    if !status_changed || event.depth != 1 || !supports_tasks {
+        return None;
+    }
+    let task = super::tasks::get(toolset, session.caller(), event.id.as_str()).ok()?;
+    let params = TaskStatusNotificationParams::new(task);
+    Some(ServerNotification::TaskStatusNotification(
+        Notification::new(params),
+    ))
+}
+
 fn describe_event(event: &TaskEvent) -> (LoggingLevel, Value) {
-    let (level, mut data) = match &event.kind {
-        EventKind::Queued => (LoggingLevel::Debug, json!({"event": "queued"})),
-        EventKind::Started => (LoggingLevel::Info, json!({"event": "started"})),
-        EventKind::Output(text) => (
-            LoggingLevel::Info,
-            json!({"event": "output", "output": text}),
-        ),
-        EventKind::Finished(status) => (
-            LoggingLevel::Notice,
-            json!({"event": "finished", "status": status.as_str()}),
-        ),
+    let level = match &event.kind {
+        EventKind::Queued => LoggingLevel::Debug,
+        EventKind::Started | EventKind::Output(_) => LoggingLevel::Info,
+        EventKind::Finished(_) => LoggingLevel::Notice,
     };
-    data["task_id"] = json!(event.id.as_str());
-    data["agent"] = json!(&*event.agent);
-    (level, data)
+    (level, render::event_record(event))
 }
 
 /// Progress of one `wait`: how many of the awaited tasks have finished.

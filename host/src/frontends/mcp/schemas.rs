@@ -5,11 +5,12 @@ use rmcp::model::{Tool, ToolAnnotations};
 use serde_json::Value;
 use std::sync::Arc;
 
-/// The five tools; the `agent` argument names one of the agents the server
-/// instructions list.
+/// The five tools and [`RUN_AGENT`](super::tasks::RUN_AGENT); the `agent`
+/// argument names one of the agents the server instructions list.
 pub fn tools() -> Vec<Tool> {
-    background::specs("one of those listed in the server instructions")
-        .into_iter()
+    let agents = "one of those listed in the server instructions";
+    (background::specs(agents).into_iter())
+        .chain([super::tasks::run_agent_spec(agents)])
         .map(mcp_tool)
         .collect()
 }

@@ -4,6 +4,7 @@
 
 use super::notify::{LogFilter, WaitProgress};
 use super::schemas::tools;
+use super::tasks::RUN_AGENT;
 use crate::tasks::{Caller, EventKind, TaskStatus, WaitReport};
 use crate::toolset::tools;
 use crate::toolset::tools::args::Args;
@@ -36,38 +37,27 @@ impl McpServer {
 
     /// Who the client may dispatch, for the server instructions.
     fn instructions(&self) -> String {
-        let team = self.toolset.team();
-        let (you, agents) = match self.caller().agent() {
-            Some(agent) => (
-                format!("act as agent {agent:?}"),
-                (team.agent(agent).map(|spec| spec.sub_agents.clone())).unwrap_or_default(),
-            ),
+        let you = match self.caller().agent() {
+            Some(agent) => format!("act as agent {agent:?}"),
             // The operator (the `serve` daemon's clients) may start any.
-            None => (
-                "are the operator".to_string(),
-                (team.agents.values())
-                    .filter(|spec| spec.component.is_some() || spec.model.is_some())
-                    .map(|spec| spec.name.clone())
-                    .collect(),
-            ),
+            None => "are the operator".to_string(),
         };
         let mut text = format!(
             "Background agents: each runs as a sandboxed WebAssembly component. You {you} \
              and may start these agents with {RUN}:\n"
         );
-        for name in &agents {
-            let description = team.agent(name).map(|spec| spec.description.as_str());
-            match description {
-                Some(description) if !description.is_empty() => {
-                    text.push_str(&format!("- {name}: {description}\n"))
-                }
-                _ => text.push_str(&format!("- {name}\n")),
+        for spec in background::startable(&self.toolset, self.caller()) {
+            let name = &spec.name;
+            match spec.description.as_str() {
+                "" => text.push_str(&format!("- {name}\n")),
+                description => text.push_str(&format!("- {name}: {description}\n")),
             }
         }
         text.push_str(&format!(
             "\nStart independent tasks together, then call {WAIT} once to collect their \
-             results instead of polling {VIEW}. Task activity is also sent as logging \
-             notifications."
+             results instead of polling {VIEW}. For one sub-agent's result, {RUN_AGENT} \
+             runs it and answers when it has finished (with the MCP tasks extension: at once, \
+             with a task). Task activity is also sent as logging notifications."
         ));
         text
     }
@@ -81,6 +71,9 @@ impl McpServer {
         let wait = |ids: Vec<String>, timeout| async move {
             (self.wait_with_progress(&ids, timeout, context).await).map_err(|e| e.to_string())
         };
+        if name == super::tasks::RUN_AGENT {
+            return super::tasks::run_to_end(&self.toolset, self.caller(), args).await;
+        }
         background::call(&self.toolset, self.caller(), name, args, wait)
             .await
             .unwrap_or_else(|| Err(tools::unknown_tool(name, &background::specs(""))))
@@ -190,7 +183,9 @@ impl ServerHandler for McpServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let args = Args::new(request.arguments);
-        if request.name == background::RUN && super::tasks::client_supports_tasks(&context) {
+        let starts_task =
+            request.name == background::RUN || request.name == super::tasks::RUN_AGENT;
+        if starts_task && super::tasks::client_supports_tasks(&context) {
             return Ok(
                 match super::tasks::start(&self.toolset, self.caller(), &args) {
                     Ok(task) => CallToolResponse::Task(task),

@@ -2,12 +2,15 @@
 //! clients that declare it: `run_background_agent` answers with an MCP task
 //! whose id is the bgagents task id, `tasks/get` reports its status and
 //! result, and `tasks/cancel` stops it. Clients that do not declare it get
-//! the tool's text, as before. Only adapts: every operation is the
-//! toolset's, under the caller's scope.
+//! the tool's text, as before. [`RUN_AGENT`] runs a sub-agent for its
+//! result: an MCP task to clients that declare the extension, else an
+//! answer once the sub-agent has finished. Only adapts: every operation is
+//! the toolset's, under the caller's scope.
 
 use crate::tasks::{Caller, TaskStatus, TaskView};
 use crate::toolset::tools::args::Args;
-use crate::toolset::{Toolset, render};
+use crate::toolset::tools::{ToolSpec, background};
+use crate::toolset::{Toolset, WAIT_MAX_TIMEOUT_SECS, render};
 use rmcp::model::{
     CallToolResult, ContentBlock, CreateTaskResult, DetailedTask, JsonObject, Task, TaskPayload,
     TaskStatus as McpTaskStatus,
@@ -18,6 +21,75 @@ use serde_json::json;
 
 /// How often a client is asked to poll `tasks/get`.
 const POLL_INTERVAL_MS: u64 = 500;
+
+/// Runs a sub-agent and answers with its result (or, to a client with the
+/// tasks extension, with the MCP task that will have it).
+pub const RUN_AGENT: &str = "run_agent";
+
+/// [`RUN_AGENT`]: `run_background_agent`'s parameters, answered with the
+/// result.
+pub fn run_agent_spec(agents: &str) -> ToolSpec {
+    let parameters = (background::specs(agents).into_iter())
+        .find(|spec| spec.name == background::RUN)
+        .map(|spec| spec.parameters)
+        .unwrap_or_default();
+    ToolSpec {
+        name: RUN_AGENT.into(),
+        description: "Run one of your sub-agents on a task and get its result. Clients with \
+            the MCP tasks extension get an MCP task at once, to poll with tasks/get or stop \
+            with tasks/cancel; other clients get the answer when the sub-agent has finished, \
+            and cancelling the request stops the sub-agent. To run several sub-agents in \
+            parallel, use run_background_agent and wait_background_agents instead."
+            .into(),
+        parameters,
+        read_only: false,
+    }
+}
+
+/// [`RUN_AGENT`] for a client without the tasks extension: starts the task
+/// and answers once it has finished, `Err` unless it completed. Dropped
+/// before then (the request was cancelled, the client went away), it
+/// stops the task: nobody is left to receive its result.
+pub async fn run_to_end(toolset: &Toolset, caller: &Caller, args: &Args) -> Result<String, String> {
+    let (info, _) = background::start(toolset, caller, args)?;
+    let id = info.id.to_string();
+    let mut unfinished = StopOnDrop {
+        toolset: toolset.clone(),
+        caller: caller.clone(),
+        id: Some(id.clone()),
+    };
+    let ids = [id.clone()];
+    while !(toolset.task_status(caller, &id)).is_ok_and(TaskStatus::is_final) {
+        (toolset
+            .wait_background_agents(caller, &ids, WAIT_MAX_TIMEOUT_SECS)
+            .await)
+            .map_err(|error| error.to_string())?;
+    }
+    unfinished.id = None;
+    let view = (toolset.view_background_agent(caller, &id)).map_err(|error| error.to_string())?;
+    match view.info.status {
+        TaskStatus::Completed => Ok(render::view(&view)),
+        _ => Err(render::view(&view)),
+    }
+}
+
+/// Stops task `id`, if still set, when dropped.
+struct StopOnDrop {
+    toolset: Toolset,
+    caller: Caller,
+    id: Option<String>,
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let Some(id) = self.id.take() else { return };
+        let (toolset, caller) = (self.toolset.clone(), self.caller.clone());
+        tracing::info!(task = %id, "{RUN_AGENT} abandoned by its client: stopping the task");
+        tokio::spawn(async move {
+            let _ = toolset.stop_background_agent(&caller, &id).await;
+        });
+    }
+}
 
 /// Whether the client of this request declared the tasks extension.
 pub fn client_supports_tasks(context: &RequestContext<RoleServer>) -> bool {
@@ -55,6 +127,7 @@ pub async fn cancel(toolset: &Toolset, caller: &Caller, id: &str) -> Result<(), 
     }
 }
 
+/// A task as `tasks/get` and `notifications/tasks` report it.
 fn detailed(view: &TaskView) -> DetailedTask {
     let status = view.info.status;
     let payload = match status {

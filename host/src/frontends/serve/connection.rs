@@ -18,7 +18,6 @@ use super::sessions::Sessions;
 use crate::frontends::mcp::notify::{self, LogFilter};
 use crate::frontends::mcp::server::McpServer;
 use crate::frontends::mcp::transport::LineTransport;
-use crate::tasks::EventKind;
 use crate::toolset::Session;
 use crate::toolset::render;
 use crate::toolset::tools::args::Args;
@@ -35,7 +34,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::net::UnixStream;
-use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 /// The MCP client name the `bgagents` command line connects with.
@@ -48,10 +46,6 @@ pub const READ_OUTPUT: &str = "read_background_agent_output";
 
 /// The longest a [`READ_OUTPUT`] call waits for output.
 pub const READ_MAX_WAIT_SECS: u64 = 60;
-
-/// How long a woken [`READ_OUTPUT`] lets output gather before answering,
-/// so a chatty task costs a few answers a second, not one per write.
-const READ_GATHER: Duration = Duration::from_millis(50);
 
 #[derive(Clone)]
 pub struct Connection {
@@ -126,7 +120,7 @@ impl Connection {
         self.sessions
             .register(self.number, "http", client, own.clone());
         let events = toolset.events().subscribe();
-        let session = own.caller().session();
+        let session = own;
         let log_filter = self.server().log_filter;
         let notifier = tokio::spawn(async move {
             notify::forward_events(toolset, events, session, peer, &log_filter).await
@@ -189,18 +183,8 @@ impl Connection {
         args.only(&[])?;
         let tasks = self.sessions.list_all();
         let infos: Vec<_> = tasks.iter().map(|(info, _)| info.clone()).collect();
-        let records: Vec<Value> = tasks
-            .iter()
-            .map(|(info, session)| {
-                json!({
-                    "task_id": info.id.as_str(),
-                    "agent": info.agent,
-                    "status": info.status.as_str(),
-                    "runtime_secs": info.runtime.as_secs_f64(),
-                    "parent": info.parent.as_ref().map(|id| id.as_str()),
-                    "session": session,
-                })
-            })
+        let records: Vec<Value> = (tasks.iter())
+            .map(|(info, session)| render::info_record(info, Some(session)))
             .collect();
         let mut result = CallToolResult::success(vec![ContentBlock::text(render::list(&infos))]);
         result.structured_content = Some(json!({"tasks": records}));
@@ -224,59 +208,18 @@ impl Connection {
             ));
         }
         let server = self.server_for_any_task();
-        let toolset = &server.toolset;
-        let caller = server.session.caller();
-        // Subscribed before the first look, so no output is missed.
-        let mut events = toolset.events().subscribe();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
-        loop {
-            let view = toolset
-                .view_background_agent(caller, &id)
-                .map_err(|error| error.to_string())?;
-            let done = view.info.status.is_final();
-            let text = view.output.text;
-            // A character still being written reads as U+FFFD until whole.
-            let mut end = text.len();
-            if !done && text.ends_with('\u{FFFD}') {
-                end -= '\u{FFFD}'.len_utf8();
-            }
-            let start = text.floor_char_boundary(offset.min(end));
-            if end > start || done || tokio::time::Instant::now() >= deadline {
-                let output = &text[start..end];
-                let mut result =
-                    CallToolResult::success(vec![ContentBlock::text(output.to_string())]);
-                result.structured_content = Some(json!({
-                    "task_id": view.info.id.as_str(),
-                    "agent": view.info.agent,
-                    "status": view.info.status.as_str(),
-                    "done": done,
-                    "output": output,
-                    "next_offset": end,
-                    "truncated": view.output.truncated,
-                    "result": view.result,
-                    "error": view.error,
-                }));
-                return Ok(result);
-            }
-            // Until this task writes, finishes, or the wait ends.
-            let woken = async {
-                loop {
-                    match events.recv().await {
-                        Ok(event) if event.id.as_str() == id.trim() => {
-                            if !matches!(event.kind, EventKind::Queued) {
-                                return;
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(RecvError::Lagged(_) | RecvError::Closed) => return,
-                    }
-                }
-            };
-            if tokio::time::timeout_at(deadline, woken).await.is_ok() {
-                tokio::time::sleep(READ_GATHER).await;
-                while events.try_recv().is_ok() {}
-            }
-        }
+        let read = (server.toolset)
+            .read_output(
+                server.session.caller(),
+                &id,
+                offset,
+                Duration::from_secs(wait),
+            )
+            .await
+            .map_err(|error| error.to_string())?;
+        let mut result = CallToolResult::success(vec![ContentBlock::text(read.output.clone())]);
+        result.structured_content = Some(render::output_record(&read));
+        Ok(result)
     }
 
     /// A daemon-only tool, ended the moment the client cancels it or goes
@@ -467,7 +410,7 @@ pub async fn serve(sessions: Arc<Sessions>, stream: UnixStream, number: u64) {
     // The command line polls; other clients are told of their tasks.
     let notifier = (!connection.is_cli.load(Ordering::Relaxed)).then(|| {
         let peer = running.peer().clone();
-        let session = connection.session().caller().session();
+        let session = connection.session();
         let toolset = toolset.clone();
         tokio::spawn(async move {
             notify::forward_events(toolset, events, session, peer, &log_filter).await

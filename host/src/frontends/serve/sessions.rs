@@ -4,7 +4,7 @@
 //! the daemon can be found by its id, whichever session started it.
 
 use crate::tasks::Reach;
-use crate::tasks::{SessionId, TaskInfo};
+use crate::tasks::{SessionId, TaskEvent, TaskInfo};
 use crate::toolset::{Session, Toolset};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
@@ -153,6 +153,33 @@ impl Sessions {
     /// stop or wait for a task here, whichever session started it.
     pub fn every(&self) -> Arc<Session> {
         self.every.clone()
+    }
+
+    /// What the HTTP API lists: for the operator every task on the
+    /// daemon, else the tasks of the session HTTP requests share; oldest
+    /// first, with the label of the session that started each.
+    pub fn list_visible(&self) -> Vec<(TaskInfo, String)> {
+        if self.agent.is_none() {
+            return self.list_all();
+        }
+        (self
+            .toolset
+            .list_background_agents(self.http.caller())
+            .into_iter())
+        .map(|info| (info, HTTP_LABEL.to_string()))
+        .collect()
+    }
+
+    /// Whether the HTTP API's event stream may carry `event`: the operator
+    /// sees every task's, an agent the tasks of the session HTTP requests
+    /// share.
+    pub fn may_see(&self, event: &TaskEvent) -> bool {
+        self.agent.is_none() || event.session == self.http.caller().session()
+    }
+
+    /// The label of the session HTTP requests share.
+    pub fn http_label(&self) -> &'static str {
+        HTTP_LABEL
     }
 
     /// Every task on the daemon, oldest first, with the label of the

@@ -4,8 +4,9 @@
 
 use super::ToolSpec;
 use super::args::Args;
+use crate::config::AgentSpec;
 use crate::tasks::{Caller, TaskInfo};
-use crate::toolset::{Toolset, WAIT_MAX_IDS, WAIT_MAX_TIMEOUT_SECS, render};
+use crate::toolset::{ToolError, Toolset, WAIT_MAX_IDS, WAIT_MAX_TIMEOUT_SECS, render};
 use serde_json::json;
 
 pub const RUN: &str = "run_background_agent";
@@ -118,20 +119,54 @@ pub fn wait_args(args: &Args) -> Result<(Vec<String>, u64), String> {
     ))
 }
 
+/// The arguments of a `run_background_agent` call.
+pub struct RunArgs {
+    pub agent: String,
+    pub task: String,
+    pub expected_output: Option<String>,
+}
+
+impl RunArgs {
+    pub fn parse(args: &Args) -> Result<RunArgs, String> {
+        args.only(&["agent", "task", "expected_output"])?;
+        Ok(RunArgs {
+            agent: args.string("agent")?.unwrap_or_default(),
+            task: args.string("task")?.unwrap_or_default(),
+            expected_output: args.string("expected_output")?,
+        })
+    }
+
+    /// Starts the task for `caller`.
+    pub fn start(&self, toolset: &Toolset, caller: &Caller) -> Result<TaskInfo, ToolError> {
+        let expected = self.expected_output.as_deref();
+        toolset.run_background_agent(caller, &self.agent, &self.task, expected)
+    }
+}
+
 /// `run_background_agent` with `args`: the started task and its task text.
 pub fn start(
     toolset: &Toolset,
     caller: &Caller,
     args: &Args,
 ) -> Result<(TaskInfo, String), String> {
-    args.only(&["agent", "task", "expected_output"])?;
-    let agent = args.string("agent")?.unwrap_or_default();
-    let task = args.string("task")?.unwrap_or_default();
-    let expected = args.string("expected_output")?;
-    let info = toolset
-        .run_background_agent(caller, &agent, &task, expected.as_deref())
-        .map_err(|e| e.to_string())?;
-    Ok((info, task))
+    let run = RunArgs::parse(args)?;
+    let info = run.start(toolset, caller).map_err(|e| e.to_string())?;
+    Ok((info, run.task))
+}
+
+/// The agents `caller` may start, with their descriptions: an agent's
+/// `sub_agents`, or for the operator every agent that can run.
+pub fn startable<'a>(toolset: &'a Toolset, caller: &Caller) -> Vec<&'a AgentSpec> {
+    let team = toolset.team();
+    match caller.agent() {
+        Some(agent) => (team.agent(agent).into_iter())
+            .flat_map(|spec| spec.sub_agents.iter())
+            .filter_map(|name| team.agent(name))
+            .collect(),
+        None => (team.agents.values())
+            .filter(|spec| spec.component.is_some() || spec.model.is_some())
+            .collect(),
+    }
 }
 
 /// Runs one of the five tools for `caller`; `None` when `name` is not one

@@ -1,0 +1,267 @@
+//! The JSON API beside MCP on the HTTP listener, for the dashboard and for
+//! scripts: the toolset's operations as plain requests, and its task events
+//! as a server-sent-events stream. Only adapts: every operation is the
+//! toolset's, under the same sessions and scoping as MCP over HTTP (the
+//! operator's on `serve`, the agent's on `mcp --http`), and every answer
+//! is given once what it tells is on disk.
+//!
+//! | Request                          | Answer                                   |
+//! |----------------------------------|------------------------------------------|
+//! | `GET /api/agents`                | the agents that may be started           |
+//! | `GET /api/tasks`                 | every task, oldest first                 |
+//! | `POST /api/tasks`                | starts `{agent, task, expected_output?}` |
+//! | `GET /api/tasks/{id}`            | one task in full                         |
+//! | `GET /api/tasks/{id}/output`     | output from `?offset=`, `&wait=` seconds |
+//! | `POST /api/tasks/{id}/stop`      | stops the task and its children         |
+//! | `GET /api/events`                | task events (`text/event-stream`)        |
+//!
+//! Errors are `{"error": "..."}` with a status that says whose fault it is.
+
+use crate::frontends::serve::sessions::Sessions;
+use crate::tasks::{EventKind, TaskEvent};
+use crate::toolset::tools::args::Args;
+use crate::toolset::tools::background::{self, RunArgs};
+use crate::toolset::{ToolError, render};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::Stream;
+use serde_json::{Value, json};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+/// The longest an output read waits for more output.
+pub const OUTPUT_MAX_WAIT_SECS: u64 = 60;
+
+/// Largest request body accepted (a task text is at most 1 MiB).
+const MAX_BODY_BYTES: usize = 2 << 20;
+
+#[derive(Clone)]
+struct Api {
+    sessions: Arc<Sessions>,
+    /// Ends the event streams when the daemon shuts down.
+    shutdown: CancellationToken,
+}
+
+/// The API's routes, under `/api`.
+pub fn routes(sessions: Arc<Sessions>, shutdown: CancellationToken) -> Router {
+    Router::new()
+        .route("/api/agents", get(agents))
+        .route("/api/tasks", get(list).post(start))
+        .route("/api/tasks/{id}", get(view))
+        .route("/api/tasks/{id}/output", get(output))
+        .route("/api/tasks/{id}/stop", post(stop))
+        .route("/api/events", get(events))
+        .route("/api/{*rest}", axum::routing::any(not_found))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(Api { sessions, shutdown })
+}
+
+fn answer(status: StatusCode, body: Value) -> Response {
+    let headers = [
+        (header::CONTENT_TYPE, "application/json"),
+        (header::CACHE_CONTROL, "no-store"),
+    ];
+    (status, headers, body.to_string()).into_response()
+}
+
+fn error(status: StatusCode, text: impl Into<String>) -> Response {
+    answer(status, json!({"error": text.into()}))
+}
+
+/// Whose fault a refused operation is.
+fn status_of(refusal: &ToolError) -> StatusCode {
+    match refusal {
+        ToolError::NotFound { .. } => StatusCode::NOT_FOUND,
+        ToolError::NotRunning { .. } => StatusCode::CONFLICT,
+        ToolError::SpawnLimit { .. }
+        | ToolError::ConcurrentSpawnLimit { .. }
+        | ToolError::RetainedFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+        ToolError::StoreFailing { .. } | ToolError::ShuttingDown | ToolError::SessionClosed => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+impl Api {
+    /// Answers `status`/`body` once the toolset has on disk what it tells;
+    /// if it cannot be saved, says so instead.
+    async fn settled(&self, status: StatusCode, body: Value) -> Response {
+        match self.sessions.toolset().settled().await {
+            Ok(()) => answer(status, body),
+            Err(reason) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the daemon cannot save its tasks: {reason}"),
+            ),
+        }
+    }
+}
+
+async fn not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "no such API path; see /api/tasks, /api/agents and /api/events",
+    )
+}
+
+async fn agents(State(api): State<Api>) -> Response {
+    let every = api.sessions.every();
+    let agents: Vec<Value> = background::startable(api.sessions.toolset(), every.caller())
+        .into_iter()
+        .map(|spec| json!({"name": spec.name, "description": spec.description}))
+        .collect();
+    answer(StatusCode::OK, json!({"agents": agents}))
+}
+
+async fn list(State(api): State<Api>) -> Response {
+    let tasks: Vec<Value> = (api.sessions.list_visible().iter())
+        .map(|(info, session)| render::info_record(info, Some(session)))
+        .collect();
+    api.settled(StatusCode::OK, json!({"tasks": tasks})).await
+}
+
+async fn start(State(api): State<Api>, body: Bytes) -> Response {
+    let arguments = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(arguments)) => arguments,
+        Ok(_) => return error(StatusCode::BAD_REQUEST, "the body must be a JSON object"),
+        Err(problem) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("the body is not JSON: {problem}"),
+            );
+        }
+    };
+    let run = match RunArgs::parse(&Args::new(Some(arguments))) {
+        Ok(run) => run,
+        Err(problem) => return error(StatusCode::BAD_REQUEST, problem),
+    };
+    let session = api.sessions.http();
+    match run.start(api.sessions.toolset(), session.caller()) {
+        Ok(info) => {
+            let record = render::info_record(&info, Some(api.sessions.http_label()));
+            api.settled(StatusCode::CREATED, record).await
+        }
+        Err(refusal) => error(status_of(&refusal), refusal.to_string()),
+    }
+}
+
+async fn view(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    let every = api.sessions.every();
+    match api
+        .sessions
+        .toolset()
+        .view_background_agent(every.caller(), &id)
+    {
+        Ok(view) => {
+            api.settled(StatusCode::OK, render::view_record(&view))
+                .await
+        }
+        Err(refusal) => error(status_of(&refusal), refusal.to_string()),
+    }
+}
+
+async fn output(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let (mut offset, mut wait) = (0usize, 0u64);
+    for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        let number = value.parse::<u64>();
+        match (key.as_ref(), number) {
+            ("offset", Ok(number)) => offset = usize::try_from(number).unwrap_or(usize::MAX),
+            ("wait", Ok(number)) if number <= OUTPUT_MAX_WAIT_SECS => wait = number,
+            ("wait", _) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("wait must be 0 to {OUTPUT_MAX_WAIT_SECS} seconds"),
+                );
+            }
+            ("offset", Err(_)) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "offset must be a whole number of bytes",
+                );
+            }
+            (other, _) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown parameter {other:?}; use offset and wait"),
+                );
+            }
+        }
+    }
+    let every = api.sessions.every();
+    let toolset = api.sessions.toolset();
+    let read = tokio::select! {
+        read = toolset.read_output(every.caller(), &id, offset, Duration::from_secs(wait)) => read,
+        _ = api.shutdown.cancelled() => {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is shutting down");
+        }
+    };
+    match read {
+        Ok(read) => {
+            api.settled(StatusCode::OK, render::output_record(&read))
+                .await
+        }
+        Err(refusal) => error(status_of(&refusal), refusal.to_string()),
+    }
+}
+
+async fn stop(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    let every = api.sessions.every();
+    let toolset = api.sessions.toolset();
+    match toolset.stop_background_agent(every.caller(), &id).await {
+        Ok(info) => {
+            api.settled(StatusCode::OK, render::info_record(&info, None))
+                .await
+        }
+        Err(refusal) => error(status_of(&refusal), refusal.to_string()),
+    }
+}
+
+/// Every task event the API's scope may see, as it happens: `queued`,
+/// `started`, `output` and `finished`, each a JSON object with the task's
+/// id, agent and depth. A status is sent once it is on disk. A client that
+/// falls behind gets a `lagged` event and should read `/api/tasks` again.
+async fn events(State(api): State<Api>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let receiver = api.sessions.toolset().events().subscribe();
+    let stream = futures_util::stream::unfold((api, receiver), |(api, mut receiver)| async move {
+        loop {
+            let received = tokio::select! {
+                received = receiver.recv() => received,
+                _ = api.shutdown.cancelled() => return None,
+            };
+            let event = match received {
+                Ok(event) if !api.sessions.may_see(&event) => continue,
+                Ok(event) => {
+                    if !matches!(event.kind, EventKind::Output(_)) {
+                        // Logged by the store when it fails.
+                        let _ = api.sessions.toolset().settled().await;
+                    }
+                    sse_event(&event)
+                }
+                Err(RecvError::Lagged(missed)) => Event::default()
+                    .event("lagged")
+                    .data(json!({"missed_events": missed}).to_string()),
+                Err(RecvError::Closed) => return None,
+            };
+            return Some((Ok(event), (api, receiver)));
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+fn sse_event(event: &TaskEvent) -> Event {
+    let record = render::event_record(event);
+    let name = record["event"].as_str().unwrap_or("task").to_string();
+    Event::default().event(name).data(record.to_string())
+}
