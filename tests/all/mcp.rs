@@ -166,7 +166,7 @@ impl Server {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn initialize_lists_dispatchable_agents_and_the_five_tools() {
+async fn initialize_lists_dispatchable_agents_and_the_six_tools() {
     let server = start("root").await;
     let info = server.client.peer_info().expect("server info");
     let instructions = info.instructions.clone().unwrap();
@@ -189,7 +189,8 @@ async fn initialize_lists_dispatchable_agents_and_the_five_tools() {
             "list_background_agents",
             "view_background_agent",
             "stop_background_agent",
-            "wait_background_agents"
+            "wait_background_agents",
+            "run_agent"
         ]
     );
     let schema = |index: usize| Value::Object((*tools[index].input_schema).clone());
@@ -221,9 +222,18 @@ async fn initialize_lists_dispatchable_agents_and_the_five_tools() {
     for index in [2, 3, 4] {
         assert_eq!(schema(index)["additionalProperties"], json!(false));
     }
+    // run_agent takes run_background_agent's arguments.
+    assert_eq!(schema(5), schema(0));
     assert_eq!(
-        (0..5).map(read_only).collect::<Vec<_>>(),
-        [Some(false), Some(true), Some(true), Some(false), Some(true)]
+        (0..6).map(read_only).collect::<Vec<_>>(),
+        [
+            Some(false),
+            Some(true),
+            Some(true),
+            Some(false),
+            Some(true),
+            Some(false)
+        ]
     );
     for tool in &tools {
         assert!(

@@ -26,7 +26,7 @@ agents:
 "#;
 
 /// The tools a client of the daemon is offered.
-pub(crate) const DAEMON_TOOLS: [&str; 7] = [
+pub(crate) const DAEMON_TOOLS: [&str; 8] = [
     "run_background_agent",
     "list_background_agents",
     "view_background_agent",
@@ -34,6 +34,7 @@ pub(crate) const DAEMON_TOOLS: [&str; 7] = [
     "wait_background_agents",
     "list_all_background_agents",
     "read_background_agent_output",
+    "run_agent",
 ];
 
 /// A running `bgagents serve`, stopped (SIGKILL) when dropped.
@@ -130,7 +131,7 @@ impl Daemon {
     }
 
     /// Sends SIGTERM and waits for the daemon to exit.
-    fn terminate(mut self) -> std::process::ExitStatus {
+    pub(crate) fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         assert!(
             Command::new("kill")

@@ -571,3 +571,298 @@ async fn a_client_with_the_tasks_extension_gets_mcp_tasks_polls_and_cancels_them
     );
     client.cancel().await.unwrap();
 }
+
+/// The JSON API of a daemon: its base URL (`http://…` without `/mcp`) and
+/// the token, over one connection.
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    fn new(url: &str, token: &str) -> Api {
+        crypto();
+        Api {
+            http: reqwest::Client::new(),
+            base: url.strip_suffix("/mcp").unwrap().to_string(),
+            token: token.to_string(),
+        }
+    }
+
+    /// `method` on `path` with `authorization` (none: no header) and
+    /// `body`; the status and the body read as JSON.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        authorization: Option<&str>,
+        body: Option<String>,
+    ) -> (u16, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
+        }
+        let response = tokio::time::timeout(HANG, request.send())
+            .await
+            .expect("the request hung")
+            .unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let body = serde_json::from_str(&text)
+            .unwrap_or_else(|error| panic!("{path}: not JSON ({error}): {text}"));
+        (status, body)
+    }
+
+    fn bearer(&self) -> String {
+        format!("Bearer {}", self.token)
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let bearer = self.bearer();
+        self.send(reqwest::Method::GET, path, Some(&bearer), None)
+            .await
+    }
+
+    async fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        let bearer = self.bearer();
+        self.send(
+            reqwest::Method::POST,
+            path,
+            Some(&bearer),
+            Some(body.to_string()),
+        )
+        .await
+    }
+
+    /// Starts `task` on helper; the task's id.
+    async fn start(&self, task: &str) -> String {
+        let body = serde_json::to_string(&json!({"agent": "helper", "task": task})).unwrap();
+        let (status, record) = self.post("/api/tasks", &body).await;
+        assert_eq!(status, 201, "{record}");
+        record["task_id"].as_str().unwrap().to_string()
+    }
+}
+
+/// `bgagents ps --all --json`, polled until task `id` has `status`; its
+/// record.
+async fn ps_until(daemon: &Daemon, id: &str, status: &str) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let ps: Value = serde_json::from_str(&daemon.ok(&["ps", "--all", "--json"])).unwrap();
+        let task = (ps.as_array().unwrap().iter()).find(|task| task["task_id"] == id);
+        if let Some(task) = task
+            && task["status"] == status
+        {
+            return task.clone();
+        }
+        assert!(started.elapsed() < HANG, "{id} never {status}: {ps}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_json_api_needs_the_token_and_the_dashboard_page_does_not() {
+    let scratch = Scratch::new();
+    let (_daemon, url, token) = http_daemon(&scratch);
+    let api = Api::new(&url, &token);
+    let id = api.start("echo secret task text").await;
+    let paths = [
+        ("GET", "/api/agents".to_string()),
+        ("GET", "/api/tasks".to_string()),
+        ("POST", "/api/tasks".to_string()),
+        ("GET", format!("/api/tasks/{id}")),
+        ("GET", format!("/api/tasks/{id}/output?offset=0")),
+        ("POST", format!("/api/tasks/{id}/stop")),
+        ("GET", "/api/events".to_string()),
+        ("GET", "/api/nowhere".to_string()),
+    ];
+    let wrong = format!("Bearer {}x", token);
+    for (method, path) in &paths {
+        for authorization in [None, Some(wrong.as_str()), Some(token.as_str())] {
+            let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+            let mut request = api.http.request(method, format!("{}{path}", api.base));
+            if let Some(value) = authorization {
+                request = request.header("authorization", value);
+            }
+            let body = json!({"agent": "helper", "task": "echo refused"}).to_string();
+            let response = request.body(body).send().await.unwrap();
+            assert_eq!(response.status(), 401, "{path} with {authorization:?}");
+            let text = response.text().await.unwrap();
+            assert!(!text.contains("secret"), "{text}");
+        }
+    }
+    // Nothing was started by the refused requests.
+    let (_, listed) = api.get("/api/tasks").await;
+    assert_eq!(listed["tasks"].as_array().unwrap().len(), 1, "{listed}");
+
+    // The page: served without the token, under a content security
+    // policy, and with no task data in it.
+    let page = api.http.get(format!("{}/", api.base)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let content_type = page.headers()["content-type"].to_str().unwrap();
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    let policy = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(policy.contains("default-src 'none'"), "{policy}");
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("<html") || html.contains("<!DOCTYPE"),
+        "{html}"
+    );
+    assert!(!html.contains(&id) && !html.contains("secret"), "{html}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_json_api_lists_agents_starts_lists_and_views_tasks_and_refuses_bad_requests() {
+    let scratch = Scratch::new();
+    let (daemon, url, token) = http_daemon(&scratch);
+    let api = Api::new(&url, &token);
+    let (status, agents) = api.get("/api/agents").await;
+    assert_eq!(status, 200, "{agents}");
+    let names: Vec<&str> = (agents["agents"].as_array().unwrap().iter())
+        .map(|agent| agent["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["helper"], "{agents}");
+
+    // Started: 201 with the task's id and status.
+    let body = json!({"agent": "helper", "task": "echo from the api"}).to_string();
+    let (status, started) = api.post("/api/tasks", &body).await;
+    assert_eq!(status, 201, "{started}");
+    let id = started["task_id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("agent_task_"), "{started}");
+    let status = started["status"].as_str().unwrap();
+    assert!(
+        ["queued", "running", "completed"].contains(&status),
+        "{started}"
+    );
+    assert_eq!(started["agent"], "helper", "{started}");
+
+    // Bad bodies: 400, saying what is wrong.
+    for (body, problem) in [
+        ("not json", "not JSON"),
+        ("[1, 2]", "JSON object"),
+        (
+            r#"{"agent": "helper", "task": "echo x", "colour": "red"}"#,
+            "colour",
+        ),
+        (r#"{"agent": "nobody", "task": "echo x"}"#, "nobody"),
+    ] {
+        let (status, answer) = api.post("/api/tasks", body).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        let error = answer["error"].as_str().unwrap();
+        assert!(error.contains(problem), "{body}: {error}");
+    }
+
+    // Listed with its session; viewed in full once done.
+    let (status, listed) = api.get("/api/tasks").await;
+    assert_eq!(status, 200, "{listed}");
+    let tasks = listed["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 1, "only the started task: {listed}");
+    assert_eq!(tasks[0]["task_id"], id.as_str(), "{listed}");
+    assert_eq!(tasks[0]["session"], "http", "{listed}");
+    let started = std::time::Instant::now();
+    let view = loop {
+        let (status, view) = api.get(&format!("/api/tasks/{id}")).await;
+        assert_eq!(status, 200, "{view}");
+        if view["done"] == true {
+            break view;
+        }
+        assert!(started.elapsed() < HANG, "never done: {view}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(view["status"], "completed", "{view}");
+    assert_eq!(view["task"], "echo from the api", "{view}");
+    assert_eq!(view["result"], "from the api", "{view}");
+
+    // Unknown ids and paths: 404.
+    let unknown = "agent_task_00000000-0000-0000-0000-000000000000";
+    for path in [
+        format!("/api/tasks/{unknown}"),
+        format!("/api/tasks/{unknown}/output"),
+        "/api/elsewhere".to_string(),
+    ] {
+        let (status, answer) = api.get(&path).await;
+        assert_eq!(status, 404, "{path}: {answer}");
+        assert!(answer["error"].is_string(), "{path}: {answer}");
+    }
+    let (status, answer) = api.post(&format!("/api/tasks/{unknown}/stop"), "").await;
+    assert_eq!(status, 404, "{answer}");
+
+    // The operator sees it, in the session HTTP requests share.
+    let task = ps_until(&daemon, &id, "completed").await;
+    assert_eq!(task["session"], "http", "{task}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_json_api_reads_output_from_an_offset_waiting_for_more_and_stops_tasks() {
+    let scratch = Scratch::new();
+    let (daemon, url, token) = http_daemon(&scratch);
+    let api = Api::new(&url, &token);
+    let id = api
+        .start("print 3 hello && sleep 1500 && print 1 more && sleep 1500")
+        .await;
+    let read = |offset: u64, wait: u64| {
+        let path = format!("/api/tasks/{id}/output?offset={offset}&wait={wait}");
+        let api = &api;
+        async move {
+            let (status, read) = api.get(&path).await;
+            assert_eq!(status, 200, "{path}: {read}");
+            (
+                read["output"].as_str().unwrap().to_string(),
+                read["next_offset"].as_u64().unwrap(),
+                read,
+            )
+        }
+    };
+    // The first lines, however many reads they come in.
+    let (mut output, mut offset) = (String::new(), 0);
+    while output.len() < "hello\n".len() * 3 {
+        let (more, next, record) = read(offset, 5).await;
+        assert!(!more.is_empty(), "a waiting read came back empty: {record}");
+        assert_eq!(next, offset + more.len() as u64, "{record}");
+        (output, offset) = (output + &more, next);
+    }
+    assert_eq!(output, "hello\n".repeat(3));
+    // Nothing more yet: without a wait, an empty read at once.
+    let (more, next, record) = read(offset, 0).await;
+    assert_eq!((more.as_str(), next), ("", offset), "{record}");
+    assert_eq!(record["status"], "running", "{record}");
+    // With a wait: the next output once written.
+    let (more, next, record) = read(offset, 5).await;
+    assert_eq!(more, "more\n", "{record}");
+    assert_eq!(next, offset + 5);
+    // Then the end of the task: no more output, and its result.
+    let (more, last, record) = read(next, 5).await;
+    assert_eq!((more.as_str(), last), ("", next), "{record}");
+    assert_eq!(record["status"], "completed", "{record}");
+    assert_eq!(record["result"], "slept 1500 ms", "{record}");
+    // From the start again: everything.
+    let (all, _, _) = read(0, 0).await;
+    assert_eq!(all, "hello\n".repeat(3) + "more\n");
+
+    // Bad parameters: 400.
+    for query in ["wait=999", "offset=x", "wait=-1", "colour=red"] {
+        let (status, answer) = api.get(&format!("/api/tasks/{id}/output?{query}")).await;
+        assert_eq!(status, 400, "{query}: {answer}");
+        assert!(answer["error"].is_string(), "{query}: {answer}");
+    }
+
+    // A spinning task stopped, then stopped again: refused, not running.
+    let spinner = api.start("spin").await;
+    ps_until(&daemon, &spinner, "running").await;
+    let stop = format!("/api/tasks/{spinner}/stop");
+    let (status, stopped) = api.post(&stop, "").await;
+    assert_eq!(status, 200, "{stopped}");
+    assert_eq!(stopped["status"], "stopped", "{stopped}");
+    assert_eq!(stopped["task_id"], spinner.as_str(), "{stopped}");
+    let (status, again) = api.post(&stop, "").await;
+    assert_eq!(status, 409, "{again}");
+    assert!(again["error"].is_string(), "{again}");
+    let task = ps_until(&daemon, &spinner, "stopped").await;
+    assert_eq!(task["session"], "http", "{task}");
+}

@@ -51,7 +51,7 @@ check() {
 
 # Connecting sets the logging level first: the server must implement it.
 inspect list 0 --method tools/list
-check list 'r.tools.map(t => t.name).join() === "run_background_agent,list_background_agents,view_background_agent,stop_background_agent,wait_background_agents"'
+check list 'r.tools.map(t => t.name).join() === "run_background_agent,list_background_agents,view_background_agent,stop_background_agent,wait_background_agents,run_agent"'
 check list 'r.tools.every(t => t.inputSchema.additionalProperties === false)'
 
 inspect level 0 --method logging/setLevel --log-level notice

@@ -26,6 +26,7 @@ TOOLS = [
     "view_background_agent",
     "stop_background_agent",
     "wait_background_agents",
+    "run_agent",
 ]
 TIMEOUT_SECONDS = 120
 
