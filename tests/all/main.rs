@@ -4,12 +4,15 @@
 //!
 //! Run one area with a filter: `cargo test --test all mcp::`. Ignored tests:
 //! `cargo test --test all -- --ignored polyglot::` (needs the guests that
-//! `bash plugins/polyglot/build.sh` builds) and
+//! `bash plugins/polyglot/build.sh` builds),
+//! `cargo test --test all -- --ignored dashboard::` (needs Chromium) and
 //! `BGAGENTS_SOAK_TASKS=300 cargo test --test all -- --ignored sandbox::soak`.
 
 mod agent_tools;
+mod browser;
 mod cli;
 mod config;
+mod dashboard;
 mod engine;
 mod examples;
 mod fuzz;

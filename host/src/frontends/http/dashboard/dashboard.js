@@ -97,7 +97,14 @@ function scheduleList() {
   if (state.listTimer === null) state.listTimer = setTimeout(refreshList, LIST_DEBOUNCE_MS);
 }
 
-// Parents before their children, children in the order they were started.
+// Task ids are long: the list shows their start, the row's title all of it.
+function shortId(id) {
+  const bare = id.startsWith("agent_task_") ? id.slice("agent_task_".length) : id;
+  return bare.length > 13 ? bare.slice(0, 13) + "…" : bare;
+}
+
+// Newest top-level tasks first; under each, its children in the order they
+// were started.
 function treeOrder() {
   const children = new Map();
   const roots = [];
@@ -111,7 +118,7 @@ function treeOrder() {
   }
   const order = [];
   const depth = new Map();
-  const stack = roots.reverse().map((id) => [id, 0]);
+  const stack = roots.map((id) => [id, 0]);
   while (stack.length) {
     const [id, level] = stack.pop();
     order.push(id);
@@ -180,7 +187,8 @@ function renderList() {
       state.rows.set(id, entry);
     }
     entry.cells.id.style.paddingLeft = 0.5 + depth.get(id) * 1.25 + "em";
-    setCell(entry, "id", (depth.get(id) ? "└ " : "") + id);
+    setCell(entry, "id", (depth.get(id) ? "└ " : "") + shortId(id));
+    entry.row.title = id;
     setCell(entry, "agent", task.agent);
     setCell(entry, "status", task.status);
     setCell(entry, "runtime", runtimeOf(task));
@@ -208,6 +216,13 @@ function tickRuntimes() {
     const task = state.tasks.get(id);
     if (task && task.status === "running") setCell(state.rows.get(id), "runtime", runtimeOf(task));
   }
+  const selected = state.tasks.get(state.selected);
+  if (selected && selected.status === "running") $("detail-status").textContent = statusLine(selected);
+}
+
+function statusLine(task) {
+  const tokens = task.tokens === undefined ? "" : " · " + task.tokens + " tokens";
+  return task.status + " · " + runtimeOf(task) + tokens;
 }
 
 // --- one task ------------------------------------------------------------------
@@ -217,7 +232,7 @@ function select(id) {
   state.selected = id;
   for (const [rowId, entry] of state.rows) entry.row.classList.toggle("selected", rowId === id);
   $("detail").hidden = false;
-  $("detail-output").textContent = "";
+  for (const field of ["detail-output", "detail-task", "detail-result", "detail-error"]) $(field).textContent = "";
   renderDetail();
   followOutput(id);
 }
@@ -228,8 +243,7 @@ async function renderDetail() {
   $("detail-title").textContent = id + (task ? " · " + task.agent : "");
   $("detail-stop").hidden = !task || task.done;
   if (!task) return;
-  $("detail-status").textContent =
-    task.status + " · " + runtimeOf(task) + (task.tokens === undefined ? "" : " · " + task.tokens + " tokens");
+  $("detail-status").textContent = statusLine(task);
   $("detail-parent").textContent = task.parent || "—";
   if (task.done || !$("detail-task").textContent) {
     try {
