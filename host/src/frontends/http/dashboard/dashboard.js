@@ -22,17 +22,22 @@ const state = {
   selected: null,
   tail: null, // the selected task's output reader: {id, stopped}
   listTimer: null,
+  wanted: null, // the task the address asked to show
 };
 
 const $ = (id) => document.getElementById(id);
 
-function readToken() {
+// The address's fragment may carry the token (`#token=…`) and a task to
+// show (`#task=ID`); the token is taken off the address bar and out of
+// the history at once.
+function readFragment() {
   const fragment = new URLSearchParams(location.hash.slice(1));
   const given = fragment.get("token");
+  if (given) sessionStorage.setItem(TOKEN_KEY, given);
+  state.wanted = fragment.get("task");
   if (given) {
-    sessionStorage.setItem(TOKEN_KEY, given);
-    // Off the address bar and out of the history.
-    history.replaceState(null, "", location.pathname + location.search);
+    const rest = state.wanted ? "#task=" + encodeURIComponent(state.wanted) : "";
+    history.replaceState(null, "", location.pathname + location.search + rest);
   }
   return sessionStorage.getItem(TOKEN_KEY);
 }
@@ -250,9 +255,9 @@ async function renderDetail() {
       const view = await api("/api/tasks/" + encodeURIComponent(id));
       if (state.selected !== id) return;
       $("detail-task").textContent = view.task;
-      $("detail-result-label").hidden = view.result === null;
+      $("detail-result-row").hidden = view.result === null;
       $("detail-result").textContent = view.result || "";
-      $("detail-error-label").hidden = view.error === null;
+      $("detail-error-row").hidden = view.error === null;
       $("detail-error").textContent = view.error || "";
     } catch (error) {
       if (error instanceof Unauthorized) showLogin(error.message);
@@ -403,6 +408,7 @@ async function open() {
     setConnection("cannot read the agents: " + error.message, false);
   }
   await refreshList();
+  if (state.wanted && state.tasks.has(state.wanted)) select(state.wanted);
   if (state.token) followEvents();
 }
 
@@ -420,7 +426,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("hide-finished").addEventListener("change", renderList);
   setInterval(tickRuntimes, 1000);
   setInterval(scheduleList, LIST_REFRESH_MS);
-  state.token = readToken();
+  state.token = readFragment();
   if (state.token) open();
   else showLogin("");
 });
