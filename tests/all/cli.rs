@@ -165,6 +165,18 @@ fn exit_codes_tell_failure_from_bad_input() {
     let no_task = bgagents(&["run", team]);
     assert_eq!(no_task.status.code(), Some(2));
     assert!(text(&no_task.stderr).contains("TASK"));
+
+    // An address to listen on needs its port, and says how to write one.
+    for (address, problem) in [
+        ("localhost", "\"localhost\" has no port"),
+        ("127.0.0.1:http", "\"127.0.0.1:http\" is not an address"),
+    ] {
+        let refused = bgagents(&["serve", team, "--http", address]);
+        assert_eq!(refused.status.code(), Some(2));
+        let stderr = text(&refused.stderr);
+        assert!(stderr.contains(problem), "{stderr}");
+        assert!(stderr.contains("for example 127.0.0.1:8765"), "{stderr}");
+    }
 }
 
 #[test]

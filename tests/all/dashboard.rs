@@ -41,7 +41,8 @@ fn daemon(scratch: &Scratch) -> (Daemon, String) {
         &team,
         Some(&scratch.dir.join("state")),
         &scratch.dir,
-        &["--http", "127.0.0.1:0"],
+        // A name, as people write it.
+        &["--http", "localhost:0"],
     );
     let log = daemon.log();
     let page = (log.lines())

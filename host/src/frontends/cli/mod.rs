@@ -122,7 +122,7 @@ enum Command {
         /// Serve Streamable HTTP at http://ADDR/mcp instead of stdio, until
         /// SIGINT or SIGTERM; each MCP session sees the tasks it started.
         /// Needs --auth-token-file.
-        #[arg(long, value_name = "ADDR")]
+        #[arg(long, value_name = "ADDR", value_parser = listen_address)]
         http: Option<std::net::SocketAddr>,
         /// A file holding the bearer token every HTTP request must carry.
         #[arg(long, value_name = "FILE", requires = "http")]
@@ -148,9 +148,10 @@ enum Command {
         #[arg(long)]
         state: Option<PathBuf>,
         /// Also serve MCP over Streamable HTTP at http://ADDR/mcp (for
-        /// example 127.0.0.1:8765). Every request must carry a bearer token:
+        /// example 127.0.0.1:8765), a JSON API under /api and a dashboard
+        /// at /. Every request must carry a bearer token:
         /// --auth-token-file's, or one made in STATE/http-token.
-        #[arg(long, value_name = "ADDR")]
+        #[arg(long, value_name = "ADDR", value_parser = listen_address)]
         http: Option<std::net::SocketAddr>,
         /// A file holding the bearer token every HTTP request must carry
         /// (`Authorization: Bearer TOKEN`).
@@ -448,4 +449,24 @@ async fn mcp(
             ExitCode::from(EXIT_BAD_INPUT)
         }
     }
+}
+
+/// `--http`'s address: `IP:PORT`, or `NAME:PORT` for a name that resolves
+/// here (`localhost:8765`), its first address taken.
+fn listen_address(text: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let usage = "give HOST:PORT, for example 127.0.0.1:8765 (port 0: any free port)";
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!("{text:?} has no port; {usage}"));
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(format!("{text:?} is not an address; {usage}"));
+    }
+    (text.to_socket_addrs())
+        .map_err(|error| format!("cannot resolve {host:?}: {error}; {usage}"))?
+        .next()
+        .ok_or_else(|| format!("{host:?} resolves to no address; {usage}"))
 }
