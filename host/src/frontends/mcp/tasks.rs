@@ -91,12 +91,13 @@ impl Drop for StopOnDrop {
     }
 }
 
-/// Whether the client of this request declared the tasks extension.
+/// Whether the client of this request declared the tasks extension: in the
+/// request's `_meta` (2026-07-28 clients declare their capabilities on every
+/// request), else at `initialize`.
 pub fn client_supports_tasks(context: &RequestContext<RoleServer>) -> bool {
     context
-        .peer
-        .peer_info()
-        .is_some_and(|info| info.capabilities.supports_tasks())
+        .client_capabilities()
+        .is_some_and(|capabilities| capabilities.supports_tasks())
 }
 
 /// Starts `run_background_agent`'s task and answers with it as an MCP task.
