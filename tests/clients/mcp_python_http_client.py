@@ -6,7 +6,16 @@ Usage: python mcp_python_http_client.py BGAGENTS TEAM.yaml SCRATCH_DIR
 Starts the daemon on 127.0.0.1 (a free port) with a token file in
 SCRATCH_DIR, checks that a client without the token is refused, then
 runs a background calculator task, waits for it, and views it, with the
-token. Any mismatch raises, so the process exits non-zero with the reason.
+token. A second session (the SDK's `Client`, which negotiates 2026-07-28)
+declares the MCP tasks extension (`io.modelcontextprotocol/tasks`,
+SEP-2663) as a `ClientExtension` whose result claim takes `resultType:
+"task"`: `run_background_agent` then answers with an MCP task whose id is
+the bgagents task id, `tasks/get` is polled until it is completed with the
+calculator's result, `run_agent` through `Client.call_tool` is resolved by
+the claim (polling `tasks/get`) into its result, and a spinner started as a
+task is cancelled with `tasks/cancel`, after which `tasks/get` reports it
+cancelled. Any mismatch raises, so the process exits non-zero with the
+reason.
 """
 
 import json
@@ -15,14 +24,19 @@ import secrets
 import subprocess
 import sys
 import time
+from typing import Any, Literal
 
 import anyio
-from mcp import ClientSession
+from mcp import Client, ClientSession
+from mcp.client.extension import ClaimContext, ClientExtension, ResultClaim
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp_types import CallToolResult, Request, RequestParams, Result
 
 TIMEOUT_SECONDS = 120
 PREFIX = "Background agent task started with ID: "
+TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
+FINAL_STATUSES = ("completed", "failed", "cancelled")
 
 
 def check(condition, what):
@@ -33,6 +47,85 @@ def check(condition, what):
 def text_of(result):
     check(not result.is_error, f"tool error: {result}")
     return "".join(block.text for block in result.content)
+
+
+# The MCP tasks extension (SEP-2663) through the SDK's extension surface
+# (`ClientExtension`, `ResultClaim`, `Request.name_param`). The SDK ships no
+# tasks extension of its own, and its task types are the 2025-11-25 core ones
+# (`CreateTaskResult` nests the task under `task`, `ttl`/`pollInterval`, no
+# `Mcp-Name` for tasks/*, `tasks/cancel` answering with the task), so the
+# extension's wire shapes are declared here. The SDK sends the requests with
+# the per-request `_meta` and headers, `Mcp-Name` from `name_param`, and
+# parses a `resultType: "task"` answer to `tools/call` through the claim.
+
+
+class CreateTaskResult(Result):
+    """`tools/call` answered with a task: the task's fields at the top level."""
+
+    result_type: Literal["task"]
+    task_id: str
+    status: str
+    status_message: str | None = None
+    created_at: str
+    last_updated_at: str
+    ttl_ms: int | None = None
+    poll_interval_ms: int | None = None
+
+
+class TaskResult(Result):
+    """`tasks/get`: the task, with its result once completed (its error once failed)."""
+
+    result_type: str | None = None
+    task_id: str
+    status: str
+    status_message: str | None = None
+    poll_interval_ms: int | None = None
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+
+class TaskParams(RequestParams):
+    task_id: str
+
+
+class GetTaskRequest(Request[TaskParams, Literal["tasks/get"]]):
+    method: Literal["tasks/get"] = "tasks/get"
+    name_param = "taskId"
+
+
+class CancelTaskRequest(Request[TaskParams, Literal["tasks/cancel"]]):
+    method: Literal["tasks/cancel"] = "tasks/cancel"
+    name_param = "taskId"
+
+
+async def get_task(session, task_id):
+    got = await session.send_request(GetTaskRequest(params=TaskParams(task_id=task_id)), TaskResult)
+    check(got.task_id == task_id, f"tasks/get {task_id} answered for {got.task_id}")
+    return got
+
+
+async def poll_to_end(session, task_id):
+    """Polls `tasks/get` at the interval the server asks for until the task is final."""
+    while True:
+        got = await get_task(session, task_id)
+        if got.status in FINAL_STATUSES:
+            return got
+        check(got.status == "working", f"tasks/get: {got}")
+        await anyio.sleep((got.poll_interval_ms or 100) / 1000)
+
+
+async def resolve_task(created: CreateTaskResult, ctx: ClaimContext) -> CallToolResult:
+    """What `Client.call_tool` returns for a task: its result once completed."""
+    done = await poll_to_end(ctx.session, created.task_id)
+    check(done.status == "completed", f"{ctx.tool_name} as a task: {done}")
+    return CallToolResult.model_validate(done.result)
+
+
+class TasksExtension(ClientExtension):
+    identifier = TASKS_EXTENSION
+
+    def claims(self):
+        return (ResultClaim(result_type="task", model=CreateTaskResult, resolve=resolve_task),)
 
 
 def start_daemon(bgagents, team, scratch):
@@ -95,6 +188,61 @@ async def session(url, token):
     return task_id
 
 
+def result_text(task):
+    check(task.result is not None, f"a completed task without its result: {task}")
+    result = CallToolResult.model_validate(task.result)
+    return text_of(result)
+
+
+async def tasks_session(url, token):
+    """The tasks extension: tasks started, polled to their result, cancelled."""
+    http = create_mcp_http_client(headers={"Authorization": f"Bearer {token}"})
+    transport = streamable_http_client(url, http_client=http)
+    async with Client(transport, extensions=[TasksExtension()]) as client:
+        # The extension is of the 2026-07-28 revision; the SDK claims
+        # `resultType: "task"` only on a connection that negotiated it.
+        check(client.protocol_version == "2026-07-28",
+              f"protocol version: {client.protocol_version}")
+        extensions = client.server_capabilities.extensions or {}
+        check(TASKS_EXTENSION in extensions, f"server extensions: {extensions}")
+        await client.list_tools()
+        session = client.session
+
+        created = await session.call_tool(
+            "run_background_agent", {"agent": "calculator", "task": "(17 + 25) * 3"},
+            allow_claimed=True)
+        check(isinstance(created, CreateTaskResult), f"run_background_agent, no task: {created}")
+        check(created.status == "working", f"a new task: {created}")
+        task_id = created.task_id
+        # The MCP task id is the bgagents task id.
+        listed = text_of(await client.call_tool("list_background_agents", {}))
+        check(task_id in listed, f"task {task_id} not in the list: {listed!r}")
+        done = await poll_to_end(session, task_id)
+        check(done.status == "completed", f"calculator task: {done}")
+        output = result_text(done)
+        check("126" in output, f"calculator result: {output!r}")
+
+        # run_agent through the SDK's own call_tool: the claim resolves the
+        # task into the tool's result.
+        answer = text_of(await client.call_tool(
+            "run_agent", {"agent": "calculator", "task": "2^10"}))
+        check("1024" in answer, f"run_agent: {answer!r}")
+
+        spinning = await session.call_tool(
+            "run_background_agent", {"agent": "spinner", "task": "spin"}, allow_claimed=True)
+        check(isinstance(spinning, CreateTaskResult), f"spinner, no task: {spinning}")
+        spinner = spinning.task_id
+        running = await get_task(session, spinner)
+        check(running.status == "working", f"spinner before the cancel: {running}")
+        await session.send_request(CancelTaskRequest(params=TaskParams(task_id=spinner)), Result)
+        # The daemon answers the cancel once the task has stopped.
+        cancelled = await get_task(session, spinner)
+        check(cancelled.status == "cancelled", f"spinner after tasks/cancel: {cancelled}")
+        viewed = text_of(await client.call_tool("view_background_agent", {"task_id": spinner}))
+        check("Status:  stopped" in viewed, f"spinner view: {viewed!r}")
+    return task_id, spinner
+
+
 def main():
     if len(sys.argv) != 4:
         sys.exit(__doc__)
@@ -105,15 +253,16 @@ def main():
         async def run():
             with anyio.fail_after(TIMEOUT_SECONDS):
                 check(await refused_without_token(url), "a client without the token was served")
-                return await session(url, token)
+                return await session(url, token), await tasks_session(url, token)
 
-        task_id = anyio.run(run)
+        task_id, (mcp_task, spinner) = anyio.run(run)
     finally:
         daemon.terminate()
         daemon.wait(timeout=60)
     log = open(os.path.join(scratch, "serve.log")).read()
     check(token not in log, "the token reached the daemon's log")
-    print(f"python SDK over HTTP ok: task {task_id} completed, token required")
+    print(f"python SDK over HTTP ok: task {task_id} completed, token required; "
+          f"tasks extension: MCP task {mcp_task} completed, {spinner} cancelled")
 
 
 if __name__ == "__main__":
