@@ -11,6 +11,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The shortest token accepted: guessing must be out of the question.
 const MIN_TOKEN_LEN: usize = 16;
@@ -98,6 +99,40 @@ impl BearerToken {
     }
 }
 
+/// Refused requests, logged at most once a second with how many were not
+/// logged since: a client hammering the listener cannot flood the log.
+struct RefusalLog {
+    /// The second (since the process started) of the last logged refusal,
+    /// plus one; 0 before any.
+    last_logged: AtomicU64,
+    unlogged: AtomicU64,
+}
+
+static REFUSALS: RefusalLog = RefusalLog {
+    last_logged: AtomicU64::new(0),
+    unlogged: AtomicU64::new(0),
+};
+
+impl RefusalLog {
+    fn log(&self, reason: &str) {
+        static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let second = STARTED.get_or_init(std::time::Instant::now).elapsed().as_secs() + 1;
+        let last = self.last_logged.load(Ordering::Relaxed);
+        let due = last < second
+            && (self.last_logged)
+                .compare_exchange(last, second, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok();
+        if !due {
+            self.unlogged.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match self.unlogged.swap(0, Ordering::Relaxed) {
+            0 => tracing::warn!(reason, "HTTP request refused"),
+            more => tracing::warn!(reason, more, "HTTP request refused (and {more} more since)"),
+        }
+    }
+}
+
 /// Refuses a request without the token (401, saying how to send it).
 pub async fn require_token(
     State(token): State<Arc<BearerToken>>,
@@ -118,11 +153,12 @@ pub async fn require_token(
         presented => {
             let why = match presented {
                 None => {
-                    "this server needs `Authorization: Bearer TOKEN`, with the token from its --auth-token-file"
+                    "this server needs `Authorization: Bearer TOKEN`, with the token from its \
+                     --auth-token-file, or from STATE/http-token when `bgagents serve` made it"
                 }
                 Some(_) => "the bearer token is wrong",
             };
-            tracing::warn!(reason = why, "HTTP request refused");
+            REFUSALS.log(why);
             (
                 StatusCode::UNAUTHORIZED,
                 [(header::WWW_AUTHENTICATE, "Bearer")],
