@@ -1,13 +1,22 @@
 //! `bgagents serve --http`: MCP over Streamable HTTP on 127.0.0.1, driven by
 //! rmcp's HTTP client — every tool, per-session listing, a task reached by
 //! id from another session, and the bearer token (none, wrong, right); a
-//! non-loopback address refused without a token.
+//! non-loopback address refused without a token. The MCP tasks extension
+//! (tasks polled and cancelled, `notifications/tasks` of a session's own
+//! tasks) and `run_agent` (a task to such clients, the result to others,
+//! the task stopped when the request is cancelled or the client leaves).
+//! The JSON API under `/api` through reqwest: the token on every path (the
+//! dashboard page served without it), agents, starting, listing, viewing,
+//! reading output from an offset with a wait, stopping, refused requests,
+//! and the server-sent event stream, which ends when the daemon stops.
 
 use super::serve::{DAEMON_TOOLS, Daemon};
 use crate::text;
 use bgagents_testkit::{HANG, Scratch};
 use rmcp::ServiceExt;
-use rmcp::model::{CallToolRequestParams, ClientConfig, Implementation};
+use rmcp::model::{
+    CallToolRequestParams, ClientConfig, Implementation, TaskStatusNotificationParams,
+};
 use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
@@ -865,4 +874,282 @@ async fn the_json_api_reads_output_from_an_offset_waiting_for_more_and_stops_tas
     assert!(again["error"].is_string(), "{again}");
     let task = ps_until(&daemon, &spinner, "stopped").await;
     assert_eq!(task["session"], "http", "{task}");
+}
+
+/// Server-sent events read from a streaming response, block by block.
+struct Events {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl Events {
+    /// The next event's name and data (comments and keep-alives skipped);
+    /// `None` once the stream has ended.
+    async fn next(&mut self) -> Option<(String, Value)> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let field = |name: &str| {
+                    (block.lines())
+                        .find_map(|line| line.strip_prefix(name))
+                        .map(|value| value.trim_start().to_string())
+                };
+                match (field("event:"), field("data:")) {
+                    (Some(event), Some(data)) => {
+                        let data = serde_json::from_str(&data)
+                            .unwrap_or_else(|error| panic!("{error}: {block}"));
+                        return Some((event, data));
+                    }
+                    _ => continue,
+                }
+            }
+            let chunk = tokio::time::timeout(HANG, self.response.chunk())
+                .await
+                .expect("the event stream hung");
+            match chunk {
+                Ok(Some(bytes)) => self.buffer.push_str(std::str::from_utf8(&bytes).unwrap()),
+                Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_event_stream_tells_a_tasks_events_and_ends_when_the_daemon_stops() {
+    let scratch = Scratch::new();
+    let (daemon, url, token) = http_daemon(&scratch);
+    let api = Api::new(&url, &token);
+    let events_url = format!("{}/api/events", api.base);
+    let refused = api.http.get(&events_url).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let response = api
+        .http
+        .get(&events_url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers()["content-type"].to_str().unwrap();
+    assert!(
+        content_type.starts_with("text/event-stream"),
+        "{content_type}"
+    );
+    let mut events = Events {
+        response,
+        buffer: String::new(),
+    };
+
+    let id = api.start("print 1 streamed && echo done").await;
+    let mut seen = Vec::new();
+    let finished = loop {
+        let (event, data) = events.next().await.expect("the stream ended early");
+        assert_eq!(data["event"], event.as_str(), "{data}");
+        if data["task_id"] != id.as_str() {
+            continue;
+        }
+        assert_eq!(data["agent"], "helper", "{data}");
+        assert_eq!(data["depth"], 1, "{data}");
+        if event == "output" {
+            assert_eq!(data["output"], "streamed\n", "{data}");
+        }
+        seen.push(event.clone());
+        if event == "finished" {
+            break data;
+        }
+    };
+    assert_eq!(seen, ["queued", "started", "output", "finished"]);
+    assert_eq!(finished["status"], "completed", "{finished}");
+    // Told once on disk: the task is finished for every reader.
+    let (_, view) = api.get(&format!("/api/tasks/{id}")).await;
+    assert_eq!(view["status"], "completed", "{view}");
+
+    // SIGTERM with the stream open: the daemon exits and the stream ends.
+    let stopping = tokio::task::spawn_blocking(move || daemon.terminate());
+    while events.next().await.is_some() {}
+    let status = stopping.await.unwrap();
+    assert!(status.success(), "{status}");
+}
+
+/// A client with the tasks extension that passes on the
+/// `notifications/tasks` it receives.
+struct TaskWatcher {
+    config: ClientConfig,
+    statuses: tokio::sync::mpsc::UnboundedSender<TaskStatusNotificationParams>,
+}
+
+impl rmcp::ClientHandler for TaskWatcher {
+    fn get_info(&self) -> ClientConfig {
+        self.config.clone()
+    }
+
+    async fn on_task_status(
+        &self,
+        params: TaskStatusNotificationParams,
+        _context: rmcp::service::NotificationContext<RoleClient>,
+    ) {
+        let _ = self.statuses.send(params);
+    }
+}
+
+/// The next `notifications/tasks` about task `id` whose status is final;
+/// the ids of every task told about on the way are added to `told`.
+async fn final_status(
+    statuses: &mut tokio::sync::mpsc::UnboundedReceiver<TaskStatusNotificationParams>,
+    id: &str,
+    told: &mut Vec<String>,
+) -> TaskStatusNotificationParams {
+    loop {
+        let status = tokio::time::timeout(HANG, statuses.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no final notifications/tasks for {id}"))
+            .expect("the client ended");
+        told.push(status.task.task.task_id.clone());
+        if status.task.task.task_id == id && status.status().is_terminal() {
+            return status;
+        }
+    }
+}
+
+fn run_args(tool: &str, task: &str) -> CallToolRequestParams {
+    let Value::Object(args) = json!({"agent": "helper", "task": task}) else {
+        unreachable!()
+    };
+    CallToolRequestParams::new(tool.to_string()).with_arguments(args)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_with_the_tasks_extension_is_notified_of_its_tasks_statuses() {
+    use rmcp::model::{CallToolResponse, CancelTaskParams, ClientCapabilities, TaskStatus};
+    let scratch = Scratch::new();
+    let (daemon, url, token) = http_daemon(&scratch);
+    let config =
+        StreamableHttpClientTransportConfig::with_uri(url.as_str()).auth_header(token.clone());
+    let (sender, mut statuses) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = TaskWatcher {
+        config: ClientConfig::new(
+            ClientCapabilities::builder().enable_tasks().build(),
+            Implementation::new("watcher", "1"),
+        ),
+        statuses: sender,
+    };
+    let client = watcher
+        .serve(StreamableHttpClientTransport::from_config(config))
+        .await
+        .unwrap();
+    // run_agent, to a client with the extension: a task at once.
+    let CallToolResponse::Task(created) = client
+        .call_tool_once(run_args("run_agent", "echo notified result"))
+        .await
+        .unwrap()
+    else {
+        panic!("run_agent gave no MCP task to a client with the extension")
+    };
+    let id = created.task.task_id.clone();
+    let mut told = Vec::new();
+    let done = final_status(&mut statuses, &id, &mut told).await;
+    assert_eq!(done.status(), TaskStatus::Completed);
+    let wire = serde_json::to_string(&done).unwrap();
+    assert!(wire.contains("notified result"), "{wire}");
+    // Told once on disk: the operator sees it completed.
+    let view = daemon.ok(&["view", &id]);
+    assert!(view.contains("completed"), "{view}");
+
+    // A spinning task cancelled: a cancelled status.
+    let CallToolResponse::Task(spinning) = client
+        .call_tool_once(run_args("run_background_agent", "spin"))
+        .await
+        .unwrap()
+    else {
+        panic!("no MCP task")
+    };
+    let spinner = spinning.task.task_id.clone();
+    ps_until(&daemon, &spinner, "running").await;
+    // A task of another session, finished meanwhile: not told to this
+    // client.
+    let elsewhere = Api::new(&url, &token).start("echo elsewhere").await;
+    ps_until(&daemon, &elsewhere, "completed").await;
+    client
+        .cancel_task(CancelTaskParams::new(spinner.clone()))
+        .await
+        .unwrap();
+    let cancelled = final_status(&mut statuses, &spinner, &mut told).await;
+    assert_eq!(cancelled.status(), TaskStatus::Cancelled);
+    assert!(
+        told.iter().all(|told| *told == id || *told == spinner),
+        "{told:?}"
+    );
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_agent_answers_a_plain_client_with_the_result_and_stops_the_task_when_cancelled() {
+    let scratch = Scratch::new();
+    let (daemon, url, token) = http_daemon(&scratch);
+    let plain = client(&url, Some(&token), "plain").await.unwrap();
+    let (ok, answer) = call(
+        &plain,
+        "run_agent",
+        json!({"agent": "helper", "task": "echo hi from the sub-agent"}),
+    )
+    .await;
+    assert!(ok, "{answer}");
+    assert!(answer.contains("hi from the sub-agent"), "{answer}");
+    let (ok, answer) = call(
+        &plain,
+        "run_agent",
+        json!({"agent": "helper", "task": "fail boom"}),
+    )
+    .await;
+    assert!(!ok, "{answer}");
+    assert!(answer.contains("boom"), "{answer}");
+    let (ok, answer) = call(
+        &plain,
+        "run_agent",
+        json!({"agent": "nobody", "task": "echo x"}),
+    )
+    .await;
+    assert!(!ok && answer.contains("nobody"), "{answer}");
+
+    // The request cancelled (its future dropped: rmcp sends
+    // notifications/cancelled): the task is stopped.
+    let spinning = |plain: &RunningService<RoleClient, ClientConfig>| {
+        let plain = plain.peer().clone();
+        async move { plain.call_tool(run_args("run_agent", "spin")).await }
+    };
+    let running = |daemon: &Daemon| {
+        let ps: Value = serde_json::from_str(&daemon.ok(&["ps", "--all", "--json"])).unwrap();
+        (ps.as_array().unwrap().iter())
+            .find(|task| task["status"] == "running")
+            .map(|task| task["task_id"].as_str().unwrap().to_string())
+    };
+    let mut call = Box::pin(spinning(&plain));
+    let started = std::time::Instant::now();
+    let spinner = loop {
+        tokio::select! {
+            answer = &mut call => panic!("run_agent of a spinning task answered: {answer:?}"),
+            _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+        }
+        if let Some(id) = running(&daemon) {
+            break id;
+        }
+        assert!(started.elapsed() < HANG, "the spinning task never ran");
+    };
+    drop(call);
+    ps_until(&daemon, &spinner, "stopped").await;
+
+    // The client gone: its run_agent's task is stopped too (once rmcp has
+    // given the request's handler its few seconds to answer).
+    let call = tokio::spawn(spinning(&plain));
+    let started = std::time::Instant::now();
+    let spinner = loop {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        if let Some(id) = running(&daemon) {
+            break id;
+        }
+        assert!(started.elapsed() < HANG, "the spinning task never ran");
+    };
+    plain.cancel().await.unwrap();
+    ps_until(&daemon, &spinner, "stopped").await;
+    let _ = call.await;
 }
