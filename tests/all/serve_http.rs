@@ -47,8 +47,13 @@ fn crypto() {
 /// A daemon of [`TEAM`] serving HTTP on 127.0.0.1, its URL and the token it
 /// made.
 fn http_daemon(scratch: &Scratch) -> (Daemon, String, String) {
+    http_daemon_of(scratch, TEAM)
+}
+
+/// [`http_daemon`] of team `yaml`.
+fn http_daemon_of(scratch: &Scratch, yaml: &str) -> (Daemon, String, String) {
     crypto();
-    let team = scratch.team(TEAM);
+    let team = scratch.team(yaml);
     let daemon = Daemon::start_with(
         &team,
         Some(&scratch.dir.join("state")),
@@ -1011,8 +1016,8 @@ async fn final_status(
     }
 }
 
-fn run_args(tool: &str, task: &str) -> CallToolRequestParams {
-    let Value::Object(args) = json!({"agent": "helper", "task": task}) else {
+fn run_args(tool: &str, agent: &str, task: &str) -> CallToolRequestParams {
+    let Value::Object(args) = json!({"agent": agent, "task": task}) else {
         unreachable!()
     };
     CallToolRequestParams::new(tool.to_string()).with_arguments(args)
@@ -1022,7 +1027,18 @@ fn run_args(tool: &str, task: &str) -> CallToolRequestParams {
 async fn a_client_with_the_tasks_extension_is_notified_of_its_tasks_statuses() {
     use rmcp::model::{CallToolResponse, CancelTaskParams, ClientCapabilities, TaskStatus};
     let scratch = Scratch::new();
-    let (daemon, url, token) = http_daemon(&scratch);
+    let (daemon, url, token) = http_daemon_of(
+        &scratch,
+        r#"
+agents:
+  root:
+    component: '{plugins}/probe.wasm'
+    sub_agents: [helper]
+    toolsets: [{type: background_agents}]
+  helper:
+    component: '{plugins}/probe.wasm'
+"#,
+    );
     let config =
         StreamableHttpClientTransportConfig::with_uri(url.as_str()).auth_header(token.clone());
     let (sender, mut statuses) = tokio::sync::mpsc::unbounded_channel();
@@ -1037,9 +1053,14 @@ async fn a_client_with_the_tasks_extension_is_notified_of_its_tasks_statuses() {
         .serve(StreamableHttpClientTransport::from_config(config))
         .await
         .unwrap();
-    // run_agent, to a client with the extension: a task at once.
+    // run_agent, to a client with the extension: a task at once. Its
+    // sub-task is not the client's MCP task: not told.
     let CallToolResponse::Task(created) = client
-        .call_tool_once(run_args("run_agent", "echo notified result"))
+        .call_tool_once(run_args(
+            "run_agent",
+            "root",
+            "dispatch helper echo notified result",
+        ))
         .await
         .unwrap()
     else {
@@ -1051,13 +1072,18 @@ async fn a_client_with_the_tasks_extension_is_notified_of_its_tasks_statuses() {
     assert_eq!(done.status(), TaskStatus::Completed);
     let wire = serde_json::to_string(&done).unwrap();
     assert!(wire.contains("notified result"), "{wire}");
-    // Told once on disk: the operator sees it completed.
+    // Told once on disk: the operator sees it completed, and its child.
     let view = daemon.ok(&["view", &id]);
     assert!(view.contains("completed"), "{view}");
+    let ps: Value = serde_json::from_str(&daemon.ok(&["ps", "--all", "--json"])).unwrap();
+    assert!(
+        (ps.as_array().unwrap().iter()).any(|task| task["parent"] == id.as_str()),
+        "{ps}"
+    );
 
     // A spinning task cancelled: a cancelled status.
     let CallToolResponse::Task(spinning) = client
-        .call_tool_once(run_args("run_background_agent", "spin"))
+        .call_tool_once(run_args("run_background_agent", "helper", "spin"))
         .await
         .unwrap()
     else {
@@ -1115,7 +1141,11 @@ async fn run_agent_answers_a_plain_client_with_the_result_and_stops_the_task_whe
     // notifications/cancelled): the task is stopped.
     let spinning = |plain: &RunningService<RoleClient, ClientConfig>| {
         let plain = plain.peer().clone();
-        async move { plain.call_tool(run_args("run_agent", "spin")).await }
+        async move {
+            plain
+                .call_tool(run_args("run_agent", "helper", "spin"))
+                .await
+        }
     };
     let running = |daemon: &Daemon| {
         let ps: Value = serde_json::from_str(&daemon.ok(&["ps", "--all", "--json"])).unwrap();
