@@ -1310,7 +1310,6 @@ agents:
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "known bug: on `bgagents mcp --http` a session's own task is not found by id"]
 async fn an_mcp_http_client_views_waits_polls_and_stops_its_own_tasks_by_id() {
     use rmcp::model::{CallToolResponse, ClientCapabilities, GetTaskParams};
     let scratch = Scratch::new();

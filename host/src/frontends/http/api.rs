@@ -59,7 +59,9 @@ pub fn routes(sessions: Arc<Sessions>, shutdown: CancellationToken) -> Router {
         .route("/api/tasks/{id}/output", get(output))
         .route("/api/tasks/{id}/stop", post(stop))
         .route("/api/events", get(events))
+        .route("/api", axum::routing::any(not_found))
         .route("/api/{*rest}", axum::routing::any(not_found))
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(Api { sessions, shutdown })
 }
@@ -109,6 +111,13 @@ async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
         "no such API path; see /api/tasks, /api/agents and /api/events",
+    )
+}
+
+async fn method_not_allowed(method: axum::http::Method) -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed here; see the API's paths and methods in docs/serve.md"),
     )
 }
 

@@ -136,11 +136,15 @@ impl Connection {
         self.server().session
     }
 
-    /// The server acting as the operator of every session, for the tools
-    /// that take a task id: the id is enough, whoever started the task.
+    /// The server for the tools that take a task id: on the daemon, acting
+    /// as the operator of every session (the id is enough, whoever started
+    /// the task); for clients acting as an agent (`mcp --http`), in the
+    /// client's own session, which reaches only its own tasks.
     fn server_for_any_task(&self) -> McpServer {
         let mut server = self.server();
-        server.session = self.sessions.every();
+        if self.sessions.is_operator() {
+            server.session = self.sessions.every();
+        }
         server
     }
 

@@ -159,7 +159,7 @@ impl Sessions {
     /// daemon, else the tasks of the session HTTP requests share; oldest
     /// first, with the label of the session that started each.
     pub fn list_visible(&self) -> Vec<(TaskInfo, String)> {
-        if self.agent.is_none() {
+        if self.is_operator() {
             return self.list_all();
         }
         (self
@@ -174,7 +174,13 @@ impl Sessions {
     /// sees every task's, an agent the tasks of the session HTTP requests
     /// share.
     pub fn may_see(&self, event: &TaskEvent) -> bool {
-        self.agent.is_none() || event.session == self.http.caller().session()
+        self.is_operator() || event.session == self.http.caller().session()
+    }
+
+    /// Whether clients act as the operator (`serve`), not as an agent of
+    /// the team (`mcp --http`).
+    pub fn is_operator(&self) -> bool {
+        self.agent.is_none()
     }
 
     /// The label of the session HTTP requests share.
