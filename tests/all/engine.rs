@@ -1,8 +1,9 @@
 //! The engine's fast paths, checked for correctness (timings belong to the
 //! benchmark): the compiled-component cache (hit, miss, corrupt, truncated,
-//! foreign and planted entries, engine change, off; its private directory
-//! and grants that would reach it) and the pooling allocator with its
-//! fallback.
+//! foreign and planted entries, entries damaged after loads began to map
+//! them unread, a component changed in place, engine change, off; its
+//! private directory and grants that would reach it) and the pooling
+//! allocator with its fallback.
 
 use bgagents::{Allocator, CacheOutcome};
 use bgagents::{TaskStatus, Team, Toolset};
@@ -111,6 +112,77 @@ async fn corrupt_truncated_and_foreign_entries_are_recompiled_not_trusted() {
         let again = Toolset::load(cached(&scratch.dir)).unwrap();
         assert_eq!(outcomes(&again), [CacheOutcome::Hit, CacheOutcome::Hit]);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_damaged_after_its_fast_loads_began_is_still_caught() {
+    let scratch = Scratch::new();
+    Toolset::load(cached(&scratch.dir)).unwrap();
+    // Once an entry has settled, loads map it without reading it.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let checked = Toolset::load(cached(&scratch.dir)).unwrap();
+    assert_eq!(outcomes(&checked), [CacheOutcome::Hit, CacheOutcome::Hit]);
+    let mapped = Toolset::load(cached(&scratch.dir)).unwrap();
+    assert_eq!(outcomes(&mapped), [CacheOutcome::Hit, CacheOutcome::Hit]);
+    for entry in entries(&scratch.dir) {
+        let mut bytes = std::fs::read(&entry).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::write(&entry, bytes).unwrap();
+    }
+    let toolset = Toolset::load(cached(&scratch.dir)).unwrap();
+    for outcome in outcomes(&toolset) {
+        match outcome {
+            CacheOutcome::Replaced(why) => {
+                assert!(why.starts_with("authentication failed"), "{why}")
+            }
+            other => panic!("a damaged entry was not replaced: {other:?}"),
+        }
+    }
+    works(&toolset).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_changed_in_place_is_compiled_again_not_taken_from_the_cache() {
+    let scratch = Scratch::new();
+    let cache = scratch.dir.join("cache");
+    let component = scratch.dir.join("agent.wasm");
+    std::fs::copy(plugin_dir().join("probe.wasm"), &component).unwrap();
+    let load = || {
+        let yaml = format!(
+            "engine: {{cache_dir: '{}'}}\nagents:\n  a: {{component: '{}'}}\n",
+            cache.display(),
+            component.display()
+        );
+        Toolset::load(Team::parse(&yaml, Path::new("changed.yaml"), plugin_dir()).unwrap()).unwrap()
+    };
+    assert_eq!(outcomes(&load()), [CacheOutcome::Stored]);
+    assert_eq!(outcomes(&load()), [CacheOutcome::Hit]);
+    // Same size, same file, at once: one byte of the name of the compiler
+    // in its producers section, which nothing checks.
+    let mut bytes = std::fs::read(&component).unwrap();
+    let at = (bytes.windows(5).rposition(|window| window == b"rustc"))
+        .expect("probe.wasm names rustc in its producers section");
+    bytes[at] = b'R';
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&component)
+        .unwrap();
+    std::io::Write::write_all(&mut file, &bytes).unwrap();
+    drop(file);
+    let changed = load();
+    assert_eq!(outcomes(&changed), [CacheOutcome::Stored]);
+    assert_eq!(entries(&cache).len(), 2);
+    works(&changed).await;
+    // And replaced by another file.
+    std::fs::copy(
+        plugin_dir().join("probe.wasm"),
+        scratch.dir.join("other.wasm"),
+    )
+    .unwrap();
+    std::fs::rename(scratch.dir.join("other.wasm"), &component).unwrap();
+    assert_eq!(outcomes(&load()), [CacheOutcome::Hit]);
+    assert_eq!(entries(&cache).len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,6 +349,9 @@ async fn entries_planted_without_the_hosts_key_are_recompiled_never_loaded() {
     Toolset::load(cached(&scratch.dir)).unwrap();
     for planted in entries(&elsewhere.dir) {
         std::fs::copy(&planted, scratch.dir.join(planted.file_name().unwrap())).unwrap();
+        // With its record, which vouches for it under the other key.
+        let record = planted.with_extension("mac");
+        std::fs::copy(&record, scratch.dir.join(record.file_name().unwrap())).unwrap();
     }
     let toolset = Toolset::load(cached(&scratch.dir)).unwrap();
     for outcome in outcomes(&toolset) {

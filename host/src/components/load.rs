@@ -2,8 +2,8 @@
 //! from the cache), with errors that say what to do about it. Whether it
 //! fits the WIT is the `wit` module's check.
 
-use super::cache::{CacheOutcome, ComponentCache};
-use crate::config::read::read_component;
+use super::cache::{CacheOutcome, ComponentCache, ContentHash};
+use crate::config::read::{check_component_file, read_component};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use wasmtime::Engine;
@@ -50,8 +50,24 @@ pub fn load_component(
         .collect();
     let shown = tidy.display().to_string();
     // Only a regular file, within a size cap, that looks like a component.
+    check_component_file(&tidy)?;
+    // Unchanged since it was last loaded from here: nothing to read.
+    if let Some(component) = cache.load_unchanged(engine, &tidy) {
+        return Ok(LoadedComponent {
+            component,
+            shown,
+            cache: CacheOutcome::Hit,
+            took: started.elapsed(),
+        });
+    }
+    let before = std::fs::metadata(&tidy).ok();
     let bytes = read_component(&tidy)?;
-    compile(engine, cache, &bytes, path, shown, progress, started)
+    let hash = ContentHash::of(&bytes);
+    let loaded = compile(engine, cache, &bytes, &hash, path, shown, progress, started)?;
+    if let Some(before) = before {
+        cache.remember(&tidy, &before, &hash);
+    }
+    Ok(loaded)
 }
 
 /// Compiles (or loads from `cache`) a component the binary carries, shown
@@ -68,6 +84,7 @@ pub fn load_embedded(
         engine,
         cache,
         bytes,
+        &ContentHash::of(bytes),
         path,
         shown.to_string(),
         progress,
@@ -75,16 +92,18 @@ pub fn load_embedded(
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 fn compile(
     engine: &Engine,
     cache: &ComponentCache,
     bytes: &[u8],
+    hash: &ContentHash,
     path: &Path,
     shown: String,
     progress: &dyn Fn(LoadProgress),
     started: Instant,
 ) -> Result<LoadedComponent, String> {
-    let compiling = !cache.contains(engine, bytes);
+    let compiling = !cache.contains(engine, hash);
     if compiling {
         progress(LoadProgress::Compiling {
             path,
@@ -93,7 +112,7 @@ fn compile(
         });
     }
     let compile_started = Instant::now();
-    let loaded = cache.load(engine, bytes);
+    let loaded = cache.load(engine, bytes, hash);
     if compiling {
         progress(LoadProgress::Compiled {
             path,

@@ -1,29 +1,43 @@
 //! Compiled components cached on disk, so only the first start of a
 //! component pays for compilation. An entry is keyed by the component's
 //! content hash and the engine's compatibility hash (configuration and
-//! version), and carries a MAC: a corrupt, truncated, foreign or planted
-//! file is recompiled and replaced, never loaded.
+//! version), and is authenticated by a MAC: a corrupt, truncated, foreign
+//! or planted file is recompiled and replaced, never loaded.
 //!
 //! Entries are native code, so the cache is guarded three ways. The
 //! directory is created 0700 and used only if this user owns it and no one
-//! else can reach it. Each entry is authenticated with a keyed blake3 hash
-//! under a 256-bit key held in the directory's `key` file (0600): without
-//! the key no one can make an entry that loads. And no agent may be granted
-//! a directory that contains or lies inside the cache (checked when the
-//! team loads), so no guest can reach the key or the entries.
+//! else can reach it ([`key`]). Each entry is authenticated with a keyed
+//! blake3 hash under a 256-bit key held in the directory's `key` file
+//! (0600): without the key no one can make an entry that loads. And no
+//! agent may be granted a directory that contains or lies inside the cache
+//! (checked when the team loads), so no guest can reach the key or the
+//! entries.
+//!
+//! A load that finds everything as it left it reads neither the component
+//! nor the entry ([`record`]): the component's path maps to its content
+//! hash, and the entry's MAC was checked against the same file before,
+//! both vouched for by authenticated records of the files' fingerprints.
+//! The entry is then mapped into memory, not read: a cached load of a
+//! large guest takes milliseconds.
+//!
+//! Layout: `key`; `HASH-ENGINE.cwasm`, the compiled component exactly as
+//! wasmtime serialised it; `HASH-ENGINE.mac`, its record (its content MAC,
+//! and its mtime the entry's last use, for eviction); `paths/PATHHASH`, a
+//! component path's record.
 
+mod key;
+mod record;
+
+use key::{Key, trusted_key};
+use record::{Fingerprint, Record, mac};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use wasmtime::component::Component;
 use wasmtime::{Engine, Precompiled};
 
-/// Identifies an entry as ours, and its layout version.
-const MAGIC: &[u8; 8] = b"bgagc002";
-const MAC_LEN: usize = 32;
-/// The key file, beside the entries.
-const KEY_FILE: &str = "key";
-const KEY_LEN: usize = 32;
+/// The records of component paths, under the cache directory.
+const PATHS_DIR: &str = "paths";
 
 /// Where compiled components go; `None` disables the cache.
 #[derive(Debug, Clone)]
@@ -61,6 +75,15 @@ impl std::fmt::Display for CacheOutcome {
     }
 }
 
+/// A component's content hash, computed once per load.
+pub struct ContentHash([u8; 32]);
+
+impl ContentHash {
+    pub fn of(wasm: &[u8]) -> ContentHash {
+        ContentHash(*blake3::hash(wasm).as_bytes())
+    }
+}
+
 impl ComponentCache {
     pub fn new(dir: Option<PathBuf>, max_bytes: u64) -> ComponentCache {
         ComponentCache { dir, max_bytes }
@@ -89,19 +112,64 @@ impl ComponentCache {
         self.dir.as_deref()
     }
 
-    /// Whether an entry for `wasm` is on disk, so that [`ComponentCache::load`]
-    /// will most likely not compile (the entry is verified only then).
-    pub fn contains(&self, engine: &Engine, wasm: &[u8]) -> bool {
-        self.dir
-            .as_ref()
-            .is_some_and(|dir| dir.join(entry_name(engine, wasm)).is_file())
+    /// Whether an entry for the component of `hash` is on disk, so that
+    /// [`ComponentCache::load`] will most likely not compile (the entry is
+    /// verified only then).
+    pub fn contains(&self, engine: &Engine, hash: &ContentHash) -> bool {
+        self.dir.as_ref().is_some_and(|dir| {
+            let name = entry_name(engine, hash);
+            dir.join(format!("{name}.cwasm")).is_file()
+        })
     }
 
-    /// The compiled form of `wasm`, from the cache or freshly compiled.
+    /// The compiled component at `path` if the cache has it and nothing
+    /// changed since it was last loaded from there, without reading the
+    /// component or the entry; `None`: load it with [`ComponentCache::load`]
+    /// (and [`ComponentCache::remember`] the path).
+    pub fn load_unchanged(&self, engine: &Engine, path: &Path) -> Option<Component> {
+        let dir = self.dir.as_ref()?;
+        let key = trusted_key(dir).ok()?;
+        let current = Fingerprint::of_file(path)?;
+        let subject = path_subject(path);
+        let record = Record::read(&key, &subject, &path_record(dir, &subject))?;
+        if !record.vouches_for(&current) {
+            return None;
+        }
+        let name = entry_name(engine, &ContentHash(record.hash));
+        let (component, _) = load_entry(engine, &key, dir, &name, Trust::RecordOnly).ok()?;
+        Some(component)
+    }
+
+    /// Records that the component at `path`, whose fingerprint was
+    /// `before` when it was read, has content `hash`, so that the next load
+    /// from there needs no reading. Nothing is recorded if the file changed
+    /// while it was read.
+    pub fn remember(&self, path: &Path, before: &std::fs::Metadata, hash: &ContentHash) {
+        let Some(dir) = &self.dir else { return };
+        let before = Fingerprint::of(before);
+        if Fingerprint::of_file(path) != Some(before) {
+            return;
+        }
+        let Ok(key) = trusted_key(dir) else { return };
+        let paths = dir.join(PATHS_DIR);
+        if let Err(error) = std::fs::create_dir_all(&paths) {
+            tracing::debug!(%error, "cannot record component paths in the cache");
+            return;
+        }
+        let subject = path_subject(path);
+        let record = Record::new(hash.0, before);
+        if let Err(error) = record.write(&key, &subject, &path_record(dir, &subject)) {
+            tracing::debug!(%error, "cannot record a component path in the cache");
+        }
+    }
+
+    /// The compiled form of `wasm` (whose content hash is `hash`), from the
+    /// cache or freshly compiled.
     pub fn load(
         &self,
         engine: &Engine,
         wasm: &[u8],
+        hash: &ContentHash,
     ) -> Result<(Component, CacheOutcome), wasmtime::Error> {
         let Some(dir) = &self.dir else {
             return Ok((Component::new(engine, wasm)?, CacheOutcome::Disabled));
@@ -113,24 +181,16 @@ impl ComponentCache {
                 return Ok((component, CacheOutcome::NotStored(why)));
             }
         };
-        let name = entry_name(engine, wasm);
-        let entry = dir.join(&name);
-        let mut replaced = None;
-        match std::fs::read(&entry) {
-            Ok(bytes) => match deserialize(engine, &key, &name, &bytes) {
-                Ok(component) => {
-                    mark_used(&entry);
-                    return Ok((component, CacheOutcome::Hit));
-                }
-                Err(why) => replaced = Some(why),
-            },
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => replaced = Some(format!("unreadable: {error}")),
-        }
+        let name = entry_name(engine, hash);
+        let replaced = match load_entry(engine, &key, dir, &name, Trust::RecordOrContent) {
+            Ok((component, _)) => return Ok((component, CacheOutcome::Hit)),
+            Err(Missing::NotThere) => None,
+            Err(Missing::Bad(why)) => Some(why),
+        };
         let component = Component::new(engine, wasm)?;
-        let stored = store(&key, &name, &entry, &component);
+        let stored = store(&key, dir, &name, &component);
         if stored.is_ok() {
-            evict(dir, &entry, self.max_bytes);
+            evict(dir, &entry_path(dir, &name), self.max_bytes);
         }
         let outcome = match stored {
             Err(why) => CacheOutcome::NotStored(why),
@@ -143,265 +203,177 @@ impl ComponentCache {
     }
 }
 
-/// `<blake3 of the wasm>-<engine compatibility hash>.cwasm`.
-fn entry_name(engine: &Engine, wasm: &[u8]) -> String {
+/// `<blake3 of the wasm>-<engine compatibility hash>`: the entry's name,
+/// without its extension.
+fn entry_name(engine: &Engine, hash: &ContentHash) -> String {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
     env!("CARGO_PKG_VERSION").hash(&mut hasher);
-    format!(
-        "{}-{:016x}.cwasm",
-        blake3::hash(wasm).to_hex(),
-        hasher.finish()
-    )
+    let hex: String = hash.0.iter().map(|byte| format!("{byte:02x}")).collect();
+    format!("{hex}-{:016x}", hasher.finish())
 }
 
-/// The MAC of an entry: keyed blake3 over its name (which names the
-/// component and the engine) and its payload, so an entry is valid only
-/// under its own name and only if written with this host's key.
-fn mac(key: &[u8; KEY_LEN], name: &str, payload: &[u8]) -> blake3::Hash {
-    let mut hasher = blake3::Hasher::new_keyed(key);
-    hasher.update(&(name.len() as u64).to_le_bytes());
-    hasher.update(name.as_bytes());
-    hasher.update(payload);
-    hasher.finalize()
+fn entry_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.cwasm"))
+}
+
+fn entry_record(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.mac"))
+}
+
+/// What a path's record is about: the path's bytes.
+fn path_subject(path: &Path) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    absolute.as_os_str().as_bytes().to_vec()
+}
+
+fn path_record(dir: &Path, subject: &[u8]) -> PathBuf {
+    dir.join(PATHS_DIR)
+        .join(blake3::hash(subject).to_hex().as_str())
+}
+
+/// How much an entry's record may stand in for reading the entry.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Trust {
+    /// Only if the record vouches for the entry file as it is now.
+    RecordOnly,
+    /// Or by reading the entry and checking its content MAC.
+    RecordOrContent,
+}
+
+/// Why an entry could not be loaded.
+enum Missing {
+    NotThere,
+    Bad(String),
+}
+
+/// Loads entry `name`: mapped straight from its file when its record
+/// vouches for the file as it is, else (with `RecordOrContent`) read and
+/// checked against its content MAC, and its record renewed.
+fn load_entry(
+    engine: &Engine,
+    key: &Key,
+    dir: &Path,
+    name: &str,
+    trust: Trust,
+) -> Result<(Component, bool), Missing> {
+    let entry = entry_path(dir, name);
+    let Some(current) = Fingerprint::of_file(&entry) else {
+        return Err(Missing::NotThere);
+    };
+    let record_path = entry_record(dir, name);
+    let record = match std::fs::read(&record_path) {
+        Ok(bytes) => Record::from_bytes(key, name.as_bytes(), &bytes).map_err(|why| {
+            Missing::Bad(if why.starts_with("not a") {
+                "not a bgagents cache entry (its record is damaged)".to_string()
+            } else {
+                "authentication failed (its record was not written by this host)".to_string()
+            })
+        })?,
+        Err(_) => {
+            return Err(Missing::Bad(
+                "not a bgagents cache entry (it has no record)".into(),
+            ));
+        }
+    };
+    if record.vouches_for(&current) {
+        // SAFETY: `deserialize_file` maps the entry and runs its native
+        // code. The record proves the file is the one whose content MAC
+        // was checked — only holders of the key, which lives 0600 in a
+        // 0700 directory of this user that no guest can be granted, can
+        // write a record that passes — and unchanged since (its inode,
+        // size and times; the change time cannot be set). Entries are
+        // replaced by rename and removed by unlink, never rewritten in
+        // place, so a mapped entry does not change under the host.
+        // Wasmtime still rejects artifacts of another engine configuration.
+        let component = unsafe { Component::deserialize_file(engine, &entry) }
+            .map_err(|error| Missing::Bad(format!("{error:#}")))?;
+        mark_used(&record_path);
+        return Ok((component, false));
+    }
+    if trust == Trust::RecordOnly {
+        return Err(Missing::Bad("its record is out of date".into()));
+    }
+    let bytes =
+        std::fs::read(&entry).map_err(|error| Missing::Bad(format!("unreadable: {error}")))?;
+    let component = deserialize(engine, key, name, &record, &bytes).map_err(Missing::Bad)?;
+    // Read and checked now: the next load needs neither, once the file has
+    // settled (the record says when it was checked).
+    let renewed = Record::new(record.hash, current);
+    if Fingerprint::of_file(&entry) == Some(current) {
+        let _ = renewed.write(key, name.as_bytes(), &record_path);
+    }
+    Ok((component, true))
 }
 
 fn deserialize(
     engine: &Engine,
-    key: &[u8; KEY_LEN],
+    key: &Key,
     name: &str,
+    record: &Record,
     bytes: &[u8],
 ) -> Result<Component, String> {
-    let header = MAGIC.len() + MAC_LEN;
-    if bytes.len() < header || &bytes[..MAGIC.len()] != MAGIC {
-        return Err("not a bgagents cache entry".into());
+    // Compiled components are ELF objects.
+    if !bytes.starts_with(b"\x7fELF") {
+        return Err("not a bgagents cache entry (not compiled code)".into());
     }
-    let (tag, payload) = bytes[MAGIC.len()..].split_at(MAC_LEN);
-    let tag: [u8; MAC_LEN] = tag.try_into().expect("split at MAC_LEN");
     // `Hash`'s equality is constant-time.
-    if mac(key, name, payload) != blake3::Hash::from_bytes(tag) {
+    if mac(key, name.as_bytes(), bytes) != blake3::Hash::from_bytes(record.hash) {
         return Err(
             "authentication failed (corrupt, truncated, or not written by this host)".into(),
         );
     }
-    if Engine::detect_precompiled(payload) != Some(Precompiled::Component) {
-        return Err("not a precompiled component".into());
+    if Engine::detect_precompiled(bytes) != Some(Precompiled::Component) {
+        return Err("not a compiled component".into());
     }
-    // SAFETY: `deserialize` runs native code from the payload, so it must be
+    // SAFETY: `deserialize` runs native code from `bytes`, so they must be
     // exactly what `Component::serialize` wrote on this host. The keyed MAC
     // proves that: only holders of the key, which lives 0600 in a 0700
-    // directory of this user that no guest can be granted, can make an
-    // entry that passes; corruption and truncation fail it too. Wasmtime
+    // directory of this user that no guest can be granted, can make a
+    // record that passes; corruption and truncation fail it too. Wasmtime
     // still rejects artifacts from an incompatible engine configuration.
-    unsafe { Component::deserialize(engine, payload) }.map_err(|error| format!("{error:#}"))
+    unsafe { Component::deserialize(engine, bytes) }.map_err(|error| format!("{error:#}"))
 }
 
-/// Creates `dir` (0700) if needed, checks that only this user can reach it,
-/// and returns the MAC key, creating it on first use.
-fn trusted_key(dir: &Path) -> Result<[u8; KEY_LEN], String> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let meta = std::fs::symlink_metadata(dir)
-            .map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
-        if !meta.is_dir() {
-            return Err(format!("{} is not a directory", dir.display()));
-        }
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let me = unsafe { libc::geteuid() };
-        if meta.uid() != me {
-            return Err(foreign_owner(dir, meta.uid(), me));
-        }
-        if meta.mode() & 0o077 != 0 {
-            // Ours, but others may have written to it: close it. Entries
-            // someone else planted meanwhile fail authentication.
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| format!("cannot make {} private (chmod 700): {e}", dir.display()))?;
-        }
-    }
-    #[cfg(not(unix))]
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let path = dir.join(KEY_FILE);
-    match read_key_settled(&path) {
-        Ok(key) => Ok(key),
-        Err(KeyProblem::Missing) => create_key(&path),
-        Err(KeyProblem::WrongLength(len)) => replace_key(&path, len),
-        Err(KeyProblem::Other(error)) => Err(format!("cache key {}: {error}", path.display())),
-    }
-}
-
-/// Why the key file could not be used.
-#[derive(Debug)]
-enum KeyProblem {
-    Missing,
-    /// Not `KEY_LEN` bytes long: damaged, safe to replace.
-    WrongLength(u64),
-    Other(std::io::Error),
-}
-
-/// Why a cache directory owned by someone else is not used.
-fn foreign_owner(dir: &Path, owner: u32, me: u32) -> String {
-    format!(
-        "the cache directory {} belongs to user {owner}, not to this user ({me}); \
-         choose another with engine.cache_dir or BGAGENTS_CACHE_DIR",
-        dir.display()
-    )
-}
-
-fn read_key(path: &Path) -> Result<[u8; KEY_LEN], KeyProblem> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path).map_err(|error| match error.kind() {
-        std::io::ErrorKind::NotFound => KeyProblem::Missing,
-        _ => KeyProblem::Other(error),
-    })?;
-    let meta = file.metadata().map_err(KeyProblem::Other)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        if meta.uid() != unsafe { libc::geteuid() } || meta.mode() & 0o077 != 0 {
-            return Err(KeyProblem::Other(std::io::Error::other(
-                "not owned by this user or readable by others; delete it to make a new one",
-            )));
-        }
-    }
-    if meta.len() != KEY_LEN as u64 {
-        return Err(KeyProblem::WrongLength(meta.len()));
-    }
-    let mut key = [0; KEY_LEN];
-    file.read_exact(&mut key).map_err(KeyProblem::Other)?;
-    Ok(key)
-}
-
-/// [`read_key`], but a key file of the wrong length is read again a few
-/// times over about 100 ms first: an older bgagents created the file and
-/// then wrote it, so another process may see it empty for a moment.
-fn read_key_settled(path: &Path) -> Result<[u8; KEY_LEN], KeyProblem> {
-    let mut attempts = 0;
-    loop {
-        match read_key(path) {
-            Err(KeyProblem::WrongLength(_)) if attempts < 10 => {
-                attempts += 1;
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            result => return result,
-        }
-    }
-}
-
-/// A file beside `path`, private to this user, holding `key` on disk.
-fn write_temp_key(path: &Path, key: &[u8; KEY_LEN]) -> Result<PathBuf, String> {
-    use std::io::Write;
-    static KEYS: AtomicU64 = AtomicU64::new(0);
-    let unique = KEYS.fetch_add(1, Ordering::Relaxed);
-    let temp = path.with_extension(format!("new-{}-{unique}", std::process::id()));
-    let mut options = std::fs::File::options();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options
-        .open(&temp)
-        .and_then(|mut file| file.write_all(key).and_then(|()| file.sync_all()))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&temp);
-            format!("cannot write the cache key {}: {e}", temp.display())
-        })?;
-    Ok(temp)
-}
-
-fn random_key() -> Result<[u8; KEY_LEN], String> {
-    use std::io::Read;
-    let mut key = [0; KEY_LEN];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut random| random.read_exact(&mut key))
-        .map_err(|e| format!("cannot read /dev/urandom for the cache key: {e}"))?;
-    Ok(key)
-}
-
-/// Makes a fresh random key (0600) appear whole or not at all, without
-/// replacing one another process created meanwhile: it is written to a
-/// temporary file and hard-linked into place, which fails if the key exists.
-fn create_key(path: &Path) -> Result<[u8; KEY_LEN], String> {
-    let key = random_key()?;
-    let temp = write_temp_key(path, &key)?;
-    let linked = std::fs::hard_link(&temp, path);
-    let _ = std::fs::remove_file(&temp);
-    match linked {
-        Ok(()) => Ok(key),
-        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
-            match read_key_settled(path) {
-                Ok(key) => Ok(key),
-                Err(KeyProblem::WrongLength(len)) => replace_key(path, len),
-                Err(KeyProblem::Missing) => Err(format!(
-                    "cache key {}: removed while being created; try again",
-                    path.display()
-                )),
-                Err(KeyProblem::Other(error)) => {
-                    Err(format!("cache key {}: {error}", path.display()))
-                }
-            }
-        }
-        Err(error) => Err(format!(
-            "cannot create the cache key {}: {error}",
-            path.display()
-        )),
-    }
-}
-
-/// Replaces a damaged key file (`len` bytes, not [`KEY_LEN`]) with a fresh
-/// key, atomically. Entries made under the old key, if any, then fail
-/// authentication and are recompiled. If another process replaced it too,
-/// the last rename wins, and whichever key loses only costs recompiles.
-fn replace_key(path: &Path, len: u64) -> Result<[u8; KEY_LEN], String> {
-    let key = random_key()?;
-    let temp = write_temp_key(path, &key)?;
-    std::fs::rename(&temp, path).map_err(|error| {
-        let _ = std::fs::remove_file(&temp);
-        format!(
-            "cannot replace the damaged cache key {} ({len} bytes, not {KEY_LEN}): {error}",
-            path.display()
-        )
-    })?;
-    Ok(key)
-}
-
-/// Writes the entry atomically: a reader sees the old file or the new one.
-fn store(
-    key: &[u8; KEY_LEN],
-    name: &str,
-    entry: &Path,
-    component: &Component,
-) -> Result<(), String> {
-    let payload = component.serialize().map_err(|e| e.to_string())?;
+/// Writes `bytes` to `path` atomically: a reader sees the old file or the
+/// new one.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
     static WRITES: AtomicU64 = AtomicU64::new(0);
     let unique = WRITES.fetch_add(1, Ordering::Relaxed);
-    let partial = entry.with_extension(format!("partial-{}-{unique}", std::process::id()));
-    let mut bytes = Vec::with_capacity(MAGIC.len() + MAC_LEN + payload.len());
-    bytes.extend_from_slice(MAGIC);
-    bytes.extend_from_slice(mac(key, name, &payload).as_bytes());
-    bytes.extend_from_slice(&payload);
-    std::fs::write(&partial, &bytes)
-        .and_then(|()| std::fs::rename(&partial, entry))
+    let partial = path.with_extension(format!("partial-{}-{unique}", std::process::id()));
+    std::fs::write(&partial, bytes)
+        .and_then(|()| std::fs::rename(&partial, path))
         .map_err(|error| {
             let _ = std::fs::remove_file(&partial);
-            format!("cannot write {}: {error}", entry.display())
+            format!("cannot write {}: {error}", path.display())
         })
 }
 
-/// Records a hit, so eviction takes the least recently used entries first.
-fn mark_used(entry: &Path) {
-    if let Ok(file) = std::fs::File::options().append(true).open(entry) {
+/// Writes the entry and then its record (content MAC, and a fingerprint
+/// that is not relied on until it has settled).
+fn store(key: &Key, dir: &Path, name: &str, component: &Component) -> Result<(), String> {
+    let payload = component.serialize().map_err(|e| e.to_string())?;
+    let entry = entry_path(dir, name);
+    write_atomically(&entry, &payload)?;
+    let tag = mac(key, name.as_bytes(), &payload);
+    let fingerprint = Fingerprint::of_file(&entry)
+        .ok_or_else(|| format!("{} vanished as it was written", entry.display()))?;
+    Record::new(*tag.as_bytes(), fingerprint).write(key, name.as_bytes(), &entry_record(dir, name))
+}
+
+/// Records a hit on the entry's record, so eviction takes the least
+/// recently used entries first (the entry itself is never touched: its
+/// times are part of its fingerprint).
+fn mark_used(record: &Path) {
+    if let Ok(file) = std::fs::File::options().append(true).open(record) {
         let _ = file.set_modified(std::time::SystemTime::now());
     }
 }
 
-/// Removes the least recently used entries (never `keep`) until the
-/// entries take at most `max_bytes`.
+/// Removes the least recently used entries (never `keep`), with their
+/// records, until the entries take at most `max_bytes`. An entry's last
+/// use is its record's modification time.
 fn evict(dir: &Path, keep: &Path, max_bytes: u64) {
     let Ok(read) = std::fs::read_dir(dir) else {
         return;
@@ -413,8 +385,13 @@ fn evict(dir: &Path, keep: &Path, max_bytes: u64) {
             if path.extension()? != "cwasm" {
                 return None;
             }
-            let meta = entry.metadata().ok()?;
-            Some((meta.modified().ok()?, meta.len(), path))
+            let len = entry.metadata().ok()?.len();
+            let used = std::fs::metadata(path.with_extension("mac"))
+                .or_else(|_| entry.metadata())
+                .ok()?
+                .modified()
+                .ok()?;
+            Some((used, len, path))
         })
         .collect();
     let mut total: u64 = entries.iter().map(|(_, len, _)| len).sum();
@@ -424,6 +401,7 @@ fn evict(dir: &Path, keep: &Path, max_bytes: u64) {
             break;
         }
         if path != keep && std::fs::remove_file(&path).is_ok() {
+            let _ = std::fs::remove_file(path.with_extension("mac"));
             total -= len;
         }
     }
@@ -458,77 +436,9 @@ mod tests {
         let name = |epoch: bool| {
             let mut config = wasmtime::Config::new();
             config.epoch_interruption(epoch).consume_fuel(true);
-            entry_name(&Engine::new(&config).unwrap(), wasm)
+            entry_name(&Engine::new(&config).unwrap(), &ContentHash::of(wasm))
         };
         assert_ne!(name(true), name(false));
         assert_eq!(name(true), name(true));
-    }
-
-    fn scratch(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("bgagents-cache-unit-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        dir
-    }
-
-    #[test]
-    fn the_foreign_owner_message_reads_as_one_sentence() {
-        let message = foreign_owner(Path::new("/c"), 0, 1000);
-        assert_eq!(
-            message,
-            "the cache directory /c belongs to user 0, not to this user (1000); choose \
-             another with engine.cache_dir or BGAGENTS_CACHE_DIR"
-        );
-    }
-
-    #[test]
-    fn processes_creating_the_key_at_once_all_get_the_same_whole_key() {
-        for round in 0..20 {
-            let dir = scratch(&format!("race-{round}"));
-            let barrier = std::sync::Barrier::new(8);
-            let keys: Vec<Result<[u8; KEY_LEN], String>> = std::thread::scope(|scope| {
-                let threads: Vec<_> = (0..8)
-                    .map(|_| {
-                        scope.spawn(|| {
-                            barrier.wait();
-                            trusted_key(&dir)
-                        })
-                    })
-                    .collect();
-                threads.into_iter().map(|t| t.join().unwrap()).collect()
-            });
-            let on_disk = std::fs::read(dir.join(KEY_FILE)).unwrap();
-            assert_eq!(on_disk.len(), KEY_LEN);
-            for key in keys {
-                assert_eq!(key.as_ref().map(|key| &key[..]), Ok(&on_disk[..]));
-            }
-            let leftovers: Vec<_> = std::fs::read_dir(&dir)
-                .unwrap()
-                .map(|entry| entry.unwrap().file_name())
-                .filter(|name| name != KEY_FILE)
-                .collect();
-            assert!(leftovers.is_empty(), "{leftovers:?}");
-            std::fs::remove_dir_all(&dir).unwrap();
-        }
-    }
-
-    #[test]
-    fn a_key_of_the_wrong_length_is_replaced_not_a_reason_to_stop_caching() {
-        for damaged in [&b""[..], b"short", &[7; KEY_LEN + 1]] {
-            let dir = scratch("damaged");
-            trusted_key(&dir).unwrap();
-            let path = dir.join(KEY_FILE);
-            std::fs::write(&path, damaged).unwrap();
-            let key = trusted_key(&dir).unwrap();
-            assert_eq!(std::fs::read(&path).unwrap(), key);
-            assert_eq!(trusted_key(&dir).unwrap(), key);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-                assert_eq!(mode & 0o777, 0o600);
-            }
-            std::fs::remove_dir_all(&dir).unwrap();
-        }
     }
 }
