@@ -310,6 +310,68 @@ agents:
 }
 
 #[test]
+fn compile_fills_the_cache_so_the_first_run_compiles_nothing() {
+    let scratch = Scratch::new();
+    let cache = scratch.dir.join("cache");
+    let team = scratch.team(TEAM);
+    let team = team.to_str().unwrap();
+    let compiled = bgagents_cached_in(&cache, &["compile", team]);
+    assert_eq!(
+        compiled.status.code(),
+        Some(0),
+        "{}",
+        text(&compiled.stderr)
+    );
+    let stdout = text(&compiled.stdout);
+    assert!(
+        stdout.starts_with(&format!("cache:       {}\n", cache.display())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("probe.wasm — compiled and cached in "),
+        "{stdout}"
+    );
+    assert!(text(&compiled.stderr).contains("compiling probe.wasm"));
+    let again = bgagents_cached_in(&cache, &["compile", team]);
+    assert!(text(&again.stdout).contains("probe.wasm — loaded from the cache in "));
+    let run = bgagents_cached_in(&cache, &["run", team, "echo", "hi"]);
+    assert_eq!(text(&run.stdout), "hi\n");
+    assert!(
+        !text(&run.stderr).contains("compiling"),
+        "{}",
+        text(&run.stderr)
+    );
+
+    // A lone component, too; with the cache off there is nothing to fill.
+    let lone = bgagents_cached_in(
+        &cache,
+        &[
+            "compile",
+            bgagents_testkit::plugin("probe").to_str().unwrap(),
+        ],
+    );
+    assert!(
+        text(&lone.stdout).contains("probe.wasm — loaded from the cache"),
+        "{}",
+        text(&lone.stdout)
+    );
+    let off = scratch.write(
+        "off.yaml",
+        format!(
+            "engine: {{cache: false}}\nagents:\n  root: {{component: '{}'}}\n",
+            bgagents_testkit::plugin("probe").display()
+        ),
+    );
+    let refused = bgagents_cached_in(&cache, &["compile", off.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        text(&refused.stderr).contains("the compiled-component cache is off (engine.cache: false"),
+        "{}",
+        text(&refused.stderr)
+    );
+}
+
+#[test]
 fn a_cache_miss_says_what_it_compiles_and_a_hit_says_nothing() {
     let scratch = Scratch::new();
     let cache = scratch.dir.join("cache");

@@ -20,6 +20,57 @@ macro_rules! push_line {
 /// Under a field's label, where its further lines go.
 const VALUE_INDENT: &str = "               ";
 
+/// The cache directory, and what loading did for each component.
+fn cache_lines(report: &crate::toolset::LoadReport) -> String {
+    let mut out = String::new();
+    match &report.cache_dir {
+        Some(dir) => push_line!(out, "cache:       {}", shown_path(dir)),
+        None => push_line!(out, "cache:       off"),
+    }
+    for component in &report.components {
+        push_line!(
+            out,
+            "component:   {} — {} in {:.1} ms",
+            shown_path(&component.path),
+            printable(&component.cache.to_string(), Keep::OneLine),
+            component.took.as_secs_f64() * 1000.0
+        );
+    }
+    out
+}
+
+/// `bgagents compile`: compiles every component of a team (or one
+/// component) into the cache, so that the first `run` or `serve` starts at
+/// once — for images and CI. Exit 1 if an entry could not be stored.
+pub fn compile(path: &Path) -> ExitCode {
+    let toolset = match super::load(path, true) {
+        Ok(toolset) => toolset,
+        Err(code) => return code,
+    };
+    let report = toolset.load_report();
+    if report.cache_dir.is_none() {
+        eprintln!(
+            "error: the compiled-component cache is off (engine.cache: false in {}): there is \
+             nothing to fill",
+            shown_path(path)
+        );
+        return ExitCode::from(super::EXIT_BAD_INPUT);
+    }
+    let _ = std::io::stdout().write_all(cache_lines(report).as_bytes());
+    let unstored = (report.components.iter())
+        .filter(|component| {
+            matches!(
+                component.cache,
+                crate::components::CacheOutcome::NotStored(_)
+            )
+        })
+        .count();
+    match unstored {
+        0 => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    }
+}
+
 pub fn check(path: &Path) -> ExitCode {
     let toolset = match super::load(path, true) {
         Ok(toolset) => toolset,
@@ -45,19 +96,7 @@ pub fn check(path: &Path) -> ExitCode {
     );
     let report = toolset.load_report();
     push_line!(out, "instances:   {}", report.allocator);
-    match &report.cache_dir {
-        Some(dir) => push_line!(out, "cache:       {}", shown_path(dir)),
-        None => push_line!(out, "cache:       off"),
-    }
-    for component in &report.components {
-        push_line!(
-            out,
-            "component:   {} — {} in {:.1} ms",
-            shown_path(&component.path),
-            printable(&component.cache.to_string(), Keep::OneLine),
-            component.took.as_secs_f64() * 1000.0
-        );
-    }
+    out.push_str(&cache_lines(report));
     for agent in team.agents.values() {
         out.push_str(&format!("\n{}\n", printable(&agent.name, Keep::OneLine)));
         if !agent.description.is_empty() {

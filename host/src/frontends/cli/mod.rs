@@ -91,6 +91,13 @@ enum Command {
         /// The team file — or a component (.wasm) to check alone.
         team: PathBuf,
     },
+    /// Compile every component of a team (or one component) into the
+    /// compiled-component cache, so the first run starts at once (for
+    /// container images and CI).
+    Compile {
+        /// The team file — or a component (.wasm).
+        team: PathBuf,
+    },
     /// Write the WIT package plugins build against.
     Wit {
         /// The directory to write `bgagents.wit` into, or `-` for stdout.
@@ -271,6 +278,7 @@ pub fn main() -> ExitCode {
                 run::run(&team, options).await
             }
             Command::Check { team } => check::check(&team),
+            Command::Compile { team } => check::compile(&team),
             Command::Wit { out } => wit(&out),
             Command::New { name, dir, lang } => {
                 let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
