@@ -116,7 +116,11 @@ static REFUSALS: RefusalLog = RefusalLog {
 impl RefusalLog {
     fn log(&self, reason: &str) {
         static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-        let second = STARTED.get_or_init(std::time::Instant::now).elapsed().as_secs() + 1;
+        let second = STARTED
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_secs()
+            + 1;
         let last = self.last_logged.load(Ordering::Relaxed);
         let due = last < second
             && (self.last_logged)
