@@ -22,14 +22,17 @@
 //!     (filesystem `read_file`, `memory` `add_memory`, `shell` running `true`
 //!     in bubblewrap), against `think`, through the bundled agent;
 //! 11. what keeping tasks in a store costs (`bgagents serve`): dispatch
-//!     latency and throughput with and without one, in one run.
+//!     latency and throughput with and without one, in one run;
+//! 12. how fast the Python and JavaScript example guests start: first run
+//!     and cached load, each against raw wasmtime on the same bytes
+//!     ([`startup`]; needs `bash plugins/polyglot/build.sh`).
 //!
 //! Items 8 and 9 run the scripted model server in a child process (this
 //! binary, re-run with `BGAGENTS_BENCH_MODEL_SERVER` set), so its CPU time
 //! is not on the host's runtime and its memory is not in the host's RSS.
 //!
 //! `BENCH_QUICK=1` runs smaller sizes (a smoke run, not for numbers);
-//! `BENCH_ONLY=cache|dispatch|throughput|stop|scale|flood|model|blocked|tools|persistence`
+//! `BENCH_ONLY=cache|dispatch|throughput|stop|scale|flood|model|blocked|tools|persistence|startup`
 //! runs one part;
 //! `BENCH_RUNTIME=current_thread` runs everything on one thread.
 
@@ -44,6 +47,8 @@ use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+mod startup;
 
 fn quick() -> bool {
     std::env::var_os("BENCH_QUICK").is_some()
@@ -1101,6 +1106,9 @@ fn main() {
     let wanted = |part: &str| only.is_empty() || only == part;
     if wanted("cache") {
         compile_versus_cache();
+    }
+    if wanted("startup") {
+        startup::startup();
     }
     runtime.block_on(async {
         if wanted("dispatch") {
