@@ -5,7 +5,8 @@
 //! - the first run: the host loading the component with an empty cache
 //!   (read, hash, compile, store), next to raw wasmtime compiling the same
 //!   bytes with the same engine settings (`Component::new`), and what
-//!   Cranelift's optimisation level costs (raw, `opt_level` none);
+//!   Cranelift's optimisation level and parallel compilation change (raw,
+//!   `opt_level` none; one thread);
 //! - the cached load: the host loading it again once its entry has settled
 //!   (nothing read: the path's and the entry's records vouch for the
 //!   files), next to raw wasmtime mapping the same artifact
@@ -25,13 +26,14 @@ fn polyglot(name: &str) -> PathBuf {
 }
 
 /// The engine settings the host compiles with (fuel, epoch), raw.
-fn raw_engine(opt_level: OptLevel) -> Engine {
+fn raw_engine(opt_level: OptLevel, parallel: bool) -> Engine {
     let mut config = Config::new();
     config
         .wasm_component_model(true)
         .consume_fuel(true)
         .epoch_interruption(true)
-        .cranelift_opt_level(opt_level);
+        .cranelift_opt_level(opt_level)
+        .parallel_compilation(parallel);
     Engine::new(&config).unwrap()
 }
 
@@ -52,7 +54,9 @@ fn ms(duration: Duration) -> String {
 }
 
 pub fn startup() {
-    println!("12. large guests: first run and cached load, against raw wasmtime on the same bytes:");
+    println!(
+        "12. large guests: first run and cached load, against raw wasmtime on the same bytes:"
+    );
     for name in GUESTS {
         let path = polyglot(name);
         let Ok(bytes) = std::fs::read(&path) else {
@@ -66,13 +70,16 @@ pub fn startup() {
         std::fs::copy(&path, &component).unwrap();
 
         let (first, outcome) = host_load(&cache, &component);
-        let speed = raw_engine(OptLevel::Speed);
+        let speed = raw_engine(OptLevel::Speed, true);
         let started = Instant::now();
         let compiled = Component::new(&speed, &bytes).unwrap();
         let raw_compile = started.elapsed();
         let started = Instant::now();
-        Component::new(&raw_engine(OptLevel::None), &bytes).unwrap();
+        Component::new(&raw_engine(OptLevel::None, true), &bytes).unwrap();
         let raw_unoptimised = started.elapsed();
+        let started = Instant::now();
+        Component::new(&raw_engine(OptLevel::Speed, false), &bytes).unwrap();
+        let raw_serial = started.elapsed();
 
         // Records are relied on once the files have settled.
         std::thread::sleep(Duration::from_millis(2500));
@@ -95,13 +102,16 @@ pub fn startup() {
         let (cached, raw_mapped) = (cached[2], raw_mapped[2]);
         println!(
             "   {name} ({:.1} MB): first run {} ({outcome}) vs raw compile {} = {:.2}x; \
-             raw with Cranelift opt_level none {} ({:.0} % of speed)",
+             raw with Cranelift opt_level none {} ({:.0} % of speed); on one thread {} \
+             ({:.2}x)",
             bytes.len() as f64 / 1e6,
             ms(first),
             ms(raw_compile),
             first.as_secs_f64() / raw_compile.as_secs_f64(),
             ms(raw_unoptimised),
             100.0 * raw_unoptimised.as_secs_f64() / raw_compile.as_secs_f64(),
+            ms(raw_serial),
+            raw_serial.as_secs_f64() / raw_compile.as_secs_f64(),
         );
         println!(
             "   {name}: cached load {} (median of 5; the first after compiling, which \

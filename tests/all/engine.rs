@@ -78,7 +78,7 @@ async fn the_first_load_compiles_and_later_loads_hit_the_cache() {
 async fn corrupt_truncated_and_foreign_entries_are_recompiled_not_trusted() {
     let scratch = Scratch::new();
     Toolset::load(cached(&scratch.dir)).unwrap();
-    let damage: [(&str, Damage); 4] = [
+    let damage: [(&str, Damage); 5] = [
         ("authentication failed", |entry| {
             let mut bytes = std::fs::read(entry).unwrap();
             let middle = bytes.len() / 2;
@@ -94,6 +94,10 @@ async fn corrupt_truncated_and_foreign_entries_are_recompiled_not_trusted() {
         }),
         ("not a bgagents cache entry", |entry| {
             std::fs::write(entry, b"").unwrap()
+        }),
+        // Its record gone: an entry without one is never trusted.
+        ("not a bgagents cache entry (it has no record)", |entry| {
+            std::fs::remove_file(entry.with_extension("mac")).unwrap()
         }),
     ];
     for (expected, damage) in damage {
@@ -123,7 +127,14 @@ async fn an_entry_damaged_after_its_fast_loads_began_is_still_caught() {
     let checked = Toolset::load(cached(&scratch.dir)).unwrap();
     assert_eq!(outcomes(&checked), [CacheOutcome::Hit, CacheOutcome::Hit]);
     let mapped = Toolset::load(cached(&scratch.dir)).unwrap();
-    assert_eq!(outcomes(&mapped), [CacheOutcome::Hit, CacheOutcome::Hit]);
+    assert_eq!(
+        outcomes(&mapped),
+        [CacheOutcome::Unchanged, CacheOutcome::Unchanged],
+        "settled files are loaded without reading them"
+    );
+    works(&mapped).await;
+    // Nothing may map an entry while it is damaged in place.
+    drop((checked, mapped));
     for entry in entries(&scratch.dir) {
         let mut bytes = std::fs::read(&entry).unwrap();
         let middle = bytes.len() / 2;
@@ -158,8 +169,9 @@ async fn a_component_changed_in_place_is_compiled_again_not_taken_from_the_cache
     };
     assert_eq!(outcomes(&load()), [CacheOutcome::Stored]);
     assert_eq!(outcomes(&load()), [CacheOutcome::Hit]);
-    // Same size, same file, at once: one byte of the name of the compiler
-    // in its producers section, which nothing checks.
+    // Same size, same file, at once (within the file system's timestamp
+    // granularity, maybe): one byte of the name of the compiler in its
+    // producers section, which nothing checks.
     let mut bytes = std::fs::read(&component).unwrap();
     let at = (bytes.windows(5).rposition(|window| window == b"rustc"))
         .expect("probe.wasm names rustc in its producers section");
@@ -183,6 +195,19 @@ async fn a_component_changed_in_place_is_compiled_again_not_taken_from_the_cache
     std::fs::rename(scratch.dir.join("other.wasm"), &component).unwrap();
     assert_eq!(outcomes(&load()), [CacheOutcome::Hit]);
     assert_eq!(entries(&cache).len(), 2);
+
+    // Once everything has settled, a load reads nothing; a change after
+    // that is still seen.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_eq!(outcomes(&load()), [CacheOutcome::Hit]);
+    assert_eq!(outcomes(&load()), [CacheOutcome::Unchanged]);
+    let mut bytes = std::fs::read(&component).unwrap();
+    let at = (bytes.windows(5).rposition(|window| window == b"rustc")).unwrap();
+    bytes[at] = b'X';
+    std::fs::write(&component, &bytes).unwrap();
+    let changed = load();
+    assert_eq!(outcomes(&changed), [CacheOutcome::Stored]);
+    works(&changed).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -56,11 +56,11 @@ pub fn load_component(
         return Ok(LoadedComponent {
             component,
             shown,
-            cache: CacheOutcome::Hit,
+            cache: CacheOutcome::Unchanged,
             took: started.elapsed(),
         });
     }
-    let before = std::fs::metadata(&tidy).ok();
+    let before = ComponentCache::observe(&tidy);
     let bytes = read_component(&tidy)?;
     let hash = ContentHash::of(&bytes);
     let loaded = compile(engine, cache, &bytes, &hash, path, shown, progress, started)?;

@@ -18,7 +18,10 @@
 //! hash, and the entry's MAC was checked against the same file before,
 //! both vouched for by authenticated records of the files' fingerprints.
 //! The entry is then mapped into memory, not read: a cached load of a
-//! large guest takes milliseconds.
+//! large guest takes milliseconds. This trusts the file system's change
+//! times: a change that leaves a file's size and times as they were (bit
+//! rot under a stable inode, a file system that keeps no change time) is
+//! not noticed until the file changes again.
 //!
 //! Layout: `key`; `HASH-ENGINE.cwasm`, the compiled component exactly as
 //! wasmtime serialised it; `HASH-ENGINE.mac`, its record (its content MAC,
@@ -29,7 +32,7 @@ mod key;
 mod record;
 
 use key::{Key, trusted_key};
-use record::{Fingerprint, Record, mac};
+use record::{Fingerprint, Observed, Record, Refused, Use, mac};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,6 +41,18 @@ use wasmtime::{Engine, Precompiled};
 
 /// The records of component paths, under the cache directory.
 const PATHS_DIR: &str = "paths";
+/// At most this many path records are kept; the oldest go first.
+const MAX_PATH_RECORDS: usize = 4096;
+/// The layout of entries and their records, part of each entry's name: a
+/// host of another layout never reads them.
+const ENTRY_LAYOUT: &str = "bgagents-entry-3";
+
+/// A component as it was just before it was read: see
+/// [`ComponentCache::observe`].
+pub struct Observation {
+    fingerprint: Fingerprint,
+    observed: Observed,
+}
 
 /// Where compiled components go; `None` disables the cache.
 #[derive(Debug, Clone)]
@@ -53,6 +68,10 @@ pub enum CacheOutcome {
     Disabled,
     /// Loaded without compiling.
     Hit,
+    /// Loaded without compiling, and without reading: the component and
+    /// its entry were unchanged since they were last checked, and the
+    /// entry was mapped.
+    Unchanged,
     /// Compiled and stored for next time.
     Stored,
     /// A bad entry was found, ignored, and replaced; the reason says why.
@@ -65,7 +84,7 @@ impl std::fmt::Display for CacheOutcome {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         match self {
             CacheOutcome::Disabled => write!(f, "compiled (cache off)"),
-            CacheOutcome::Hit => write!(f, "loaded from the cache"),
+            CacheOutcome::Hit | CacheOutcome::Unchanged => write!(f, "loaded from the cache"),
             CacheOutcome::Stored => write!(f, "compiled and cached"),
             CacheOutcome::Replaced(why) => {
                 write!(f, "compiled; replaced a bad cache entry ({why})")
@@ -129,25 +148,35 @@ impl ComponentCache {
     pub fn load_unchanged(&self, engine: &Engine, path: &Path) -> Option<Component> {
         let dir = self.dir.as_ref()?;
         let key = trusted_key(dir).ok()?;
-        let current = Fingerprint::of_file(path)?;
+        let (_, current, _) = Fingerprint::of_open(path)?;
         let subject = path_subject(path);
-        let record = Record::read(&key, &subject, &path_record(dir, &subject))?;
+        let record = Record::read(&key, &subject, &path_record(dir, &subject))
+            .ok()??
+            .ok()?;
         if !record.vouches_for(&current) {
             return None;
         }
         let name = entry_name(engine, &ContentHash(record.hash));
-        let (component, _) = load_entry(engine, &key, dir, &name, Trust::RecordOnly).ok()?;
-        Some(component)
+        load_entry(engine, &key, dir, &name, Trust::RecordOnly).ok()
     }
 
-    /// Records that the component at `path`, whose fingerprint was
-    /// `before` when it was read, has content `hash`, so that the next load
-    /// from there needs no reading. Nothing is recorded if the file changed
-    /// while it was read.
-    pub fn remember(&self, path: &Path, before: &std::fs::Metadata, hash: &ContentHash) {
+    /// What [`ComponentCache::remember`] needs to know of a component
+    /// before it is read: its fingerprint, and the moment just before it
+    /// was taken.
+    pub fn observe(path: &Path) -> Option<Observation> {
+        Fingerprint::of_open(path).map(|(_, fingerprint, observed)| Observation {
+            fingerprint,
+            observed,
+        })
+    }
+
+    /// Records that the component at `path`, observed as `before` when it
+    /// was about to be read, has content `hash`, so that the next load from
+    /// there needs no reading. Nothing is recorded if the file changed
+    /// since.
+    pub fn remember(&self, path: &Path, before: &Observation, hash: &ContentHash) {
         let Some(dir) = &self.dir else { return };
-        let before = Fingerprint::of(before);
-        if Fingerprint::of_file(path) != Some(before) {
+        if Fingerprint::of_open(path).map(|(_, now, _)| now) != Some(before.fingerprint) {
             return;
         }
         let Ok(key) = trusted_key(dir) else { return };
@@ -157,7 +186,7 @@ impl ComponentCache {
             return;
         }
         let subject = path_subject(path);
-        let record = Record::new(hash.0, before);
+        let record = Record::new(hash.0, before.fingerprint, before.observed);
         if let Err(error) = record.write(&key, &subject, &path_record(dir, &subject)) {
             tracing::debug!(%error, "cannot record a component path in the cache");
         }
@@ -183,9 +212,9 @@ impl ComponentCache {
         };
         let name = entry_name(engine, hash);
         let replaced = match load_entry(engine, &key, dir, &name, Trust::RecordOrContent) {
-            Ok((component, _)) => return Ok((component, CacheOutcome::Hit)),
-            Err(Missing::NotThere) => None,
-            Err(Missing::Bad(why)) => Some(why),
+            Ok(component) => return Ok((component, CacheOutcome::Hit)),
+            Err(EntryError::NotThere) => None,
+            Err(EntryError::Bad(why)) => Some(why),
         };
         let component = Component::new(engine, wasm)?;
         let stored = store(&key, dir, &name, &component);
@@ -209,6 +238,7 @@ fn entry_name(engine: &Engine, hash: &ContentHash) -> String {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
     env!("CARGO_PKG_VERSION").hash(&mut hasher);
+    ENTRY_LAYOUT.hash(&mut hasher);
     let hex: String = hash.0.iter().map(|byte| format!("{byte:02x}")).collect();
     format!("{hex}-{:016x}", hasher.finish())
 }
@@ -243,68 +273,90 @@ enum Trust {
 }
 
 /// Why an entry could not be loaded.
-enum Missing {
+enum EntryError {
     NotThere,
     Bad(String),
 }
 
 /// Loads entry `name`: mapped straight from its file when its record
 /// vouches for the file as it is, else (with `RecordOrContent`) read and
-/// checked against its content MAC, and its record renewed.
+/// checked against its content MAC, and its record renewed. The file is
+/// opened once, and what is mapped or read is that open file, the one
+/// whose fingerprint was checked.
 fn load_entry(
     engine: &Engine,
     key: &Key,
     dir: &Path,
     name: &str,
     trust: Trust,
-) -> Result<(Component, bool), Missing> {
+) -> Result<Component, EntryError> {
     let entry = entry_path(dir, name);
-    let Some(current) = Fingerprint::of_file(&entry) else {
-        return Err(Missing::NotThere);
+    let Some((mut file, current, observed)) = Fingerprint::of_open(&entry) else {
+        return Err(EntryError::NotThere);
     };
     let record_path = entry_record(dir, name);
-    let record = match std::fs::read(&record_path) {
-        Ok(bytes) => Record::from_bytes(key, name.as_bytes(), &bytes).map_err(|why| {
-            Missing::Bad(if why.starts_with("not a") {
-                "not a bgagents cache entry (its record is damaged)".to_string()
-            } else {
-                "authentication failed (its record was not written by this host)".to_string()
-            })
-        })?,
-        Err(_) => {
-            return Err(Missing::Bad(
+    let record = match Record::read(key, name.as_bytes(), &record_path) {
+        Ok(Some(Ok(record))) => record,
+        Ok(Some(Err(Refused::Damaged))) => {
+            return Err(EntryError::Bad(
+                "not a bgagents cache entry (its record is damaged)".into(),
+            ));
+        }
+        Ok(Some(Err(Refused::Unauthentic))) => {
+            return Err(EntryError::Bad(
+                "authentication failed (its record was not written by this host)".into(),
+            ));
+        }
+        Ok(None) => {
+            return Err(EntryError::Bad(
                 "not a bgagents cache entry (it has no record)".into(),
             ));
         }
+        Err(error) => {
+            return Err(EntryError::Bad(format!(
+                "its record is unreadable: {error}"
+            )));
+        }
     };
     if record.vouches_for(&current) {
+        use std::os::fd::AsRawFd;
+        // The open file itself, not whatever the name means by now.
+        let open = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
         // SAFETY: `deserialize_file` maps the entry and runs its native
-        // code. The record proves the file is the one whose content MAC
-        // was checked — only holders of the key, which lives 0600 in a
+        // code. The record proves the open file is the one whose content
+        // MAC was checked — only holders of the key, which lives 0600 in a
         // 0700 directory of this user that no guest can be granted, can
         // write a record that passes — and unchanged since (its inode,
-        // size and times; the change time cannot be set). Entries are
-        // replaced by rename and removed by unlink, never rewritten in
-        // place, so a mapped entry does not change under the host.
-        // Wasmtime still rejects artifacts of another engine configuration.
-        let component = unsafe { Component::deserialize_file(engine, &entry) }
-            .map_err(|error| Missing::Bad(format!("{error:#}")))?;
-        mark_used(&record_path);
-        return Ok((component, false));
+        // size and times; the change time cannot be set, and the record
+        // is relied on only once the file had settled before it was
+        // fingerprinted). Entries are replaced by rename and removed by
+        // unlink, never rewritten in place, so a mapped entry does not
+        // change under the host. Wasmtime still rejects artifacts of
+        // another engine configuration.
+        match unsafe { Component::deserialize_file(engine, &open) } {
+            Ok(component) => {
+                mark_used(&record_path);
+                return Ok(component);
+            }
+            // Mapping can fail for reasons of the moment (memory, file
+            // descriptors): read it instead, if allowed.
+            Err(error) if trust == Trust::RecordOnly => {
+                return Err(EntryError::Bad(format!("{error:#}")));
+            }
+            Err(_) => {}
+        }
+    } else if trust == Trust::RecordOnly {
+        return Err(EntryError::Bad("its record is out of date".into()));
     }
-    if trust == Trust::RecordOnly {
-        return Err(Missing::Bad("its record is out of date".into()));
-    }
-    let bytes =
-        std::fs::read(&entry).map_err(|error| Missing::Bad(format!("unreadable: {error}")))?;
-    let component = deserialize(engine, key, name, &record, &bytes).map_err(Missing::Bad)?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut bytes)
+        .map_err(|error| EntryError::Bad(format!("unreadable: {error}")))?;
+    let component = deserialize(engine, key, name, &record, &bytes).map_err(EntryError::Bad)?;
     // Read and checked now: the next load needs neither, once the file has
-    // settled (the record says when it was checked).
-    let renewed = Record::new(record.hash, current);
-    if Fingerprint::of_file(&entry) == Some(current) {
-        let _ = renewed.write(key, name.as_bytes(), &record_path);
-    }
-    Ok((component, true))
+    // settled (the record says when it was fingerprinted).
+    let _ = Record::new(record.hash, current, observed).write(key, name.as_bytes(), &record_path);
+    mark_used(&record_path);
+    Ok(component)
 }
 
 fn deserialize(
@@ -319,7 +371,7 @@ fn deserialize(
         return Err("not a bgagents cache entry (not compiled code)".into());
     }
     // `Hash`'s equality is constant-time.
-    if mac(key, name.as_bytes(), bytes) != blake3::Hash::from_bytes(record.hash) {
+    if mac(key, Use::Entry, name.as_bytes(), bytes) != blake3::Hash::from_bytes(record.hash) {
         return Err(
             "authentication failed (corrupt, truncated, or not written by this host)".into(),
         );
@@ -356,10 +408,14 @@ fn store(key: &Key, dir: &Path, name: &str, component: &Component) -> Result<(),
     let payload = component.serialize().map_err(|e| e.to_string())?;
     let entry = entry_path(dir, name);
     write_atomically(&entry, &payload)?;
-    let tag = mac(key, name.as_bytes(), &payload);
-    let fingerprint = Fingerprint::of_file(&entry)
+    let tag = mac(key, Use::Entry, name.as_bytes(), &payload);
+    let (_, fingerprint, observed) = Fingerprint::of_open(&entry)
         .ok_or_else(|| format!("{} vanished as it was written", entry.display()))?;
-    Record::new(*tag.as_bytes(), fingerprint).write(key, name.as_bytes(), &entry_record(dir, name))
+    Record::new(*tag.as_bytes(), fingerprint, observed).write(
+        key,
+        name.as_bytes(),
+        &entry_record(dir, name),
+    )
 }
 
 /// Records a hit on the entry's record, so eviction takes the least
@@ -404,6 +460,30 @@ fn evict(dir: &Path, keep: &Path, max_bytes: u64) {
             let _ = std::fs::remove_file(path.with_extension("mac"));
             total -= len;
         }
+    }
+    prune_path_records(&dir.join(PATHS_DIR));
+}
+
+/// Keeps at most [`MAX_PATH_RECORDS`] path records, the newest: a
+/// component loaded from many paths over time (scratch directories) does
+/// not grow the cache without end. A pruned path is only read once more.
+fn prune_path_records(paths: &Path) {
+    let Ok(read) = std::fs::read_dir(paths) else {
+        return;
+    };
+    let mut records: Vec<(std::time::SystemTime, PathBuf)> = read
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            Some((entry.metadata().ok()?.modified().ok()?, entry.path()))
+        })
+        .collect();
+    if records.len() <= MAX_PATH_RECORDS {
+        return;
+    }
+    records.sort();
+    let excess = records.len() - MAX_PATH_RECORDS;
+    for (_, path) in records.into_iter().take(excess) {
+        let _ = std::fs::remove_file(path);
     }
 }
 

@@ -26,7 +26,7 @@ const FINGERPRINT_LEN: usize = 7 * 8;
 const RECORD_LEN: usize = MAGIC.len() + HASH_LEN + FINGERPRINT_LEN + 8 + HASH_LEN;
 
 /// How long after a file's last change its fingerprint is relied on.
-pub(super) const SETTLE: Duration = Duration::from_secs(2);
+const SETTLE: Duration = Duration::from_secs(2);
 
 /// What identifies one version of a file's content without reading it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +39,7 @@ pub(super) struct Fingerprint {
 }
 
 impl Fingerprint {
-    pub(super) fn of(meta: &std::fs::Metadata) -> Fingerprint {
+    fn of(meta: &std::fs::Metadata) -> Fingerprint {
         use std::os::unix::fs::MetadataExt;
         Fingerprint {
             device: meta.dev(),
@@ -50,10 +50,14 @@ impl Fingerprint {
         }
     }
 
-    pub(super) fn of_file(path: &Path) -> Option<Fingerprint> {
-        std::fs::metadata(path)
-            .ok()
-            .map(|meta| Fingerprint::of(&meta))
+    /// Opens `path` and fingerprints the open file, noting the moment just
+    /// before. Opening first makes a network filesystem look at the file
+    /// anew rather than answer from its cache.
+    pub(super) fn of_open(path: &Path) -> Option<(std::fs::File, Fingerprint, Observed)> {
+        let file = std::fs::File::open(path).ok()?;
+        let observed = Observed::now();
+        let meta = file.metadata().ok()?;
+        Some((file, Fingerprint::of(&meta), observed))
     }
 
     /// Whether the file had last changed at least [`SETTLE`] before `at`.
@@ -94,33 +98,66 @@ impl Fingerprint {
     }
 }
 
+/// A moment taken just before a file's fingerprint was: the file is known
+/// to have been as fingerprinted from its last change until then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Observed(u64);
+
+impl Observed {
+    pub(super) fn now() -> Observed {
+        let since = SystemTime::now().duration_since(UNIX_EPOCH);
+        Observed(since.map_or(0, |since| since.as_nanos() as u64))
+    }
+}
+
 /// A hash a record vouches for, with the fingerprint of the file it is
 /// the hash of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Record {
     pub(super) hash: [u8; HASH_LEN],
-    pub(super) fingerprint: Fingerprint,
-    /// When the record was written (nanoseconds since the epoch).
-    recorded: u64,
+    fingerprint: Fingerprint,
+    /// When the fingerprint was taken (nanoseconds since the epoch, just
+    /// before the stat), not when the record was written: a file rewritten
+    /// between the stat and the record must not count as settled.
+    observed: u64,
 }
 
-fn now_ns() -> u64 {
-    (SystemTime::now().duration_since(UNIX_EPOCH)).map_or(0, |since| since.as_nanos() as u64)
+/// Why a stored record is not believed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refused {
+    /// Not a record of this layout (wrong size or marker): damaged.
+    Damaged,
+    /// Well-formed, but its MAC does not pass under this key.
+    Unauthentic,
+}
+
+/// What a MAC is over: no two uses share an input.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Use {
+    /// A compiled entry's content.
+    Entry,
+    /// A record (of an entry, or of a component path).
+    Record,
 }
 
 impl Record {
-    pub(super) fn new(hash: [u8; HASH_LEN], fingerprint: Fingerprint) -> Record {
+    /// A record of `fingerprint`, taken just after `observed`.
+    pub(super) fn new(
+        hash: [u8; HASH_LEN],
+        fingerprint: Fingerprint,
+        observed: Observed,
+    ) -> Record {
         Record {
             hash,
             fingerprint,
-            recorded: now_ns(),
+            observed: observed.0,
         }
     }
 
     /// Whether `current`, the file's fingerprint now, shows it unchanged
-    /// since the record was made, and settled when it was.
+    /// since the record's fingerprint was taken, and settled by then.
     pub(super) fn vouches_for(&self, current: &Fingerprint) -> bool {
-        self.fingerprint == *current && self.fingerprint.settled_by(self.recorded)
+        self.fingerprint == *current && self.fingerprint.settled_by(self.observed)
     }
 
     /// The record as stored: authenticated under `key` for `subject` (what
@@ -130,38 +167,49 @@ impl Record {
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&self.hash);
         bytes.extend_from_slice(&self.fingerprint.bytes());
-        bytes.extend_from_slice(&self.recorded.to_le_bytes());
-        let tag = mac(key, subject, &bytes);
+        bytes.extend_from_slice(&self.observed.to_le_bytes());
+        let tag = mac(key, Use::Record, subject, &bytes);
         bytes.extend_from_slice(tag.as_bytes());
         bytes
     }
 
     /// A stored record about `subject`, if it is one this key made.
-    pub(super) fn from_bytes(key: &Key, subject: &[u8], bytes: &[u8]) -> Result<Record, String> {
+    pub(super) fn from_bytes(key: &Key, subject: &[u8], bytes: &[u8]) -> Result<Record, Refused> {
         if bytes.len() != RECORD_LEN || &bytes[..MAGIC.len()] != MAGIC {
-            return Err("not a bgagents cache record".into());
+            return Err(Refused::Damaged);
         }
         let (body, tag) = bytes.split_at(RECORD_LEN - HASH_LEN);
         let tag: [u8; HASH_LEN] = tag.try_into().expect("split at the tag");
         // `Hash`'s equality is constant-time.
-        if mac(key, subject, body) != blake3::Hash::from_bytes(tag) {
-            return Err("record authentication failed".into());
+        if mac(key, Use::Record, subject, body) != blake3::Hash::from_bytes(tag) {
+            return Err(Refused::Unauthentic);
         }
         let body = &body[MAGIC.len()..];
         let (hash, rest) = body.split_at(HASH_LEN);
-        let (fingerprint, recorded) = rest.split_at(FINGERPRINT_LEN);
+        let (fingerprint, observed) = rest.split_at(FINGERPRINT_LEN);
         Ok(Record {
             hash: hash.try_into().expect("split at HASH_LEN"),
             fingerprint: Fingerprint::from_bytes(fingerprint),
-            recorded: u64::from_le_bytes(recorded.try_into().expect("8 bytes")),
+            observed: u64::from_le_bytes(observed.try_into().expect("8 bytes")),
         })
     }
 
-    /// Reads the record at `path` about `subject`; `None` if there is none
-    /// this key made.
-    pub(super) fn read(key: &Key, subject: &[u8], path: &Path) -> Option<Record> {
-        let bytes = std::fs::read(path).ok()?;
-        Record::from_bytes(key, subject, &bytes).ok()
+    /// Reads the record at `path` about `subject`; `Ok(None)` if there is
+    /// none. At most a record's size is read, whatever the file holds.
+    pub(super) fn read(
+        key: &Key,
+        subject: &[u8],
+        path: &Path,
+    ) -> std::io::Result<Option<Result<Record, Refused>>> {
+        use std::io::Read;
+        let file = match std::fs::File::open(path) {
+            Ok(file) => file,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        let mut bytes = Vec::with_capacity(RECORD_LEN + 1);
+        file.take(RECORD_LEN as u64 + 1).read_to_end(&mut bytes)?;
+        Ok(Some(Record::from_bytes(key, subject, &bytes)))
     }
 
     /// Writes the record atomically (a reader sees the old one or the new).
@@ -170,10 +218,14 @@ impl Record {
     }
 }
 
-/// A keyed blake3 MAC over `subject` and `body`, each length-prefixed so
-/// that no two (subject, body) pairs share an input.
-pub(super) fn mac(key: &Key, subject: &[u8], body: &[u8]) -> blake3::Hash {
+/// A keyed blake3 MAC for `what` over `subject` and `body`, each
+/// length-prefixed so that no two (use, subject, body) share an input.
+pub(super) fn mac(key: &Key, what: Use, subject: &[u8], body: &[u8]) -> blake3::Hash {
     let mut hasher = blake3::Hasher::new_keyed(key);
+    hasher.update(match what {
+        Use::Entry => b"entry\0",
+        Use::Record => b"record",
+    });
     hasher.update(&(subject.len() as u64).to_le_bytes());
     hasher.update(subject);
     hasher.update(&(body.len() as u64).to_le_bytes());
@@ -198,10 +250,13 @@ mod tests {
     #[test]
     fn a_record_is_believed_only_under_its_key_and_subject_and_whole() {
         let key = [7; 32];
-        let record = Record::new([9; 32], fingerprint(1));
+        let record = Record::new([9; 32], fingerprint(1), Observed(7));
         let bytes = record.encode(&key, b"entry");
         assert_eq!(Record::from_bytes(&key, b"entry", &bytes), Ok(record));
-        assert!(Record::from_bytes(&[8; 32], b"entry", &bytes).is_err());
+        assert_eq!(
+            Record::from_bytes(&[8; 32], b"entry", &bytes),
+            Err(Refused::Unauthentic)
+        );
         assert!(Record::from_bytes(&key, b"other", &bytes).is_err());
         for index in 0..bytes.len() {
             let mut changed = bytes.clone();
@@ -211,17 +266,20 @@ mod tests {
                 "{index}"
             );
         }
-        assert!(Record::from_bytes(&key, b"entry", &bytes[..bytes.len() - 1]).is_err());
+        assert_eq!(
+            Record::from_bytes(&key, b"entry", &bytes[..bytes.len() - 1]),
+            Err(Refused::Damaged)
+        );
     }
 
     #[test]
     fn a_fingerprint_is_relied_on_only_once_settled_and_unchanged() {
         let changed = 1_000_000;
         let at = |seconds_after: u64| (changed as u64 + seconds_after) * 1_000_000_000;
-        let record = |recorded| Record {
+        let record = |observed| Record {
             hash: [0; 32],
             fingerprint: fingerprint(changed),
-            recorded,
+            observed,
         };
         assert!(!record(at(0)).vouches_for(&fingerprint(changed)));
         assert!(!record(at(1)).vouches_for(&fingerprint(changed)));
