@@ -493,10 +493,28 @@ agents:
     .await;
     assert!(ok, "{answer}");
     let id = task_id(&answer);
-    // Another session does not reach it, even by id.
+    // Another session does not reach it, even by id, nor list it: the
+    // operator's view of every session is not offered to an agent.
     let second = client(&url, Some(token), "second").await.unwrap();
     let (ok, view) = call(&second, "view_background_agent", json!({"task_id": id})).await;
     assert!(!ok && view.contains("not found"), "{view}");
+    let tools: Vec<String> = (second.list_all_tools().await.unwrap().into_iter())
+        .map(|tool| tool.name.to_string())
+        .collect();
+    assert!(
+        !tools
+            .iter()
+            .any(|tool| tool == "list_all_background_agents"),
+        "{tools:?}"
+    );
+    assert!(
+        tools
+            .iter()
+            .any(|tool| tool == "read_background_agent_output"),
+        "{tools:?}"
+    );
+    let (ok, refused) = call(&second, "list_all_background_agents", json!({})).await;
+    assert!(!ok && !refused.contains(&id), "{refused}");
     // SIGTERM stops the task and ends the server.
     let pid = server.id().to_string();
     assert!(
@@ -924,7 +942,8 @@ async fn the_event_stream_tells_a_tasks_events_and_ends_when_the_daemon_stops() 
     let scratch = Scratch::new();
     let (daemon, url, token) = http_daemon(&scratch);
     let api = Api::new(&url, &token);
-    let events_url = format!("{}/api/events", api.base);
+    // Output events are sent when asked for.
+    let events_url = format!("{}/api/events?output=1", api.base);
     let refused = api.http.get(&events_url).send().await.unwrap();
     assert_eq!(refused.status(), 401);
     let response = api
@@ -942,6 +961,16 @@ async fn the_event_stream_tells_a_tasks_events_and_ends_when_the_daemon_stops() 
     );
     let mut events = Events {
         response,
+        buffer: String::new(),
+    };
+    // Without `output=1`, only status events.
+    let plain = (api.http.get(format!("{}/api/events", api.base)))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let mut plain = Events {
+        response: plain,
         buffer: String::new(),
     };
 
@@ -965,6 +994,14 @@ async fn the_event_stream_tells_a_tasks_events_and_ends_when_the_daemon_stops() 
     };
     assert_eq!(seen, ["queued", "started", "output", "finished"]);
     assert_eq!(finished["status"], "completed", "{finished}");
+    let mut statuses = Vec::new();
+    while statuses.last().map(String::as_str) != Some("finished") {
+        let (event, data) = plain.next().await.expect("the stream ended early");
+        if data["task_id"] == id.as_str() {
+            statuses.push(event);
+        }
+    }
+    assert_eq!(statuses, ["queued", "started", "finished"]);
     // Told once on disk: the task is finished for every reader.
     let (_, view) = api.get(&format!("/api/tasks/{id}")).await;
     assert_eq!(view["status"], "completed", "{view}");
@@ -1256,7 +1293,7 @@ agents:
     let (status, refused) = api.post("/api/tasks", &body).await;
     assert_eq!(status, 400, "{refused}");
 
-    let response = (api.http.get(format!("{}/api/events", api.base)))
+    let response = (api.http.get(format!("{}/api/events?output=1", api.base)))
         .bearer_auth(token)
         .send()
         .await

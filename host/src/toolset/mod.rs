@@ -19,7 +19,7 @@ pub use ops::{
     MAX_EXPECTED_OUTPUT_BYTES, MAX_TASK_BYTES, WAIT_DEFAULT_TIMEOUT_SECS, WAIT_MAX_IDS,
     WAIT_MAX_TIMEOUT_SECS, WAIT_OUTPUT_CAP,
 };
-pub use tail::OutputRead;
+pub use tail::{OutputRead, READ_MAX_WAIT_SECS, Told, read_wait};
 
 pub use crate::components::LoadProgress;
 use crate::components::{

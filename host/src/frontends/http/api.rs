@@ -13,7 +13,7 @@
 //! | `GET /api/tasks/{id}`            | one task in full                         |
 //! | `GET /api/tasks/{id}/output`     | output from `?offset=`, `&wait=` seconds |
 //! | `POST /api/tasks/{id}/stop`      | stops the task and its children         |
-//! | `GET /api/events`                | task events (`text/event-stream`)        |
+//! | `GET /api/events?output=1`       | task events (`text/event-stream`)        |
 //!
 //! Errors are `{"error": "..."}` with a status that says whose fault it is.
 
@@ -21,7 +21,7 @@ use crate::frontends::serve::sessions::Sessions;
 use crate::tasks::{EventKind, TaskEvent};
 use crate::toolset::tools::args::Args;
 use crate::toolset::tools::background::{self, RunArgs};
-use crate::toolset::{ToolError, render};
+use crate::toolset::{READ_MAX_WAIT_SECS, Told, ToolError, read_wait, render};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -34,11 +34,7 @@ use serde_json::{Value, json};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
-
-/// The longest an output read waits for more output.
-pub const OUTPUT_MAX_WAIT_SECS: u64 = 60;
 
 /// Largest request body accepted (a task text is at most 1 MiB).
 const MAX_BODY_BYTES: usize = 2 << 20;
@@ -182,16 +178,19 @@ async fn output(
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let (mut offset, mut wait) = (0usize, 0u64);
+    let (mut offset, mut wait) = (0usize, Duration::ZERO);
     for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         let number = value.parse::<u64>();
         match (key.as_ref(), number) {
             ("offset", Ok(number)) => offset = usize::try_from(number).unwrap_or(usize::MAX),
-            ("wait", Ok(number)) if number <= OUTPUT_MAX_WAIT_SECS => wait = number,
-            ("wait", _) => {
+            ("wait", Ok(number)) => match read_wait(number) {
+                Ok(duration) => wait = duration,
+                Err(problem) => return error(StatusCode::BAD_REQUEST, problem),
+            },
+            ("wait", Err(_)) => {
                 return error(
                     StatusCode::BAD_REQUEST,
-                    format!("wait must be 0 to {OUTPUT_MAX_WAIT_SECS} seconds"),
+                    format!("wait must be 0 to {READ_MAX_WAIT_SECS} seconds"),
                 );
             }
             ("offset", Err(_)) => {
@@ -211,7 +210,7 @@ async fn output(
     let every = api.sessions.every();
     let toolset = api.sessions.toolset();
     let read = tokio::select! {
-        read = toolset.read_output(every.caller(), &id, offset, Duration::from_secs(wait)) => read,
+        read = toolset.read_output(every.caller(), &id, offset, wait) => read,
         _ = api.shutdown.cancelled() => {
             return error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is shutting down");
         }
@@ -238,35 +237,48 @@ async fn stop(State(api): State<Api>, Path(id): Path<String>) -> Response {
 }
 
 /// Every task event the API's scope may see, as it happens: `queued`,
-/// `started`, `output` and `finished`, each a JSON object with the task's
-/// id, agent and depth. A status is sent once it is on disk. A client that
-/// falls behind gets a `lagged` event and should read `/api/tasks` again.
-async fn events(State(api): State<Api>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+/// `started` and `finished` (with `output` too when asked, `?output=1`),
+/// each a JSON object with the task's id, agent and depth. A status is
+/// sent once it is on disk. A client that falls behind gets a `lagged`
+/// event and should read `/api/tasks` again. The stream ends when the
+/// daemon shuts down, before the stops of its shutdown are sent.
+async fn events(
+    State(api): State<Api>,
+    RawQuery(query): RawQuery,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Response> {
+    let mut with_output = false;
+    for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match (key.as_ref(), value.as_ref()) {
+            ("output", "1" | "true") => with_output = true,
+            ("output", "0" | "false") => with_output = false,
+            (other, _) => {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown parameter {other:?}; use output=1 for output events"),
+                ));
+            }
+        }
+    }
     let receiver = api.sessions.toolset().events().subscribe();
-    let stream = futures_util::stream::unfold((api, receiver), |(api, mut receiver)| async move {
-        loop {
-            let received = tokio::select! {
-                received = receiver.recv() => received,
+    let stream =
+        futures_util::stream::unfold((api, receiver), move |(api, mut receiver)| async move {
+            let wanted = |event: &TaskEvent| {
+                api.sessions.may_see(event)
+                    && (with_output || !matches!(event.kind, EventKind::Output(_)))
+            };
+            let told = tokio::select! {
+                told = api.sessions.toolset().next_told(&mut receiver, wanted) => told?,
                 _ = api.shutdown.cancelled() => return None,
             };
-            let event = match received {
-                Ok(event) if !api.sessions.may_see(&event) => continue,
-                Ok(event) => {
-                    if !matches!(event.kind, EventKind::Output(_)) {
-                        // Logged by the store when it fails.
-                        let _ = api.sessions.toolset().settled().await;
-                    }
-                    sse_event(&event)
-                }
-                Err(RecvError::Lagged(missed)) => Event::default()
+            let event = match told {
+                Told::Event(event) => sse_event(&event),
+                Told::Missed(missed) => Event::default()
                     .event("lagged")
                     .data(json!({"missed_events": missed}).to_string()),
-                Err(RecvError::Closed) => return None,
             };
-            return Some((Ok(event), (api, receiver)));
-        }
-    });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+            Some((Ok(event), (api, receiver)))
+        });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 fn sse_event(event: &TaskEvent) -> Event {

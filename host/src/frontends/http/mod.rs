@@ -15,7 +15,8 @@
 //! (`Mcp-Session-Id`) whose tasks it lists, kept across reconnects while
 //! the session lives. The 2026-07-28 revision has no sessions: its
 //! requests share one session of the daemon's (labelled `http`), as the
-//! command line's do, and reach any task by id.
+//! command line's do, and reach any task by id (on `mcp --http`, only
+//! their own).
 
 pub mod api;
 pub mod auth;
@@ -75,7 +76,8 @@ impl HttpListener {
         self.addr
     }
 
-    /// Serves MCP at [`MCP_PATH`] for `sessions` until `shutdown`.
+    /// Serves MCP at [`MCP_PATH`], the JSON API and the dashboard for
+    /// `sessions` until `shutdown`.
     pub async fn serve(
         self,
         sessions: Arc<Sessions>,

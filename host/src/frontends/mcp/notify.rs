@@ -5,7 +5,7 @@
 //! progress a `wait` reports.
 
 use crate::tasks::{EventKind, TaskEvent};
-use crate::toolset::{Session, Toolset, render};
+use crate::toolset::{Session, Told, Toolset, render};
 use rmcp::model::{
     LoggingLevel, LoggingMessageNotificationParam, Notification, ProgressNotificationParam,
     ProgressToken, ServerNotification, TaskStatusNotificationParams,
@@ -16,7 +16,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use tokio::sync::broadcast;
-use tokio::sync::broadcast::error::RecvError;
 
 /// The least severe level the client wants logged. Until it sets one,
 /// everything is sent.
@@ -62,13 +61,10 @@ pub async fn forward_events(
     filter: &LogFilter,
 ) {
     let session_id = session.caller().session();
-    loop {
-        let (level, data) = match events.recv().await {
-            Ok(event) if event.session == session_id => {
-                if !matches!(event.kind, EventKind::Output(_)) {
-                    // Logged by the store when it fails.
-                    let _ = toolset.settled().await;
-                }
+    let ours = |event: &TaskEvent| event.session == session_id;
+    while let Some(told) = toolset.next_told(&mut events, ours).await {
+        let (level, data) = match told {
+            Told::Event(event) => {
                 if let Some(status) = task_status(&toolset, &session, &event, &peer)
                     && peer.send_notification(status).await.is_err()
                 {
@@ -76,11 +72,7 @@ pub async fn forward_events(
                 }
                 describe_event(&event)
             }
-            Ok(_) => continue,
-            Err(RecvError::Lagged(missed)) => {
-                (LoggingLevel::Warning, json!({"missed_events": missed}))
-            }
-            Err(RecvError::Closed) => return,
+            Told::Missed(missed) => (LoggingLevel::Warning, json!({"missed_events": missed})),
         };
         if !filter.allows(level) {
             continue;

@@ -59,11 +59,23 @@ pub async fn run_to_end(toolset: &Toolset, caller: &Caller, args: &Args) -> Resu
         id: Some(id.clone()),
     };
     let ids = [id.clone()];
-    while !(toolset.task_status(caller, &id)).is_ok_and(TaskStatus::is_final) {
-        (toolset
+    loop {
+        let report = (toolset
             .wait_background_agents(caller, &ids, WAIT_MAX_TIMEOUT_SECS)
             .await)
             .map_err(|error| error.to_string())?;
+        match report.tasks.first().and_then(|entry| entry.status) {
+            Some(status) if status.is_final() => break,
+            Some(_) => {}
+            // Pruned as soon as it ended (the host keeps few finished
+            // tasks): its result is gone.
+            None => {
+                unfinished.id = None;
+                return Err(format!(
+                    "task {id} ended and was pruned before its result was read"
+                ));
+            }
+        }
     }
     unfinished.id = None;
     let view = (toolset.view_background_agent(caller, &id)).map_err(|error| error.to_string())?;

@@ -1,14 +1,17 @@
-//! One client connection on the daemon's socket: the MCP server of
-//! `bgagents mcp` (same tools, texts and notifications), acting as the
-//! operator, plus the tools only the daemon has — every session's tasks,
-//! and a task's output read from an offset (a long poll, for `logs -f`).
+//! One MCP client connection, on the daemon's socket or over HTTP: the MCP
+//! server of `bgagents mcp` (same tools, texts and notifications), plus
+//! the daemon's own tools — every session's tasks (for the operator), and
+//! a task's output read from an offset (a long poll, for `logs -f`).
 //!
-//! A connection whose MCP client calls itself [`CLI_CLIENT`] joins the
-//! command line's shared session; any other gets a session of its own,
-//! which outlives the connection while it holds tasks. Over the socket a
-//! task id is a capability: view, stop, wait and the output tool take the
-//! id of any task on the daemon, whichever session started it; listing
-//! stays per session (`list_all_background_agents` is the operator's view).
+//! On the daemon (`serve`) every client is the operator. A connection
+//! whose MCP client calls itself [`CLI_CLIENT`] joins the command line's
+//! shared session; any other gets a session of its own, which outlives the
+//! connection while it holds tasks. A task id is a capability there: view,
+//! stop, wait and the output tool take the id of any task on the daemon,
+//! whichever session started it; listing stays per session
+//! (`list_all_background_agents` is the operator's view). Clients of
+//! `mcp --http` act as an agent of the team instead, and reach only the
+//! tasks of their own session.
 
 // Logging notifications are deprecated in the newest MCP revision but still
 // what clients listen to.
@@ -32,7 +35,6 @@ use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 use tokio::net::UnixStream;
 use tokio_util::sync::CancellationToken;
 
@@ -45,7 +47,7 @@ pub const LIST_ALL: &str = "list_all_background_agents";
 pub const READ_OUTPUT: &str = "read_background_agent_output";
 
 /// The longest a [`READ_OUTPUT`] call waits for output.
-pub const READ_MAX_WAIT_SECS: u64 = 60;
+pub use crate::toolset::READ_MAX_WAIT_SECS;
 
 #[derive(Clone)]
 pub struct Connection {
@@ -148,7 +150,17 @@ impl Connection {
         server
     }
 
-    fn extra_tools() -> Vec<Tool> {
+    /// The tools this connection adds to `bgagents mcp`'s: the operator's
+    /// view of every session only for the operator.
+    fn extra_tools(&self) -> Vec<Tool> {
+        let mut tools = Self::all_extra_tools();
+        if !self.sessions.is_operator() {
+            tools.retain(|tool| tool.name != LIST_ALL);
+        }
+        tools
+    }
+
+    fn all_extra_tools() -> Vec<Tool> {
         let tool = |name: &str, description: &str, schema: Value| {
             let Value::Object(schema) = schema else {
                 unreachable!("tool schemas are objects")
@@ -205,20 +217,10 @@ impl Connection {
                 .ok_or("offset must be a whole number of bytes")?,
         };
         let offset = usize::try_from(offset).unwrap_or(usize::MAX);
-        let wait = args.timeout("wait")?;
-        if wait > READ_MAX_WAIT_SECS {
-            return Err(format!(
-                "wait must be at most {READ_MAX_WAIT_SECS} seconds; call again to keep waiting"
-            ));
-        }
+        let wait = crate::toolset::read_wait(args.timeout("wait")?)?;
         let server = self.server_for_any_task();
         let read = (server.toolset)
-            .read_output(
-                server.session.caller(),
-                &id,
-                offset,
-                Duration::from_secs(wait),
-            )
+            .read_output(server.session.caller(), &id, offset, wait)
             .await
             .map_err(|error| error.to_string())?;
         let mut result = CallToolResult::success(vec![ContentBlock::text(read.output.clone())]);
@@ -237,7 +239,7 @@ impl Connection {
         let server = self.server();
         let call = async {
             match name {
-                LIST_ALL => Some(self.list_all(args)),
+                LIST_ALL if self.sessions.is_operator() => Some(self.list_all(args)),
                 READ_OUTPUT => Some(self.read_output(args).await),
                 _ => None,
             }
@@ -256,12 +258,18 @@ impl ServerHandler for Connection {
     fn get_info(&self) -> ServerConfig {
         let mut info = self.server().get_info();
         let instructions = info.instructions.take().unwrap_or_default();
-        info.instructions = Some(format!(
-            "{instructions}\n\nThis is a long-lived bgagents daemon: tasks keep running after \
-             you disconnect. A task ID is a capability here: view, stop and wait take any task \
-             on the daemon. {LIST_ALL} lists every session's tasks; {READ_OUTPUT} reads a \
-             task's output from an offset, waiting for more."
-        ));
+        info.instructions = Some(match self.sessions.is_operator() {
+            true => format!(
+                "{instructions}\n\nThis is a long-lived bgagents daemon: tasks keep running \
+                 after you disconnect. A task ID is a capability here: view, stop and wait take \
+                 any task on the daemon. {LIST_ALL} lists every session's tasks; {READ_OUTPUT} \
+                 reads a task's output from an offset, waiting for more."
+            ),
+            false => format!(
+                "{instructions}\n\n{READ_OUTPUT} reads one of your tasks' output from an \
+                 offset, waiting for more."
+            ),
+        });
         info
     }
 
@@ -325,7 +333,7 @@ impl ServerHandler for Connection {
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let mut tools = self.server().list_tools(request, context).await?;
-        tools.tools.extend(Self::extra_tools());
+        tools.tools.extend(self.extra_tools());
         Ok(tools)
     }
 

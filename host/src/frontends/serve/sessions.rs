@@ -1,7 +1,9 @@
-//! The daemon's sessions: the command line's one shared session, and one
-//! per MCP connection, kept after the connection ends while it still holds
-//! tasks (a task started over the socket outlives its client). Any task on
-//! the daemon can be found by its id, whichever session started it.
+//! The sessions of a long-lived server: the command line's one shared
+//! session, the one HTTP requests outside an MCP session share, and one per
+//! MCP connection, kept after the connection ends while it still holds
+//! tasks (a task started over the socket outlives its client). On the
+//! daemon any task can be found by its id, whichever session started it;
+//! clients acting as an agent (`mcp --http`) reach only their own.
 
 use crate::tasks::Reach;
 use crate::tasks::{SessionId, TaskEvent, TaskInfo};
@@ -10,13 +12,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 
-/// Who started a task, as `ps --all` shows it: the command line,
+/// Who started a task, as `ps --all` shows it: the command line;
 pub const CLI_LABEL: &str = "cli";
-/// or an earlier daemon of the same state directory (from the task store),
-/// or HTTP requests outside an MCP session.
+/// HTTP requests outside an MCP session (the JSON API, 2026-07-28 MCP);
 pub const HTTP_LABEL: &str = "http";
-/// Restored from the task store (an earlier daemon of the same state
-/// directory).
+/// an earlier daemon of the same state directory (from the task store).
 pub const RESTORED_LABEL: &str = "restored";
 
 pub struct Sessions {

@@ -23,6 +23,9 @@ const state = {
   tail: null, // the selected task's output reader: {id, stopped}
   listTimer: null,
   wanted: null, // the task the address asked to show
+  live: false, // the event stream is connected
+  streams: 0, // bumped to end the running event stream
+  detailFor: null, // "id done" whose full view the detail shows
 };
 
 const $ = (id) => document.getElementById(id);
@@ -49,13 +52,20 @@ async function api(path, options = {}) {
   const response = await fetch(path, Object.assign({}, options, { headers, cache: "no-store" }));
   if (response.status === 401) throw new Unauthorized("the token was refused");
   const body = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(body.error || response.status + " " + response.statusText);
+  if (!response.ok) {
+    const failure = new Error(body.error || response.status + " " + response.statusText);
+    failure.status = response.status;
+    throw failure;
+  }
   return body;
 }
 
 function showLogin(message) {
   sessionStorage.removeItem(TOKEN_KEY);
   state.token = null;
+  state.live = false;
+  state.streams++;
+  if (state.tail) state.tail.stopped = true;
   $("main").hidden = true;
   $("login").hidden = false;
   $("login-error").textContent = message || "";
@@ -66,6 +76,16 @@ function setConnection(text, ok) {
   const element = $("connection");
   element.textContent = text;
   element.classList.toggle("ok", ok);
+}
+
+// A passing problem (a list that failed, a refused stop) is shown until
+// the next thing that works.
+function showProblem(text) {
+  setConnection(text, false);
+}
+
+function showHealthy() {
+  if (state.live) setConnection("live", true);
 }
 
 // --- the task list ---------------------------------------------------------
@@ -92,9 +112,10 @@ async function refreshList() {
     state.tasks = new Map(tasks.map((task) => [task.task_id, task]));
     renderList();
     if (state.selected) renderDetail();
+    showHealthy();
   } catch (error) {
     if (error instanceof Unauthorized) showLogin(error.message);
-    else setConnection("cannot list tasks: " + error.message, false);
+    else showProblem("cannot list tasks: " + error.message);
   }
 }
 
@@ -238,6 +259,7 @@ function select(id) {
   for (const [rowId, entry] of state.rows) entry.row.classList.toggle("selected", rowId === id);
   $("detail").hidden = false;
   for (const field of ["detail-output", "detail-task", "detail-result", "detail-error"]) $(field).textContent = "";
+  state.detailFor = null;
   renderDetail();
   followOutput(id);
 }
@@ -247,10 +269,17 @@ async function renderDetail() {
   const task = state.tasks.get(id);
   $("detail-title").textContent = id + (task ? " · " + task.agent : "");
   $("detail-stop").hidden = !task || task.done;
-  if (!task) return;
+  if (!task) {
+    $("detail-status").textContent = "no longer kept (pruned)";
+    return;
+  }
   $("detail-status").textContent = statusLine(task);
   $("detail-parent").textContent = task.parent || "—";
-  if (task.done || !$("detail-task").textContent) {
+  // The full view once while it runs (for its task text) and once done
+  // (for its result), not on every refresh.
+  const wanted = id + " " + task.done;
+  if (state.detailFor !== wanted) {
+    state.detailFor = wanted;
     try {
       const view = await api("/api/tasks/" + encodeURIComponent(id));
       if (state.selected !== id) return;
@@ -260,6 +289,7 @@ async function renderDetail() {
       $("detail-error-row").hidden = view.error === null;
       $("detail-error").textContent = view.error || "";
     } catch (error) {
+      state.detailFor = null;
       if (error instanceof Unauthorized) showLogin(error.message);
     }
   }
@@ -282,10 +312,15 @@ async function followOutput(id) {
     } catch (error) {
       if (error instanceof Unauthorized) return showLogin(error.message);
       if (tail.stopped) return;
-      element.dataset.problem = error.message;
+      if (error.status === 404) {
+        element.textContent += "\n[this task is no longer kept]";
+        return;
+      }
+      showProblem("output of " + id + ": " + error.message);
       await new Promise((resolve) => setTimeout(resolve, 2000));
       continue;
     }
+    showHealthy();
     if (tail.stopped) return;
     if (read.output) {
       const atBottom = element.scrollTop + element.clientHeight >= element.scrollHeight - 4;
@@ -310,7 +345,7 @@ async function stopTask(id) {
     renderList();
   } catch (error) {
     if (error instanceof Unauthorized) return showLogin(error.message);
-    setConnection("stop " + id + ": " + error.message, false);
+    showProblem("stop " + id + ": " + error.message);
   }
   scheduleList();
 }
@@ -353,8 +388,9 @@ async function startTask(event) {
 // Server-sent events read with fetch, which can send the token
 // (EventSource cannot set headers).
 async function followEvents() {
+  const stream = ++state.streams;
   let delay = 500;
-  while (state.token) {
+  while (state.token && stream === state.streams) {
     try {
       const response = await fetch("/api/events", {
         headers: { Authorization: "Bearer " + state.token },
@@ -362,6 +398,7 @@ async function followEvents() {
       });
       if (response.status === 401) return showLogin("the token was refused");
       if (!response.ok) throw new Error(response.status + " " + response.statusText);
+      state.live = true;
       setConnection("live", true);
       delay = 500;
       // Anything missed while disconnected.
@@ -371,6 +408,10 @@ async function followEvents() {
       for (;;) {
         const { value, done } = await reader.read();
         if (done) break;
+        if (stream !== state.streams) {
+          reader.cancel();
+          return;
+        }
         buffer += value;
         let end;
         while ((end = buffer.indexOf("\n\n")) >= 0) {
@@ -380,6 +421,8 @@ async function followEvents() {
       }
       throw new Error("the daemon closed the stream");
     } catch (error) {
+      state.live = false;
+      if (stream !== state.streams) return;
       setConnection("reconnecting: " + error.message, false);
       await new Promise((resolve) => setTimeout(resolve, delay));
       delay = Math.min(delay * 2, 10000);
@@ -392,7 +435,7 @@ function onEvent(block) {
   for (const line of block.split("\n")) {
     if (line.startsWith("event:")) name = line.slice(6).trim();
   }
-  // Output arrives through the tail; everything else changes the list.
+  // Status changes change the list (output comes through the tail).
   if (name !== "output") scheduleList();
 }
 
@@ -408,7 +451,11 @@ async function open() {
     setConnection("cannot read the agents: " + error.message, false);
   }
   await refreshList();
-  if (state.wanted && state.tasks.has(state.wanted)) select(state.wanted);
+  const show = state.wanted && state.tasks.has(state.wanted) ? state.wanted : state.selected;
+  if (show) {
+    state.selected = null;
+    select(show);
+  }
   if (state.token) followEvents();
 }
 
@@ -429,4 +476,15 @@ document.addEventListener("DOMContentLoaded", () => {
   state.token = readFragment();
   if (state.token) open();
   else showLogin("");
+  // A token pasted into the address of an open page.
+  window.addEventListener("hashchange", () => {
+    const before = state.token;
+    const token = readFragment();
+    if (token && token !== before) {
+      state.token = token;
+      open();
+    } else if (state.wanted && state.tasks.has(state.wanted)) {
+      select(state.wanted);
+    }
+  });
 });
