@@ -20,9 +20,12 @@ pub fn now_rfc3339() -> String {
     rfc3339(seconds_since_epoch())
 }
 
-/// `ago` before now, in UTC as RFC 3339.
-pub fn rfc3339_ago(ago: std::time::Duration) -> String {
-    rfc3339(seconds_since_epoch().saturating_sub(ago.as_secs()))
+/// `time` in UTC as RFC 3339 (whole seconds).
+pub fn rfc3339_of(time: SystemTime) -> String {
+    rfc3339(
+        time.duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs()),
+    )
 }
 
 fn rfc3339(seconds: u64) -> String {

@@ -575,6 +575,13 @@ async fn a_client_with_the_tasks_extension_gets_mcp_tasks_polls_and_cancels_them
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
     assert_eq!(done.task.status(), TaskStatus::Completed);
+    // Created when it was accepted, the same in every report.
+    assert_eq!(done.task.task.created_at, created.task.created_at);
+    assert!(
+        created.task.created_at.ends_with('Z'),
+        "{}",
+        created.task.created_at
+    );
     let wire = serde_json::to_string(&done).unwrap();
     assert!(wire.contains("as a task"), "{wire}");
     // The same id is a bgagents task id.

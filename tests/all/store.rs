@@ -117,6 +117,11 @@ fn finished_tasks_come_back_unchanged_and_in_flight_ones_interrupted() {
                 .view_background_agent(caller, view.info.id.as_str())
                 .unwrap();
             assert_eq!(kept(&after), kept(view));
+            // Accepted when it was, to the millisecond the store keeps.
+            let drift = (after.info.created.duration_since(view.info.created))
+                .or_else(|_| view.info.created.duration_since(after.info.created))
+                .unwrap();
+            assert!(drift < std::time::Duration::from_millis(50), "{drift:?}");
         }
         for id in &in_flight {
             let view = toolset.view_background_agent(caller, id).unwrap();

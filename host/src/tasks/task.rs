@@ -10,7 +10,7 @@ use crate::store::{Ending, Store, TaskRecord, Transition};
 use std::fmt;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 
 use super::scope::SessionId;
@@ -115,6 +115,8 @@ pub struct TaskInfo {
     pub parent: Option<TaskId>,
     /// What the task's model calls used; none before its first call.
     pub model: Option<ModelUse>,
+    /// When the task was accepted (queued), on the wall clock.
+    pub created: SystemTime,
 }
 
 /// What view shows of a task.
@@ -193,6 +195,8 @@ pub struct Task {
     /// Where its status changes are written, once the registry admitted it
     /// into a toolset that has a store.
     store: OnceLock<Store>,
+    /// When it was accepted, on the wall clock (for clients and records).
+    pub created: SystemTime,
     state: Mutex<TaskState>,
 }
 
@@ -231,6 +235,7 @@ impl Task {
             spawned: AtomicUsize::new(0),
             model: Mutex::new(None),
             store: OnceLock::new(),
+            created: SystemTime::now(),
             state: Mutex::new(TaskState {
                 status: TaskStatus::Queued,
                 started: None,
@@ -294,6 +299,10 @@ impl Task {
             spawned: AtomicUsize::new(0),
             model: Mutex::new(None),
             store: OnceLock::new(),
+            // Its first status change is when it was accepted.
+            created: (record.transitions.first()).map_or(UNIX_EPOCH, |first| {
+                UNIX_EPOCH + Duration::from_millis(first.at_ms)
+            }),
             state: Mutex::new(TaskState {
                 status,
                 started: Some(ended.checked_sub(runtime).unwrap_or(ended)),
@@ -447,6 +456,7 @@ impl Task {
             runtime,
             parent: self.parent().cloned(),
             model: *self.model.lock().unwrap(),
+            created: self.created,
         }
     }
 }

@@ -162,6 +162,7 @@ pub fn info_record(info: &TaskInfo, session: Option<&str>) -> Value {
         "done": info.status.is_final(),
         "runtime_secs": info.runtime.as_secs_f64(),
         "parent": info.parent.as_ref().map(|id| id.as_str()),
+        "created_at": crate::clock::rfc3339_of(info.created),
     });
     if let Some(model) = &info.model {
         record["model_calls"] = json!(model.calls);

@@ -115,10 +115,15 @@ pub fn client_supports_tasks(context: &RequestContext<RoleServer>) -> bool {
 /// Starts `run_background_agent`'s task and answers with it as an MCP task.
 pub fn start(toolset: &Toolset, caller: &Caller, args: &Args) -> Result<CreateTaskResult, String> {
     let (info, _) = crate::toolset::tools::background::start(toolset, caller, args)?;
-    let now = crate::clock::now_rfc3339();
-    let task = Task::new(info.id.as_str(), McpTaskStatus::Working, now.clone(), now)
-        .with_poll_interval_ms(POLL_INTERVAL_MS)
-        .with_status_message(format!("{} queued", info.agent));
+    let created = crate::clock::rfc3339_of(info.created);
+    let task = Task::new(
+        info.id.as_str(),
+        McpTaskStatus::Working,
+        created.clone(),
+        created,
+    )
+    .with_poll_interval_ms(POLL_INTERVAL_MS)
+    .with_status_message(format!("{} queued", info.agent));
     Ok(CreateTaskResult::new(task))
 }
 
@@ -161,7 +166,7 @@ fn detailed(view: &TaskView) -> DetailedTask {
         },
     };
     let updated = crate::clock::now_rfc3339();
-    let created = crate::clock::rfc3339_ago(view.info.runtime);
+    let created = crate::clock::rfc3339_of(view.info.created);
     let task = Task::new(view.info.id.as_str(), payload.status(), created, updated)
         .with_poll_interval_ms(POLL_INTERVAL_MS)
         .with_status_message(format!("{} {}", view.info.agent, status.as_str()));
