@@ -407,15 +407,20 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
 fn store(key: &Key, dir: &Path, name: &str, component: &Component) -> Result<(), String> {
     let payload = component.serialize().map_err(|e| e.to_string())?;
     let entry = entry_path(dir, name);
-    write_atomically(&entry, &payload)?;
-    let tag = mac(key, Use::Entry, name.as_bytes(), &payload);
-    let (_, fingerprint, observed) = Fingerprint::of_open(&entry)
-        .ok_or_else(|| format!("{} vanished as it was written", entry.display()))?;
-    Record::new(*tag.as_bytes(), fingerprint, observed).write(
+    let record = entry_record(dir, name);
+    let tag = *mac(key, Use::Entry, name.as_bytes(), &payload).as_bytes();
+    // The record first (vouching for no file yet), so that another process
+    // loading at the same moment finds the new entry with its record, not
+    // an entry without one, which would look like tampering.
+    Record::new(tag, Fingerprint::default(), Observed::never()).write(
         key,
         name.as_bytes(),
-        &entry_record(dir, name),
-    )
+        &record,
+    )?;
+    write_atomically(&entry, &payload)?;
+    let (_, fingerprint, observed) = Fingerprint::of_open(&entry)
+        .ok_or_else(|| format!("{} vanished as it was written", entry.display()))?;
+    Record::new(tag, fingerprint, observed).write(key, name.as_bytes(), &record)
 }
 
 /// Records a hit on the entry's record, so eviction takes the least

@@ -29,7 +29,7 @@ const RECORD_LEN: usize = MAGIC.len() + HASH_LEN + FINGERPRINT_LEN + 8 + HASH_LE
 const SETTLE: Duration = Duration::from_secs(2);
 
 /// What identifies one version of a file's content without reading it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(super) struct Fingerprint {
     device: u64,
     inode: u64,
@@ -104,6 +104,12 @@ impl Fingerprint {
 pub(super) struct Observed(u64);
 
 impl Observed {
+    /// A moment no file had settled by: a record of it vouches for nothing
+    /// (the content MAC it carries is checked by reading).
+    pub(super) fn never() -> Observed {
+        Observed(0)
+    }
+
     pub(super) fn now() -> Observed {
         let since = SystemTime::now().duration_since(UNIX_EPOCH);
         Observed(since.map_or(0, |since| since.as_nanos() as u64))
@@ -285,5 +291,8 @@ mod tests {
         assert!(!record(at(1)).vouches_for(&fingerprint(changed)));
         assert!(record(at(3)).vouches_for(&fingerprint(changed)));
         assert!(!record(at(3)).vouches_for(&fingerprint(changed + 1)));
+        // A record written before its file vouches for nothing.
+        let early = Record::new([0; 32], Fingerprint::default(), Observed::never());
+        assert!(!early.vouches_for(&Fingerprint::default()));
     }
 }
