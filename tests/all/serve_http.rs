@@ -30,6 +30,20 @@ agents:
     component: '{plugins}/probe.wasm'
 "#;
 
+/// A team whose root may start `helper` only (for `mcp --http`, which acts
+/// as root).
+const AGENT_TEAM: &str = r#"
+agents:
+  root:
+    component: '{plugins}/probe.wasm'
+    sub_agents: [helper]
+    toolsets: [{type: background_agents}]
+  helper:
+    component: '{plugins}/probe.wasm'
+  other:
+    component: '{plugins}/probe.wasm'
+"#;
+
 /// The `http://…/mcp` URL the daemon printed.
 fn mcp_url(daemon: &Daemon) -> String {
     let log = daemon.log();
@@ -439,43 +453,10 @@ async fn a_client_that_reconnects_with_its_session_keeps_seeing_its_tasks() {
 #[tokio::test(flavor = "multi_thread")]
 async fn mcp_over_http_acts_as_the_agent_scopes_each_session_and_ends_on_sigterm() {
     let scratch = Scratch::new();
-    let team = scratch.team(
-        r#"
-agents:
-  root:
-    component: '{plugins}/probe.wasm'
-    sub_agents: [helper]
-    toolsets: [{type: background_agents}]
-  helper:
-    component: '{plugins}/probe.wasm'
-  other:
-    component: '{plugins}/probe.wasm'
-"#,
-    );
+    let team = scratch.team(AGENT_TEAM);
     let token = "0a1b2c3d4e5f60718293a4b5c6d7e8f9";
-    let token_file = scratch.write("token", format!("{token}\n"));
-    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let log = scratch.dir.join("mcp.log");
-    let mut server = Command::new(env!("CARGO_BIN_EXE_bgagents"))
-        .args(["mcp", team.to_str().unwrap(), "--http", "127.0.0.1:0"])
-        .args(["--auth-token-file", token_file.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let started = std::time::Instant::now();
-    let url = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(line) = text
-            .lines()
-            .find(|line| line.contains("serving MCP over HTTP at "))
-        {
-            break line.rsplit(' ').next().unwrap().to_string();
-        }
-        assert!(server.try_wait().unwrap().is_none(), "exited:\n{text}");
-        assert!(started.elapsed() < HANG, "never listened:\n{text}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let mut server = McpHttp::start(&scratch, &team, token).await;
+    let url = server.url.clone();
     let first = client(&url, Some(token), "first").await.unwrap();
     // It acts as root: helper may be started, other may not.
     let (ok, refused) = call(
@@ -516,22 +497,7 @@ agents:
     let (ok, refused) = call(&second, "list_all_background_agents", json!({})).await;
     assert!(!ok && !refused.contains(&id), "{refused}");
     // SIGTERM stops the task and ends the server.
-    let pid = server.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = server.try_wait().unwrap() {
-            break status;
-        }
-        assert!(started.elapsed() < HANG, "ignored SIGTERM");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let status = server.terminate().await;
     assert!(status.success(), "{status}");
 }
 
@@ -620,6 +586,15 @@ struct Api {
 }
 
 impl Api {
+    /// The names `GET /api/agents` lists.
+    async fn agent_names(&self) -> Vec<String> {
+        let (status, agents) = self.get("/api/agents").await;
+        assert_eq!(status, 200, "{agents}");
+        (agents["agents"].as_array().unwrap().iter())
+            .map(|agent| agent["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     fn new(url: &str, token: &str) -> Api {
         crypto();
         Api {
@@ -761,12 +736,7 @@ async fn the_json_api_lists_agents_starts_lists_and_views_tasks_and_refuses_bad_
     let scratch = Scratch::new();
     let (daemon, url, token) = http_daemon(&scratch);
     let api = Api::new(&url, &token);
-    let (status, agents) = api.get("/api/agents").await;
-    assert_eq!(status, 200, "{agents}");
-    let names: Vec<&str> = (agents["agents"].as_array().unwrap().iter())
-        .map(|agent| agent["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["helper"], "{agents}");
+    assert_eq!(api.agent_names().await, ["helper"]);
 
     // Started: 201 with the task's id and status.
     let body = json!({"agent": "helper", "task": "echo from the api"}).to_string();
@@ -1264,6 +1234,28 @@ impl McpHttp {
     }
 }
 
+impl McpHttp {
+    /// Sends SIGTERM and waits for the server to exit.
+    async fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(started.elapsed() < HANG, "ignored SIGTERM");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
 impl Drop for McpHttp {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -1274,28 +1266,12 @@ impl Drop for McpHttp {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_json_api_of_mcp_http_acts_as_the_agent_and_sees_only_its_own_tasks() {
     let scratch = Scratch::new();
-    let team = scratch.team(
-        r#"
-agents:
-  root:
-    component: '{plugins}/probe.wasm'
-    sub_agents: [helper]
-    toolsets: [{type: background_agents}]
-  helper:
-    component: '{plugins}/probe.wasm'
-  other:
-    component: '{plugins}/probe.wasm'
-"#,
-    );
+    let team = scratch.team(AGENT_TEAM);
     let token = "5f4e3d2c1b0a99887766554433221100";
     let server = McpHttp::start(&scratch, &team, token).await;
     let api = Api::new(&server.url, token);
     // Root's sub-agents only.
-    let (_, agents) = api.get("/api/agents").await;
-    let names: Vec<&str> = (agents["agents"].as_array().unwrap().iter())
-        .map(|agent| agent["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["helper"], "{agents}");
+    assert_eq!(api.agent_names().await, ["helper"]);
     let body = json!({"agent": "other", "task": "echo no"}).to_string();
     let (status, refused) = api.post("/api/tasks", &body).await;
     assert_eq!(status, 400, "{refused}");
