@@ -36,6 +36,7 @@ use record::{Fingerprint, Observed, Record, Refused, Use, mac};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use wasmtime::component::Component;
 use wasmtime::{Engine, Precompiled};
 
@@ -58,6 +59,9 @@ pub struct Observation {
 #[derive(Debug, Clone)]
 pub struct ComponentCache {
     dir: Option<PathBuf>,
+    /// The directory's key, once read and its directory checked: every
+    /// component of a team is loaded with one reading of it.
+    key: Arc<OnceLock<Key>>,
     /// Beyond this many bytes of entries, the least recently used go.
     max_bytes: u64,
 }
@@ -105,7 +109,11 @@ impl ContentHash {
 
 impl ComponentCache {
     pub fn new(dir: Option<PathBuf>, max_bytes: u64) -> ComponentCache {
-        ComponentCache { dir, max_bytes }
+        ComponentCache {
+            dir,
+            key: Arc::default(),
+            max_bytes,
+        }
     }
 
     /// `$BGAGENTS_CACHE_DIR`, else `$XDG_CACHE_HOME/bgagents`, else
@@ -131,14 +139,22 @@ impl ComponentCache {
         self.dir.as_deref()
     }
 
+    /// The key of `dir` (this cache's directory), checking the directory
+    /// and reading or making the key the first time. A failure is not
+    /// kept: the next load tries again.
+    fn key(&self, dir: &Path) -> Result<Key, String> {
+        if let Some(key) = self.key.get() {
+            return Ok(*key);
+        }
+        let key = trusted_key(dir)?;
+        Ok(*self.key.get_or_init(|| key))
+    }
+
     /// Whether an entry for the component of `hash` is on disk, so that
     /// [`ComponentCache::load`] will most likely not compile (the entry is
     /// verified only then).
     pub fn contains(&self, engine: &Engine, hash: &ContentHash) -> bool {
-        self.dir.as_ref().is_some_and(|dir| {
-            let name = entry_name(engine, hash);
-            dir.join(format!("{name}.cwasm")).is_file()
-        })
+        (self.dir.as_ref()).is_some_and(|dir| entry_path(dir, &entry_name(engine, hash)).is_file())
     }
 
     /// The compiled component at `path` if the cache has it and nothing
@@ -147,7 +163,7 @@ impl ComponentCache {
     /// (and [`ComponentCache::remember`] the path).
     pub fn load_unchanged(&self, engine: &Engine, path: &Path) -> Option<Component> {
         let dir = self.dir.as_ref()?;
-        let key = trusted_key(dir).ok()?;
+        let key = self.key(dir).ok()?;
         let (_, current, _) = Fingerprint::of_open(path)?;
         let subject = path_subject(path);
         let record = Record::read(&key, &subject, &path_record(dir, &subject))
@@ -179,7 +195,7 @@ impl ComponentCache {
         if Fingerprint::of_open(path).map(|(_, now, _)| now) != Some(before.fingerprint) {
             return;
         }
-        let Ok(key) = trusted_key(dir) else { return };
+        let Ok(key) = self.key(dir) else { return };
         let paths = dir.join(PATHS_DIR);
         if let Err(error) = std::fs::create_dir_all(&paths) {
             tracing::debug!(%error, "cannot record component paths in the cache");
@@ -203,7 +219,7 @@ impl ComponentCache {
         let Some(dir) = &self.dir else {
             return Ok((Component::new(engine, wasm)?, CacheOutcome::Disabled));
         };
-        let key = match trusted_key(dir) {
+        let key = match self.key(dir) {
             Ok(key) => key,
             Err(why) => {
                 let component = Component::new(engine, wasm)?;
