@@ -17,7 +17,7 @@
 //!
 //! Errors are `{"error": "..."}` with a status that says whose fault it is.
 
-use crate::frontends::serve::sessions::Sessions;
+use crate::frontends::serve::sessions::{HTTP_LABEL, Sessions};
 use crate::tasks::{EventKind, TaskEvent};
 use crate::toolset::tools::args::Args;
 use crate::toolset::tools::background::{self, RunArgs};
@@ -151,7 +151,7 @@ async fn start(State(api): State<Api>, body: Bytes) -> Response {
     let session = api.sessions.http();
     match run.start(api.sessions.toolset(), session.caller()) {
         Ok(info) => {
-            let record = render::info_record(&info, Some(api.sessions.http_label()));
+            let record = render::info_record(&info, Some(HTTP_LABEL));
             api.settled(StatusCode::CREATED, record).await
         }
         Err(refusal) => error(status_of(&refusal), refusal.to_string()),

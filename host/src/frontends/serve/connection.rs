@@ -298,11 +298,8 @@ impl ServerHandler for Connection {
         request: GetTaskParams,
         context: RequestContext<RoleServer>,
     ) -> Result<GetTaskResult, ErrorData> {
-        let toolset = self.sessions.toolset().clone();
         let answer = self.server_for_any_task().get_task(request, context).await;
-        // A status is told once it is on disk.
-        let _ = toolset.settled().await;
-        answer
+        self.once_settled(answer).await
     }
 
     async fn cancel_task(
@@ -310,13 +307,10 @@ impl ServerHandler for Connection {
         request: CancelTaskParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        let toolset = self.sessions.toolset().clone();
-        let answer = self
-            .server_for_any_task()
+        let answer = (self.server_for_any_task())
             .cancel_task(request, context)
             .await;
-        let _ = toolset.settled().await;
-        answer
+        self.once_settled(answer).await
     }
 
     async fn set_level(
@@ -362,6 +356,14 @@ impl ServerHandler for Connection {
 }
 
 impl Connection {
+    /// `answer`, once every change made before it is on disk: a status is
+    /// told only once a crash cannot take it back. (A failing store is
+    /// logged by the store.)
+    async fn once_settled<T>(&self, answer: T) -> T {
+        let _ = self.sessions.toolset().settled().await;
+        answer
+    }
+
     async fn call_any_tool(
         &self,
         request: CallToolRequestParams,

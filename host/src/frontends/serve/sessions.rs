@@ -183,11 +183,6 @@ impl Sessions {
         self.agent.is_none()
     }
 
-    /// The label of the session HTTP requests share.
-    pub fn http_label(&self) -> &'static str {
-        HTTP_LABEL
-    }
-
     /// Every task on the daemon, oldest first, with the label of the
     /// session that started it.
     pub fn list_all(&self) -> Vec<(TaskInfo, String)> {
