@@ -41,6 +41,17 @@ fn entries(dir: &Path) -> Vec<PathBuf> {
     entries
 }
 
+/// Every component of `toolset` was compiled anew, its entry replaced for
+/// a reason starting with `why`.
+fn assert_all_replaced(toolset: &Toolset, why: &str) {
+    for outcome in outcomes(toolset) {
+        match outcome {
+            CacheOutcome::Replaced(reason) => assert!(reason.starts_with(why), "{reason}"),
+            other => panic!("a bad entry was not replaced: {other:?}"),
+        }
+    }
+}
+
 /// A way of spoiling a cache entry.
 type Damage = fn(&Path);
 
@@ -105,12 +116,7 @@ async fn corrupt_truncated_and_foreign_entries_are_recompiled_not_trusted() {
             damage(&entry);
         }
         let toolset = Toolset::load(cached(&scratch.dir)).unwrap();
-        for outcome in outcomes(&toolset) {
-            match outcome {
-                CacheOutcome::Replaced(why) => assert!(why.starts_with(expected), "{why}"),
-                other => panic!("a damaged entry was not replaced: {other:?}"),
-            }
-        }
+        assert_all_replaced(&toolset, expected);
         works(&toolset).await;
         // The replacement is good again.
         let again = Toolset::load(cached(&scratch.dir)).unwrap();
@@ -142,14 +148,7 @@ async fn an_entry_damaged_after_its_fast_loads_began_is_still_caught() {
         std::fs::write(&entry, bytes).unwrap();
     }
     let toolset = Toolset::load(cached(&scratch.dir)).unwrap();
-    for outcome in outcomes(&toolset) {
-        match outcome {
-            CacheOutcome::Replaced(why) => {
-                assert!(why.starts_with("authentication failed"), "{why}")
-            }
-            other => panic!("a damaged entry was not replaced: {other:?}"),
-        }
-    }
+    assert_all_replaced(&toolset, "authentication failed");
     works(&toolset).await;
 }
 
@@ -379,14 +378,7 @@ async fn entries_planted_without_the_hosts_key_are_recompiled_never_loaded() {
         std::fs::copy(&record, scratch.dir.join(record.file_name().unwrap())).unwrap();
     }
     let toolset = Toolset::load(cached(&scratch.dir)).unwrap();
-    for outcome in outcomes(&toolset) {
-        match outcome {
-            CacheOutcome::Replaced(why) => {
-                assert!(why.starts_with("authentication failed"), "{why}")
-            }
-            other => panic!("a planted entry was not replaced: {other:?}"),
-        }
-    }
+    assert_all_replaced(&toolset, "authentication failed");
     works(&toolset).await;
     // An entry renamed to another component's name does not pass either.
     let names = entries(&scratch.dir);

@@ -288,33 +288,30 @@ async fn a_token_file_others_can_read_or_too_short_is_refused_and_any_address_se
             .output()
             .unwrap()
     };
-    let readable = scratch.write("readable", "0123456789abcdef0123\n");
-    std::fs::set_permissions(&readable, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let output = serve(&[
-        "--http",
-        "127.0.0.1:0",
-        "--auth-token-file",
-        readable.to_str().unwrap(),
-    ]);
-    let stderr = text(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("chmod 600"), "{stderr}");
-    assert!(
-        !stderr.contains("0123456789abcdef0123"),
-        "the token is never shown: {stderr}"
-    );
-    assert!(!state.join("bgagents.sock").exists(), "nothing left behind");
-    let short = scratch.write("short", "abc\n");
-    std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let output = serve(&[
-        "--http",
-        "127.0.0.1:0",
-        "--auth-token-file",
-        short.to_str().unwrap(),
-    ]);
-    let stderr = text(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("at least 16 characters"), "{stderr}");
+    // Readable by others, or too short: refused before anything is made,
+    // the token never shown.
+    let refusals = [
+        ("readable", "0123456789abcdef0123", 0o644, "chmod 600"),
+        ("short", "Zq7Xw9", 0o600, "at least 16 characters"),
+    ];
+    for (name, token, mode, expected) in refusals {
+        let file = scratch.write(name, format!("{token}\n"));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        let output = serve(&[
+            "--http",
+            "127.0.0.1:0",
+            "--auth-token-file",
+            file.to_str().unwrap(),
+        ]);
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(
+            !stderr.contains(token),
+            "the token is never shown: {stderr}"
+        );
+        assert!(!state.join("bgagents.sock").exists(), "nothing left behind");
+    }
     // Any address, with a token: served, with a warning.
     let token = "f00dfeedf00dfeedf00dfeedf00dfeed";
     let file = scratch.write("token", format!("{token}\n"));
