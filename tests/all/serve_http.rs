@@ -125,6 +125,19 @@ async fn call(
     (result.is_error != Some(true), text)
 }
 
+/// Starts `helper` on `task` through `client`'s `run_background_agent`;
+/// the task id.
+async fn start_helper(client: &RunningService<RoleClient, ClientConfig>, task: &str) -> String {
+    let (ok, answer) = call(
+        client,
+        "run_background_agent",
+        json!({"agent": "helper", "task": task}),
+    )
+    .await;
+    assert!(ok, "{answer}");
+    task_id(&answer)
+}
+
 fn task_id(answer: &str) -> String {
     let line = answer.lines().next().unwrap();
     line.rsplit_once("ID: ").unwrap().1.trim().to_string()
@@ -157,14 +170,7 @@ async fn an_http_client_runs_lists_views_and_waits_and_each_session_sees_its_own
     for tool in DAEMON_TOOLS {
         assert!(tools.iter().any(|name| name == tool), "{tool} in {tools:?}");
     }
-    let (ok, answer) = call(
-        &first,
-        "run_background_agent",
-        json!({"agent": "helper", "task": "echo over http"}),
-    )
-    .await;
-    assert!(ok, "{answer}");
-    let id = task_id(&answer);
+    let id = start_helper(&first, "echo over http").await;
     let (ok, report) = call(&first, "wait_background_agents", json!({"task_ids": [id]})).await;
     assert!(ok, "{report}");
     assert!(report.contains("over http"), "{report}");
@@ -179,13 +185,7 @@ async fn an_http_client_runs_lists_views_and_waits_and_each_session_sees_its_own
     let (ok, view) = call(&second, "view_background_agent", json!({"task_id": id})).await;
     assert!(ok && view.contains("over http"), "{view}");
     // A spinning task stopped from the other session.
-    let (_, answer) = call(
-        &first,
-        "run_background_agent",
-        json!({"agent": "helper", "task": "spin"}),
-    )
-    .await;
-    let spinner = task_id(&answer);
+    let spinner = start_helper(&first, "spin").await;
     let (ok, stopped) = call(
         &second,
         "stop_background_agent",
@@ -260,13 +260,7 @@ async fn a_token_is_required_when_given_and_checked() {
         .unwrap();
     assert!(lower.status().is_success(), "{}", lower.status());
     let served = client(&url, Some(token), "holder").await.unwrap();
-    let (ok, answer) = call(
-        &served,
-        "run_background_agent",
-        json!({"agent": "helper", "task": "echo allowed"}),
-    )
-    .await;
-    assert!(ok, "{answer}");
+    start_helper(&served, "echo allowed").await;
     served.cancel().await.unwrap();
     assert!(!daemon.log().contains(token), "the token is never logged");
 }
@@ -463,14 +457,7 @@ async fn mcp_over_http_acts_as_the_agent_scopes_each_session_and_ends_on_sigterm
     )
     .await;
     assert!(!ok && refused.contains("helper"), "{refused}");
-    let (ok, answer) = call(
-        &first,
-        "run_background_agent",
-        json!({"agent": "helper", "task": "spin"}),
-    )
-    .await;
-    assert!(ok, "{answer}");
-    let id = task_id(&answer);
+    let id = start_helper(&first, "spin").await;
     // Another session does not reach it, even by id, nor list it: the
     // operator's view of every session is not offered to an agent.
     let second = client(&url, Some(token), "second").await.unwrap();
@@ -1285,14 +1272,7 @@ async fn the_json_api_of_mcp_http_acts_as_the_agent_and_sees_only_its_own_tasks(
     };
     // A task of an MCP session: not the API's to see.
     let mcp = client(&server.url, Some(token), "mcp").await.unwrap();
-    let (ok, answer) = call(
-        &mcp,
-        "run_background_agent",
-        json!({"agent": "helper", "task": "echo hidden"}),
-    )
-    .await;
-    assert!(ok, "{answer}");
-    let hidden = task_id(&answer);
+    let hidden = start_helper(&mcp, "echo hidden").await;
     // Finished, as the session's list tells.
     let started = std::time::Instant::now();
     loop {
@@ -1344,25 +1324,12 @@ agents:
     let token = "00112233445566778899aabbccddeeff";
     let server = McpHttp::start(&scratch, &team, token).await;
     let plain = client(&server.url, Some(token), "plain").await.unwrap();
-    let (ok, answer) = call(
-        &plain,
-        "run_background_agent",
-        json!({"agent": "helper", "task": "echo mine"}),
-    )
-    .await;
-    assert!(ok, "{answer}");
-    let id = task_id(&answer);
+    let id = start_helper(&plain, "echo mine").await;
     let (ok, report) = call(&plain, "wait_background_agents", json!({"task_ids": [id]})).await;
     assert!(ok && report.contains("mine"), "{report}");
     let (ok, view) = call(&plain, "view_background_agent", json!({"task_id": id})).await;
     assert!(ok && view.contains("mine"), "{view}");
-    let (_, answer) = call(
-        &plain,
-        "run_background_agent",
-        json!({"agent": "helper", "task": "spin"}),
-    )
-    .await;
-    let spinner = task_id(&answer);
+    let spinner = start_helper(&plain, "spin").await;
     let (ok, stopped) = call(&plain, "stop_background_agent", json!({"task_id": spinner})).await;
     assert!(ok, "{stopped}");
     plain.cancel().await.unwrap();
