@@ -15,6 +15,7 @@ mod clock;
 mod components;
 mod config;
 mod frontends;
+mod harness;
 mod model;
 mod sandbox;
 mod store;

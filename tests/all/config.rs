@@ -139,8 +139,10 @@ fn unsupported_toolsets_and_agent_kinds_are_named() {
             .contains("unknown field `max`, expected one of `type`, `tools`"),
     );
     assert!(
-        problem("agents:\n  root:\n    harness: {type: codex}\n")
-            .starts_with("team.yaml: agents.root.harness: `harness:` agents are not supported yet"),
+        problem("agents:\n  root:\n    harness: {type: pi}\n").starts_with(
+            "team.yaml: line 3: agents.root.harness.type: harness type `pi` is not supported; \
+             bgagents runs claude-code, codex or opencode"
+        ),
     );
 }
 

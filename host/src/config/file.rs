@@ -97,8 +97,8 @@ pub(super) struct AgentFile {
     pub model: Option<String>,
     pub add_date: bool,
     pub max_iterations: Option<u32>,
-    /// docker-agent's external harness agents; reported as not supported.
-    pub harness: bool,
+    /// A harness agent's CLI (`harness:`).
+    pub harness: Option<super::harness::HarnessFile>,
     pub add_environment_info: bool,
 }
 
@@ -127,6 +127,8 @@ pub(super) struct GrantsFile {
     /// Origins (`https://host[:port]`) HTTP requests may go to.
     pub http: Vec<String>,
 }
+    /// A harness agent runs without bubblewrap.
+    pub unconfined: bool,
 
 #[derive(Debug)]
 pub(super) struct DirGrantFile {
@@ -273,7 +275,7 @@ const AGENT_LIMIT_KEYS: &[&str] = &[
     "model_calls",
     "model_timeout",
 ];
-const GRANT_KEYS: &[&str] = &["files", "env", "network", "http"];
+const GRANT_KEYS: &[&str] = &["files", "env", "network", "http", "unconfined"];
 const DIR_GRANT_KEYS: &[&str] = &["host", "guest", "mode"];
 const NETWORK_KEYS: &[&str] = &["connect", "dns", "shell"];
 
@@ -387,7 +389,7 @@ pub(super) struct Reader {
 }
 
 impl Reader {
-    fn push(&mut self, path: &[Step], message: String) {
+    pub(super) fn push(&mut self, path: &[Step], message: String) {
         self.problems.push(Problem {
             shown: render(path),
             locate: path.to_vec(),
@@ -410,7 +412,7 @@ impl Reader {
     /// The map at `path` with its keys checked against `known` (and
     /// `elsewhere`: keys another tool uses, with advice); `None` (and a
     /// problem) if the value is not a map. `null` reads as an empty map.
-    fn section<'v>(
+    pub(super) fn section<'v>(
         &mut self,
         value: Option<&'v Value>,
         path: &[Step],
@@ -474,17 +476,17 @@ impl Reader {
 }
 
 /// A map being read key by key.
-struct Section<'v> {
+pub(super) struct Section<'v> {
     map: &'v Mapping,
     path: Vec<Step>,
 }
 
 impl<'v> Section<'v> {
-    fn raw(&self, key: &str) -> Option<&'v Value> {
+    pub(super) fn raw(&self, key: &str) -> Option<&'v Value> {
         self.map.get(key)
     }
 
-    fn at(&self, key: &str) -> Vec<Step> {
+    pub(super) fn at(&self, key: &str) -> Vec<Step> {
         let mut path = self.path.clone();
         path.push(Step::Key(key.to_string()));
         path
@@ -492,12 +494,16 @@ impl<'v> Section<'v> {
 
     /// The value of `key` as a `T`, or `None` if absent or (with a problem)
     /// of the wrong type.
-    fn get<T: DeserializeOwned>(&self, reader: &mut Reader, key: &str) -> Option<T> {
+    pub(super) fn get<T: DeserializeOwned>(&self, reader: &mut Reader, key: &str) -> Option<T> {
         let value = self.map.get(key)?;
         convert(reader, value, &self.at(key))
     }
 
-    fn get_or_default<T: DeserializeOwned + Default>(&self, reader: &mut Reader, key: &str) -> T {
+    pub(super) fn get_or_default<T: DeserializeOwned + Default>(
+        &self,
+        reader: &mut Reader,
+        key: &str,
+    ) -> T {
         self.get(reader, key).unwrap_or_default()
     }
 
@@ -667,7 +673,7 @@ fn read_agent(reader: &mut Reader, value: &Value, path: &[Step]) -> Option<Agent
         model: agent.get(reader, "model"),
         add_date: agent.get_or_default(reader, "add_date"),
         max_iterations: agent.get(reader, "max_iterations"),
-        harness: agent.raw("harness").is_some(),
+        harness: super::harness::read(reader, &agent),
         add_environment_info: agent.get_or_default(reader, "add_environment_info"),
     })
 }
@@ -746,6 +752,7 @@ fn read_grants(reader: &mut Reader, grants: &Section) -> GrantsFile {
     }
 }
 
+        unconfined: grants.get_or_default(reader, "unconfined"),
 fn read_toolset(reader: &mut Reader, value: &Value, path: &[Step]) -> Option<ToolsetFile> {
     let Value::Mapping(entry) = value else {
         reader.push(
@@ -979,7 +986,7 @@ fn key_text(key: &Value) -> Option<String> {
 }
 
 /// What kind of value this is, for messages.
-fn kind(value: &Value) -> String {
+pub(super) fn kind(value: &Value) -> String {
     match value {
         Value::Null => "nothing (null)".into(),
         Value::Bool(value) => format!("boolean `{value}`"),

@@ -25,6 +25,9 @@ pub struct Grants {
     /// (`grants.network.shell`); all hosts, since the OS sandbox cannot
     /// filter by host. Without it commands have no network at all.
     pub shell_network: bool,
+    /// Whether a harness agent's CLI runs without bubblewrap
+    /// (`grants.unconfined`), with the host's whole file system and network.
+    pub unconfined: bool,
 }
 
 /// An origin HTTP requests may go to: scheme, host and port must all match.
@@ -115,6 +118,7 @@ impl Grants {
             && !self.dns
             && self.http.is_empty()
             && !self.shell_network
+            && !self.unconfined
     }
 
     /// Whether an HTTP request to `url` is allowed (`grants.http`).
@@ -165,6 +169,12 @@ impl Grants {
         if self.shell_network {
             lines.push("network: shell commands share the host's network (all hosts)".to_string());
         }
+        if self.unconfined {
+            lines.push(
+                "unconfined: the harness runs WITHOUT bubblewrap — the host's whole file system                  and network, as the user running bgagents"
+                    .to_string(),
+            );
+        }
         lines
     }
 }
@@ -179,6 +189,7 @@ pub(super) fn resolve(
     let mut grants = Grants {
         dns: file.network.dns,
         shell_network: file.network.shell,
+        unconfined: file.unconfined,
         ..Grants::default()
     };
     for (index, origin) in file.http.iter().enumerate() {

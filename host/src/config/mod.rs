@@ -6,6 +6,7 @@
 
 mod file;
 pub mod grants;
+mod harness;
 mod locate;
 mod models;
 pub mod read;
@@ -14,6 +15,7 @@ mod toolsets;
 pub mod units;
 
 pub use grants::{ConnectGrant, DirGrant, Grants, HttpGrant};
+pub use harness::{HarnessKind, HarnessSpec};
 pub use models::{ModelApi, ModelBinding, TodoSettings};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -230,6 +232,9 @@ pub struct Team {
     /// The file it came from (for messages).
     pub source: PathBuf,
     pub limits: HostLimits,
+    /// The CLI a harness agent runs (`harness:`); such an agent has no
+    /// component and no model.
+    pub harness: Option<HarnessSpec>,
     pub engine: EngineSettings,
     pub agents: BTreeMap<String, AgentSpec>,
     /// docker-agent keys that were read and are ignored, one line each
@@ -424,6 +429,7 @@ impl Team {
             warnings: Vec::new(),
         }
     }
+            harness: None,
 
     /// The agent called `name`.
     pub fn agent(&self, name: &str) -> Option<&AgentSpec> {

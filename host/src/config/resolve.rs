@@ -152,12 +152,8 @@ fn resolve_agent(
             "{at}: agent names must be non-empty and contain no spaces or commas"
         ));
     }
-    if agent.component.is_none() && agent.harness {
-        problems.push(format!(
-            "{at}.harness: `harness:` agents are not supported yet; bgagents runs \
-             WebAssembly components and model-backed agents — give the agent \
-             `component: path/to/agent.wasm` or `model: provider/model`"
-        ));
+    if agent.harness.is_some() {
+        harness_conflicts(&at, agent, problems);
     }
     let model = agent
         .model
@@ -175,7 +171,11 @@ fn resolve_agent(
                 "{at}.sub_agents: `{shown}` is not defined under `agents:` (defined: {})",
                 defined_names(file)
             )),
-            Some(target) if target.component.is_none() && target.model.is_none() => {
+            Some(target)
+                if target.component.is_none()
+                    && target.model.is_none()
+                    && target.harness.is_none() =>
+            {
                 problems.push(format!(
                     "{at}.sub_agents: `{shown}` has no `component:` or `model:`, so it could \
                      never run; give agents.{shown} a component or a model"
@@ -293,7 +293,7 @@ fn resolve_agent(
             }
         }
     }
-    let limits = resolve_agent_limits(&at, agent, host, problems);
+    let mut limits = resolve_agent_limits(&at, agent, host, problems);
     let grants = grants::resolve(&agent.grants, &at, base_dir, problems);
     (problems.len() == before).then(|| AgentSpec {
         name: name.to_string(),
@@ -304,6 +304,30 @@ fn resolve_agent(
         model,
         add_date: agent.add_date,
         max_iterations: agent.max_iterations.unwrap_or(0),
+    let harness = agent.harness.as_ref().and_then(|harness| {
+        let memory = agent.limits.memory.map(|size| size.0);
+        let spec = super::harness::resolve(harness, &at, &grants, memory, &expand, problems);
+        match (harness.timeout, agent.limits.timeout) {
+            (Some(_), Some(_)) => problems.push(format!(
+                "{at}.harness.timeout: the task's timeout is also given in limits.timeout; \
+                 keep one"
+            )),
+            (Some(timeout), None) if timeout.0.is_zero() || timeout.0 > MAX_AGENT_TIMEOUT => {
+                problems.push(format!(
+                    "{at}.harness.timeout: must be longer than zero and at most 24h"
+                ))
+            }
+            (Some(timeout), None) => limits.timeout = timeout.0,
+            _ => {}
+        }
+        spec
+    });
+    if grants.unconfined && agent.harness.is_none() {
+        problems.push(format!(
+            "{at}.grants.unconfined: only a harness agent can run unconfined (its CLI is a host \
+             process); remove it"
+        ));
+    }
         think,
         todo,
         filesystem,
@@ -326,11 +350,41 @@ fn resolve_agent_limits(
     at: &str,
     agent: &AgentFile,
     host: &HostLimits,
+        harness,
     problems: &mut Vec<String>,
 ) -> AgentLimits {
     let defaults = AgentLimits::default();
     let given = &agent.limits;
     let limits = AgentLimits {
+/// What a harness agent cannot also have: it runs a CLI, not a component
+/// or a model of the host's, and that CLI dispatches no tasks.
+fn harness_conflicts(at: &str, agent: &AgentFile, problems: &mut Vec<String>) {
+    if agent.component.is_some() {
+        problems.push(format!(
+            "{at}: a harness agent runs its CLI, not a component; remove `component:` or \
+             `harness:`"
+        ));
+    }
+    if agent.model.is_some() {
+        problems.push(format!(
+            "{at}: a harness agent has no `model:` (the host makes no model calls for it); \
+             name the CLI's model in `harness.model`"
+        ));
+    }
+    if !agent.sub_agents.is_empty() {
+        problems.push(format!(
+            "{at}.sub_agents: a harness agent cannot dispatch sub-agents (its CLI runs on its \
+             own, with its own tools); remove `sub_agents:` or give them to a model-backed \
+             agent"
+        ));
+    }
+    if !agent.toolsets.is_empty() {
+        problems.push(format!(
+            "{at}.toolsets: a harness agent's CLI brings its own tools; remove `toolsets:`"
+        ));
+    }
+}
+
         fuel: given.fuel.map_or(defaults.fuel, |count| count.0),
         memory: given.memory.map_or(defaults.memory, |size| size.0),
         timeout: given.timeout.map_or(defaults.timeout, |time| time.0),

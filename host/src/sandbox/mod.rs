@@ -7,6 +7,7 @@ pub mod http;
 pub mod limits;
 pub mod output;
 pub mod wasi;
+pub mod process;
 
 pub use http::TaskHttp;
 pub use limits::{TaskLimiter, open_files_breach, raise_open_file_limit};

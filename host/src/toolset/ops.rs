@@ -312,7 +312,11 @@ impl Toolset {
                     available: team
                         .agents
                         .values()
-                        .filter(|spec| spec.component.is_some() || spec.model.is_some())
+                        .filter(|spec| {
+                            spec.component.is_some()
+                                || spec.model.is_some()
+                                || spec.harness.is_some()
+                        })
                         .map(|spec| spec.name.clone())
                         .collect(),
                 }),

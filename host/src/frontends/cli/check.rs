@@ -107,6 +107,12 @@ pub fn check(path: &Path) -> ExitCode {
             );
         }
         match (&agent.component, &agent.model) {
+            _ if agent.harness.is_some() => {
+                push_line!(
+                    out,
+                    "  component:   none — a harness agent (a process on the host)"
+                )
+            }
             (Some(component), _) => push_line!(out, "  component:   {}", shown_path(component)),
             (None, Some(_)) => push_line!(out, "  component:   the bundled model-backed agent"),
             (None, None) => push_line!(
@@ -147,6 +153,12 @@ pub fn check(path: &Path) -> ExitCode {
             }
             if !settings.is_empty() {
                 push_line!(out, "  settings:    {}", settings.join(", "));
+            }
+        }
+        if let Some(harness) = &agent.harness {
+            for (index, line) in crate::harness::describe(agent, harness).iter().enumerate() {
+                let label = if index == 0 { "harness:" } else { "" };
+                push_line!(out, "  {label:<12} {}", printable(line, Keep::OneLine));
             }
         }
         let mut toolsets = Vec::new();

@@ -164,7 +164,9 @@ pub fn startable<'a>(toolset: &'a Toolset, caller: &Caller) -> Vec<&'a AgentSpec
             .filter_map(|name| team.agent(name))
             .collect(),
         None => (team.agents.values())
-            .filter(|spec| spec.component.is_some() || spec.model.is_some())
+            .filter(|spec| {
+                spec.component.is_some() || spec.model.is_some() || spec.harness.is_some()
+            })
             .collect(),
     }
 }

@@ -4,9 +4,9 @@
 //! its status notes once it ran into them. Every job is killed when the
 //! task's shell is dropped (the task ended or was stopped).
 
-use super::output::Output;
-use super::sandbox::{Bubblewrap, Running, Sandbox};
 use super::{exit_text, runtime_text};
+use crate::sandbox::process::output::Output;
+use crate::sandbox::process::{Bubblewrap, Running, Sandbox};
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;

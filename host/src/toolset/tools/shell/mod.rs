@@ -3,7 +3,7 @@
 //! `stop_background_job`, under docker-agent's names and parameters.
 //!
 //! Commands run on the host, each in a bubblewrap sandbox of its own (see
-//! [`sandbox`]): only the agent's granted directories are visible, at their
+//! [`crate::sandbox::process`], shared with harness agents): only the agent's granted directories are visible, at their
 //! guest paths and read-only unless granted read-write; no network unless
 //! `grants.network.shell`; a clean environment with only the granted
 //! variables; and limits from the toolset's settings — a timeout, an output
@@ -14,18 +14,17 @@
 //! process it started is killed. Without a working bubblewrap nothing runs:
 //! there is no unconfined fallback.
 
-mod cgroup;
 mod jobs;
-mod output;
-mod sandbox;
 #[cfg(test)]
 mod tests;
 
 use super::ToolSpec;
 use super::args::Args;
 use crate::config::{Grants, ShellSettings};
+#[cfg(test)]
+use crate::sandbox::process::size_text;
+use crate::sandbox::process::{self as sandbox, Sandbox};
 use jobs::Jobs;
-use sandbox::Sandbox;
 use serde_json::{Value, json};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -293,18 +292,6 @@ fn exit_text(status: ExitStatus) -> String {
         (None, Some(libc::SIGKILL)) => "signal: killed".to_string(),
         (None, Some(signal)) => format!("signal: {signal}"),
         (None, None) => status.to_string(),
-    }
-}
-
-/// `1 GiB`, `64 MiB` or `512 KiB` when exact, else `1000000 bytes`.
-fn size_text(bytes: u64) -> String {
-    let units = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
-    match units
-        .iter()
-        .find(|(unit, _)| bytes >= *unit && bytes.is_multiple_of(*unit))
-    {
-        Some((unit, name)) => format!("{} {name}", bytes / unit),
-        None => format!("{bytes} bytes"),
     }
 }
 

@@ -1,34 +1,39 @@
-//! The bubblewrap sandbox a shell command runs in, and starting it.
+//! The bubblewrap sandbox a host process runs in — a shell command of the
+//! `shell` toolset, or a harness agent's CLI — and starting it.
 //!
-//! Every command gets fresh namespaces (user, mount, PID, IPC, UTS, cgroup,
-//! and network unless `grants.network.shell`), no capabilities, no nested
-//! user namespaces, and a read-only root that holds only: the system's
-//! programs and libraries (`/usr`, `/bin`, `/lib*`, `/sbin`, read-only), the
-//! few `/etc` files programs need (never `/etc` as a whole: `/etc/shadow`
-//! and private keys stay out), a private `/proc` and `/dev`, size-capped
-//! `/tmp` (with `HOME` in it) and `/dev/shm`, and the agent's granted
-//! directories at their guest paths. The environment is cleared; commands get a few basics and
-//! the granted variables. The options go to bubblewrap through a memfd
-//! (`--args`) so granted values do not show in the host's process list.
+//! Every process gets fresh namespaces (user, mount, PID, IPC, UTS, cgroup,
+//! and network unless its [`Network`] says otherwise), no capabilities, no
+//! nested user namespaces, and a read-only root that holds only: the
+//! system's programs and libraries (`/usr`, `/bin`, `/lib*`, `/sbin`,
+//! read-only), the few `/etc` files programs need (never `/etc` as a whole:
+//! `/etc/shadow` and private keys stay out), a private `/proc` and `/dev`,
+//! size-capped `/tmp` (with `HOME` in it) and `/dev/shm`, the program
+//! directories a sandbox names (read-only), and the agent's granted
+//! directories at their guest paths. The environment is cleared; the
+//! process gets a few basics and the granted variables. The options go to
+//! bubblewrap through a memfd (`--args`) so granted values do not show in
+//! the host's process list.
 //!
 //! Killing: bubblewrap is its own process group, the sandbox's PID 1 dies
 //! with it (`--die-with-parent`), and when a PID namespace's first process
 //! dies the kernel kills every other process in it, so killing the group
-//! ends everything the command started, however it forked or detached.
+//! ends everything the process started, however it forked or detached.
 //!
-//! Limits: processes and memory through the command's cgroups (see
-//! [`super::cgroup`]), or each process's address space (`RLIMIT_AS`) where
-//! no memory cgroup is usable; file size through `RLIMIT_FSIZE`.
+//! Limits: processes and memory through the process's cgroups (see
+//! [`cgroup`]), or each process's address space (`RLIMIT_AS`) where no
+//! memory cgroup is usable; file size through `RLIMIT_FSIZE`.
 //!
-//! Telling bubblewrap's failures from the command's: both exit with a
-//! status, but bubblewrap reports the command's exit code on its
-//! `--json-status-fd` only once the command was executed, so a status
+//! Telling bubblewrap's failures from the program's: both exit with a
+//! status, but bubblewrap reports the program's exit code on its
+//! `--json-status-fd` only once the program was executed, so a status
 //! without that report is bubblewrap's own.
 
-use super::cgroup::{Cgroups, CommandCgroups};
-use super::output::Output;
-use super::size_text;
+pub(crate) mod cgroup;
+pub(crate) mod output;
+
 use crate::config::{DirGrant, Grants, ShellSettings};
+use cgroup::{Cgroups, CommandCgroups};
+use output::Output;
 use std::ffi::{OsStr, OsString};
 use std::io::{PipeReader, Read, Seek, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -39,7 +44,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::OnceLock;
 
 /// Where commands start when no directory is granted.
-pub(super) const SCRATCH: &str = "/tmp";
+pub(crate) const SCRATCH: &str = "/tmp";
 /// `HOME` inside the sandbox, in the private `/tmp`.
 const HOME: &str = "/tmp/home";
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -76,7 +81,7 @@ const ETC_NETWORK: &[&str] = &[
 
 /// The bubblewrap found on this host and what it supports.
 #[derive(Debug)]
-pub(super) struct Bubblewrap {
+pub(crate) struct Bubblewrap {
     path: PathBuf,
     version: String,
     /// `--size` (0.7+): caps the private `/tmp`.
@@ -87,7 +92,7 @@ pub(super) struct Bubblewrap {
     json_status: bool,
     /// Where each command's process and memory caps are enforced, or why
     /// they cannot be.
-    pub(super) cgroups: Cgroups,
+    pub(crate) cgroups: Cgroups,
     /// Whether `RLIMIT_AS` stands in for a memory cgroup.
     address_space: AddressSpaceCap,
 }
@@ -109,7 +114,7 @@ enum AddressSpaceCap {
 /// The host's bubblewrap, checked once by running a command in a sandbox
 /// exactly as commands are run; the error says what is wrong and how to
 /// fix it.
-pub(super) fn bubblewrap() -> Result<&'static Bubblewrap, String> {
+pub(crate) fn bubblewrap() -> Result<&'static Bubblewrap, String> {
     static PROBED: OnceLock<Result<Bubblewrap, String>> = OnceLock::new();
     let probed = PROBED.get_or_init(|| {
         let probed = probe();
@@ -122,7 +127,7 @@ pub(super) fn bubblewrap() -> Result<&'static Bubblewrap, String> {
 }
 
 /// A line for `bgagents check`, with a `warning:` line per weakened limit.
-pub(super) fn describe(bwrap: &Bubblewrap) -> String {
+pub(crate) fn describe(bwrap: &Bubblewrap) -> String {
     let mut lines = vec![format!(
         "commands run in bubblewrap {} ({})",
         bwrap.version,
@@ -254,6 +259,26 @@ fn try_sandbox(bwrap: &Bubblewrap) -> Result<Result<(), String>, String> {
     }
 }
 
+/// The shell the sandbox's user logs in with (and shell commands run in).
+fn login_shell() -> &'static str {
+    match Path::new("/usr/bin/bash").is_file() || Path::new("/bin/bash").is_file() {
+        true => "/bin/bash",
+        false => "/bin/sh",
+    }
+}
+
+/// `1 GiB`, `64 MiB` or `512 KiB` when exact, else `1000000 bytes`.
+pub(crate) fn size_text(bytes: u64) -> String {
+    let units = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    match units
+        .iter()
+        .find(|(unit, _)| bytes >= *unit && bytes.is_multiple_of(*unit))
+    {
+        Some((unit, name)) => format!("{} {name}", bytes / unit),
+        None => format!("{bytes} bytes"),
+    }
+}
+
 /// `name` in the host's `PATH` (or `/usr/bin`), as an absolute path.
 fn find_program(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -264,12 +289,42 @@ fn find_program(name: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
+/// What network a sandboxed process gets: decided in one place per kind
+/// of process (the shell toolset from `grants.network.shell`, a harness
+/// agent in `crate::harness`), applied here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Network {
+    /// A network namespace of its own with only a loopback device: no
+    /// host, local or remote, is reachable.
+    None,
+    /// The host's network namespace: every host the host can reach.
+    Host,
+}
+
+/// A program run in a sandbox rather than a shell command: what it may
+/// see and what caps it. See [`Sandbox::for_program`].
+pub(crate) struct ProgramSandbox<'a> {
+    /// The directories granted to the agent (at their guest paths).
+    pub grants: &'a Grants,
+    /// Host directories the program needs to run (its own, its
+    /// interpreter's), bound read-only at the same paths.
+    pub program_dirs: Vec<PathBuf>,
+    /// Its whole environment (nothing of the host's is added).
+    pub env: Vec<(String, String)>,
+    pub network: Network,
+    pub max_file_size: u64,
+    pub max_processes: u32,
+    pub max_memory: u64,
+}
+
 /// One task's sandbox: the parts of the command line that its grants and
 /// settings fix.
-pub(super) struct Sandbox {
+pub(crate) struct Sandbox {
     /// Granted directories, parents before the directories inside them.
     dirs: Vec<DirGrant>,
-    network: bool,
+    /// Directories of the program's own, bound read-only.
+    program_dirs: Vec<PathBuf>,
+    network: Network,
     env: Vec<(String, String)>,
     /// The shell commands run in.
     shell: &'static str,
@@ -283,14 +338,14 @@ pub(super) struct Sandbox {
 
 /// A sandboxed command ready to spawn, the descriptors it inherits (open
 /// until it is spawned), and the read end of its `--json-status-fd`.
-pub(super) struct Prepared {
-    pub(super) command: std::process::Command,
+pub(crate) struct Prepared {
+    pub(crate) command: std::process::Command,
     fds: Vec<OwnedFd>,
     status: Option<PipeReader>,
 }
 
 impl Sandbox {
-    pub(super) fn new(settings: &ShellSettings, grants: &Grants) -> Sandbox {
+    pub(crate) fn new(settings: &ShellSettings, grants: &Grants) -> Sandbox {
         let default_cwd = (grants.dirs.first().map(|dir| dir.guest.clone()))
             .unwrap_or_else(|| SCRATCH.to_string());
         // Mounted in this order, so a grant inside another stays visible.
@@ -304,24 +359,45 @@ impl Sandbox {
         ];
         env.extend(grants.env.iter().cloned());
         env.extend(settings.env.iter().cloned());
-        let shell = match Path::new("/usr/bin/bash").is_file() || Path::new("/bin/bash").is_file() {
-            true => "/bin/bash",
-            false => "/bin/sh",
-        };
         Sandbox {
             default_cwd,
             dirs,
-            network: grants.shell_network,
+            program_dirs: Vec::new(),
+            network: match grants.shell_network {
+                true => Network::Host,
+                false => Network::None,
+            },
             env,
-            shell,
+            shell: login_shell(),
             max_file_size: settings.max_file_size,
             max_processes: settings.max_processes,
             max_memory: settings.max_memory,
         }
     }
 
+    /// The sandbox of a program (a harness agent's CLI): the agent's
+    /// granted directories, the program's own directories read-only, and
+    /// exactly the environment `spec` gives.
+    pub(crate) fn for_program(spec: ProgramSandbox) -> Sandbox {
+        let default_cwd = (spec.grants.dirs.first().map(|dir| dir.guest.clone()))
+            .unwrap_or_else(|| SCRATCH.to_string());
+        let mut dirs = spec.grants.dirs.clone();
+        dirs.sort_by_key(|dir| dir.guest.matches('/').count());
+        Sandbox {
+            default_cwd,
+            dirs,
+            program_dirs: spec.program_dirs,
+            network: spec.network,
+            env: spec.env,
+            shell: login_shell(),
+            max_file_size: spec.max_file_size,
+            max_processes: spec.max_processes,
+            max_memory: spec.max_memory,
+        }
+    }
+
     /// The granted directories, for descriptions: `/work (read-write)`.
-    pub(super) fn visible(&self) -> String {
+    pub(crate) fn visible(&self) -> String {
         let dirs: Vec<String> = (self.dirs.iter())
             .map(|dir| match dir.writable {
                 true => format!("{} (read-write)", dir.guest),
@@ -336,7 +412,7 @@ impl Sandbox {
 
     /// The working directory a `cwd` argument names: a guest path, relative
     /// ones from the default directory.
-    pub(super) fn cwd(&self, requested: Option<&str>) -> String {
+    pub(crate) fn cwd(&self, requested: Option<&str>) -> String {
         let requested = requested.map(str::trim).unwrap_or_default();
         let joined = match requested {
             "" | "." => return self.default_cwd.clone(),
@@ -358,7 +434,7 @@ impl Sandbox {
 
     /// Makes the cgroups capping the command's processes and memory, where
     /// the host has them.
-    pub(super) fn cgroups(&self, bwrap: &Bubblewrap) -> Result<Option<CommandCgroups>, String> {
+    pub(crate) fn cgroups(&self, bwrap: &Bubblewrap) -> Result<Option<CommandCgroups>, String> {
         (bwrap.cgroups)
             .create(
                 self.max_processes.saturating_add(BWRAP_PROCESSES),
@@ -374,18 +450,36 @@ impl Sandbox {
     /// The bubblewrap command running `script` with `cwd` as its working
     /// directory, joining `cgroups` before it starts. Stdio is the caller's
     /// to set.
-    pub(super) fn prepare(
+    pub(crate) fn prepare(
         &self,
         bwrap: &Bubblewrap,
         script: &str,
         cwd: &str,
         cgroups: Option<&CommandCgroups>,
     ) -> std::io::Result<Prepared> {
+        let argv = [self.shell, "-c", script].map(OsString::from);
+        self.prepare_argv(bwrap, &argv, cwd, cgroups)
+    }
+
+    /// The bubblewrap command running `argv` (a program and its arguments)
+    /// with `cwd` as its working directory, joining `cgroups` before it
+    /// starts. Stdio is the caller's to set.
+    pub(crate) fn prepare_argv(
+        &self,
+        bwrap: &Bubblewrap,
+        argv: &[OsString],
+        cwd: &str,
+        cgroups: Option<&CommandCgroups>,
+    ) -> std::io::Result<Prepared> {
         let mut options = Options::default();
         options.arg("--unshare-all").arg("--unshare-user");
-        if self.network {
-            options.arg("--share-net");
-        }
+        let networked = match self.network {
+            Network::None => false,
+            Network::Host => {
+                options.arg("--share-net");
+                true
+            }
+        };
         options
             .arg("--die-with-parent")
             .arg("--new-session")
@@ -409,7 +503,7 @@ impl Sandbox {
                 _ => {}
             }
         }
-        let etc = (ETC_ALWAYS.iter()).chain(if self.network { ETC_NETWORK } else { &[] });
+        let etc = (ETC_ALWAYS.iter()).chain(if networked { ETC_NETWORK } else { &[] });
         for entry in etc {
             let host = Path::new("/etc").join(entry);
             if host.exists() {
@@ -434,7 +528,7 @@ impl Sandbox {
             format!("{group}:x:{gid}:\nnogroup:x:65534:\n"),
             "/etc/group",
         )?;
-        if !self.network {
+        if !networked {
             options.data("127.0.0.1 localhost\n::1 localhost\n".into(), "/etc/hosts")?;
         }
         options.arg("--proc").arg("/proc").arg("--dev").arg("/dev");
@@ -447,6 +541,10 @@ impl Sandbox {
             options.arg("--tmpfs").arg(scratch);
         }
         options.arg("--dir").arg(HOME);
+        // After /tmp: a program kept under the host's /tmp stays visible.
+        for dir in &self.program_dirs {
+            options.arg("--ro-bind").arg(dir).arg(dir);
+        }
         for dir in &self.dirs {
             let how = if dir.writable { "--bind" } else { "--ro-bind" };
             options.arg(how).arg(&dir.host).arg(&dir.guest);
@@ -496,9 +594,7 @@ impl Sandbox {
             .arg("--args")
             .arg(args.as_raw_fd().to_string())
             .arg("--")
-            .arg(self.shell)
-            .arg("-c")
-            .arg(script)
+            .args(argv)
             .env_clear()
             .process_group(0);
         fds.push(args);
@@ -582,7 +678,7 @@ impl Sandbox {
 
     /// Starts `script` in the sandbox with its output captured (at most
     /// `max_output` bytes kept).
-    pub(super) fn spawn(
+    pub(crate) fn spawn(
         &self,
         bwrap: &Bubblewrap,
         script: &str,
@@ -618,15 +714,57 @@ impl Sandbox {
             max_memory: self.max_memory,
             max_file_size: self.max_file_size,
             address_space: matches!(bwrap.address_space, AddressSpaceCap::Used),
+            sandboxed: true,
+        })
+    }
+
+    /// Starts `argv` in the sandbox with its stdin and stdout piped (taken
+    /// from [`Running::child`]) and its stderr captured into
+    /// [`Running::output`], of which the last `stderr_tail` bytes are kept.
+    pub(crate) fn spawn_program(
+        &self,
+        bwrap: &Bubblewrap,
+        argv: &[OsString],
+        cwd: &str,
+        stderr_tail: usize,
+    ) -> Result<Running, String> {
+        let cgroups = self.cgroups(bwrap)?;
+        let start = || -> std::io::Result<(tokio::process::Child, Output, Option<PipeReader>)> {
+            let prepared = self.prepare_argv(bwrap, argv, cwd, cgroups.as_ref())?;
+            let (reader, writer) = std::io::pipe()?;
+            let mut command = tokio::process::Command::from(prepared.command);
+            command
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(writer)
+                .kill_on_drop(true);
+            let child = command.spawn()?;
+            drop(command);
+            drop(prepared.fds);
+            let output = Output::capture_tail(reader, stderr_tail)?;
+            Ok((child, output, prepared.status))
+        };
+        let (child, output, status) =
+            start().map_err(|error| format!("cannot start the sandbox (bubblewrap): {error}"))?;
+        Ok(Running {
+            child,
+            cgroups,
+            output,
+            status,
+            max_processes: self.max_processes,
+            max_memory: self.max_memory,
+            max_file_size: self.max_file_size,
+            address_space: matches!(bwrap.address_space, AddressSpaceCap::Used),
+            sandboxed: true,
         })
     }
 }
 
 /// A command running in its sandbox. Dropping it kills the sandbox.
-pub(super) struct Running {
-    pub(super) child: tokio::process::Child,
+pub(crate) struct Running {
+    pub(crate) child: tokio::process::Child,
     cgroups: Option<CommandCgroups>,
-    pub(super) output: Output,
+    pub(crate) output: Output,
     /// bubblewrap's `--json-status-fd`, where it has one.
     status: Option<PipeReader>,
     max_processes: u32,
@@ -634,15 +772,47 @@ pub(super) struct Running {
     max_file_size: u64,
     /// Whether each process's address space was capped at `max_memory`.
     address_space: bool,
+    /// Whether it runs in bubblewrap (see [`Running::unconfined`]).
+    sandboxed: bool,
 }
 
 impl Running {
+    /// Starts `command` as it is, without a sandbox (a harness agent
+    /// granted `unconfined`), with its stdin and stdout piped and the last
+    /// `stderr_tail` bytes of its stderr captured. The caller makes it a
+    /// process group of its own, so that [`Running::kill`] ends its tree.
+    pub(crate) fn unconfined(
+        command: std::process::Command,
+        stderr_tail: usize,
+    ) -> std::io::Result<Running> {
+        let (reader, writer) = std::io::pipe()?;
+        let mut command = tokio::process::Command::from(command);
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(writer)
+            .kill_on_drop(true);
+        let child = command.spawn()?;
+        drop(command);
+        Ok(Running {
+            child,
+            cgroups: None,
+            output: Output::capture_tail(reader, stderr_tail)?,
+            status: None,
+            max_processes: 0,
+            max_memory: 0,
+            max_file_size: u64::MAX,
+            address_space: false,
+            sandboxed: false,
+        })
+    }
+
     /// What bubblewrap said if it failed before the command started, once
     /// it has exited with `status` and printed `output`; `None` when the
     /// command ran (whatever it printed, even `bwrap: …`).
-    pub(super) fn sandbox_failure(&self, status: ExitStatus, output: &str) -> Option<String> {
+    pub(crate) fn sandbox_failure(&self, status: ExitStatus, output: &str) -> Option<String> {
         // bubblewrap's own failures exit 1.
-        if status.code() != Some(1) {
+        if !self.sandboxed || status.code() != Some(1) {
             return None;
         }
         let started = match &self.status {
@@ -661,7 +831,7 @@ impl Running {
     /// A note per limit the command ran into, for its result: it may have
     /// ended with `status` (`None`: killed at its timeout) and printed
     /// `output`.
-    pub(super) fn limit_notes(&self, status: Option<ExitStatus>, output: &str) -> Vec<String> {
+    pub(crate) fn limit_notes(&self, status: Option<ExitStatus>, output: &str) -> Vec<String> {
         let mut notes = Vec::new();
         let cgroups = self.cgroups.as_ref();
         if cgroups.is_some_and(CommandCgroups::hit_process_limit) {
@@ -700,7 +870,7 @@ impl Running {
     /// Kills bubblewrap's process group (itself and the sandbox's PID 1),
     /// which ends the PID namespace and so every process in it. Only
     /// before the child is reaped, so the group id cannot have been reused.
-    pub(super) fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(pid) = self.child.id() {
             // SAFETY: plain killpg(2) of a group led by our unreaped child.
             unsafe { libc::killpg(pid as libc::pid_t, libc::SIGKILL) };
@@ -777,7 +947,7 @@ impl Options {
 /// A memfd holding `content`, read from its start.
 fn memfd(content: &[u8]) -> std::io::Result<OwnedFd> {
     // SAFETY: memfd_create returns a new descriptor we own, or -1.
-    let fd = unsafe { libc::memfd_create(c"bgagents-shell".as_ptr(), libc::MFD_CLOEXEC) };
+    let fd = unsafe { libc::memfd_create(c"bgagents-sandbox".as_ptr(), libc::MFD_CLOEXEC) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }

@@ -1,5 +1,6 @@
-//! The process and memory caps of shell commands: each command (and each
-//! background job) runs in cgroups of its own, made for it under the host's
+//! The process and memory caps of sandboxed processes (shell commands,
+//! harness agents' CLIs): each command (and each background job, each
+//! harness run) runs in cgroups of its own, made for it under the host's
 //! cgroups and removed after it — a `pids` cgroup capping how many
 //! processes it has at once, and a `memory` cgroup capping the memory of all
 //! its processes together, which includes the files they write to the
@@ -16,11 +17,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Names of the cgroups made here start with this, then the host's pid.
-const PREFIX: &str = "bgagents-shell-";
+const PREFIX: &str = "bgagents-sandbox-";
 
 /// A cgroup controller a command's limit is enforced by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Controller {
+pub(crate) enum Controller {
     Pids,
     Memory,
 }
@@ -36,15 +37,15 @@ impl Controller {
 
 /// Where commands' cgroups are made, per controller, or why they cannot be.
 #[derive(Debug)]
-pub(super) struct Cgroups {
-    pub(super) pids: Result<Hierarchy, String>,
-    pub(super) memory: Result<Hierarchy, String>,
+pub(crate) struct Cgroups {
+    pub(crate) pids: Result<Hierarchy, String>,
+    pub(crate) memory: Result<Hierarchy, String>,
     made: AtomicU64,
 }
 
 impl Cgroups {
     /// Looks for a writable hierarchy for each controller, trying each out.
-    pub(super) fn find() -> Cgroups {
+    pub(crate) fn find() -> Cgroups {
         let read = |file: &str| {
             std::fs::read_to_string(file).map_err(|error| format!("cannot read {file}: {error}"))
         };
@@ -66,7 +67,7 @@ impl Cgroups {
     }
 
     /// No cgroups, for `why`.
-    pub(super) fn none(why: &str) -> Cgroups {
+    pub(crate) fn none(why: &str) -> Cgroups {
         Cgroups {
             pids: Err(why.to_string()),
             memory: Err(why.to_string()),
@@ -77,7 +78,7 @@ impl Cgroups {
     /// The cgroups for one command: at most `max_processes` processes at
     /// once and `max_memory` bytes of memory (no swap), each where its
     /// controller is usable; `None` where neither is.
-    pub(super) fn create(
+    pub(crate) fn create(
         &self,
         max_processes: u32,
         max_memory: u64,
@@ -105,7 +106,7 @@ impl Cgroups {
 
 /// A writable place to make cgroups of one controller.
 #[derive(Debug)]
-pub(super) struct Hierarchy {
+pub(crate) struct Hierarchy {
     /// The host's own cgroup in the hierarchy; commands' cgroups go under it.
     base: PathBuf,
     version: u8,
@@ -148,7 +149,7 @@ impl Hierarchy {
     }
 
     /// For `bgagents check`: which hierarchy, where.
-    pub(super) fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!(
             "cgroup v{} {} controller under {}",
             self.version,
@@ -247,7 +248,7 @@ impl Hierarchy {
 /// One command's cgroups, one per hierarchy (a single one on cgroup v2);
 /// removed (their processes killed first) when dropped.
 #[derive(Debug, Default)]
-pub(super) struct CommandCgroups {
+pub(crate) struct CommandCgroups {
     /// Every cgroup the command joins.
     joined: Vec<PathBuf>,
     /// The one capping processes, if any.
@@ -269,7 +270,7 @@ impl CommandCgroups {
     }
 
     /// The files a process writes `0` to in order to join the cgroups.
-    pub(super) fn procs_files(&self) -> Vec<CString> {
+    pub(crate) fn procs_files(&self) -> Vec<CString> {
         (self.joined.iter())
             .map(|dir| {
                 CString::new(dir.join("cgroup.procs").as_os_str().as_bytes())
@@ -279,7 +280,7 @@ impl CommandCgroups {
     }
 
     /// Whether a fork was refused because the process cap was reached.
-    pub(super) fn hit_process_limit(&self) -> bool {
+    pub(crate) fn hit_process_limit(&self) -> bool {
         let Some(dir) = &self.pids else {
             return false;
         };
@@ -289,7 +290,7 @@ impl CommandCgroups {
 
     /// Whether the kernel killed a process for going past the memory cap.
     /// (Reaching the cap alone only makes the kernel reclaim caches.)
-    pub(super) fn hit_memory_limit(&self) -> bool {
+    pub(crate) fn hit_memory_limit(&self) -> bool {
         let Some((dir, version)) = &self.memory else {
             return false;
         };
@@ -333,14 +334,14 @@ impl Drop for CommandCgroups {
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
-            tracing::warn!(cgroups = ?left, "a shell command's cgroups could not be removed");
+            tracing::warn!(cgroups = ?left, "a sandboxed process's cgroups could not be removed");
         };
         if std::thread::Builder::new()
-            .name("shell-cgroup".into())
+            .name("sandbox-cgroup".into())
             .spawn(cleanup)
             .is_err()
         {
-            tracing::warn!("no thread to remove a shell command's cgroups");
+            tracing::warn!("no thread to remove a sandboxed process's cgroups");
         }
     }
 }

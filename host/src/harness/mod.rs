@@ -1,0 +1,631 @@
+//! Harness agents: a task of an agent with `harness:` runs a coding CLI —
+//! Claude Code, Codex or OpenCode — non-interactively as a process on the
+//! host, confined by the agent's grants like a shell command is.
+//!
+//! - **Prompt**: the agent's instruction, then the delegated task and the
+//!   output it expects, in the words the bundled LLM agent uses
+//!   ([`prompt`]). Claude Code reads it on stdin; Codex and OpenCode get it
+//!   as their last argument.
+//! - **Events**: the CLI's NDJSON stream ([`events`]) becomes the task's
+//!   live output — text as it is written, reasoning marked `[thinking]`,
+//!   a `[tool: NAME]` line per tool call — its final message the task's
+//!   result, its error (or a failing exit, with the end of its stderr) the
+//!   task's error; the tokens it reports are the task's model use, held to
+//!   `limits.tokens`.
+//! - **Confinement**: the process runs in the shell toolset's bubblewrap
+//!   sandbox ([`crate::sandbox::process`]): new namespaces (its own PID
+//!   namespace), a read-only system, private `/tmp` with `HOME` in it, the
+//!   granted directories as granted, the CLI's own files read-only
+//!   ([`program`]), an environment of only a few basics, the granted
+//!   variables and `harness.env`, and caps on processes, memory and file
+//!   size through cgroups. The network is decided in one place,
+//!   [`network`]. `grants.unconfined: true` runs the CLI without
+//!   bubblewrap, loudly.
+//! - **Ending**: a stop, the task's timeout, or the host exiting kills the
+//!   whole process tree at once (its process group, the PID namespace, the
+//!   cgroups; `--die-with-parent`).
+
+pub mod events;
+pub mod program;
+
+use crate::config::{AgentSpec, Grants, HarnessKind, HarnessSpec};
+use crate::sandbox::process::{self, Network, ProgramSandbox, Running, Sandbox};
+use crate::tasks::{ModelUse, Outcome, Task};
+use events::{Event, Parser};
+use program::Program;
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::process::ExitStatus;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+
+/// Bytes of a CLI's stderr kept (its end) for the error of a failed run.
+const STDERR_TAIL: usize = 4 << 10;
+/// Longest line of a CLI's stream read; a longer one is cut.
+const MAX_LINE: usize = 16 << 20;
+/// Longest prompt passed as one argument (the kernel takes at most 128 KiB
+/// per argument).
+const MAX_ARGUMENT: usize = 120 << 10;
+/// Processes (threads included) a harness run may have at once.
+const MAX_PROCESSES: u32 = 1024;
+/// Largest file a harness run may write.
+const MAX_FILE_SIZE: u64 = 1 << 30;
+/// `PATH` in the sandbox, after the CLI's own directories.
+const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The network a harness agent's CLI gets: the one place it is decided.
+/// None for now — no host is reachable, the provider's API included —
+/// until the egress gate (`grants.http` through a proxy) is wired here.
+pub fn network(_grants: &Grants) -> Network {
+    Network::None
+}
+
+/// A harness agent ready to run tasks: its CLI located, its sandbox set.
+pub struct HarnessAgent {
+    name: String,
+    spec: HarnessSpec,
+    instruction: String,
+    timeout: Duration,
+    result_cap: u64,
+    tokens: u64,
+    program: Program,
+    /// `None` when the agent is granted `unconfined`.
+    sandbox: Option<Sandbox>,
+    /// The unconfined process's environment and working directory.
+    unconfined: Option<(Vec<(String, String)>, std::path::PathBuf)>,
+}
+
+impl HarnessAgent {
+    /// Locates `agent`'s CLI and prepares its sandbox; the error names the
+    /// binary and how to install it, or why the CLI cannot be confined.
+    pub fn load(agent: &AgentSpec, harness: &HarnessSpec) -> Result<HarnessAgent, String> {
+        let program = program::locate(harness.kind, &harness.command)?;
+        let grants = &agent.grants;
+        let (sandbox, unconfined) = match grants.unconfined {
+            false => {
+                process::bubblewrap().map_err(|why| {
+                    format!(
+                        "{why} (a harness agent's CLI runs in the same sandbox as shell \
+                         commands; grants.unconfined: true runs it without one)"
+                    )
+                })?;
+                let sandbox = Sandbox::for_program(ProgramSandbox {
+                    grants,
+                    program_dirs: program.binds.clone(),
+                    env: confined_env(harness, grants, &program),
+                    network: network(grants),
+                    max_file_size: MAX_FILE_SIZE,
+                    max_processes: MAX_PROCESSES,
+                    max_memory: harness.memory,
+                });
+                (Some(sandbox), None)
+            }
+            true => {
+                let cwd = host_dir(grants, &harness.working_dir).ok_or_else(|| {
+                    format!(
+                        "an unconfined harness starts in a granted directory, and `{}` is not \
+                         one; grant it in grants.files",
+                        harness.working_dir
+                    )
+                })?;
+                (None, Some((unconfined_env(harness, grants), cwd)))
+            }
+        };
+        Ok(HarnessAgent {
+            name: agent.name.clone(),
+            spec: harness.clone(),
+            instruction: agent.instruction.clone(),
+            timeout: agent.limits.timeout,
+            result_cap: agent.limits.result,
+            tokens: agent.limits.tokens,
+            program,
+            sandbox,
+            unconfined,
+        })
+    }
+
+    /// The command line for `prompt`, and what goes on its stdin.
+    fn command_line(&self, prompt: &str) -> Result<(Vec<OsString>, Option<String>), String> {
+        let spec = &self.spec;
+        let mut argv: Vec<OsString> = vec![self.program.exe.clone().into()];
+        let mut add = |args: &[&str]| argv.extend(args.iter().map(OsString::from));
+        let stdin = match spec.kind {
+            HarnessKind::ClaudeCode => {
+                add(&["--print", "--output-format", "stream-json", "--verbose"]);
+                if spec.partial_messages {
+                    add(&["--include-partial-messages"]);
+                }
+                if let Some(model) = &spec.model {
+                    add(&["--model", model]);
+                }
+                if let Some(effort) = &spec.effort {
+                    add(&["--effort", effort]);
+                }
+                if let Some(turns) = spec.max_turns {
+                    add(&["--max-turns", &turns.to_string()]);
+                }
+                match &spec.permission_mode {
+                    Some(mode) => add(&["--permission-mode", mode]),
+                    None => add(&["--dangerously-skip-permissions"]),
+                }
+                Some(prompt.to_string())
+            }
+            HarnessKind::Codex => {
+                add(&[
+                    "exec",
+                    "--json",
+                    "--dangerously-bypass-approvals-and-sandbox",
+                    "--skip-git-repo-check",
+                ]);
+                if let Some(model) = &spec.model {
+                    add(&["--model", model]);
+                }
+                None
+            }
+            HarnessKind::OpenCode => {
+                add(&["run", "--format", "json", "--dangerously-skip-permissions"]);
+                if let Some(model) = &spec.model {
+                    add(&["--model", model]);
+                }
+                if let Some(agent) = &spec.agent {
+                    add(&["--agent", agent]);
+                }
+                if spec.thinking {
+                    add(&["--thinking"]);
+                }
+                None
+            }
+        };
+        argv.extend(spec.args.iter().map(OsString::from));
+        if stdin.is_none() {
+            if prompt.len() > MAX_ARGUMENT {
+                return Err(format!(
+                    "the prompt is {} bytes; {} takes it as one command-line argument, which \
+                     holds at most {MAX_ARGUMENT} bytes: shorten the task",
+                    prompt.len(),
+                    spec.kind.name()
+                ));
+            }
+            argv.push("--".into());
+            argv.push(prompt.into());
+        }
+        Ok((argv, stdin))
+    }
+
+    /// Runs `task` to its end: its result or error. Dropping the future
+    /// (a stop) kills the CLI and everything it started.
+    pub async fn run(&self, task: &Task) -> Outcome {
+        let prompt = prompt(
+            &self.instruction,
+            &task.task,
+            task.expected_output.as_deref(),
+        );
+        let (argv, stdin) = match self.command_line(&prompt) {
+            Ok(line) => line,
+            Err(why) => return Outcome::Failed(why),
+        };
+        let mut running = match self.start(&argv).await {
+            Ok(running) => running,
+            Err(why) => return Outcome::Failed(why),
+        };
+        tracing::debug!(
+            harness = self.spec.kind.name(),
+            program = %self.program.exe.display(),
+            "harness started"
+        );
+        let input = running.child.stdin.take();
+        // Written beside the reading, so a CLI that reads its prompt late
+        // (or never) cannot stall the run.
+        let feeding = tokio::spawn(async move {
+            if let (Some(mut input), Some(text)) = (input, stdin) {
+                let _ = input.write_all(text.as_bytes()).await;
+                let _ = input.shutdown().await;
+            }
+        });
+        let stdout = running.child.stdout.take();
+        let outcome = tokio::time::timeout(self.timeout, self.follow(task, &mut running, stdout))
+            .await
+            .unwrap_or_else(|_| {
+                Outcome::Failed(format!(
+                    "timed out after {}; the harness and every process it started were killed",
+                    crate::config::units::format_duration(self.timeout)
+                ))
+            });
+        feeding.abort();
+        running.kill();
+        let _ = running.child.wait().await;
+        match outcome {
+            Outcome::Completed(result) => Outcome::Completed(cap(result, self.result_cap)),
+            Outcome::Failed(error) => Outcome::Failed(cap(error, self.result_cap)),
+            Outcome::Stopped => Outcome::Stopped,
+        }
+    }
+
+    /// Starts the CLI: in its sandbox, or (granted `unconfined`) without.
+    async fn start(&self, argv: &[OsString]) -> Result<Running, String> {
+        match (&self.sandbox, &self.unconfined) {
+            (Some(sandbox), _) => {
+                let bwrap = tokio::task::spawn_blocking(process::bubblewrap)
+                    .await
+                    .map_err(|error| format!("checking for bubblewrap failed: {error}"))??;
+                sandbox.spawn_program(bwrap, argv, &self.spec.working_dir, STDERR_TAIL)
+            }
+            (None, Some((env, cwd))) => {
+                tracing::warn!(
+                    agent = %self.name,
+                    program = %self.program.exe.display(),
+                    "harness agent runs UNCONFINED (grants.unconfined: true): no bubblewrap, \
+                     the host's whole file system and network"
+                );
+                let mut command = std::process::Command::new(&argv[0]);
+                command
+                    .args(&argv[1..])
+                    .env_clear()
+                    .envs(env.iter().map(|(name, value)| (name, value)))
+                    .current_dir(cwd)
+                    .process_group(0);
+                // SAFETY: prctl is async-signal-safe; nothing else runs
+                // between fork and exec.
+                unsafe {
+                    command.pre_exec(|| {
+                        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
+                Running::unconfined(command, STDERR_TAIL)
+                    .map_err(|error| format!("cannot start {}: {error}", argv[0].display()))
+            }
+            (None, None) => Err("the harness has no sandbox".to_string()),
+        }
+    }
+
+    /// Reads the CLI's stream to its end (or the run's), showing it in the
+    /// task's output, then waits for the CLI to exit.
+    async fn follow(
+        &self,
+        task: &Task,
+        running: &mut Running,
+        stdout: Option<impl AsyncRead + Unpin>,
+    ) -> Outcome {
+        let name = self.spec.kind.name();
+        let mut parser = Parser::new(self.spec.kind);
+        let mut shown = Shown::default();
+        let mut end: Option<Result<String, String>> = None;
+        if let Some(stdout) = stdout {
+            let mut lines = BufReader::new(stdout);
+            loop {
+                let line = match read_line(&mut lines).await {
+                    Ok(Some(line)) => line,
+                    Ok(None) => break,
+                    Err(error) => {
+                        tracing::debug!(%error, "reading the harness's output");
+                        break;
+                    }
+                };
+                for event in parser.line(&line) {
+                    match event {
+                        Event::Usage {
+                            input,
+                            output,
+                            calls,
+                        } => {
+                            let total = record(task, input, output, calls);
+                            if total.tokens() > self.tokens {
+                                return Outcome::Failed(format!(
+                                    "this task used {} of its {} tokens; raise agents.{}.limits.tokens",
+                                    total.tokens(),
+                                    self.tokens,
+                                    self.name
+                                ));
+                            }
+                        }
+                        Event::End(result) => {
+                            end.get_or_insert(result);
+                        }
+                        other => shown.show(task, other),
+                    }
+                }
+            }
+        }
+        let status = match running.child.wait().await {
+            Ok(status) => status,
+            Err(error) => return Outcome::Failed(format!("lost track of {name}: {error}")),
+        };
+        running.output.finish(Duration::from_secs(2)).await;
+        let stderr = running.output.text();
+        if let Some(problem) = running.sandbox_failure(status, &stderr) {
+            return Outcome::Failed(format!(
+                "the sandbox could not start {name}: {problem}; check the agent's grants and \
+                 harness.working_dir with `bgagents check`"
+            ));
+        }
+        let notes = running.limit_notes(Some(status), &stderr);
+        match end {
+            Some(Ok(result)) => {
+                if !status.success() {
+                    tracing::info!(status = %status, "the harness exited failing after its result");
+                }
+                Outcome::Completed(result)
+            }
+            Some(Err(error)) => Outcome::Failed(with_stderr(error, &stderr, &notes)),
+            None if !status.success() => Outcome::Failed(with_stderr(
+                format!("{name} {}", exit_text(status)),
+                &stderr,
+                &notes,
+            )),
+            None => match parser.ended_without_end(name) {
+                Ok(result) => Outcome::Completed(result),
+                Err(error) => Outcome::Failed(with_stderr(error, &stderr, &notes)),
+            },
+        }
+    }
+}
+
+/// How the live output is laid out: text as it comes, `[thinking] …` and
+/// `[tool: NAME]` on lines of their own.
+#[derive(Default)]
+struct Shown {
+    thinking: bool,
+}
+
+impl Shown {
+    fn show(&mut self, task: &Task, event: Event) {
+        let output = &task.output;
+        match event {
+            Event::Text(text) => {
+                if std::mem::take(&mut self.thinking) {
+                    output.append_line("");
+                }
+                output.append(text.as_bytes());
+            }
+            Event::Reasoning(text) => {
+                if !self.thinking {
+                    output.append_line("");
+                    output.append(b"[thinking] ");
+                    self.thinking = true;
+                }
+                output.append(text.as_bytes());
+            }
+            Event::Tool(name) => {
+                self.thinking = false;
+                output.append_line(&format!("[tool: {name}]"));
+            }
+            Event::Raw(line) => {
+                self.thinking = false;
+                output.append_line(&line);
+            }
+            Event::Usage { .. } | Event::End(_) => {}
+        }
+    }
+}
+
+/// Reads one line (without its newline), at most [`MAX_LINE`] bytes of it;
+/// `None` at the end of the stream.
+async fn read_line(
+    reader: &mut (impl tokio::io::AsyncBufRead + Unpin),
+) -> std::io::Result<Option<String>> {
+    let mut line = Vec::new();
+    let mut cut = 0usize;
+    loop {
+        let chunk = reader.fill_buf().await?;
+        if chunk.is_empty() {
+            if line.is_empty() && cut == 0 {
+                return Ok(None);
+            }
+            break;
+        }
+        let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(at) => (at, true),
+            None => (chunk.len(), false),
+        };
+        let room = MAX_LINE.saturating_sub(line.len());
+        line.extend_from_slice(&chunk[..take.min(room)]);
+        cut += take.saturating_sub(room);
+        reader.consume(take + usize::from(done));
+        if done {
+            break;
+        }
+    }
+    let mut text = String::from_utf8_lossy(&line).into_owned();
+    if cut > 0 {
+        text.push_str(&format!(" [line cut: {cut} more bytes]"));
+    }
+    Ok(Some(text))
+}
+
+/// Adds to `task`'s model use; the new total.
+fn record(task: &Task, input: u64, output: u64, calls: u32) -> ModelUse {
+    let mut used = task.model.lock().unwrap();
+    let total = used.get_or_insert_with(ModelUse::default);
+    total.calls = total.calls.saturating_add(calls);
+    total.input_tokens = total.input_tokens.saturating_add(input);
+    total.output_tokens = total.output_tokens.saturating_add(output);
+    *total
+}
+
+fn exit_text(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(signal)) => format!("was killed by signal {signal}"),
+        _ => format!("ended: {status}"),
+    }
+}
+
+/// `error`, then the limits the run ran into and the end of its stderr.
+fn with_stderr(mut error: String, stderr: &str, notes: &[String]) -> String {
+    for note in notes {
+        error.push_str(&format!("\n[{note}]"));
+    }
+    let stderr = stderr.trim();
+    if !stderr.is_empty() {
+        error.push_str("\nstderr (its end):\n");
+        error.push_str(stderr);
+    }
+    error
+}
+
+/// Cuts a result or error to `limit` bytes, saying so.
+fn cap(mut text: String, limit: u64) -> String {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    if text.len() <= limit {
+        return text;
+    }
+    let total = text.len();
+    text.truncate(text.floor_char_boundary(limit));
+    text.push_str(&format!(
+        "\n[truncated: {total} bytes, limits.result keeps {limit}]"
+    ));
+    text
+}
+
+/// The delegated-task prompt: the agent's instruction, then the task and
+/// the output expected, worded as the bundled LLM agent words its task
+/// message (plugins/agent/src/prompt.rs).
+pub fn prompt(instruction: &str, task: &str, expected_output: Option<&str>) -> String {
+    let mut prompt = String::new();
+    if !instruction.trim().is_empty() {
+        prompt.push_str(instruction.trim_end());
+        prompt.push_str("\n\n");
+    }
+    prompt.push_str(&format!(
+        "You are a member of a team of agents. Your goal is to complete the following task:\
+         \n\n<task>\n{task}\n</task>"
+    ));
+    if let Some(expected) = expected_output.filter(|expected| !expected.is_empty()) {
+        prompt.push_str(&format!(
+            "\n\n<expected_output>\n{expected}\n</expected_output>"
+        ));
+    }
+    prompt
+}
+
+/// The environment in the sandbox: basics, the granted variables, then
+/// `harness.env`.
+fn confined_env(
+    harness: &HarnessSpec,
+    grants: &Grants,
+    program: &Program,
+) -> Vec<(String, String)> {
+    let mut path: Vec<String> = (program.path.iter())
+        .map(|dir| dir.display().to_string())
+        .collect();
+    path.push(SYSTEM_PATH.to_string());
+    let mut env = vec![
+        ("PATH".to_string(), path.join(":")),
+        ("HOME".to_string(), "/tmp/home".to_string()),
+        ("TMPDIR".to_string(), "/tmp".to_string()),
+        ("LANG".to_string(), "C.UTF-8".to_string()),
+    ];
+    if harness.kind == HarnessKind::ClaudeCode {
+        // Claude Code skips its permission prompts as root only when told
+        // it runs in a sandbox, which it does.
+        env.push(("IS_SANDBOX".to_string(), "1".to_string()));
+    }
+    env.extend(grants.env.iter().cloned());
+    env.extend(harness.env.iter().cloned());
+    env
+}
+
+/// The environment of an unconfined CLI: the host's `PATH` and `HOME`
+/// (where the CLI keeps its login), then the granted variables and
+/// `harness.env` — nothing else of the host's.
+fn unconfined_env(harness: &HarnessSpec, grants: &Grants) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = ["PATH", "HOME", "LANG", "TMPDIR"]
+        .into_iter()
+        .filter_map(|name| Some((name.to_string(), std::env::var(name).ok()?)))
+        .collect();
+    env.extend(grants.env.iter().cloned());
+    env.extend(harness.env.iter().cloned());
+    env
+}
+
+/// The host directory behind guest path `guest` (inside a granted
+/// directory).
+fn host_dir(grants: &Grants, guest: &str) -> Option<std::path::PathBuf> {
+    grants.dirs.iter().find_map(|dir| {
+        let rest = guest.strip_prefix(dir.guest.as_str())?;
+        let rest = rest.trim_start_matches('/');
+        (rest.is_empty() || guest.as_bytes().get(dir.guest.len()) == Some(&b'/'))
+            .then(|| dir.host.join(rest))
+    })
+}
+
+/// What a harness agent may reach, for `bgagents check`: one line each.
+pub fn describe(agent: &AgentSpec, harness: &HarnessSpec) -> Vec<String> {
+    let grants = &agent.grants;
+    let mut lines = Vec::new();
+    match program::locate(harness.kind, &harness.command) {
+        Ok(program) => lines.push(format!(
+            "runs {} ({}) as a process agent",
+            program.found.display(),
+            harness.kind.name()
+        )),
+        Err(why) => lines.push(why),
+    }
+    if grants.unconfined {
+        lines.push(
+            "UNCONFINED (grants.unconfined: true): no bubblewrap — it reads and writes \
+             whatever the user running bgagents can, reaches every host, and the lines below \
+             do not bind it"
+                .to_string(),
+        );
+    } else {
+        let sandbox = match process::bubblewrap() {
+            Ok(bwrap) => process::describe(bwrap)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .replace("commands run in", "in"),
+            Err(why) => format!("cannot be confined here: {why}"),
+        };
+        lines.push(format!("sandbox: {sandbox}"));
+    }
+    let dirs: Vec<String> = (grants.dirs.iter())
+        .map(|dir| {
+            let mode = if dir.writable {
+                "read-write"
+            } else {
+                "read-only"
+            };
+            format!("{} at {} ({mode})", dir.host.display(), dir.guest)
+        })
+        .collect();
+    lines.push(match dirs.is_empty() {
+        true => "files: none granted; it starts in a private /tmp".to_string(),
+        false => format!(
+            "files: {}; starts in {}",
+            dirs.join(", "),
+            harness.working_dir
+        ),
+    });
+    let mut names: Vec<&str> = grants.env.iter().map(|(name, _)| name.as_str()).collect();
+    names.extend(harness.env.iter().map(|(name, _)| name.as_str()));
+    lines.push(match names.is_empty() {
+        true => "env: PATH, HOME, TMPDIR, LANG only".to_string(),
+        false => format!("env: PATH, HOME, TMPDIR, LANG, {}", names.join(", ")),
+    });
+    let network = match network(grants) {
+        Network::None => "none",
+        Network::Host => "the host's whole network",
+    };
+    let origins: Vec<String> = grants.http.iter().map(ToString::to_string).collect();
+    lines.push(format!(
+        "network: {network}{}",
+        match origins.is_empty() {
+            true => String::new(),
+            false => format!(
+                " (grants.http {} is not yet reachable by harness processes)",
+                origins.join(", ")
+            ),
+        }
+    ));
+    lines.push(format!(
+        "{}; the CLI works only with that host granted in grants.http and its key in \
+         grants.env",
+        harness.kind.needs()
+    ));
+    lines
+}
