@@ -56,5 +56,11 @@ pub use toolset::{
     WAIT_OUTPUT_CAP, render,
 };
 
+// The network gate sandboxed OS processes reach granted hosts through.
+pub use sandbox::egress::{
+    Gate as EgressGate, Limits as EgressLimits, Traffic as EgressTraffic,
+    set_relay_program as set_egress_relay_program,
+};
+
 /// The `bgagents` command line (the binary's `main`).
 pub use frontends::cli::main as cli_main;

@@ -13,6 +13,7 @@ mod browser;
 mod cli;
 mod config;
 mod dashboard;
+mod egress;
 mod engine;
 mod examples;
 mod fuzz;

@@ -3,6 +3,7 @@
 //! resource limiter for its Store, and the capped buffer that captures its
 //! output. The toolset assembles these into a fresh Store per task.
 
+pub mod egress;
 pub mod http;
 pub mod limits;
 pub mod output;

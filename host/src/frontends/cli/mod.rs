@@ -17,6 +17,7 @@ mod clients;
 mod logging;
 mod printer;
 mod progress;
+mod relay;
 mod run;
 mod sanitise;
 mod serve;
@@ -226,6 +227,21 @@ enum Command {
         #[arg(required = true, num_args = 1..)]
         ids: Vec<String>,
     },
+    /// The sandbox side of the network egress gate (hidden; see
+    /// `relay.rs`): relays 127.0.0.1 connections to the gate's socket while
+    /// COMMAND runs.
+    #[command(name = "__egress-relay", hide = true)]
+    EgressRelay {
+        /// The gate's Unix socket.
+        #[arg(long)]
+        socket: PathBuf,
+        /// Where to listen for the command's proxy connections.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// The command and its arguments, after `--`.
+        #[arg(required = true, num_args = 1.., last = true)]
+        command: Vec<std::ffi::OsString>,
+    },
 }
 
 /// Which running daemon a client command talks to.
@@ -252,6 +268,15 @@ impl Daemon {
 /// Entry point of the `bgagents` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let command = match cli.command {
+        Command::EgressRelay {
+            socket,
+            listen,
+            command,
+        } => return relay::main(socket, listen, command),
+        command => command,
+    };
+    crate::sandbox::egress::relay_is_current_exe();
     logging::init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -261,7 +286,7 @@ pub fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
-        match cli.command {
+        match command {
             Command::Run {
                 team,
                 agent,
@@ -325,6 +350,8 @@ pub fn main() -> ExitCode {
                 timeout,
                 ids,
             } => clients::wait(&daemon.target(), &ids, timeout).await,
+            // Run before the runtime starts, above.
+            Command::EgressRelay { .. } => ExitCode::FAILURE,
         }
     })
 }

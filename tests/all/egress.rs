@@ -1,0 +1,455 @@
+//! The network egress gate end to end: a real bubblewrap sandbox with no
+//! network of its own, the `bgagents __egress-relay` command inside it,
+//! and the gate (`bgagents::EgressGate`) on the host, with real servers on
+//! 127.0.0.1. A granted server is reached through the proxy variables; any
+//! other target is refused with `403` and the grant to add; nothing is
+//! reached without the proxy; the command's exit status passes through;
+//! signals reach the command and a killed relay takes it along. Then the
+//! same through the `shell` toolset, whose commands get the gate when
+//! their agent has `http` or `connect` grants.
+//!
+//! Skipped (saying why) where bubblewrap cannot create a sandbox.
+
+use bgagents::{EgressGate, Grants};
+use bgagents_testkit::{HANG, Scratch, holds_within, host_has_process};
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const RELAY: &str = env!("CARGO_BIN_EXE_bgagents");
+
+/// The body the granted HTTP server answers with.
+const GREETING: &str = "hello from the granted server";
+
+/// Grants allowing plain HTTP to `http` and any TCP to `connect`.
+fn grants(http: &[String], connect: &[String]) -> Grants {
+    Grants {
+        http: (http.iter())
+            .map(|origin| bgagents::HttpGrant::parse(origin).unwrap())
+            .collect(),
+        connect: (connect.iter())
+            .map(|endpoint| bgagents::ConnectGrant {
+                endpoint: endpoint.clone(),
+                addrs: Vec::new(),
+            })
+            .collect(),
+        ..Grants::default()
+    }
+}
+
+/// A plain HTTP server on 127.0.0.1 answering every request with
+/// [`GREETING`]; its port.
+async fn http_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !seen.ends_with(b"\r\n\r\n") {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(read) => seen.extend_from_slice(&chunk[..read]),
+                    }
+                }
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n{GREETING}",
+                    GREETING.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+/// A TCP server on 127.0.0.1 that echoes each connection (no TLS, no
+/// HTTP); its port.
+async fn echo_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut read, mut write) = stream.split();
+                let _ = tokio::io::copy(&mut read, &mut write).await;
+            });
+        }
+    });
+    port
+}
+
+/// bubblewrap options for a minimal sandbox with a network namespace of
+/// its own (loopback only): the system's programs, /proc, /dev, /tmp.
+fn bwrap_base() -> Vec<OsString> {
+    let mut args: Vec<OsString> = [
+        "--unshare-all",
+        "--die-with-parent",
+        "--new-session",
+        "--ro-bind",
+        "/usr",
+        "/usr",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/tmp",
+        "--clearenv",
+        "--setenv",
+        "PATH",
+        "/usr/bin:/bin",
+    ]
+    .map(OsString::from)
+    .to_vec();
+    for top in ["bin", "sbin", "lib", "lib32", "lib64"] {
+        let host = Path::new("/").join(top);
+        match std::fs::symlink_metadata(&host) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let target = std::fs::read_link(&host).unwrap();
+                args.extend(["--symlink".into(), target.into(), host.into()]);
+            }
+            Ok(meta) if meta.is_dir() => {
+                args.extend(["--ro-bind".into(), host.clone().into(), host.into()]);
+            }
+            _ => {}
+        }
+    }
+    args
+}
+
+/// Runs `program args` in a bubblewrap sandbox through `gate`, to its end.
+async fn run_through(gate: &EgressGate, program: &str, args: &[&str]) -> Output {
+    let mut command = tokio::process::Command::new("bwrap");
+    command
+        .args(bwrap_base())
+        .args(gate.bwrap_args())
+        .arg("--")
+        .args(gate.command_prefix())
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    tokio::time::timeout(HANG, command.output())
+        .await
+        .expect("the sandboxed command hung")
+        .unwrap()
+}
+
+/// Whether bubblewrap can create a sandbox here; says why not.
+fn sandboxes_work() -> bool {
+    let tried = Command::new("bwrap")
+        .args(bwrap_base())
+        .arg("--")
+        .arg("true")
+        .output();
+    match tried {
+        Ok(out) if out.status.success() => true,
+        Ok(out) => {
+            eprintln!(
+                "skipped: bubblewrap cannot sandbox here: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            false
+        }
+        Err(error) => {
+            eprintln!("skipped: no bubblewrap: {error}");
+            false
+        }
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The Python the sandboxed command runs: each check prints one line.
+const PROBE: &str = r#"
+import os, socket, sys, urllib.error, urllib.request
+http_port, echo_port, other_port = (int(arg) for arg in sys.argv[1:4])
+print("proxy:", os.environ["HTTPS_PROXY"], os.environ["http_proxy"], repr(os.environ["NO_PROXY"]))
+# Plain HTTP to the granted origin, through HTTP_PROXY.
+print("granted:", urllib.request.urlopen(f"http://127.0.0.1:{http_port}/hi", timeout=30).read().decode())
+# Plain HTTP to a port no grant names: refused.
+try:
+    urllib.request.urlopen(f"http://127.0.0.1:{other_port}/", timeout=30)
+    print("other: reached")
+except urllib.error.HTTPError as error:
+    print("other:", error.code, error.read().decode().strip())
+# HTTPS to the granted origin's host and port: that grant is for http only.
+try:
+    urllib.request.urlopen(f"https://127.0.0.1:{http_port}/", timeout=30)
+    print("https: reached")
+except urllib.error.URLError as error:
+    print("https:", error.reason)
+# A raw tunnel to the granted endpoint carries bytes both ways.
+proxy = socket.create_connection(("127.0.0.1", 3128), timeout=30)
+proxy.sendall(f"CONNECT 127.0.0.1:{echo_port} HTTP/1.1\r\n\r\n".encode())
+head = b""
+while not head.endswith(b"\r\n\r\n"):
+    head += proxy.recv(1)
+proxy.sendall(b"ping through the tunnel")
+echoed = b""
+while len(echoed) < 23:
+    echoed += proxy.recv(100)
+print("tunnel:", head.split(b"\r\n")[0].decode(), echoed.decode())
+# Without the proxy nothing is there: the sandbox has only its own loopback.
+for port in (http_port, echo_port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=10)
+        print("direct: reached", port)
+    except OSError as error:
+        print("direct:", type(error).__name__)
+sys.exit(7)
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sandboxed_process_reaches_only_its_granted_servers_through_the_gate() {
+    if !sandboxes_work() {
+        return;
+    }
+    bgagents::set_egress_relay_program(RELAY);
+    let http_port = http_server().await;
+    let echo_port = echo_server().await;
+    let other_port = http_server().await;
+    let grants = grants(
+        &[format!("http://127.0.0.1:{http_port}")],
+        &[format!("127.0.0.1:{echo_port}")],
+    );
+    let gate = EgressGate::start("worker", &grants).unwrap();
+
+    let out = run_through(
+        &gate,
+        "python3",
+        &[
+            "-c",
+            PROBE,
+            &http_port.to_string(),
+            &echo_port.to_string(),
+            &other_port.to_string(),
+        ],
+    )
+    .await;
+
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{stdout}\n{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "proxy: http://127.0.0.1:3128 http://127.0.0.1:3128 ''".to_string(),
+            format!("granted: {GREETING}"),
+            format!(
+                "other: 403 bgagents network gate: HTTP request to 127.0.0.1:{other_port} \
+                 refused: not granted; add http://127.0.0.1:{other_port} to \
+                 agents.worker.grants.http"
+            ),
+            format!(
+                "https: Tunnel connection failed: 403 Forbidden (bgagents network gate: \
+                 CONNECT to 127.0.0.1:{http_port} refused: not granted; add \
+                 https://127.0.0.1:{http_port} to agents.worker.grants.http (or \
+                 127.0.0.1:{http_port} to agents.worker.grants.network.connect for any TCP \
+                 protocol))"
+            ),
+            "tunnel: HTTP/1.1 200 Connection established ping through the tunnel".to_string(),
+            "direct: ConnectionRefusedError".to_string(),
+            "direct: ConnectionRefusedError".to_string(),
+        ],
+        "{stderr}"
+    );
+    let traffic = gate.traffic();
+    assert_eq!(traffic.connections, 2, "{traffic:?}");
+    assert_eq!(traffic.refused, 2, "{traffic:?}");
+    assert!(
+        traffic.bytes_up >= 23 && traffic.bytes_down >= 23 + GREETING.len() as u64,
+        "{traffic:?}"
+    );
+    assert_eq!(gate.take_refusals().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn curl_uses_the_gate_and_shows_its_refusals() {
+    if !sandboxes_work() || !Path::new("/usr/bin/curl").exists() {
+        return eprintln!("skipped: no bubblewrap sandbox or no /usr/bin/curl");
+    }
+    bgagents::set_egress_relay_program(RELAY);
+    let http_port = http_server().await;
+    let gate = EgressGate::start(
+        "worker",
+        &grants(&[format!("http://127.0.0.1:{http_port}")], &[]),
+    )
+    .unwrap();
+    let script = format!(
+        "curl -sS http://127.0.0.1:{http_port}/; echo; \
+         curl -sS http://127.0.0.1:{other}/; \
+         curl -sS https://example.com/ 2>&1; \
+         curl -sS --noproxy '*' http://127.0.0.1:{http_port}/ 2>&1; exit 3",
+        other = http_port.wrapping_sub(1)
+    );
+    let out = run_through(&gate, "sh", &["-c", &script]).await;
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], GREETING, "{stdout}");
+    assert!(
+        lines[1].ends_with(&format!(
+            "add http://127.0.0.1:{} to agents.worker.grants.http",
+            http_port.wrapping_sub(1)
+        )),
+        "{stdout}"
+    );
+    assert!(
+        lines[2].contains("CONNECT tunnel failed, response 403"),
+        "{stdout}"
+    );
+    assert!(lines[3].contains("Failed to connect"), "{stdout}");
+    assert_eq!(
+        gate.take_refusals(),
+        [
+            format!(
+                "HTTP request to 127.0.0.1:{0} refused: not granted; add \
+                 http://127.0.0.1:{0} to agents.worker.grants.http",
+                http_port.wrapping_sub(1)
+            ),
+            "CONNECT to example.com:443 refused: not granted; add https://example.com to \
+             agents.worker.grants.http"
+                .to_string()
+        ]
+    );
+}
+
+/// The relay run directly on the host (no sandbox), so the test sees its
+/// process and its command's.
+fn relay_on_host(gate: &EgressGate, port: u16, command: &[&str]) -> std::process::Child {
+    Command::new(RELAY)
+        .arg("__egress-relay")
+        .arg("--socket")
+        .arg(gate.socket())
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--")
+        .args(command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_relay_passes_signals_on_and_its_command_dies_with_it() {
+    bgagents::set_egress_relay_program(RELAY);
+    let gate = EgressGate::start("worker", &Grants::default()).unwrap();
+
+    // SIGTERM reaches the command, whose death by it is the relay's status.
+    let mut relay = relay_on_host(&gate, free_port(), &["sleep", "1047"]);
+    assert!(holds_within(HANG, || host_has_process(&["sleep", "1047"])).await);
+    let sent = Command::new("kill")
+        .args(["-TERM", &relay.id().to_string()])
+        .status();
+    assert!(sent.unwrap().success());
+    let status = relay.wait().unwrap();
+    assert_eq!(status.code(), Some(128 + 15));
+
+    // A relay killed outright takes its command along.
+    let mut relay = relay_on_host(&gate, free_port(), &["sleep", "1048"]);
+    assert!(holds_within(HANG, || host_has_process(&["sleep", "1048"])).await);
+    relay.kill().unwrap();
+    relay.wait().unwrap();
+    assert!(
+        holds_within(HANG, || !host_has_process(&["sleep", "1048"])).await,
+        "the command outlived its killed relay"
+    );
+
+    // Exit statuses pass through; a missing command is 127, a port in use
+    // the relay's own 125, each saying why.
+    let relay = relay_on_host(&gate, free_port(), &["sh", "-c", "exit 42"]);
+    assert_eq!(relay.wait_with_output().unwrap().status.code(), Some(42));
+    let relay = relay_on_host(&gate, free_port(), &["no-such-program-here"]);
+    let out = relay.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(127));
+    assert!(
+        text(&out.stderr).contains("cannot run no-such-program-here"),
+        "{}",
+        text(&out.stderr)
+    );
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = relay_on_host(&gate, port, &["true"])
+        .wait_with_output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_gate_closes_the_sandboxes_connections() {
+    if !sandboxes_work() {
+        return;
+    }
+    bgagents::set_egress_relay_program(RELAY);
+    let echo_port = echo_server().await;
+    let gate =
+        EgressGate::start("worker", &grants(&[], &[format!("127.0.0.1:{echo_port}")])).unwrap();
+    let scratch = Scratch::new();
+    let marker = scratch.dir.join("tunnel-open");
+    // The command opens a tunnel, says so, then waits for the tunnel to end.
+    let script = format!(
+        r#"
+import socket, time
+proxy = socket.create_connection(("127.0.0.1", 3128), timeout=120)
+proxy.sendall(b"CONNECT 127.0.0.1:{echo_port} HTTP/1.1\r\n\r\n")
+head = b""
+while not head.endswith(b"\r\n\r\n"):
+    head += proxy.recv(1)
+open("/out/tunnel-open", "w").close()
+print("closed" if proxy.recv(10) == b"" else "data")
+"#
+    );
+    let mut command = tokio::process::Command::new("bwrap");
+    command
+        .args(bwrap_base())
+        .arg("--bind")
+        .arg(&scratch.dir)
+        .arg("/out")
+        .args(gate.bwrap_args())
+        .arg("--")
+        .args(gate.command_prefix())
+        .args(["python3", "-c", &script])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true);
+    let child = command.spawn().unwrap();
+    assert!(
+        holds_within(HANG, || marker.exists()).await,
+        "the tunnel never opened"
+    );
+    drop(gate);
+    let out = tokio::time::timeout(HANG, child.wait_with_output())
+        .await
+        .expect("the tunnel outlived its gate")
+        .unwrap();
+    assert_eq!(text(&out.stdout), "closed\n");
+    assert!(out.status.success());
+}
