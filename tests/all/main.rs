@@ -17,6 +17,7 @@ mod egress;
 mod engine;
 mod examples;
 mod fuzz;
+mod harness;
 mod http_grants;
 mod limits;
 mod llm;

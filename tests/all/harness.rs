@@ -1,0 +1,653 @@
+//! Harness agents end to end: fake Claude Code, Codex and OpenCode CLIs —
+//! Python scripts written into a scratch directory — replay the NDJSON
+//! streams of tests/fixtures/harness as the real CLIs would write them,
+//! and record their arguments, stdin, environment and what they could
+//! reach into the granted directory. Run by the real `bgagents` binary
+//! (`run`, `check`) or the library's `Toolset`, each in the host's real
+//! bubblewrap.
+//!
+//! Skipped (saying why) where bubblewrap cannot run.
+
+use crate::text;
+use bgagents_testkit::model_server::{ModelServer, Script, Turn};
+use bgagents_testkit::{HANG, Scratch, host_has_process};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+/// A fixture stream.
+fn fixture(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/harness");
+    std::fs::read_to_string(path.join(name)).unwrap()
+}
+
+/// How a fake CLI behaves after replaying its stream.
+#[derive(Default)]
+struct Fake<'a> {
+    stream: String,
+    stderr: &'a str,
+    exit: i32,
+    /// Python run before the stream (after recording).
+    before: &'a str,
+    /// Python run after the stream, instead of exiting.
+    after: &'a str,
+}
+
+/// Writes fake CLI `name` into `scratch`'s `bin/`; returns its path.
+fn fake(scratch: &Scratch, name: &str, fake: Fake) -> PathBuf {
+    let script = format!(
+        r#"#!/usr/bin/python3
+import json, os, signal, socket, sys, time
+record = {{"argv": sys.argv, "env": dict(os.environ), "cwd": os.getcwd()}}
+if "--print" in sys.argv:
+    record["stdin"] = sys.stdin.read()
+{before}
+with open("record.json", "w") as out:
+    json.dump(record, out)
+for line in {stream}.splitlines():
+    print(line, flush=True)
+sys.stderr.write({stderr})
+sys.stderr.flush()
+{after}
+sys.exit({exit})
+"#,
+        before = fake.before,
+        stream = json!(fake.stream),
+        stderr = json!(fake.stderr),
+        after = fake.after,
+        exit = fake.exit,
+    );
+    let path = scratch.write(&format!("bin/{name}"), script);
+    let mut permissions = std::fs::metadata(&path).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&path, permissions).unwrap();
+    path
+}
+
+/// A team with one harness agent `coder` of `kind` running `command`, its
+/// working directory `work` granted read-write at /work, `harness` YAML
+/// lines under its `harness:` and `more` under the agent.
+fn team(scratch: &Scratch, kind: &str, command: &Path, harness: &str, more: &str) -> PathBuf {
+    let work = scratch.dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    scratch.write(
+        "team.yaml",
+        format!(
+            "agents:\n  coder:\n    instruction: You write code.\n    harness:\n      type: {kind}\n      \
+             command: {}\n{harness}    grants:\n      files: [{{host: {}, guest: /work, mode: read-write}}]\n{more}",
+            command.display(),
+            work.display()
+        ),
+    )
+}
+
+/// What the fake recorded.
+fn recorded(scratch: &Scratch) -> Value {
+    let text = std::fs::read_to_string(scratch.dir.join("work/record.json"))
+        .expect("the fake CLI did not run");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// `bgagents run TEAM TASK` with `env`.
+async fn run(team: &Path, task: &str, env: &[(&str, &str)]) -> Output {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_bgagents"))
+        .arg("run")
+        .arg(team)
+        .arg(task)
+        .envs(env.iter().copied())
+        .env_remove("RUST_LOG")
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(HANG, child)
+        .await
+        .expect("bgagents run hung")
+        .unwrap()
+}
+
+fn check(team: &Path, env: &[(&str, &str)]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_bgagents"))
+        .arg("check")
+        .arg(team)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+/// Whether bubblewrap can sandbox here (else the test prints why and is
+/// skipped).
+fn confinable() -> bool {
+    let scratch = Scratch::new();
+    let command = fake(&scratch, "claude", Fake::default());
+    let said = check(&team(&scratch, "claude-code", &command, "", ""), &[]);
+    let all = format!("{}{}", text(&said.stdout), text(&said.stderr));
+    if all.contains("cannot create a sandbox") || all.contains("is not installed") {
+        eprintln!("skipped: {all}");
+        return false;
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn claude_code_streams_text_once_and_its_result_is_the_tasks() {
+    if !confinable() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let command = fake(
+        &scratch,
+        "claude",
+        Fake {
+            stream: fixture("claude/partial.ndjson"),
+            ..Fake::default()
+        },
+    );
+    let team = team(
+        &scratch,
+        "claude-code",
+        &command,
+        "      model: anthropic/claude-fixture\n      effort: high\n      args: [--max-turns, \"30\"]\n",
+        "",
+    );
+    let team = std::fs::read_to_string(&team)
+        .unwrap()
+        .replace("    grants:\n", "    grants:\n      env: [GRANTED_TOKEN]\n");
+    let team = scratch.write("team.yaml", team);
+
+    let run = run(
+        &team,
+        "Greet the notes",
+        &[
+            ("GRANTED_TOKEN", "granted-value"),
+            ("NOT_GRANTED", "hidden"),
+        ],
+    )
+    .await;
+
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    assert_eq!(text(&run.stdout).trim(), "Hello from the notes.");
+    let live = text(&run.stderr);
+    // Each delta once; the assistant events' repeats are not shown.
+    assert_eq!(live.matches("Let me look.").count(), 1, "{live}");
+    assert_eq!(live.matches("Hello from the notes.").count(), 1, "{live}");
+    assert_eq!(live.matches("[tool: Read]").count(), 1, "{live}");
+    assert!(
+        live.contains("[thinking] The user wants a greeting."),
+        "{live}"
+    );
+
+    let seen = recorded(&scratch);
+    let argv: Vec<&str> = (seen["argv"].as_array().unwrap().iter())
+        .map(|arg| arg.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        &argv[1..],
+        [
+            "--print",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--include-partial-messages",
+            "--model",
+            "claude-fixture",
+            "--effort",
+            "high",
+            "--dangerously-skip-permissions",
+            "--max-turns",
+            "30"
+        ]
+    );
+    let stdin = seen["stdin"].as_str().unwrap();
+    assert!(stdin.starts_with("You write code.\n\n"), "{stdin}");
+    assert!(
+        stdin.contains("<task>\nGreet the notes\n</task>"),
+        "{stdin}"
+    );
+    assert_eq!(seen["cwd"], "/work");
+    // Only the basics and the granted variable.
+    let env = seen["env"].as_object().unwrap();
+    let mut names: Vec<&str> = env.keys().map(String::as_str).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "GRANTED_TOKEN",
+            "HOME",
+            "IS_SANDBOX",
+            "LANG",
+            "PATH",
+            "PWD",
+            "TMPDIR"
+        ]
+    );
+    assert_eq!(env["GRANTED_TOKEN"], "granted-value");
+    assert_eq!(env["HOME"], "/tmp/home");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn codex_and_opencode_stream_and_answer() {
+    if !confinable() {
+        return;
+    }
+    for (kind, name, stream, answer, tool) in [
+        (
+            "codex",
+            "codex",
+            "codex/run.ndjson",
+            "The directory holds notes.txt.",
+            "[tool: shell]",
+        ),
+        (
+            "opencode",
+            "opencode",
+            "opencode/run.ndjson",
+            "There is one file: notes.txt.",
+            "[tool: bash]",
+        ),
+    ] {
+        let scratch = Scratch::new();
+        let command = fake(
+            &scratch,
+            name,
+            Fake {
+                stream: fixture(stream),
+                ..Fake::default()
+            },
+        );
+        let team = team(
+            &scratch,
+            kind,
+            &command,
+            "      model: provider/model-x\n",
+            "",
+        );
+
+        let run = run(&team, "List the files", &[]).await;
+
+        assert_eq!(run.status.code(), Some(0), "{kind}: {}", text(&run.stderr));
+        assert_eq!(text(&run.stdout).trim(), answer, "{kind}");
+        let live = text(&run.stderr);
+        assert!(live.contains(tool), "{kind}: {live}");
+        assert!(live.contains("[thinking] "), "{kind}: {live}");
+        let seen = recorded(&scratch);
+        let argv: Vec<&str> = (seen["argv"].as_array().unwrap().iter())
+            .map(|arg| arg.as_str().unwrap())
+            .collect();
+        // The prompt is the last argument, after `--`.
+        assert_eq!(argv[argv.len() - 2], "--", "{argv:?}");
+        let prompt = argv[argv.len() - 1];
+        assert!(prompt.starts_with("You write code.\n\n"), "{prompt}");
+        assert!(
+            prompt.contains("<task>\nList the files\n</task>"),
+            "{prompt}"
+        );
+        assert!(argv.contains(&"--model") && argv.contains(&"provider/model-x"));
+        match kind {
+            "codex" => assert_eq!(argv[1..3], ["exec", "--json"]),
+            _ => assert_eq!(argv[1..4], ["run", "--format", "json"]),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn harness_errors_and_failing_exits_fail_the_task_with_the_harness_message() {
+    if !confinable() {
+        return;
+    }
+    for (kind, name, stream, stderr, exit, expected) in [
+        (
+            "claude-code",
+            "claude",
+            fixture("claude/max_turns.ndjson"),
+            "",
+            1,
+            "maximum number of turns (error_max_turns): reached the limit of 3 turns",
+        ),
+        (
+            "codex",
+            "codex",
+            fixture("codex/turn_failed.ndjson"),
+            "",
+            1,
+            "the context window of the model was exceeded",
+        ),
+        (
+            "opencode",
+            "opencode",
+            fixture("opencode/error.ndjson"),
+            "",
+            0,
+            "ProviderAuthError: no credentials for the provider",
+        ),
+        (
+            "codex",
+            "codex",
+            "not json at all\n".to_string(),
+            "Error: the API key is missing\n",
+            3,
+            "codex exited with status 3\n  stderr (its end):\n  Error: the API key is missing",
+        ),
+    ] {
+        let scratch = Scratch::new();
+        let command = fake(
+            &scratch,
+            name,
+            Fake {
+                stream,
+                stderr,
+                exit,
+                ..Fake::default()
+            },
+        );
+        let team = team(&scratch, kind, &command, "", "");
+
+        let run = run(&team, "Do it", &[]).await;
+
+        assert_ne!(run.status.code(), Some(0), "{kind}");
+        let said = text(&run.stderr);
+        assert!(said.contains(expected), "{kind}: {said}");
+    }
+}
+
+/// A library toolset of `team`.
+fn load(team: &Path) -> bgagents::Toolset {
+    let team = bgagents::Team::load(team).unwrap_or_else(|error| panic!("{error}"));
+    bgagents::Toolset::load(team).unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// A fake that ignores SIGTERM and leaves a detached `sleep MARK1` behind
+/// it, itself becoming `sleep MARK2`.
+fn stubborn(scratch: &Scratch, marks: (u32, u32)) -> PathBuf {
+    let after = format!(
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n\
+         if os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        \
+         os.execv('/bin/sleep', ['sleep', '{}'])\n    os._exit(0)\n\
+         os.execv('/bin/sleep', ['sleep', '{}'])",
+        marks.0, marks.1
+    );
+    fake(
+        scratch,
+        "claude",
+        Fake {
+            stream: r#"{"type":"system","subtype":"init"}"#.to_string(),
+            after: Box::leak(after.into_boxed_str()),
+            ..Fake::default()
+        },
+    )
+}
+
+async fn until(what: &str, check: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + HANG;
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "{what}: hang");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_and_timeout_kill_the_harness_and_everything_it_started() {
+    if !confinable() {
+        return;
+    }
+    let marks = (
+        std::process::id() % 100_000 + 4_100_000,
+        std::process::id() % 100_000 + 4_200_000,
+    );
+    let (one, two) = (marks.0.to_string(), marks.1.to_string());
+    let scratch = Scratch::new();
+    let command = stubborn(&scratch, marks);
+    let toolset = load(&team(&scratch, "claude-code", &command, "", ""));
+    let session = toolset.open_session(None).unwrap();
+    let id = bgagents_testkit::start(&toolset, session.caller(), "coder", "Hang");
+    until("the harness's processes start", || {
+        host_has_process(&["sleep", &one]) && host_has_process(&["sleep", &two])
+    })
+    .await;
+
+    toolset
+        .stop_background_agent(session.caller(), &id)
+        .await
+        .unwrap();
+
+    until("every process of the stopped harness is gone", || {
+        !host_has_process(&["sleep", &one]) && !host_has_process(&["sleep", &two])
+    })
+    .await;
+
+    // The same harness at its timeout.
+    let marks = (marks.0 + 1, marks.1 + 1);
+    let (one, two) = (marks.0.to_string(), marks.1.to_string());
+    let scratch = Scratch::new();
+    let command = stubborn(&scratch, marks);
+    let toolset = load(&team(
+        &scratch,
+        "claude-code",
+        &command,
+        "",
+        "    limits: {timeout: 2s}\n",
+    ));
+    let view = bgagents_testkit::run_to_end(&toolset, "coder", "Hang").await;
+    let error = view.error.unwrap_or_default();
+    assert!(error.contains("timed out after 2s"), "{error}");
+    until("every process of the timed-out harness is gone", || {
+        !host_has_process(&["sleep", &one]) && !host_has_process(&["sleep", &two])
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_harness_reaches_neither_ungranted_files_nor_the_network() {
+    if !confinable() {
+        return;
+    }
+    let outside = Scratch::new();
+    let secret = outside.write("secret.txt", "host secret");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let before = format!(
+        "for path in ['{}', '/etc/shadow', '/root/.ssh']:\n    \
+         try:\n        open(path).read()\n        record[path] = 'read'\n    \
+         except Exception as error:\n        record[path] = type(error).__name__\n\
+         try:\n    socket.create_connection(('127.0.0.1', {port}), timeout=5)\n    \
+         record['connect'] = 'connected'\n\
+         except Exception as error:\n    record['connect'] = type(error).__name__\n\
+         try:\n    socket.getaddrinfo('example.com', 443)\n    record['dns'] = 'resolved'\n\
+         except Exception as error:\n    record['dns'] = type(error).__name__",
+        secret.display()
+    );
+    let scratch = Scratch::new();
+    let command = fake(
+        &scratch,
+        "claude",
+        Fake {
+            stream: fixture("claude/max_turns.ndjson"),
+            before: &before,
+            ..Fake::default()
+        },
+    );
+    let team = team(&scratch, "claude-code", &command, "", "");
+
+    let _ = run(&team, "Snoop", &[]).await;
+
+    let seen = recorded(&scratch);
+    assert_eq!(seen[secret.display().to_string()], "FileNotFoundError");
+    assert_eq!(seen["/etc/shadow"], "FileNotFoundError");
+    assert_ne!(seen["/root/.ssh"], "read");
+    assert_ne!(seen["connect"], "connected", "{seen}");
+    assert_ne!(seen["dns"], "resolved", "{seen}");
+    assert!(listener.accept().is_err(), "nothing reached the host");
+}
+
+#[test]
+fn check_shows_a_process_agent_and_what_it_can_reach() {
+    let scratch = Scratch::new();
+    let command = fake(&scratch, "claude", Fake::default());
+    let team = team(&scratch, "claude-code", &command, "", "");
+    let team_text = std::fs::read_to_string(&team).unwrap().replace(
+        "    grants:\n",
+        "    grants:\n      env: [ANTHROPIC_API_KEY]\n      http: [https://api.anthropic.com]\n",
+    );
+    let team = scratch.write("team.yaml", team_text);
+
+    let said = check(&team, &[("ANTHROPIC_API_KEY", "sk-ant-canary-check")]);
+
+    let out = text(&said.stdout);
+    if text(&said.stderr).contains("cannot create a sandbox") {
+        return eprintln!("skipped: {}", text(&said.stderr));
+    }
+    assert!(said.status.success(), "{}{out}", text(&said.stderr));
+    assert!(out.contains("as a process agent"), "{out}");
+    assert!(
+        out.contains(&format!("runs {}", command.display())),
+        "{out}"
+    );
+    assert!(out.contains("at /work (read-write)"), "{out}");
+    assert!(
+        out.contains("env: PATH, HOME, TMPDIR, LANG, ANTHROPIC_API_KEY"),
+        "{out}"
+    );
+    assert!(out.contains("network: none"), "{out}");
+    assert!(out.contains("https://api.anthropic.com"), "{out}");
+    assert!(!out.contains("sk-ant-canary-check"), "a value shown: {out}");
+
+    let unconfined = std::fs::read_to_string(&team)
+        .unwrap()
+        .replace("    grants:\n", "    grants:\n      unconfined: true\n");
+    let said = check(&scratch.write("team.yaml", unconfined), &[]);
+    assert!(
+        text(&said.stdout).contains("UNCONFINED"),
+        "{}",
+        text(&said.stdout)
+    );
+}
+
+#[test]
+fn check_names_a_missing_binary_with_its_install_hint_and_unknown_types() {
+    let scratch = Scratch::new();
+    let team = scratch.team(
+        "agents:\n  coder:\n    harness: {type: opencode, command: no-such-opencode-binary}\n",
+    );
+    let said = text(&check(&team, &[]).stderr);
+    assert!(
+        said.contains(
+            "harness binary \"no-such-opencode-binary\" (for a opencode harness) is not on PATH"
+        ) && said.contains("npm install -g opencode-ai"),
+        "{said}"
+    );
+
+    let team = scratch.team("agents:\n  coder:\n    harness: {type: copilot}\n");
+    let said = text(&check(&team, &[]).stderr);
+    assert!(
+        said.contains(
+            "harness type `copilot` is not supported; bgagents runs claude-code, codex or opencode"
+        ),
+        "{said}"
+    );
+    let team = scratch.team(
+        "agents:\n  coder:\n    harness: {type: codex}\n    sub_agents: [other]\n  other:\n    harness: {type: codex}\n",
+    );
+    let said = text(&check(&team, &[]).stderr);
+    assert!(
+        said.contains("a harness agent cannot dispatch sub-agents"),
+        "{said}"
+    );
+    let team = scratch
+        .team("agents:\n  coder:\n    harness: {type: codex, env: {TOKEN: \"${HOST_TOKEN}\"}}\n");
+    let said = text(&check(&team, &[("HOST_TOKEN", "t0ken-value")]).stderr);
+    assert!(
+        said.contains("add `HOST_TOKEN` to agents.coder.grants.env"),
+        "{said}"
+    );
+    assert!(!said.contains("t0ken-value"), "{said}");
+}
+
+#[test]
+fn the_docker_agent_example_passes_check() {
+    let scratch = Scratch::new();
+    for name in ["claude", "codex"] {
+        fake(&scratch, name, Fake::default());
+    }
+    let path = format!(
+        "{}:{}",
+        scratch.dir.join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/harness-team.yaml");
+    let said = check(
+        &example,
+        &[
+            ("PATH", path.as_str()),
+            ("ANTHROPIC_API_KEY", "sk-ant-dummy"),
+        ],
+    );
+    let stderr = text(&said.stderr);
+    if stderr.contains("cannot create a sandbox") {
+        return eprintln!("skipped: {stderr}");
+    }
+    assert!(said.status.success(), "{stderr}");
+    assert!(stderr.contains("`sandbox` is ignored"), "{stderr}");
+    let out = text(&said.stdout);
+    assert_eq!(out.matches("as a process agent").count(), 2, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_team_mixing_an_llm_agent_a_component_and_a_harness_runs() {
+    if !confinable() {
+        return;
+    }
+    let transfer = |agent: &str, task: &str| {
+        Turn::tool_calls([(
+            "transfer_task",
+            json!({"agent": agent, "task": task, "expected_output": "a line"}).to_string(),
+        )])
+    };
+    let server = ModelServer::start(Script::new([
+        transfer("coder", "List the files"),
+        transfer("counter", "one two three"),
+        Turn::text("All done: notes.txt, three words."),
+    ]))
+    .await;
+    let scratch = Scratch::new();
+    let command = fake(
+        &scratch,
+        "codex",
+        Fake {
+            stream: fixture("codex/run.ndjson"),
+            ..Fake::default()
+        },
+    );
+    let work = scratch.dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let team = scratch.write(
+        "team.yaml",
+        format!(
+            "models:\n  m: {{provider: openai, model: gpt-4o, base_url: {}}}\n\
+             agents:\n  root:\n    model: m\n    instruction: Delegate.\n    sub_agents: [coder, counter]\n  \
+             coder:\n    harness: {{type: codex, command: {}}}\n    grants:\n      files: [{{host: {}, guest: /work, mode: read-write}}]\n  \
+             counter:\n    component: {}\n",
+            server.base_url(),
+            command.display(),
+            work.display(),
+            bgagents_testkit::plugin("wordstats").display()
+        ),
+    );
+
+    let run = run(&team, "Do the work", &[("OPENAI_API_KEY", "sk-test")]).await;
+
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    assert!(
+        text(&run.stdout).contains("All done"),
+        "{}",
+        text(&run.stdout)
+    );
+    let seen = server.requests();
+    assert_eq!(seen.len(), 3, "{seen:#?}");
+    let results = seen[1].tool_results().join("\n");
+    assert!(
+        results.contains("The directory holds notes.txt."),
+        "{results}"
+    );
+    let results = seen[2].tool_results().join("\n");
+    assert!(results.contains('3'), "the component counted: {results}");
+}
