@@ -453,3 +453,86 @@ print("closed" if proxy.recv(10) == b"" else "data")
     assert_eq!(text(&out.stdout), "closed\n");
     assert!(out.status.success());
 }
+
+/// A team of one LLM agent `root` with the shell toolset and `grants`
+/// (YAML under `grants:`), its model served at `model_url`.
+fn shell_team(model_url: &str, grants: &str) -> String {
+    format!(
+        "agents:\n  root:\n    model: m\n    instruction: Use the shell.\n    toolsets:\n      - type: shell\n    grants:\n{grants}\n\
+         models:\n  m:\n    provider: ollama\n    model: m\n    base_url: {model_url}\n"
+    )
+}
+
+fn shell(cmd: &str) -> (&'static str, String) {
+    ("shell", serde_json::json!({ "cmd": cmd }).to_string())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shell_commands_of_an_agent_granted_hosts_reach_those_hosts_only() {
+    use bgagents_testkit::model_server::{ModelServer, Script, Turn};
+    if !sandboxes_work() || !Path::new("/usr/bin/curl").exists() {
+        return eprintln!("skipped: no bubblewrap sandbox or no /usr/bin/curl");
+    }
+    // The in-process toolset's relay is the bgagents binary (the command
+    // line registers itself; this test binary is not one).
+    bgagents::set_egress_relay_program(RELAY);
+    let port = http_server().await;
+    let other = http_server().await;
+    let calls = [
+        shell(&format!("curl -sS http://127.0.0.1:{port}/")),
+        shell(&format!("curl -sS http://127.0.0.1:{other}/")),
+        shell("curl -sS https://example.com/"),
+        shell(&format!(
+            "exec 3<>/dev/tcp/127.0.0.1/{port} && echo connected"
+        )),
+    ];
+    let server = ModelServer::start(Script::new([
+        Turn::tool_calls(calls.clone()),
+        Turn::text("done"),
+    ]))
+    .await;
+    let grants = format!("      http: [\"http://127.0.0.1:{port}\"]");
+    let toolset = bgagents_testkit::toolset(&shell_team(&server.base_url(), &grants));
+
+    let view = bgagents_testkit::run_to_end(&toolset, "root", "go").await;
+
+    assert_eq!(view.result.as_deref(), Some("done"), "{view:?}");
+    let results = server.requests()[1].tool_results();
+    assert_eq!(results.len(), 4, "{results:#?}");
+    assert_eq!(results[0], GREETING);
+    let refused = format!(
+        "HTTP request to 127.0.0.1:{other} refused: not granted; add http://127.0.0.1:{other} \
+         to grants.http"
+    );
+    assert_eq!(
+        results[1],
+        format!("bgagents network gate: {refused}\n[network: {refused}]")
+    );
+    assert!(
+        results[2].contains("CONNECT tunnel failed, response 403")
+            && results[2].ends_with(
+                "[network: CONNECT to example.com:443 refused: not granted; add \
+                 https://example.com to grants.http]"
+            ),
+        "{}",
+        results[2]
+    );
+    assert!(results[3].contains("Connection refused"), "{}", results[3]);
+
+    // Without host grants there is no gate and no proxy: no network at all.
+    let server = ModelServer::start(Script::new([
+        Turn::tool_calls([shell("echo \"[$HTTPS_PROXY]\"; ls /run/bgagents 2>&1; true")]),
+        Turn::text("done"),
+    ]))
+    .await;
+    let toolset = bgagents_testkit::toolset(&shell_team(&server.base_url(), "      env: []"));
+    let view = bgagents_testkit::run_to_end(&toolset, "root", "go").await;
+    assert_eq!(view.result.as_deref(), Some("done"), "{view:?}");
+    let results = server.requests()[1].tool_results();
+    assert!(results[0].starts_with("[]\n"), "{}", results[0]);
+    assert!(
+        results[0].contains("No such file or directory"),
+        "{}",
+        results[0]
+    );
+}

@@ -610,6 +610,7 @@ pub fn describe(agent: &AgentSpec, harness: &HarnessSpec) -> Vec<String> {
     let network = match network(grants) {
         Network::None => "none",
         Network::Host => "the host's whole network",
+        Network::Gated => "only the hosts its grants name, through the egress gate",
     };
     let origins: Vec<String> = grants.http.iter().map(ToString::to_string).collect();
     lines.push(format!(

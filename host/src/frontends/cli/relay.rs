@@ -2,7 +2,7 @@
 //! (hidden): the sandbox side of the network egress gate (see
 //! `sandbox::egress`). Run inside a sandbox whose network namespace holds
 //! only loopback, it listens on ADDR, starts COMMAND with the proxy
-//! variables pointing there, and relays every connection byte for byte to
+//! variables pointing there (and `NODE_USE_ENV_PROXY=1`), and relays every connection byte for byte to
 //! the gate's Unix socket at PATH, until COMMAND exits.
 //!
 //! Exit status: COMMAND's own, or 128 + N if signal N killed it; 125 when
@@ -75,6 +75,8 @@ async fn run(socket: &Path, listen: SocketAddr, command: Vec<OsString>) -> ExitC
         child.env(name, &proxy);
     }
     child.env("NO_PROXY", "").env("no_proxy", "");
+    // Node's own fetch follows the variables only when asked (Node 22.21+).
+    child.env("NODE_USE_ENV_PROXY", "1");
     // SAFETY: getpid cannot fail.
     let relay = unsafe { libc::getpid() };
     // SAFETY: between fork and exec only prctl, getppid and kill, which

@@ -6,7 +6,7 @@
 //! loopback, private, link-local or other non-public addresses is refused:
 //! only a grant that names such an address (or `localhost`) reaches it.
 
-use super::policy::{Reach, Target, is_public};
+use super::policy::{Reach, Target, grant_key, is_public};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
@@ -98,7 +98,8 @@ async fn resolve_public(
                 "connection to {target} refused: {name} resolves to {ip}, a loopback, private \
                  or otherwise non-public address, which a grant naming a host never reaches; \
                  to reach it, connect to the address itself and grant that: add {shown} to \
-                 agents.{agent}.grants.network.connect"
+                 {}",
+                grant_key(agent, "grants.network.connect")
             )))
         }
     }

@@ -25,7 +25,8 @@
 //!   inside bubblewrap's new network namespace (where only loopback
 //!   exists). It listens on [`RELAY_LISTEN`] (127.0.0.1:3128), starts the
 //!   command with `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` (and their
-//!   lower-case forms) set to `http://127.0.0.1:3128` and `NO_PROXY` empty,
+//!   lower-case forms) set to `http://127.0.0.1:3128`, `NO_PROXY` empty
+//!   and `NODE_USE_ENV_PROXY=1` (Node's own `fetch` follows them then),
 //!   relays each connection byte for byte to the gate's socket, and exits
 //!   with the command's status (128 + N if signal N killed it). Signals it
 //!   gets are passed on to the command, and the command is killed if the
@@ -163,7 +164,8 @@ pub struct Gate {
 
 impl Gate {
     /// Starts a gate for a sandboxed process of `agent` (named in refusal
-    /// reasons) allowed to `grants`, with the default [`Limits`]. Needs a
+    /// reasons as `agents.NAME.grants.http`; `""`: `grants.http`) allowed
+    /// to `grants`, with the default [`Limits`]. Needs a
     /// Tokio runtime. The error says what is wrong and how to fix it.
     pub fn start(agent: &str, grants: &Grants) -> Result<Gate, String> {
         Gate::start_with(agent, grants, Limits::default())

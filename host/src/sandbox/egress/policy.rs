@@ -131,7 +131,8 @@ pub enum Reach {
 /// The grants one gate applies, for one agent.
 #[derive(Debug, Clone)]
 pub struct Policy {
-    /// The agent's name, for the grant keys refusals point to.
+    /// The agent's name, for the grant keys refusals point to (none:
+    /// `grants.http` without `agents.NAME.`).
     pub agent: String,
     /// `grants.http` origins: scheme (`http`/`https`), host, port.
     http: Vec<(String, Host, u16)>,
@@ -178,7 +179,8 @@ impl Policy {
     }
 
     fn not_granted(&self, via: Via, target: &Target) -> String {
-        let agent = &self.agent;
+        let http = grant_key(&self.agent, "grants.http");
+        let connect = grant_key(&self.agent, "grants.network.connect");
         let (what, scheme, default_port) = match via {
             Via::Tunnel => ("CONNECT to", "https", 443),
             Via::PlainHttp => ("HTTP request to", "http", 80),
@@ -187,15 +189,20 @@ impl Policy {
             true => format!("{scheme}://{}", target.host),
             false => format!("{scheme}://{target}"),
         };
-        let mut reason = format!(
-            "{what} {target} refused: not granted; add {origin} to agents.{agent}.grants.http"
-        );
+        let mut reason = format!("{what} {target} refused: not granted; add {origin} to {http}");
         if via == Via::Tunnel && target.port != 443 {
-            reason.push_str(&format!(
-                " (or {target} to agents.{agent}.grants.network.connect for any TCP protocol)"
-            ));
+            reason.push_str(&format!(" (or {target} to {connect} for any TCP protocol)"));
         }
         reason
+    }
+}
+
+/// The team-file key `key` (`grants.http`) of `agent`:
+/// `agents.NAME.grants.http`, or `key` alone when the agent is not named.
+pub fn grant_key(agent: &str, key: &str) -> String {
+    match agent.is_empty() {
+        true => key.to_string(),
+        false => format!("agents.{agent}.{key}"),
     }
 }
 
@@ -379,6 +386,17 @@ mod tests {
             refuse(Via::PlainHttp, "plain.example:8080"),
             "HTTP request to plain.example:8080 refused: not granted; add \
              http://plain.example:8080 to agents.worker.grants.http"
+        );
+    }
+
+    #[test]
+    fn without_an_agent_name_refusals_name_the_key_alone() {
+        let policy = Policy::new("", &Grants::default());
+        assert_eq!(
+            policy.decide(Via::Tunnel, &target("x.example:443")),
+            Err("CONNECT to x.example:443 refused: not granted; add https://x.example to \
+                 grants.http"
+                .to_string())
         );
     }
 

@@ -32,6 +32,7 @@ pub(crate) mod cgroup;
 pub(crate) mod output;
 
 use crate::config::{DirGrant, Grants, ShellSettings};
+use crate::sandbox::egress;
 use cgroup::{Cgroups, CommandCgroups};
 use output::Output;
 use std::ffi::{OsStr, OsString};
@@ -238,7 +239,7 @@ fn probe() -> Result<Bubblewrap, String> {
 fn try_sandbox(bwrap: &Bubblewrap) -> Result<Result<(), String>, String> {
     let sandbox = Sandbox::new(&ShellSettings::default(), &Grants::default());
     let prepared = sandbox
-        .prepare(bwrap, "exit 0", SCRATCH, None)
+        .prepare(bwrap, "exit 0", SCRATCH, None, None)
         .map_err(|error| format!("cannot prepare a shell sandbox: {error}"))?;
     let mut command = prepared.command;
     let tried = command
@@ -299,6 +300,23 @@ pub(crate) enum Network {
     None,
     /// The host's network namespace: every host the host can reach.
     Host,
+    /// A network namespace of its own, and the egress gate
+    /// ([`egress::Gate`], started per process): only the hosts and ports
+    /// the agent's `grants.http` and `grants.network.connect` name, through
+    /// the proxy variables the gate's relay sets.
+    Gated,
+}
+
+impl Network {
+    /// The shell toolset's: the whole network with `grants.network.shell`,
+    /// else the gate when the agent is granted hosts, else none.
+    pub(crate) fn for_shell(grants: &Grants) -> Network {
+        match (grants.shell_network, egress::wanted(grants)) {
+            (true, _) => Network::Host,
+            (false, true) => Network::Gated,
+            (false, false) => Network::None,
+        }
+    }
 }
 
 /// A program run in a sandbox rather than a shell command: what it may
@@ -325,6 +343,8 @@ pub(crate) struct Sandbox {
     /// Directories of the program's own, bound read-only.
     program_dirs: Vec<PathBuf>,
     network: Network,
+    /// What a [`Network::Gated`] process may reach.
+    gate_grants: Grants,
     env: Vec<(String, String)>,
     /// The shell commands run in.
     shell: &'static str,
@@ -363,10 +383,8 @@ impl Sandbox {
             default_cwd,
             dirs,
             program_dirs: Vec::new(),
-            network: match grants.shell_network {
-                true => Network::Host,
-                false => Network::None,
-            },
+            network: Network::for_shell(grants),
+            gate_grants: gate_grants(grants),
             env,
             shell: login_shell(),
             max_file_size: settings.max_file_size,
@@ -388,6 +406,7 @@ impl Sandbox {
             dirs,
             program_dirs: spec.program_dirs,
             network: spec.network,
+            gate_grants: gate_grants(spec.grants),
             env: spec.env,
             shell: login_shell(),
             max_file_size: spec.max_file_size,
@@ -437,7 +456,9 @@ impl Sandbox {
     pub(crate) fn cgroups(&self, bwrap: &Bubblewrap) -> Result<Option<CommandCgroups>, String> {
         (bwrap.cgroups)
             .create(
-                self.max_processes.saturating_add(BWRAP_PROCESSES),
+                // The gate's relay is one more.
+                (self.max_processes.saturating_add(BWRAP_PROCESSES))
+                    .saturating_add(u32::from(self.network == Network::Gated)),
                 self.max_memory,
             )
             .map_err(|error| {
@@ -456,25 +477,28 @@ impl Sandbox {
         script: &str,
         cwd: &str,
         cgroups: Option<&CommandCgroups>,
+        gate: Option<&egress::Gate>,
     ) -> std::io::Result<Prepared> {
         let argv = [self.shell, "-c", script].map(OsString::from);
-        self.prepare_argv(bwrap, &argv, cwd, cgroups)
+        self.prepare_argv(bwrap, &argv, cwd, cgroups, gate)
     }
 
     /// The bubblewrap command running `argv` (a program and its arguments)
     /// with `cwd` as its working directory, joining `cgroups` before it
-    /// starts. Stdio is the caller's to set.
+    /// starts, through `gate`'s relay when given. Stdio is the caller's to
+    /// set.
     pub(crate) fn prepare_argv(
         &self,
         bwrap: &Bubblewrap,
         argv: &[OsString],
         cwd: &str,
         cgroups: Option<&CommandCgroups>,
+        gate: Option<&egress::Gate>,
     ) -> std::io::Result<Prepared> {
         let mut options = Options::default();
         options.arg("--unshare-all").arg("--unshare-user");
         let networked = match self.network {
-            Network::None => false,
+            Network::None | Network::Gated => false,
             Network::Host => {
                 options.arg("--share-net");
                 true
@@ -549,6 +573,9 @@ impl Sandbox {
             let how = if dir.writable { "--bind" } else { "--ro-bind" };
             options.arg(how).arg(&dir.host).arg(&dir.guest);
         }
+        for arg in gate.map(egress::Gate::bwrap_args).unwrap_or_default() {
+            options.arg(arg);
+        }
         // The root and /dev are tmpfs bubblewrap made, uncapped; read-only,
         // so nothing can be written outside the scratch space and the
         // granted directories (the device nodes are mounts of their own).
@@ -594,6 +621,7 @@ impl Sandbox {
             .arg("--args")
             .arg(args.as_raw_fd().to_string())
             .arg("--")
+            .args(gate.map(egress::Gate::command_prefix).unwrap_or_default())
             .args(argv)
             .env_clear()
             .process_group(0);
@@ -676,6 +704,16 @@ impl Sandbox {
         })
     }
 
+    /// A gate for one process when its network is [`Network::Gated`].
+    fn gate(&self) -> Result<Option<egress::Gate>, String> {
+        match self.network {
+            Network::Gated => egress::Gate::start("", &self.gate_grants)
+                .map(Some)
+                .map_err(|error| format!("cannot start the network gate: {error}")),
+            Network::None | Network::Host => Ok(None),
+        }
+    }
+
     /// Starts `script` in the sandbox with its output captured (at most
     /// `max_output` bytes kept).
     pub(crate) fn spawn(
@@ -686,8 +724,9 @@ impl Sandbox {
         max_output: usize,
     ) -> Result<Running, String> {
         let cgroups = self.cgroups(bwrap)?;
+        let gate = self.gate()?;
         let start = || -> std::io::Result<(tokio::process::Child, Output, Option<PipeReader>)> {
-            let prepared = self.prepare(bwrap, script, cwd, cgroups.as_ref())?;
+            let prepared = self.prepare(bwrap, script, cwd, cgroups.as_ref(), gate.as_ref())?;
             let (reader, writer) = std::io::pipe()?;
             let mut command = tokio::process::Command::from(prepared.command);
             command
@@ -715,6 +754,7 @@ impl Sandbox {
             max_file_size: self.max_file_size,
             address_space: matches!(bwrap.address_space, AddressSpaceCap::Used),
             sandboxed: true,
+            gate,
         })
     }
 
@@ -729,8 +769,9 @@ impl Sandbox {
         stderr_tail: usize,
     ) -> Result<Running, String> {
         let cgroups = self.cgroups(bwrap)?;
+        let gate = self.gate()?;
         let start = || -> std::io::Result<(tokio::process::Child, Output, Option<PipeReader>)> {
-            let prepared = self.prepare_argv(bwrap, argv, cwd, cgroups.as_ref())?;
+            let prepared = self.prepare_argv(bwrap, argv, cwd, cgroups.as_ref(), gate.as_ref())?;
             let (reader, writer) = std::io::pipe()?;
             let mut command = tokio::process::Command::from(prepared.command);
             command
@@ -756,7 +797,17 @@ impl Sandbox {
             max_file_size: self.max_file_size,
             address_space: matches!(bwrap.address_space, AddressSpaceCap::Used),
             sandboxed: true,
+            gate,
         })
+    }
+}
+
+/// The part of `grants` a gate applies: hosts and endpoints.
+fn gate_grants(grants: &Grants) -> Grants {
+    Grants {
+        http: grants.http.clone(),
+        connect: grants.connect.clone(),
+        ..Grants::default()
     }
 }
 
@@ -774,6 +825,8 @@ pub(crate) struct Running {
     address_space: bool,
     /// Whether it runs in bubblewrap (see [`Running::unconfined`]).
     sandboxed: bool,
+    /// Its egress gate ([`Network::Gated`]), stopped when it is dropped.
+    gate: Option<egress::Gate>,
 }
 
 impl Running {
@@ -804,6 +857,7 @@ impl Running {
             max_file_size: u64::MAX,
             address_space: false,
             sandboxed: false,
+            gate: None,
         })
     }
 
@@ -863,6 +917,9 @@ impl Running {
                 "a file reached the size limit of {} bytes: writing more was refused",
                 self.max_file_size
             ));
+        }
+        for refused in self.gate.iter().flat_map(egress::Gate::take_refusals) {
+            notes.push(format!("network: {refused}"));
         }
         notes
     }
