@@ -23,7 +23,9 @@ pub struct Grants {
     pub http: Vec<HttpGrant>,
     /// Whether `shell` commands share the host's network
     /// (`grants.network.shell`); all hosts, since the OS sandbox cannot
-    /// filter by host. Without it commands have no network at all.
+    /// filter by host. Without it commands reach only the hosts `http` and
+    /// `connect` name, through the egress gate (`sandbox::egress`), or no
+    /// network at all when those are empty.
     pub shell_network: bool,
     /// Whether a harness agent's CLI runs without bubblewrap
     /// (`grants.unconfined`), with the host's whole file system and network.

@@ -4,8 +4,10 @@
 //!
 //! Commands run on the host, each in a bubblewrap sandbox of its own (see
 //! [`crate::sandbox::process`], shared with harness agents): only the agent's granted directories are visible, at their
-//! guest paths and read-only unless granted read-write; no network unless
-//! `grants.network.shell`; a clean environment with only the granted
+//! guest paths and read-only unless granted read-write; the host's whole
+//! network with `grants.network.shell`, else only the hosts `grants.http`
+//! and `grants.network.connect` name, through the egress gate and its
+//! proxy variables (`sandbox::egress`), else none; a clean environment with only the granted
 //! variables; and limits from the toolset's settings — a timeout, an output
 //! cap, a cap on processes (a `pids` cgroup), on memory (a `memory` cgroup,
 //! which also bounds the RAM-backed `/tmp` and `/dev/shm`; else
