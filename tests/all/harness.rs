@@ -507,8 +507,10 @@ fn check_shows_a_process_agent_and_what_it_can_reach() {
         out.contains("env: PATH, HOME, TMPDIR, LANG, ANTHROPIC_API_KEY"),
         "{out}"
     );
-    assert!(out.contains("network: none"), "{out}");
-    assert!(out.contains("https://api.anthropic.com"), "{out}");
+    assert!(
+        out.contains("network: only https://api.anthropic.com:443, through the egress gate"),
+        "{out}"
+    );
     assert!(!out.contains("sk-ant-canary-check"), "a value shown: {out}");
 
     let unconfined = std::fs::read_to_string(&team)
@@ -650,4 +652,81 @@ async fn a_team_mixing_an_llm_agent_a_component_and_a_harness_runs() {
     );
     let results = seen[2].tool_results().join("\n");
     assert!(results.contains('3'), "the component counted: {results}");
+}
+
+/// A server on 127.0.0.1 answering every request with `body`; its port.
+fn http_server(body: &'static str) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            use std::io::{BufRead, Write};
+            let mut reader = std::io::BufReader::new(&stream);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|read| read > 2) {
+                line.clear();
+            }
+            let _ = (&stream).write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_harness_granted_a_host_reaches_it_through_the_gate_and_nothing_else() {
+    if !confinable() {
+        return;
+    }
+    let granted = http_server("granted body");
+    let other = http_server("other body");
+    let before = format!(
+        "import urllib.request\n\
+         for port in [{granted}, {other}]:\n    \
+         try:\n        record[str(port)] = urllib.request.urlopen(\n            \
+         f'http://127.0.0.1:{{port}}/', timeout=20).read().decode()\n    \
+         except Exception as error:\n        record[str(port)] = str(error)"
+    );
+    let scratch = Scratch::new();
+    let command = fake(
+        &scratch,
+        "codex",
+        Fake {
+            stream: fixture("codex/run.ndjson"),
+            before: &before,
+            ..Fake::default()
+        },
+    );
+    let team = team(
+        &scratch,
+        "codex",
+        &command,
+        "",
+        &format!("      http: [http://127.0.0.1:{granted}]\n"),
+    );
+    let said = text(&check(&team, &[]).stdout);
+    assert!(
+        said.contains(&format!(
+            "network: only http://127.0.0.1:{granted}, through the egress gate"
+        )),
+        "{said}"
+    );
+
+    let run = run(&team, "Fetch", &[]).await;
+
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    let seen = recorded(&scratch);
+    assert_eq!(seen[granted.to_string()], "granted body", "{seen}");
+    let refused = seen[other.to_string()].as_str().unwrap_or_default();
+    assert!(refused.contains("403"), "{seen}");
+    let live = text(&run.stderr);
+    assert!(
+        live.contains(&format!("127.0.0.1:{other}")),
+        "the refusal is shown: {live}"
+    );
 }

@@ -54,10 +54,15 @@ const MAX_FILE_SIZE: u64 = 1 << 30;
 const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The network a harness agent's CLI gets: the one place it is decided.
-/// None for now — no host is reachable, the provider's API included —
-/// until the egress gate (`grants.http` through a proxy) is wired here.
-pub fn network(_grants: &Grants) -> Network {
-    Network::None
+/// An agent granted hosts (`grants.http`, `grants.network.connect`)
+/// reaches those only, through the egress gate (a proxy on the host; the
+/// CLI gets `HTTPS_PROXY`); any other agent has no network at all.
+/// `grants.network.shell` is the shell toolset's and does not apply.
+pub fn network(grants: &Grants) -> Network {
+    match grants.http.is_empty() && grants.connect.is_empty() {
+        true => Network::None,
+        false => Network::Gated,
+    }
 }
 
 /// A harness agent ready to run tasks: its CLI located, its sandbox set.
@@ -344,6 +349,11 @@ impl HarnessAgent {
         let notes = running.limit_notes(Some(status), &stderr);
         match end {
             Some(Ok(result)) => {
+                // What it ran into (hosts refused, say), for whoever
+                // watches; the result is the CLI's own.
+                for note in &notes {
+                    task.output.append_line(&format!("[{note}]"));
+                }
                 if !status.success() {
                     tracing::info!(status = %status, "the harness exited failing after its result");
                 }
@@ -607,22 +617,16 @@ pub fn describe(agent: &AgentSpec, harness: &HarnessSpec) -> Vec<String> {
         true => "env: PATH, HOME, TMPDIR, LANG only".to_string(),
         false => format!("env: PATH, HOME, TMPDIR, LANG, {}", names.join(", ")),
     });
-    let network = match network(grants) {
-        Network::None => "none",
-        Network::Host => "the host's whole network",
-        Network::Gated => "only the hosts its grants name, through the egress gate",
-    };
-    let origins: Vec<String> = grants.http.iter().map(ToString::to_string).collect();
-    lines.push(format!(
-        "network: {network}{}",
-        match origins.is_empty() {
-            true => String::new(),
-            false => format!(
-                " (grants.http {} is not yet reachable by harness processes)",
-                origins.join(", ")
-            ),
-        }
-    ));
+    let mut reachable: Vec<String> = grants.http.iter().map(ToString::to_string).collect();
+    reachable.extend(grants.connect.iter().map(|grant| grant.endpoint.clone()));
+    lines.push(match network(grants) {
+        Network::None => "network: none".to_string(),
+        Network::Host => "network: the host's whole network".to_string(),
+        Network::Gated => format!(
+            "network: only {}, through the egress gate (HTTPS_PROXY)",
+            reachable.join(", ")
+        ),
+    });
     lines.push(format!(
         "{}; the CLI works only with that host granted in grants.http and its key in \
          grants.env",
