@@ -387,6 +387,10 @@ fn kind_of(value: &Value) -> String {
     kind(value)
 }
 
+/// Expands `${NAME}` references in a value with a lookup of names; the
+/// error is the first name the lookup does not know.
+pub(super) type Expand = dyn Fn(&str, &dyn Fn(&str) -> Option<String>) -> Result<String, String>;
+
 /// Checks `harness` against the agent it belongs to (at `at`, e.g.
 /// `agents.coder`) and its resolved `grants`; `expand` replaces `${NAME}`
 /// references with `lookup`'s values.
@@ -395,7 +399,7 @@ pub(super) fn resolve(
     at: &str,
     grants: &Grants,
     memory: Option<u64>,
-    expand: &dyn Fn(&str, &dyn Fn(&str) -> Option<String>) -> Result<String, String>,
+    expand: &Expand,
     problems: &mut Vec<String>,
 ) -> Option<HarnessSpec> {
     let kind = harness.kind?;
