@@ -521,7 +521,9 @@ async fn shell_commands_of_an_agent_granted_hosts_reach_those_hosts_only() {
 
     // Without host grants there is no gate and no proxy: no network at all.
     let server = ModelServer::start(Script::new([
-        Turn::tool_calls([shell("echo \"[$HTTPS_PROXY]\"; ls /run/bgagents 2>&1; true")]),
+        Turn::tool_calls([shell(
+            "echo \"[$HTTPS_PROXY]\"; ls /run/bgagents 2>&1; true",
+        )]),
         Turn::text("done"),
     ]))
     .await;
@@ -535,4 +537,68 @@ async fn shell_commands_of_an_agent_granted_hosts_reach_those_hosts_only() {
         "{}",
         results[0]
     );
+}
+
+/// Throughput and connection cost through the gate (debug or release, as
+/// built): `cargo test --test all -- --ignored egress::measure --nocapture`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement, not a check"]
+async fn measure() {
+    if !sandboxes_work() {
+        return;
+    }
+    bgagents::set_egress_relay_program(RELAY);
+    const SIZE: usize = 256 << 20;
+    // A server that sends SIZE bytes to each connection, then closes.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let chunk = vec![7u8; 1 << 16];
+                let mut first = [0u8; 1];
+                if stream.read(&mut first).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                if first[0] == b'b' {
+                    for _ in 0..SIZE / chunk.len() {
+                        if stream.write_all(&chunk).await.is_err() {
+                            return;
+                        }
+                    }
+                } else {
+                    let _ = stream.write_all(b"x").await;
+                }
+            });
+        }
+    });
+    let gate = EgressGate::start("worker", &grants(&[], &[format!("127.0.0.1:{port}")])).unwrap();
+    let script = format!(
+        r#"
+import socket, time
+def tunnel():
+    proxy = socket.create_connection(("127.0.0.1", 3128))
+    proxy.sendall(b"CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n")
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        head += proxy.recv(1)
+    return proxy
+start = time.monotonic()
+for _ in range(200):
+    t = tunnel(); t.sendall(b"s"); assert t.recv(1) == b"x"; t.close()
+per = (time.monotonic() - start) / 200
+t = tunnel(); t.sendall(b"b")
+start = time.monotonic(); got = 0
+while True:
+    data = t.recv(1 << 20)
+    if not data: break
+    got += len(data)
+took = time.monotonic() - start
+print(f"connect+exchange: {{per * 1000:.2f}} ms each; {{got >> 20}} MiB down in {{took:.2f}} s = {{got / took / (1 << 20):.0f}} MiB/s")
+"#
+    );
+    let out = run_through(&gate, "python3", &["-c", &script]).await;
+    eprintln!("{}{}", text(&out.stdout), text(&out.stderr));
+    eprintln!("{:?}", gate.traffic());
+    assert!(out.status.success());
 }

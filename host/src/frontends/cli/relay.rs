@@ -125,15 +125,18 @@ async fn run(socket: &Path, listen: SocketAddr, command: Vec<OsString>) -> ExitC
                 };
             }
             accepted = listener.accept() => {
-                if let Ok((mut client, _)) = accepted {
-                    let socket = socket.to_path_buf();
-                    tokio::spawn(async move {
-                        let _ = client.set_nodelay(true);
-                        if let Ok(mut gate) = UnixStream::connect(&socket).await {
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut gate).await;
-                        }
-                    });
-                }
+                let Ok((mut client, _)) = accepted else {
+                    // Out of descriptors, say: wait instead of spinning.
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                };
+                let socket = socket.to_path_buf();
+                tokio::spawn(async move {
+                    let _ = client.set_nodelay(true);
+                    if let Ok(mut gate) = UnixStream::connect(&socket).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut gate).await;
+                    }
+                });
             }
         }
     }

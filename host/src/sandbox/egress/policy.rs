@@ -394,9 +394,11 @@ mod tests {
         let policy = Policy::new("", &Grants::default());
         assert_eq!(
             policy.decide(Via::Tunnel, &target("x.example:443")),
-            Err("CONNECT to x.example:443 refused: not granted; add https://x.example to \
+            Err(
+                "CONNECT to x.example:443 refused: not granted; add https://x.example to \
                  grants.http"
-                .to_string())
+                    .to_string()
+            )
         );
     }
 

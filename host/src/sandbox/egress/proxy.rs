@@ -5,8 +5,9 @@
 //! its limit, or the gate stops.
 //!
 //! Answers: `200 Connection established` opens a tunnel; `403` (refused by
-//! the grants), `400` (not a proxy request), `502`/`504` (the target could
-//! not be reached) and `503` (too many connections at once) carry a
+//! the grants), `400` (not a proxy request), `408` (no request head in
+//! time), `502`/`504` (the target could not be reached) and `503` (too
+//! many connections at once) carry a
 //! one-line reason, in the status line (which clients such as Python's
 //! show for a failed tunnel) and as the body.
 
