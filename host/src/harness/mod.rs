@@ -563,6 +563,22 @@ fn host_dir(grants: &Grants, guest: &str) -> Option<std::path::PathBuf> {
     })
 }
 
+/// A harness agent's limits, for `bgagents check` (its fuel and other
+/// WebAssembly limits do not apply).
+pub fn describe_limits(agent: &AgentSpec, harness: &HarnessSpec) -> String {
+    use crate::config::units::{format_duration, format_size};
+    format!(
+        "timeout {}, output {}, result {}, tokens {}; in the sandbox: memory {} for all its \
+         processes, {MAX_PROCESSES} processes, files of at most {}",
+        format_duration(agent.limits.timeout),
+        format_size(agent.limits.output),
+        format_size(agent.limits.result),
+        agent.limits.tokens,
+        format_size(harness.memory),
+        format_size(MAX_FILE_SIZE)
+    )
+}
+
 /// What a harness agent may reach, for `bgagents check`: one line each.
 pub fn describe(agent: &AgentSpec, harness: &HarnessSpec) -> Vec<String> {
     let grants = &agent.grants;

@@ -225,11 +225,11 @@ pub fn check(path: &Path) -> ExitCode {
             }
             push_line!(out, "  {:<12} everything else denied; stdin empty", "");
         }
-        push_line!(
-            out,
-            "  limits:      {}",
-            printable(&Team::describe_limits(&agent.limits), Keep::OneLine)
-        );
+        let limits = match &agent.harness {
+            Some(harness) => crate::harness::describe_limits(agent, harness),
+            None => Team::describe_limits(&agent.limits),
+        };
+        push_line!(out, "  limits:      {}", printable(&limits, Keep::OneLine));
         if agent.model.is_some() {
             push_line!(
                 out,
