@@ -730,3 +730,129 @@ async fn a_harness_granted_a_host_reaches_it_through_the_gate_and_nothing_else()
         "the refusal is shown: {live}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_npm_installed_cli_runs_from_its_package_with_node() {
+    if !confinable() {
+        return;
+    }
+    let Some(node) = ["/usr/bin/node", "/usr/local/bin/node"]
+        .into_iter()
+        .find(|node| Path::new(node).is_file())
+    else {
+        return eprintln!("skipped: no node here");
+    };
+    // npm's layout: bin/claude -> ../lib/node_modules/@fake/claude-code/cli.js,
+    // which loads a file of its package beside it.
+    let scratch = Scratch::new();
+    let package = "npm/lib/node_modules/@fake/claude-code";
+    scratch.write(
+        &format!("{package}/package.json"),
+        r#"{"name": "@fake/claude-code"}"#,
+    );
+    scratch.write(
+        &format!("{package}/stream.js"),
+        format!(
+            "module.exports = {};\n",
+            json!(fixture("claude/partial.ndjson"))
+        ),
+    );
+    let cli = scratch.write(
+        &format!("{package}/cli.js"),
+        "#!/usr/bin/env node\n\
+         const fs = require('fs');\n\
+         fs.writeFileSync('record.json', JSON.stringify({argv: process.argv, env: process.env, cwd: process.cwd()}));\n\
+         process.stdout.write(require('./stream.js'));\n",
+    );
+    let mut permissions = std::fs::metadata(&cli).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&cli, permissions).unwrap();
+    std::fs::create_dir_all(scratch.dir.join("npm/bin")).unwrap();
+    let link = scratch.dir.join("npm/bin/claude");
+    std::os::unix::fs::symlink("../lib/node_modules/@fake/claude-code/cli.js", &link).unwrap();
+    let team = team(&scratch, "claude-code", &link, "", "");
+
+    let run = run(&team, "Greet", &[]).await;
+
+    assert_eq!(run.status.code(), Some(0), "{node}: {}", text(&run.stderr));
+    assert_eq!(text(&run.stdout).trim(), "Hello from the notes.");
+    let seen = recorded(&scratch);
+    assert!(
+        seen["argv"][1]
+            .as_str()
+            .unwrap()
+            .ends_with("claude-code/cli.js"),
+        "run from its package: {seen}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_past_the_limit_fail_the_task() {
+    if !confinable() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let command = fake(
+        &scratch,
+        "claude",
+        Fake {
+            stream: fixture("claude/partial.ndjson"),
+            ..Fake::default()
+        },
+    );
+    let team = team(
+        &scratch,
+        "claude-code",
+        &command,
+        "",
+        "    limits: {tokens: 100}\n",
+    );
+
+    let run = run(&team, "Greet", &[]).await;
+
+    assert_ne!(run.status.code(), Some(0));
+    let said = text(&run.stderr);
+    assert!(
+        said.contains("this task used 240 of its 100 tokens; raise agents.coder.limits.tokens"),
+        "{said}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unconfined_harness_runs_loudly_with_only_its_granted_variables() {
+    let scratch = Scratch::new();
+    let command = fake(
+        &scratch,
+        "codex",
+        Fake {
+            stream: fixture("codex/run.ndjson"),
+            ..Fake::default()
+        },
+    );
+    let team = team(
+        &scratch,
+        "codex",
+        &command,
+        "",
+        "      unconfined: true\n      env: [GRANTED_TOKEN]\n",
+    );
+
+    let run = run(
+        &team,
+        "List",
+        &[("GRANTED_TOKEN", "granted"), ("NOT_GRANTED", "hidden")],
+    )
+    .await;
+
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    assert!(
+        text(&run.stderr).contains("UNCONFINED"),
+        "{}",
+        text(&run.stderr)
+    );
+    let seen = recorded(&scratch);
+    assert_eq!(seen["cwd"], scratch.dir.join("work").display().to_string());
+    let env = seen["env"].as_object().unwrap();
+    assert_eq!(env["GRANTED_TOKEN"], "granted");
+    assert!(!env.contains_key("NOT_GRANTED"), "{env:?}");
+}
