@@ -856,3 +856,38 @@ async fn an_unconfined_harness_runs_loudly_with_only_its_granted_variables() {
     assert_eq!(env["GRANTED_TOKEN"], "granted");
     assert!(!env.contains_key("NOT_GRANTED"), "{env:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_the_host_kills_the_harness_and_everything_it_started() {
+    if !confinable() {
+        return;
+    }
+    let marks = (
+        std::process::id() % 100_000 + 4_300_000,
+        std::process::id() % 100_000 + 4_400_000,
+    );
+    let (one, two) = (marks.0.to_string(), marks.1.to_string());
+    let scratch = Scratch::new();
+    let command = stubborn(&scratch, marks);
+    let team = team(&scratch, "claude-code", &command, "", "");
+    let mut host = std::process::Command::new(env!("CARGO_BIN_EXE_bgagents"))
+        .arg("run")
+        .arg(&team)
+        .arg("Hang")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    until("the harness's processes start", || {
+        host_has_process(&["sleep", &one]) && host_has_process(&["sleep", &two])
+    })
+    .await;
+
+    host.kill().unwrap();
+    host.wait().unwrap();
+
+    until("every process of the harness is gone with its host", || {
+        !host_has_process(&["sleep", &one]) && !host_has_process(&["sleep", &two])
+    })
+    .await;
+}
