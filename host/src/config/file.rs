@@ -126,9 +126,9 @@ pub(super) struct GrantsFile {
     pub network: NetworkGrantFile,
     /// Origins (`https://host[:port]`) HTTP requests may go to.
     pub http: Vec<String>,
-}
     /// A harness agent runs without bubblewrap.
     pub unconfined: bool,
+}
 
 #[derive(Debug)]
 pub(super) struct DirGrantFile {
@@ -749,10 +749,10 @@ fn read_grants(reader: &mut Reader, grants: &Section) -> GrantsFile {
         env: grants.get_or_default(reader, "env"),
         network,
         http: grants.get_or_default(reader, "http"),
+        unconfined: grants.get_or_default(reader, "unconfined"),
     }
 }
 
-        unconfined: grants.get_or_default(reader, "unconfined"),
 fn read_toolset(reader: &mut Reader, value: &Value, path: &[Step]) -> Option<ToolsetFile> {
     let Value::Mapping(entry) = value else {
         reader.push(

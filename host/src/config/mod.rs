@@ -221,6 +221,9 @@ pub struct AgentSpec {
     /// (which runs the bundled agent component) or for an agent that is only
     /// used as an identity by a front-end (an MCP client acting as `root`).
     pub component: Option<PathBuf>,
+    /// The CLI a harness agent runs (`harness:`); such an agent has no
+    /// component and no model.
+    pub harness: Option<HarnessSpec>,
     pub limits: AgentLimits,
     /// Files, environment and network the agent's tasks may reach.
     pub grants: Grants,
@@ -232,9 +235,6 @@ pub struct Team {
     /// The file it came from (for messages).
     pub source: PathBuf,
     pub limits: HostLimits,
-    /// The CLI a harness agent runs (`harness:`); such an agent has no
-    /// component and no model.
-    pub harness: Option<HarnessSpec>,
     pub engine: EngineSettings,
     pub agents: BTreeMap<String, AgentSpec>,
     /// docker-agent keys that were read and are ignored, one line each
@@ -418,6 +418,7 @@ impl Team {
             tool_filters: BTreeMap::new(),
             add_environment_info: false,
             component: Some(component),
+            harness: None,
             limits: AgentLimits::default(),
             grants: Grants::default(),
         };
@@ -429,7 +430,6 @@ impl Team {
             warnings: Vec::new(),
         }
     }
-            harness: None,
 
     /// The agent called `name`.
     pub fn agent(&self, name: &str) -> Option<&AgentSpec> {

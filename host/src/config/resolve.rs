@@ -295,15 +295,6 @@ fn resolve_agent(
     }
     let mut limits = resolve_agent_limits(&at, agent, host, problems);
     let grants = grants::resolve(&agent.grants, &at, base_dir, problems);
-    (problems.len() == before).then(|| AgentSpec {
-        name: name.to_string(),
-        description: agent.description.clone(),
-        instruction: agent.instruction.clone(),
-        sub_agents: agent.sub_agents.clone(),
-        background_agents,
-        model,
-        add_date: agent.add_date,
-        max_iterations: agent.max_iterations.unwrap_or(0),
     let harness = agent.harness.as_ref().and_then(|harness| {
         let memory = agent.limits.memory.map(|size| size.0);
         let spec = super::harness::resolve(harness, &at, &grants, memory, &expand, problems);
@@ -328,6 +319,15 @@ fn resolve_agent(
              process); remove it"
         ));
     }
+    (problems.len() == before).then(|| AgentSpec {
+        name: name.to_string(),
+        description: agent.description.clone(),
+        instruction: agent.instruction.clone(),
+        sub_agents: agent.sub_agents.clone(),
+        background_agents,
+        model,
+        add_date: agent.add_date,
+        max_iterations: agent.max_iterations.unwrap_or(0),
         think,
         todo,
         filesystem,
@@ -341,21 +341,12 @@ fn resolve_agent(
             let path = base_dir.join(path);
             path.canonicalize().unwrap_or(path)
         }),
+        harness,
         limits,
         grants,
     })
 }
 
-fn resolve_agent_limits(
-    at: &str,
-    agent: &AgentFile,
-    host: &HostLimits,
-        harness,
-    problems: &mut Vec<String>,
-) -> AgentLimits {
-    let defaults = AgentLimits::default();
-    let given = &agent.limits;
-    let limits = AgentLimits {
 /// What a harness agent cannot also have: it runs a CLI, not a component
 /// or a model of the host's, and that CLI dispatches no tasks.
 fn harness_conflicts(at: &str, agent: &AgentFile, problems: &mut Vec<String>) {
@@ -385,6 +376,15 @@ fn harness_conflicts(at: &str, agent: &AgentFile, problems: &mut Vec<String>) {
     }
 }
 
+fn resolve_agent_limits(
+    at: &str,
+    agent: &AgentFile,
+    host: &HostLimits,
+    problems: &mut Vec<String>,
+) -> AgentLimits {
+    let defaults = AgentLimits::default();
+    let given = &agent.limits;
+    let limits = AgentLimits {
         fuel: given.fuel.map_or(defaults.fuel, |count| count.0),
         memory: given.memory.map_or(defaults.memory, |size| size.0),
         timeout: given.timeout.map_or(defaults.timeout, |time| time.0),

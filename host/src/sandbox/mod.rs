@@ -7,8 +7,8 @@ pub mod egress;
 pub mod http;
 pub mod limits;
 pub mod output;
-pub mod wasi;
 pub mod process;
+pub mod wasi;
 
 pub use http::TaskHttp;
 pub use limits::{TaskLimiter, open_files_breach, raise_open_file_limit};
