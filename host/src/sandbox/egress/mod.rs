@@ -32,7 +32,11 @@
 //!   gets are passed on to the command, and the command is killed if the
 //!   relay dies.
 //!
-//! Using it from a bubblewrap sandbox (both run under a Tokio runtime):
+//! The process sandbox (`sandbox::process`, shell commands and harness
+//! agents) uses it through `Network::Gated`: a gate per process, started
+//! in `Sandbox::spawn`/`spawn_program`, its refusals in
+//! `Running::limit_notes`, stopped when the `Running` is dropped. Using it
+//! from another bubblewrap sandbox (under a Tokio runtime):
 //!
 //! ```ignore
 //! let gate = egress::Gate::start(agent, &grants)?;   // Err: why, with the fix
@@ -201,13 +205,14 @@ impl Gate {
     }
 
     /// The gate's socket on the host (what [`Gate::bwrap_args`] binds to
-    /// [`RELAY_SOCKET`]).
+    /// `/run/bgagents/egress.sock` in the sandbox).
     pub fn socket(&self) -> &Path {
         &self.socket
     }
 
-    /// bubblewrap options that put the gate's socket at [`RELAY_SOCKET`]
-    /// and the relay's executable at [`RELAY_EXE`], both read-only. Give
+    /// bubblewrap options that put the gate's socket at
+    /// `/run/bgagents/egress.sock` and the relay's executable (the
+    /// `bgagents` binary) at `/run/bgagents/bgagents`, both read-only. Give
     /// them before any `--remount-ro /`.
     pub fn bwrap_args(&self) -> Vec<OsString> {
         vec![
@@ -221,8 +226,8 @@ impl Gate {
     }
 
     /// What goes before the command inside the sandbox:
-    /// `RELAY_EXE __egress-relay --socket RELAY_SOCKET --listen
-    /// RELAY_LISTEN --`.
+    /// `/run/bgagents/bgagents __egress-relay --socket
+    /// /run/bgagents/egress.sock --listen 127.0.0.1:3128 --`.
     pub fn command_prefix(&self) -> Vec<OsString> {
         [
             RELAY_EXE,
@@ -237,9 +242,8 @@ impl Gate {
         .to_vec()
     }
 
-    /// The distinct refusal reasons since the last call (at most
-    /// [`refusals::MAX_KEPT`] over the gate's life), to show with the
-    /// process's result.
+    /// The distinct refusal reasons since the last call (at most 20 over
+    /// the gate's life), to show with the process's result.
     pub fn take_refusals(&self) -> Vec<String> {
         self.shared.refusals.take()
     }
