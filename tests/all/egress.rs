@@ -602,3 +602,34 @@ print(f"connect+exchange: {{per * 1000:.2f}} ms each; {{got >> 20}} MiB down in 
     eprintln!("{:?}", gate.traffic());
     assert!(out.status.success());
 }
+
+#[test]
+fn check_says_which_hosts_shell_commands_reach_through_the_gate() {
+    let scratch = Scratch::new();
+    let team =
+        |grants: &str| scratch.write("team.yaml", shell_team("http://127.0.0.1:9/v1", grants));
+    let check = |team: &Path| {
+        let out = Command::new(RELAY).arg("check").arg(team).output().unwrap();
+        format!("{}{}", text(&out.stdout), text(&out.stderr))
+    };
+    let gated = check(&team(
+        "      http: [\"http://127.0.0.1:8080\", \"https://api.example.com\"]\n      \
+         network: {connect: [\"127.0.0.1:5432\"]}",
+    ));
+    if !gated.contains("commands run in bubblewrap") {
+        return eprintln!("skipped: bubblewrap cannot sandbox commands here:\n{gated}");
+    }
+    assert!(
+        gated.contains(
+            "network only to http://127.0.0.1:8080, https://api.example.com:443, \
+             127.0.0.1:5432, through the egress gate"
+        ),
+        "{gated}"
+    );
+    let whole = check(&team(
+        "      http: [\"https://api.example.com\"]\n      network: {shell: true}",
+    ));
+    assert!(whole.contains("; the host's network"), "{whole}");
+    let none = check(&team("      env: []"));
+    assert!(none.contains("; no network"), "{none}");
+}

@@ -264,9 +264,16 @@ fn confined_toolsets(agent: &crate::config::AgentSpec) -> Vec<String> {
     if agent.shell.is_some() {
         let probe = crate::toolset::tools::shell::probe().unwrap_or_else(|why| why);
         let mut probe = probe.lines();
-        let network = match agent.grants.shell_network {
-            true => "the host's network",
-            false => "no network",
+        let grants = &agent.grants;
+        let network = match (grants.shell_network, crate::sandbox::egress::wanted(grants)) {
+            (true, _) => "the host's network".to_string(),
+            (false, true) => {
+                let hosts: Vec<String> = (grants.http.iter().map(ToString::to_string))
+                    .chain(grants.connect.iter().map(|grant| grant.endpoint.clone()))
+                    .collect();
+                format!("network only to {}, through the egress gate", hosts.join(", "))
+            }
+            (false, false) => "no network".to_string(),
         };
         let how = probe.next().unwrap_or_default();
         lines.push(format!("shell: {how}; sees {dirs}; {network}"));
