@@ -283,7 +283,13 @@ struct PrivateDir {
 impl PrivateDir {
     fn create() -> std::io::Result<PrivateDir> {
         use std::os::unix::fs::DirBuilderExt;
-        let path = std::env::temp_dir().join(format!("bgagents-egress-{}", uuid::Uuid::new_v4()));
+        // A Unix socket's path holds at most 107 bytes: a long TMPDIR
+        // gives way to /tmp.
+        let mut base = std::env::temp_dir();
+        if base.as_os_str().len() > 40 {
+            base = PathBuf::from("/tmp");
+        }
+        let path = base.join(format!("bgagents-egress-{}", uuid::Uuid::new_v4()));
         std::fs::DirBuilder::new().mode(0o700).create(&path)?;
         Ok(PrivateDir { path })
     }
