@@ -167,15 +167,105 @@ async fn dispatch_samples(toolset: &Toolset, rounds: usize, settle: bool) -> Vec
 const PROBE_TEAM: &str = "agents:\n  probe: {component: probe.wasm}\n";
 
 async fn dispatch_latency() {
-    let toolset = load(PROBE_TEAM);
     let rounds = if quick() { 200 } else { 5000 };
-    let mut samples = dispatch_samples(&toolset, rounds, false).await;
+    let raw = raw_instantiate_and_call(&plugin_dir().join("probe.wasm"), rounds).await;
+    let raw_p50 = percentile(&mut raw.clone(), 0.5);
+    for (label, engine) in [
+        ("warm instances", "{}"),
+        ("on demand (warm_instances: 0)", "{warm_instances: 0}"),
+    ] {
+        let toolset = load(&format!("engine: {engine}\n{PROBE_TEAM}"));
+        let mut samples = dispatch_samples(&toolset, rounds, false).await;
+        let p50 = percentile(&mut samples, 0.5);
+        println!(
+            "1. dispatch latency (run → guest's first output), {label}, {rounds} runs: p50 {} \
+             ({:.2}× raw), p99 {}  [{}; {} tasks started warm]",
+            micros(p50),
+            p50.as_secs_f64() / raw_p50.as_secs_f64(),
+            micros(percentile(&mut samples, 0.99)),
+            toolset.load_report().allocator,
+            toolset.warm_stats("probe").used,
+        );
+    }
+    let mut raw = raw;
     println!(
-        "1. dispatch latency (run → guest's first output), {rounds} runs: p50 {}, p99 {}  [{}]",
-        micros(percentile(&mut samples, 0.5)),
-        micros(percentile(&mut samples, 0.99)),
-        toolset.load_report().allocator
+        "   raw wasmtime, the same component instantiated and `run` called (a new Store \
+         each time, no sandbox, no task), {rounds} runs: p50 {}, p99 {}",
+        micros(raw_p50),
+        micros(percentile(&mut raw, 0.99))
     );
+}
+
+/// What plain wasmtime takes to instantiate `component` in a new Store and
+/// call its `run` (`echo x`, which calls no import), `rounds` times after
+/// 200 to warm up: the floor on-demand dispatch is compared with.
+async fn raw_instantiate_and_call(component: &Path, rounds: usize) -> Vec<Duration> {
+    use wasmtime::component::{Component, Linker, ResourceTable, Val};
+    use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+    struct Raw {
+        wasi: WasiCtx,
+        table: ResourceTable,
+    }
+    impl WasiView for Raw {
+        fn ctx(&mut self) -> WasiCtxView<'_> {
+            WasiCtxView {
+                ctx: &mut self.wasi,
+                table: &mut self.table,
+            }
+        }
+    }
+    // The pooling allocator, as bgagents uses: on-demand allocation would
+    // make the floor slower than it need be.
+    let mut config = wasmtime::Config::new();
+    config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(
+        wasmtime::PoolingAllocationConfig::new(),
+    ));
+    let engine = wasmtime::Engine::new(&config).unwrap();
+    let component = Component::from_file(&engine, component).unwrap();
+    let mut linker = Linker::<Raw>::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
+    linker.define_unknown_imports_as_traps(&component).unwrap();
+    let pre = linker.instantiate_pre(&component).unwrap();
+    let text = |text: &str| Val::String(text.into());
+    let request = Val::Record(vec![
+        ("task-id".into(), text("t1")),
+        ("agent".into(), text("probe")),
+        ("instruction".into(), text("")),
+        ("task".into(), text("echo x")),
+        ("expected-output".into(), Val::Option(None)),
+        ("sub-agents".into(), Val::List(Vec::new())),
+        ("description".into(), text("")),
+        ("date".into(), Val::Option(None)),
+        ("max-iterations".into(), Val::U32(0)),
+    ]);
+    let mut samples = Vec::with_capacity(rounds);
+    for round in 0..rounds + 200 {
+        let started = Instant::now();
+        let mut store = wasmtime::Store::new(
+            &engine,
+            Raw {
+                wasi: WasiCtx::builder().build(),
+                table: ResourceTable::new(),
+            },
+        );
+        let instance = pre.instantiate_async(&mut store).await.unwrap();
+        let agent = instance
+            .get_export_index(&mut store, None, "bgagents:agents/agent@0.2.0")
+            .unwrap();
+        let run = instance
+            .get_export_index(&mut store, Some(&agent), "run")
+            .unwrap();
+        let run = instance.get_func(&mut store, run).unwrap();
+        let mut result = [Val::Bool(false)];
+        run.call_async(&mut store, std::slice::from_ref(&request), &mut result)
+            .await
+            .unwrap();
+        if round >= 200 {
+            samples.push(started.elapsed());
+        }
+        assert!(matches!(result[0], Val::Result(Ok(_))), "{:?}", result[0]);
+    }
+    samples
 }
 
 fn throughput_team(count: usize) -> Team {

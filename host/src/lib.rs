@@ -53,7 +53,7 @@ pub use store::{OUTPUT_FLUSH as STORE_OUTPUT_FLUSH, Store, StoreError, TaskRecor
 pub use toolset::{
     ComponentReport, LoadError, LoadReport, MAX_EXPECTED_OUTPUT_BYTES, MAX_TASK_BYTES, Session,
     ToolError, Toolset, WAIT_DEFAULT_TIMEOUT_SECS, WAIT_MAX_IDS, WAIT_MAX_TIMEOUT_SECS,
-    WAIT_OUTPUT_CAP, render,
+    WAIT_OUTPUT_CAP, WarmStats, render,
 };
 
 // The network gate sandboxed OS processes reach granted hosts through.

@@ -45,6 +45,7 @@ fn defaults_fill_every_limit() {
     );
     assert_eq!(team.engine.pool_size, 100, "the pool matches max_retained");
     assert_eq!(team.engine.fuel_yield_interval, 1_000_000);
+    assert_eq!(team.engine.warm_instances, 2);
     let root = team.agent("root").unwrap();
     assert_eq!(root.limits, AgentLimits::default());
     assert_eq!(root.component.as_deref(), Some(plugin("probe").as_path()));
@@ -721,6 +722,11 @@ fn unbounded_knobs_have_ceilings() {
         "team.yaml: engine.fuel_yield_interval: 1000000000000000 is above the ceiling of \
          1000000000 (past it a CPU-bound guest could outlast its timeout and ignore stop); \
          the default is 1000000"
+    );
+    assert_eq!(
+        problem("engine: {warm_instances: 65}\nagents:\n  root: {component: probe.wasm}\n"),
+        "team.yaml: engine.warm_instances: must be between 0 (none) and 64 per agent; the \
+         default is 2"
     );
     assert!(
         problem("engine: {fuel_yield_interval: 1e15}\nagents:\n  root: {component: probe.wasm}\n")

@@ -34,6 +34,7 @@ mod serve_http;
 mod shell;
 mod store;
 mod toolset;
+mod warm;
 
 use bgagents_testkit::HANG;
 use std::io::{BufRead, BufReader, Read};

@@ -80,6 +80,9 @@ pub struct EngineSettings {
     /// Fuel a guest burns between two yields to the scheduler: bounds how
     /// long a CPU-bound guest can delay a stop, at some metering cost.
     pub fuel_yield_interval: u64,
+    /// Instances of each agent made ahead of its tasks (each used once),
+    /// so a task starts without waiting for instantiation.
+    pub warm_instances: u32,
     pub cache: CacheSetting,
     /// Bytes of cache entries kept; the least recently used go first.
     pub cache_max: u64,
@@ -96,6 +99,7 @@ impl EngineSettings {
             pooling: Pooling::Auto,
             pool_size: u32::try_from(pool_size).unwrap_or(1),
             fuel_yield_interval: DEFAULT_FUEL_YIELD_INTERVAL,
+            warm_instances: DEFAULT_WARM_INSTANCES,
             cache: CacheSetting::DefaultDir,
             cache_max: DEFAULT_CACHE_MAX,
         }
@@ -107,6 +111,13 @@ pub const DEFAULT_CACHE_MAX: u64 = 2 << 30;
 
 /// The largest default `engine.pool_size` (it is `limits.max_retained` up to this).
 pub const DEFAULT_POOL_CAP: usize = 1000;
+
+/// Default `engine.warm_instances`: enough for a coordinator that starts
+/// its helpers one after another; a burst past it is instantiated on demand.
+pub const DEFAULT_WARM_INSTANCES: u32 = 2;
+
+/// Ceiling of `engine.warm_instances` (per agent): each holds its memory.
+pub const MAX_WARM_INSTANCES: u32 = 64;
 
 /// Default `engine.fuel_yield_interval`, chosen by measurement (BENCHMARKS.md).
 pub const DEFAULT_FUEL_YIELD_INTERVAL: u64 = 1_000_000;

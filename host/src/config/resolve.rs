@@ -11,7 +11,8 @@ use super::units::format_size;
 use super::{
     AgentLimits, AgentSpec, CacheSetting, EngineSettings, HostLimits, MAX_AGENT_MEMORY,
     MAX_AGENT_MODEL_CALLS, MAX_AGENT_OPEN_FILES, MAX_AGENT_RESULT, MAX_AGENT_TIMEOUT,
-    MAX_AGENT_TOKENS, MAX_FUEL_YIELD_INTERVAL, MAX_HOST_OUTPUT, MIN_AGENT_OPEN_FILES, Pooling,
+    MAX_AGENT_TOKENS, MAX_FUEL_YIELD_INTERVAL, MAX_HOST_OUTPUT, MAX_WARM_INSTANCES,
+    MIN_AGENT_OPEN_FILES, Pooling,
 };
 use std::collections::{BTreeMap, HashSet};
 use std::mem::replace;
@@ -87,6 +88,15 @@ fn resolve_engine(
             super::DEFAULT_FUEL_YIELD_INTERVAL
         )),
         Some(count) => engine.fuel_yield_interval = count.0,
+    }
+    match given.warm_instances.map(|count| u32::try_from(count.0)) {
+        None => {}
+        Some(Ok(count)) if count <= MAX_WARM_INSTANCES => engine.warm_instances = count,
+        Some(_) => problems.push(format!(
+            "engine.warm_instances: must be between 0 (none) and {MAX_WARM_INSTANCES} per agent; \
+             the default is {}",
+            super::DEFAULT_WARM_INSTANCES
+        )),
     }
     engine.cache = match (given.cache, &given.cache_dir) {
         (Some(false), Some(_)) => {

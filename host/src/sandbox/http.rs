@@ -7,7 +7,7 @@
 //! which origin was refused and which key would allow it. A redirect is the
 //! guest's to follow, as a new request, so every hop is checked again.
 
-use super::output::OutputBuffer;
+use super::output::SandboxOutput;
 use crate::config::Grants;
 use crate::text::cut;
 use std::sync::{Arc, Once};
@@ -34,7 +34,7 @@ pub struct TaskHttp {
 impl TaskHttp {
     /// Requests of a task of `agent`, allowed to `grants.http`; refusals
     /// are noted in `output`.
-    pub fn new(agent: &str, grants: &Arc<Grants>, output: &Arc<OutputBuffer>) -> TaskHttp {
+    pub fn new(agent: &str, grants: &Arc<Grants>, output: &Arc<SandboxOutput>) -> TaskHttp {
         TaskHttp {
             ctx: WasiHttpCtx::new(),
             gate: OriginGate {
@@ -61,7 +61,7 @@ impl TaskHttp {
 struct OriginGate {
     agent: String,
     grants: Arc<Grants>,
-    output: Arc<OutputBuffer>,
+    output: Arc<SandboxOutput>,
 }
 
 /// What [`WasiHttpHooks::send_request`] returns.

@@ -12,5 +12,5 @@ pub mod wasi;
 
 pub use http::TaskHttp;
 pub use limits::{TaskLimiter, open_files_breach, raise_open_file_limit};
-pub use output::{OutputBuffer, OutputListener, OutputSnapshot};
+pub use output::{OutputBuffer, OutputListener, OutputSnapshot, SandboxOutput};
 pub use wasi::task_context;

@@ -1,8 +1,10 @@
 //! A task's live output: one capped buffer fed by the guest's WASI stdout and
 //! stderr and by the `output.write` import, read by `view` while it runs.
+//! A sandbox writes through a [`SandboxOutput`], which a warm instance (made
+//! before its task is known) gets bound to its task's buffer at start.
 
 use bytes::Bytes;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 
@@ -120,9 +122,79 @@ impl OutputBuffer {
     }
 }
 
-/// The guest's stdout or stderr, writing into an [`OutputBuffer`].
+/// Where a sandbox's output goes: its task's [`OutputBuffer`], or, for an
+/// instance made ahead of its task, a holding area until [`bind`] names the
+/// task. Only a guest's start-up code can write before that (ours are bound
+/// before any of their functions is called); what it wrote is handed to the
+/// task's buffer, in order, at bind.
+///
+/// [`bind`]: SandboxOutput::bind
+#[derive(Default)]
+pub struct SandboxOutput {
+    target: OnceLock<Arc<OutputBuffer>>,
+    /// Bytes written before binding, at most `early_cap`.
+    early: Mutex<Vec<u8>>,
+    early_cap: usize,
+}
+
+impl SandboxOutput {
+    /// Output going straight to `buffer`.
+    pub fn bound(buffer: &Arc<OutputBuffer>) -> Arc<SandboxOutput> {
+        let output = SandboxOutput::default();
+        let _ = output.target.set(buffer.clone());
+        Arc::new(output)
+    }
+
+    /// Output whose task is not known yet; up to `cap` bytes are held (one
+    /// more than a task's output cap keeps the truncation visible).
+    pub fn unbound(cap: u64) -> Arc<SandboxOutput> {
+        Arc::new(SandboxOutput {
+            early_cap: usize::try_from(cap).unwrap_or(usize::MAX).saturating_add(1),
+            ..SandboxOutput::default()
+        })
+    }
+
+    /// Sends everything from now on, and what was held, to `buffer`. A
+    /// second call changes nothing.
+    pub fn bind(&self, buffer: &Arc<OutputBuffer>) {
+        let mut early = self.early.lock().unwrap();
+        if self.target.set(buffer.clone()).is_ok() && !early.is_empty() {
+            buffer.append(&std::mem::take(&mut *early));
+        }
+    }
+
+    pub fn append(&self, chunk: &[u8]) {
+        if let Some(target) = self.target.get() {
+            return target.append(chunk);
+        }
+        let mut early = self.early.lock().unwrap();
+        // Bound since the check above: the held bytes were handed over
+        // under this lock, so appending after them keeps the order.
+        if let Some(target) = self.target.get() {
+            drop(early);
+            return target.append(chunk);
+        }
+        let room = self.early_cap.saturating_sub(early.len());
+        early.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    }
+
+    /// Like [`OutputBuffer::append_line`].
+    pub fn append_line(&self, line: &str) {
+        match self.target.get() {
+            Some(target) => target.append_line(line),
+            None => {
+                let fresh_line =
+                    (self.early.lock().unwrap().last()).is_none_or(|last| *last == b'\n');
+                let lead = if fresh_line { "" } else { "\n" };
+                self.append(format!("{lead}{line}\n").as_bytes());
+            }
+        }
+    }
+}
+
+/// The guest's stdout or stderr, writing into its [`SandboxOutput`].
 #[derive(Clone)]
-pub struct OutputSink(pub Arc<OutputBuffer>);
+pub struct OutputSink(pub Arc<SandboxOutput>);
 
 /// How much the guest may hand over per write; writes are accepted at once.
 const WRITE_BUDGET: usize = 64 * 1024;
@@ -201,6 +273,20 @@ mod tests {
         let snapshot = buffer.snapshot();
         assert_eq!(snapshot.text, "abcde");
         assert!(snapshot.truncated);
+    }
+
+    #[test]
+    fn early_output_is_handed_over_in_order_at_bind() {
+        let early = SandboxOutput::unbound(6);
+        early.append(b"abc");
+        early.append_line("de");
+        early.append(b"overflow");
+        let buffer = OutputBuffer::new(6, None);
+        early.bind(&buffer);
+        early.append(b"late");
+        let snapshot = buffer.snapshot();
+        assert_eq!(snapshot.text, "abc\nde");
+        assert!(snapshot.truncated, "what did not fit is marked cut");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! lookups, an empty stdin. Clocks and randomness are allowed; stdout and
 //! stderr go to the task's output buffer.
 
-use super::output::{OutputBuffer, OutputSink};
+use super::output::{OutputSink, SandboxOutput};
 use crate::config::Grants;
 use std::sync::Arc;
 use wasmtime_wasi::sockets::SocketAddrUse;
@@ -15,7 +15,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 pub fn task_context(
     agent: &str,
     grants: &Arc<Grants>,
-    output: &Arc<OutputBuffer>,
+    output: &Arc<SandboxOutput>,
 ) -> Result<WasiCtx, String> {
     let mut builder = WasiCtxBuilder::new();
     builder

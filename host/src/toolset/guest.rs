@@ -1,13 +1,19 @@
-//! The data of one task's Store: its sandbox (WASI context, resource table,
-//! limiter, output) and what its imports need to call back into the toolset
-//! as that task. Its [`AgentHost`] implementation is where a guest's
-//! imports reach the toolset.
+//! The data of one guest's Store: its sandbox (WASI context, resource table,
+//! limiter, output) and, once bound to a task, what its imports need to
+//! call back into the toolset as that task. Its [`AgentHost`]
+//! implementation is where a guest's imports reach the toolset.
+//!
+//! The two halves are apart because a warm instance is made before its task
+//! is known (see [`super::warm`]): the sandbox half comes with the Store,
+//! the task half is set by [`GuestState::bind`] just before `agent.run`.
 
 use super::slots::Slot;
 use super::tools::{self, args::Args, background, think::Thoughts, todo::TodoList};
+use super::warm::LiveStore;
 use super::{LoadedAgent, Toolset};
+use crate::config::TodoSettings;
 use crate::model::{Completion, Message, ToolDefinition, Usage};
-use crate::sandbox::{OutputBuffer, TaskHttp, TaskLimiter};
+use crate::sandbox::{OutputBuffer, SandboxOutput, TaskHttp, TaskLimiter, task_context};
 use crate::tasks::{Caller, Task, TaskInfo, TaskView, WaitReport};
 use crate::wit::{AgentHost, ModelCallError};
 use std::future::Future;
@@ -22,6 +28,20 @@ pub(crate) struct GuestState {
     /// Its outgoing `wasi:http` requests, allowed to `grants.http`.
     pub(super) http: TaskHttp,
     pub(super) limiter: TaskLimiter,
+    /// Where its WASI stdout and stderr, its `output.write` calls and the
+    /// sandbox's refusal notes go.
+    pub(super) output: Arc<SandboxOutput>,
+    /// The task it runs; `None` until [`GuestState::bind`].
+    pub(super) task: Option<TaskBinding>,
+    /// An import that needs the task was called before there was one (by
+    /// the guest's start-up code): the instance must not be used.
+    pub(super) called_unbound: bool,
+    /// Counts this Store as live while it is.
+    _live: LiveStore,
+}
+
+/// What a guest's imports reach, as the task it runs.
+pub(super) struct TaskBinding {
     /// The task itself, as the caller of its imports.
     pub(super) caller: Caller,
     pub(super) toolset: Toolset,
@@ -41,6 +61,76 @@ pub(crate) struct GuestState {
     pub(super) tools: Option<Arc<Vec<tools::ToolSpec>>>,
 }
 
+/// What an import needing the task answers before there is one.
+const UNBOUND: &str = "the bgagents imports can be called only while the agent runs (from \
+                       `agent.run`), not while the component is being instantiated";
+
+impl GuestState {
+    /// The sandbox of a guest of `agent` (named `name`), its output going
+    /// to `output`. Fails only if a granted directory cannot be opened any
+    /// more.
+    pub(super) fn new(
+        name: &str,
+        agent: &LoadedAgent,
+        output: Arc<SandboxOutput>,
+        live: LiveStore,
+    ) -> Result<GuestState, String> {
+        let limits = &agent.spec.limits;
+        // Every handle a guest holds open (file, directory, socket, stream,
+        // pollable) is one entry of its table: capping the table caps them all.
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(limits.open_files);
+        Ok(GuestState {
+            wasi: task_context(name, &agent.grants, &output)?,
+            table,
+            http: TaskHttp::new(name, &agent.grants, &output),
+            limiter: TaskLimiter::new(limits.memory),
+            output,
+            task: None,
+            called_unbound: false,
+            _live: live,
+        })
+    }
+
+    /// Makes this guest run `task` for `toolset`, holding `slot`.
+    pub(super) fn bind(
+        &mut self,
+        toolset: &Toolset,
+        task: &Arc<Task>,
+        agent: &Arc<LoadedAgent>,
+        slot: Slot,
+    ) {
+        self.output.bind(&task.output);
+        self.task = Some(TaskBinding {
+            caller: Caller::for_task(task),
+            toolset: toolset.clone(),
+            agent: agent.clone(),
+            task: task.clone(),
+            output: task.output.clone(),
+            thoughts: Thoughts::default(),
+            todos: match agent.spec.todo {
+                Some(TodoSettings { shared: true }) => toolset.shared_todos(task.session),
+                _ => TodoList::default(),
+            },
+            slot: Some(slot),
+            shell: (agent.spec.shell.as_ref())
+                .map(|settings| tools::shell::Shell::new(settings, &agent.spec.grants)),
+            tools: None,
+        });
+    }
+
+    /// The task, for an import that needs it.
+    fn binding(&mut self) -> Result<&mut TaskBinding, String> {
+        match &mut self.task {
+            Some(binding) => Ok(binding),
+            None => {
+                self.called_unbound = true;
+                Err(UNBOUND.into())
+            }
+        }
+    }
+}
+
 impl WasiView for GuestState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
@@ -56,7 +146,7 @@ impl WasiHttpView for GuestState {
     }
 }
 
-impl GuestState {
+impl TaskBinding {
     /// Runs `blocked` (a host call that only waits, such as waiting on
     /// sub-agents) with this task's running slot lent out, so that the tasks
     /// it waits on can use the slot instead of queueing behind it. The slot
@@ -151,39 +241,7 @@ impl GuestState {
     }
 }
 
-impl AgentHost for GuestState {
-    fn write_output(&mut self, text: &str) {
-        self.output.append(text.as_bytes());
-    }
-
-    fn run_background_agent(
-        &mut self,
-        agent: &str,
-        task: &str,
-        expected_output: Option<&str>,
-    ) -> Result<TaskInfo, String> {
-        self.toolset
-            .run_background_agent(&self.caller, agent, task, expected_output)
-            .map_err(|error| error.to_string())
-    }
-
-    fn list_background_agents(&mut self) -> Vec<TaskInfo> {
-        self.toolset.list_background_agents(&self.caller)
-    }
-
-    fn view_background_agent(&mut self, task_id: &str) -> Result<TaskView, String> {
-        self.toolset
-            .view_background_agent(&self.caller, task_id)
-            .map_err(|error| error.to_string())
-    }
-
-    async fn stop_background_agent(&mut self, task_id: String) -> Result<TaskInfo, String> {
-        self.toolset
-            .stop_background_agent(&self.caller, &task_id)
-            .await
-            .map_err(|error| error.to_string())
-    }
-
+impl TaskBinding {
     async fn wait_background_agents(
         &mut self,
         task_ids: Vec<String>,
@@ -194,23 +252,6 @@ impl AgentHost for GuestState {
         self.lending_slot(waited)
             .await
             .map_err(|error| error.to_string())
-    }
-
-    fn model_name(&mut self) -> Option<String> {
-        self.agent.model.as_ref().map(|client| client.name())
-    }
-
-    async fn complete(
-        &mut self,
-        messages: Vec<Message>,
-        tools: Vec<ToolDefinition>,
-    ) -> Result<(Completion, Usage), ModelCallError> {
-        self.complete_turn(messages, tools).await
-    }
-
-    async fn tool_definitions(&mut self) -> Vec<ToolDefinition> {
-        let tools = self.tools().await;
-        tools.iter().map(tools::ToolSpec::definition).collect()
     }
 
     async fn call_tool(&mut self, name: String, arguments: String) -> Result<String, String> {
@@ -246,5 +287,87 @@ impl AgentHost for GuestState {
         })
         .await
         .unwrap_or_else(|| Err(tools::unknown_tool(&name, &known)))
+    }
+}
+
+/// Each import reaches the task the guest runs; before it is bound (only
+/// start-up code can call then) they answer as if there were nothing, and
+/// the instance is marked unusable.
+impl AgentHost for GuestState {
+    fn write_output(&mut self, text: &str) {
+        self.output.append(text.as_bytes());
+    }
+
+    fn run_background_agent(
+        &mut self,
+        agent: &str,
+        task: &str,
+        expected_output: Option<&str>,
+    ) -> Result<TaskInfo, String> {
+        let binding = self.binding()?;
+        (binding.toolset)
+            .run_background_agent(&binding.caller, agent, task, expected_output)
+            .map_err(|error| error.to_string())
+    }
+
+    fn list_background_agents(&mut self) -> Vec<TaskInfo> {
+        match self.binding() {
+            Ok(binding) => binding.toolset.list_background_agents(&binding.caller),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn view_background_agent(&mut self, task_id: &str) -> Result<TaskView, String> {
+        let binding = self.binding()?;
+        (binding.toolset)
+            .view_background_agent(&binding.caller, task_id)
+            .map_err(|error| error.to_string())
+    }
+
+    async fn stop_background_agent(&mut self, task_id: String) -> Result<TaskInfo, String> {
+        let binding = self.binding()?;
+        (binding.toolset)
+            .stop_background_agent(&binding.caller, &task_id)
+            .await
+            .map_err(|error| error.to_string())
+    }
+
+    async fn wait_background_agents(
+        &mut self,
+        task_ids: Vec<String>,
+        timeout_seconds: u64,
+    ) -> Result<WaitReport, String> {
+        (self.binding()?)
+            .wait_background_agents(task_ids, timeout_seconds)
+            .await
+    }
+
+    fn model_name(&mut self) -> Option<String> {
+        let binding = self.binding().ok()?;
+        binding.agent.model.as_ref().map(|client| client.name())
+    }
+
+    async fn complete(
+        &mut self,
+        messages: Vec<Message>,
+        tools: Vec<ToolDefinition>,
+    ) -> Result<(Completion, Usage), ModelCallError> {
+        (self.binding().map_err(ModelCallError::InvalidRequest)?)
+            .complete_turn(messages, tools)
+            .await
+    }
+
+    async fn tool_definitions(&mut self) -> Vec<ToolDefinition> {
+        match self.binding() {
+            Ok(binding) => {
+                let tools = binding.tools().await;
+                tools.iter().map(tools::ToolSpec::definition).collect()
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+
+    async fn call_tool(&mut self, name: String, arguments: String) -> Result<String, String> {
+        self.binding()?.call_tool(name, arguments).await
     }
 }

@@ -12,6 +12,9 @@ mod slots;
 mod tail;
 pub mod tools;
 mod trap;
+mod warm;
+
+pub use warm::WarmStats;
 
 pub use errors::ToolError;
 pub(crate) use guest::GuestState;
@@ -70,17 +73,22 @@ struct Shared {
     mcp: tools::mcp::McpServers,
     /// Where tasks are kept, when the host keeps them.
     store: Option<Store>,
+    /// Guest Stores alive, warm or running.
+    live_stores: warm::LiveStores,
 }
 
 /// How the bundled LLM agent is named in reports and errors.
 const BUNDLED_AGENT_NAME: &str = "<bundled LLM agent>";
 
-/// An agent whose component compiled and fits the world.
+/// An agent whose component compiled and fits the world, or whose
+/// harness CLI was found.
 struct LoadedAgent {
     spec: AgentSpec,
     /// Shared with every task's socket check.
     grants: Arc<Grants>,
-    pre: AgentPre<GuestState>,
+    pre: GuestPre,
+    /// A harness agent's CLI, which its tasks run instead of a component.
+    harness: Option<Arc<crate::harness::HarnessAgent>>,
     /// The tools its `toolsets:` grant.
     tools: Vec<tools::ToolSpec>,
     /// Its `model:`, ready to call.
@@ -91,6 +99,26 @@ struct LoadedAgent {
     fetcher: Option<tools::fetch::Fetcher>,
     /// Its `memory` toolset's store, shared with agents naming the same path.
     memory: Option<Arc<tools::memory::MemoryStore>>,
+    /// Its instances made ahead of its tasks.
+    warm: warm::WarmPool,
+}
+
+/// The component an agent's tasks instantiate; a harness agent has none
+/// (its tasks run its CLI, see `runner::drive`).
+struct GuestPre(Option<AgentPre<GuestState>>);
+
+impl GuestPre {
+    async fn instantiate(
+        &self,
+        store: &mut wasmtime::Store<GuestState>,
+    ) -> wasmtime::Result<crate::wit::AgentInstance> {
+        match &self.0 {
+            Some(pre) => pre.instantiate(store).await,
+            None => Err(wasmtime::Error::msg(
+                "a harness agent has no component to instantiate",
+            )),
+        }
+    }
 }
 
 /// What loading a team did.
@@ -248,6 +276,29 @@ impl Toolset {
             HashMap::new();
         let mut memory_stores: HashMap<PathBuf, Arc<tools::memory::MemoryStore>> = HashMap::new();
         for spec in team.agents.values() {
+            if let Some(harness) = &spec.harness {
+                match crate::harness::HarnessAgent::load(spec, harness) {
+                    Ok(loaded) => {
+                        let loaded = LoadedAgent {
+                            spec: spec.clone(),
+                            grants: Arc::new(spec.grants.clone()),
+                            pre: GuestPre(None),
+                            harness: Some(Arc::new(loaded)),
+                            tools: Vec::new(),
+                            model: None,
+                            files: None,
+                            fetcher: None,
+                            memory: None,
+                            warm: warm::WarmPool::new(0),
+                        };
+                        agents.insert(spec.name.clone(), Arc::new(loaded));
+                    }
+                    Err(problem) => {
+                        problems.push(format!("agents.{}.harness: {problem}", spec.name))
+                    }
+                }
+                continue;
+            }
             let model = match spec.model.as_ref().map(ModelClient::new).transpose() {
                 Ok(model) => model,
                 Err(problem) => {
@@ -345,7 +396,8 @@ impl Toolset {
                     let loaded = LoadedAgent {
                         spec: spec.clone(),
                         grants,
-                        pre: pre.clone(),
+                        pre: GuestPre(Some(pre.clone())),
+                        harness: None,
                         tools,
                         model,
                         files: spec
@@ -353,6 +405,7 @@ impl Toolset {
                             .then(|| tools::filesystem::Files::new(&spec.grants.dirs)),
                         fetcher,
                         memory,
+                        warm: warm::WarmPool::new(team.engine.warm_instances),
                     };
                     agents.insert(spec.name.clone(), Arc::new(loaded));
                 }
@@ -387,7 +440,28 @@ impl Toolset {
             shared_todos: Default::default(),
             mcp,
             store,
+            live_stores: Default::default(),
         })))
+    }
+
+    /// Instance slots of the pooling allocator; `None` when instances are
+    /// allocated on demand.
+    fn pool_slots(&self) -> Option<usize> {
+        match self.0.report.allocator {
+            Allocator::Pooling { slots } => Some(slots as usize),
+            Allocator::OnDemand { .. } => None,
+        }
+    }
+
+    fn live_stores(&self) -> &warm::LiveStores {
+        &self.0.live_stores
+    }
+
+    /// How `agent`'s instances made ahead of its tasks are doing
+    /// (`engine.warm_instances`; made after its first task); all zero for
+    /// an agent the team does not have.
+    pub fn warm_stats(&self, agent: &str) -> WarmStats {
+        (self.0.agents.get(agent)).map_or_else(WarmStats::default, |agent| agent.warm.stats())
     }
 
     /// How loading went: the allocator and each component's compilation.

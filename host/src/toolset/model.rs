@@ -5,13 +5,13 @@
 //! `limits.model_timeout`, and its text is streamed into the task's live
 //! output as it arrives.
 
-use super::guest::GuestState;
+use super::guest::TaskBinding;
 use crate::model::{Completion, Message, ModelError, Role, ToolDefinition, Usage};
 use crate::tasks::ModelUse;
 use crate::wit::ModelCallError;
 use std::time::Instant;
 
-impl GuestState {
+impl TaskBinding {
     pub(super) async fn complete_turn(
         &mut self,
         messages: Vec<Message>,

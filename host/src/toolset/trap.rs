@@ -70,7 +70,10 @@ pub(super) fn explain_trap(
         Some(trap) => format!("guest trapped: {trap}"),
         None => format!("guest failed: {}", error.root_cause()),
     };
-    let output = store.data().output.snapshot().text;
+    let output = match &store.data().task {
+        Some(binding) => binding.output.snapshot().text,
+        None => String::new(),
+    };
     // Only the end of the output: a panic printed long before is not this one.
     let tail = output.ceil_char_boundary(output.len().saturating_sub(PANIC_TAIL_BYTES));
     if let Some(panic) = panic_message(&output[tail..]) {
@@ -83,9 +86,11 @@ pub(super) fn explain_trap(
 /// Where a limit is set: the agent's key in the team file, or, for a lone
 /// component run without one, how to get a team file.
 fn raise_hint(store: &Store<GuestState>, limit: &str) -> String {
-    let state = store.data();
-    let agent = state.caller.agent.as_deref().unwrap_or("NAME");
-    let source = &state.toolset.team().source;
+    let Some(binding) = &store.data().task else {
+        return format!("raise its limits.{limit}");
+    };
+    let agent = binding.caller.agent.as_deref().unwrap_or("NAME");
+    let source = &binding.toolset.team().source;
     let lone = source
         .extension()
         .is_some_and(|extension| extension.eq_ignore_ascii_case("wasm"));

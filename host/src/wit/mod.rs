@@ -6,7 +6,8 @@
 //!
 //! Below this line nothing knows WIT: the imports call into an [`AgentHost`]
 //! (the task's store data, which the toolset implements) with the host's own
-//! types, and the toolset runs a task through [`AgentPre::run`] with a
+//! types, and the toolset instantiates a guest with [`AgentPre::instantiate`]
+//! and runs a task in it with [`AgentInstance::run`] and a
 //! version-independent [`RunRequest`].
 
 mod signature;
@@ -173,18 +174,38 @@ impl<T: AgentHost> AgentPre<T> {
         }
     }
 
-    /// Instantiates the guest in `store` and calls its `agent.run`.
-    pub async fn run(
-        &self,
-        store: &mut Store<T>,
-        request: &RunRequest,
-    ) -> wasmtime::Result<Result<String, String>>
+    /// Instantiates the guest in `store`, ready for one [`AgentInstance::run`].
+    pub async fn instantiate(&self, store: &mut Store<T>) -> wasmtime::Result<AgentInstance>
     where
         T: Send,
     {
+        Ok(match self {
+            AgentPre::V0_1(pre) => {
+                AgentInstance::V0_1(since_v0_1_0::instantiate(pre, store).await?)
+            }
+            AgentPre::V0_2(pre) => {
+                AgentInstance::V0_2(since_v0_2_0::instantiate(pre, store).await?)
+            }
+        })
+    }
+}
+
+/// A guest instantiated in its Store, whatever WIT version it speaks.
+pub(crate) enum AgentInstance {
+    V0_1(since_v0_1_0::SubAgent),
+    V0_2(since_v0_2_0::SubAgent),
+}
+
+impl AgentInstance {
+    /// Calls the guest's `agent.run` (in the Store it was instantiated in).
+    pub async fn run<T: AgentHost>(
+        &self,
+        store: &mut Store<T>,
+        request: &RunRequest,
+    ) -> wasmtime::Result<Result<String, String>> {
         match self {
-            AgentPre::V0_1(pre) => since_v0_1_0::run(pre, store, request).await,
-            AgentPre::V0_2(pre) => since_v0_2_0::run(pre, store, request).await,
+            AgentInstance::V0_1(instance) => since_v0_1_0::run(instance, store, request).await,
+            AgentInstance::V0_2(instance) => since_v0_2_0::run(instance, store, request).await,
         }
     }
 }

@@ -44,8 +44,15 @@ pub(super) fn prepare<T: AgentHost>(
     })
 }
 
-pub(super) async fn run<T: AgentHost>(
+pub(super) async fn instantiate<T: AgentHost>(
     pre: &SubAgentPre<T>,
+    store: &mut Store<T>,
+) -> wasmtime::Result<SubAgent> {
+    pre.instantiate_async(&mut *store).await
+}
+
+pub(super) async fn run<T: AgentHost>(
+    instance: &SubAgent,
     store: &mut Store<T>,
     request: &RunRequest,
 ) -> wasmtime::Result<Result<String, String>> {
@@ -57,7 +64,6 @@ pub(super) async fn run<T: AgentHost>(
         expected_output: request.expected_output.clone(),
         sub_agents: request.sub_agents.clone(),
     };
-    let instance = pre.instantiate_async(&mut *store).await?;
     instance
         .bgagents_agents_agent()
         .call_run(&mut *store, &request)

@@ -40,8 +40,15 @@ pub(super) fn prepare<T: AgentHost>(
     })
 }
 
-pub(super) async fn run<T: AgentHost>(
+pub(super) async fn instantiate<T: AgentHost>(
     pre: &SubAgentPre<T>,
+    store: &mut Store<T>,
+) -> wasmtime::Result<SubAgent> {
+    pre.instantiate_async(&mut *store).await
+}
+
+pub(super) async fn run<T: AgentHost>(
+    instance: &SubAgent,
     store: &mut Store<T>,
     request: &RunRequest,
 ) -> wasmtime::Result<Result<String, String>> {
@@ -56,7 +63,6 @@ pub(super) async fn run<T: AgentHost>(
         date: request.date.clone(),
         max_iterations: request.max_iterations,
     };
-    let instance = pre.instantiate_async(&mut *store).await?;
     instance
         .bgagents_agents_agent()
         .call_run(&mut *store, &request)

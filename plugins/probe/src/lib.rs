@@ -12,7 +12,8 @@
 //! `write PATH TEXT` · `connect HOST:PORT` · `listen HOST:PORT` · `udp HOST:PORT` ·
 //! `resolve NAME` · `stdin` · `bomb AGENT TASK` · `write-flood MIB` ·
 //! `task-flood AGENT MIB` · `symlink TARGET LINK` · `open-files PATH N` ·
-//! `big-result MIB` · `big-error MIB`
+//! `big-result MIB` · `big-error MIB` · `count` (how many tasks this
+//! instance has run, its own included: 1 unless an instance were reused)
 
 wit_bindgen::generate!({ path: "../../wit", world: "sub-agent" });
 
@@ -24,8 +25,12 @@ use std::hint::black_box;
 
 struct Probe;
 
+/// Tasks this instance has run; only `count` reads it.
+static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 impl Guest for Probe {
     fn run(request: Request) -> Result<String, String> {
+        RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut result = String::new();
         for command in request.task.split(" && ") {
             let command = command.trim().replace("$prev", &result);
@@ -40,6 +45,7 @@ fn execute(line: &str, request: &Request) -> Result<String, String> {
     {
         match command {
             "echo" => Ok(rest.to_string()),
+            "count" => Ok(RUNS.load(std::sync::atomic::Ordering::Relaxed).to_string()),
             "print" => {
                 let (count, text) = rest.split_once(' ').unwrap_or((rest, ""));
                 for _ in 0..count.parse::<usize>().map_err(|e| e.to_string())? {
