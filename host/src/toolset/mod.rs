@@ -12,9 +12,6 @@ mod slots;
 mod tail;
 pub mod tools;
 mod trap;
-mod warm;
-
-pub use warm::WarmStats;
 
 pub use errors::ToolError;
 pub(crate) use guest::GuestState;
@@ -73,8 +70,6 @@ struct Shared {
     mcp: tools::mcp::McpServers,
     /// Where tasks are kept, when the host keeps them.
     store: Option<Store>,
-    /// Guest Stores alive, warm or running.
-    live_stores: warm::LiveStores,
 }
 
 /// How the bundled LLM agent is named in reports and errors.
@@ -99,8 +94,6 @@ struct LoadedAgent {
     fetcher: Option<tools::fetch::Fetcher>,
     /// Its `memory` toolset's store, shared with agents naming the same path.
     memory: Option<Arc<tools::memory::MemoryStore>>,
-    /// Its instances made ahead of its tasks.
-    warm: warm::WarmPool,
 }
 
 /// The component an agent's tasks instantiate; a harness agent has none
@@ -108,14 +101,15 @@ struct LoadedAgent {
 struct GuestPre(Option<AgentPre<GuestState>>);
 
 impl GuestPre {
-    async fn instantiate(
+    async fn run(
         &self,
         store: &mut wasmtime::Store<GuestState>,
-    ) -> wasmtime::Result<crate::wit::AgentInstance> {
+        request: &crate::wit::RunRequest,
+    ) -> wasmtime::Result<Result<String, String>> {
         match &self.0 {
-            Some(pre) => pre.instantiate(store).await,
+            Some(pre) => pre.run(store, request).await,
             None => Err(wasmtime::Error::msg(
-                "a harness agent has no component to instantiate",
+                "a harness agent has no component to run",
             )),
         }
     }
@@ -289,7 +283,6 @@ impl Toolset {
                             files: None,
                             fetcher: None,
                             memory: None,
-                            warm: warm::WarmPool::new(0),
                         };
                         agents.insert(spec.name.clone(), Arc::new(loaded));
                     }
@@ -405,7 +398,6 @@ impl Toolset {
                             .then(|| tools::filesystem::Files::new(&spec.grants.dirs)),
                         fetcher,
                         memory,
-                        warm: warm::WarmPool::new(team.engine.warm_instances),
                     };
                     agents.insert(spec.name.clone(), Arc::new(loaded));
                 }
@@ -440,28 +432,7 @@ impl Toolset {
             shared_todos: Default::default(),
             mcp,
             store,
-            live_stores: Default::default(),
         })))
-    }
-
-    /// Instance slots of the pooling allocator; `None` when instances are
-    /// allocated on demand.
-    fn pool_slots(&self) -> Option<usize> {
-        match self.0.report.allocator {
-            Allocator::Pooling { slots } => Some(slots as usize),
-            Allocator::OnDemand { .. } => None,
-        }
-    }
-
-    fn live_stores(&self) -> &warm::LiveStores {
-        &self.0.live_stores
-    }
-
-    /// How `agent`'s instances made ahead of its tasks are doing
-    /// (`engine.warm_instances`; made after its first task); all zero for
-    /// an agent the team does not have.
-    pub fn warm_stats(&self, agent: &str) -> WarmStats {
-        (self.0.agents.get(agent)).map_or_else(WarmStats::default, |agent| agent.warm.stats())
     }
 
     /// How loading went: the allocator and each component's compilation.
