@@ -12,6 +12,9 @@ mod slots;
 mod tail;
 pub mod tools;
 mod trap;
+mod warm;
+
+pub use warm::WarmStats;
 
 pub use errors::ToolError;
 pub(crate) use guest::GuestState;
@@ -70,6 +73,8 @@ struct Shared {
     mcp: tools::mcp::McpServers,
     /// Where tasks are kept, when the host keeps them.
     store: Option<Store>,
+    /// Guest Stores alive, warm or running.
+    live_stores: warm::LiveStores,
 }
 
 /// How the bundled LLM agent is named in reports and errors.
@@ -94,6 +99,8 @@ struct LoadedAgent {
     fetcher: Option<tools::fetch::Fetcher>,
     /// Its `memory` toolset's store, shared with agents naming the same path.
     memory: Option<Arc<tools::memory::MemoryStore>>,
+    /// Its instances made ahead of its tasks.
+    warm: warm::WarmPool,
 }
 
 /// The component an agent's tasks instantiate; a harness agent has none
@@ -101,15 +108,14 @@ struct LoadedAgent {
 struct GuestPre(Option<AgentPre<GuestState>>);
 
 impl GuestPre {
-    async fn run(
+    async fn instantiate(
         &self,
         store: &mut wasmtime::Store<GuestState>,
-        request: &crate::wit::RunRequest,
-    ) -> wasmtime::Result<Result<String, String>> {
+    ) -> wasmtime::Result<crate::wit::AgentInstance> {
         match &self.0 {
-            Some(pre) => pre.run(store, request).await,
+            Some(pre) => pre.instantiate(store).await,
             None => Err(wasmtime::Error::msg(
-                "a harness agent has no component to run",
+                "a harness agent has no component to instantiate",
             )),
         }
     }
@@ -283,6 +289,7 @@ impl Toolset {
                             files: None,
                             fetcher: None,
                             memory: None,
+                            warm: warm::WarmPool::new(0),
                         };
                         agents.insert(spec.name.clone(), Arc::new(loaded));
                     }
@@ -398,6 +405,7 @@ impl Toolset {
                             .then(|| tools::filesystem::Files::new(&spec.grants.dirs)),
                         fetcher,
                         memory,
+                        warm: warm::WarmPool::new(team.engine.warm_instances),
                     };
                     agents.insert(spec.name.clone(), Arc::new(loaded));
                 }
@@ -432,7 +440,28 @@ impl Toolset {
             shared_todos: Default::default(),
             mcp,
             store,
+            live_stores: Default::default(),
         })))
+    }
+
+    /// Instance slots of the pooling allocator; `None` when instances are
+    /// allocated on demand.
+    fn pool_slots(&self) -> Option<usize> {
+        match self.0.report.allocator {
+            Allocator::Pooling { slots } => Some(slots as usize),
+            Allocator::OnDemand { .. } => None,
+        }
+    }
+
+    fn live_stores(&self) -> &warm::LiveStores {
+        &self.0.live_stores
+    }
+
+    /// How `agent`'s instances made ahead of its tasks are doing
+    /// (`engine.warm_instances`; made after its first task); all zero for
+    /// an agent the team does not have.
+    pub fn warm_stats(&self, agent: &str) -> WarmStats {
+        (self.0.agents.get(agent)).map_or_else(WarmStats::default, |agent| agent.warm.stats())
     }
 
     /// How loading went: the allocator and each component's compilation.

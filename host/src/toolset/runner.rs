@@ -7,18 +7,17 @@
 
 use super::guest::GuestState;
 use super::slots::{Claim, Slot};
-use super::tools::{self, think::Thoughts, todo::TodoList};
+use super::tools;
 use super::trap::explain_trap;
-use super::{LoadedAgent, Toolset, render};
-use crate::config::TodoSettings;
+use super::{LoadedAgent, Toolset, render, warm};
 use crate::config::units::format_size;
-use crate::sandbox::{TaskHttp, TaskLimiter, task_context};
-use crate::tasks::{Caller, EventKind, Outcome, Task};
+use crate::sandbox::SandboxOutput;
+use crate::tasks::{EventKind, Outcome, Task};
 use crate::wit::RunRequest;
 use std::sync::Arc;
 use tracing::Instrument;
 use wasmtime::Store;
-use wasmtime::component::{ResourceTable, ResourceTableError};
+use wasmtime::component::ResourceTableError;
 
 pub(super) fn spawn(toolset: Toolset, task: Arc<Task>, agent: Arc<LoadedAgent>, claim: Claim) {
     // Everything logged about the task, by the host or on its behalf, carries
@@ -101,48 +100,19 @@ async fn run_guest(
     slot: Slot,
 ) -> Outcome {
     let limits = &agent.spec.limits;
-    let wasi = match task_context(&task.agent, &agent.grants, &task.output) {
-        Ok(wasi) => wasi,
-        Err(reason) => return Outcome::Failed(reason),
-    };
-    // Every handle a guest holds open (file, directory, socket, stream,
-    // pollable) is one entry of its table: capping the table caps them all.
-    let mut table = ResourceTable::new();
-    table.set_max_capacity(limits.open_files);
-    let state = GuestState {
-        wasi,
-        table,
-        http: TaskHttp::new(&task.agent, &agent.grants, &task.output),
-        limiter: TaskLimiter::new(limits.memory),
-        caller: Caller::for_task(task),
-        toolset: toolset.clone(),
-        agent: agent.clone(),
-        task: task.clone(),
-        output: task.output.clone(),
-        thoughts: Thoughts::default(),
-        todos: match agent.spec.todo {
-            Some(TodoSettings { shared: true }) => toolset.shared_todos(task.session),
-            _ => TodoList::default(),
+    let warm = agent.warm.take();
+    warm::refill(toolset, agent);
+    let (mut store, ready) = match warm {
+        Some(warm) => (warm.store, Some(warm.instance)),
+        None => match new_store(toolset, agent, SandboxOutput::bound(&task.output)) {
+            Ok(store) => (store, None),
+            Err(reason) => return Outcome::Failed(reason),
         },
-        slot: Some(slot),
-        shell: (agent.spec.shell.as_ref())
-            .map(|settings| tools::shell::Shell::new(settings, &agent.spec.grants)),
-        tools: None,
     };
-    let mut store = Store::new(toolset.engine(), state);
-    store.limiter(|state| &mut state.limiter);
-    if toolset.fuel_metering()
-        && let Err(error) = store.set_fuel(limits.fuel).and_then(|()| {
-            let interval = toolset.team().engine.fuel_yield_interval;
-            store.fuel_async_yield_interval(Some(interval))
-        })
-    {
-        return Outcome::Failed(format!("cannot set up fuel metering: {error}"));
-    }
-    store.set_hostcall_fuel(HOSTCALL_BYTES);
+    store.data_mut().bind(toolset, task, agent, slot);
     if toolset.epoch_interruption() {
+        // The first yield a tick from now, whenever the Store was made.
         store.set_epoch_deadline(1);
-        store.epoch_deadline_async_yield_and_update(1);
     }
     let spec = &agent.spec;
     let request = RunRequest {
@@ -162,7 +132,13 @@ async fn run_guest(
         date: spec.add_date.then(crate::clock::today),
         max_iterations: spec.max_iterations,
     };
-    let call = agent.pre.run(&mut store, &request);
+    let call = async {
+        let instance = match ready {
+            Some(instance) => instance,
+            None => agent.pre.instantiate(&mut store).await?,
+        };
+        instance.run(&mut store, &request).await
+    };
     match tokio::time::timeout(limits.timeout, call).await {
         Err(_) => Outcome::Failed(format!(
             "timed out after {}",
@@ -180,6 +156,34 @@ async fn run_guest(
         }
         Ok(Err(error)) => Outcome::Failed(explain_trap(&error, &store, limits.fuel)),
     }
+}
+
+/// A Store for a guest of `agent`, its output going to `output`: the
+/// agent's sandbox, memory limit and fuel budget, yielding to the runtime
+/// at every epoch tick and every `engine.fuel_yield_interval` of fuel.
+pub(super) fn new_store(
+    toolset: &Toolset,
+    agent: &LoadedAgent,
+    output: Arc<SandboxOutput>,
+) -> Result<Store<GuestState>, String> {
+    let limits = &agent.spec.limits;
+    let live = toolset.live_stores().enter();
+    let state = GuestState::new(&agent.spec.name, agent, output, live)?;
+    let mut store = Store::new(toolset.engine(), state);
+    store.limiter(|state| &mut state.limiter);
+    if toolset.fuel_metering() {
+        let interval = toolset.team().engine.fuel_yield_interval;
+        store
+            .set_fuel(limits.fuel)
+            .and_then(|()| store.fuel_async_yield_interval(Some(interval)))
+            .map_err(|error| format!("cannot set up fuel metering: {error}"))?;
+    }
+    store.set_hostcall_fuel(HOSTCALL_BYTES);
+    if toolset.epoch_interruption() {
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+    }
+    Ok(store)
 }
 
 /// Bytes a guest may hand the host in one call (strings and lists summed),
