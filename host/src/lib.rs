@@ -12,6 +12,7 @@
 //! curated set of re-exports below.
 
 mod clock;
+mod cluster;
 mod components;
 mod config;
 mod frontends;

@@ -242,7 +242,7 @@ impl HarnessAgent {
         match outcome {
             Outcome::Completed(result) => Outcome::Completed(cap(result, self.result_cap)),
             Outcome::Failed(error) => Outcome::Failed(cap(error, self.result_cap)),
-            Outcome::Stopped => Outcome::Stopped,
+            other => other,
         }
     }
 

@@ -102,6 +102,8 @@ pub enum Outcome {
     Completed(String),
     Failed(String),
     Stopped,
+    /// Its process (a cluster's worker) went away while it ran: why.
+    Interrupted(String),
 }
 
 /// What list shows of a task.
@@ -405,6 +407,10 @@ impl Task {
                 TaskStatus::Failed
             }
             Outcome::Stopped => TaskStatus::Stopped,
+            Outcome::Interrupted(error) => {
+                state.error = Some(error);
+                TaskStatus::Interrupted
+            }
         };
         self.persist(&state);
         announce(state.status);

@@ -75,6 +75,8 @@ struct Shared {
     store: Option<Store>,
     /// Guest Stores alive, warm or running.
     live_stores: warm::LiveStores,
+    /// Where tasks run when not here (a cluster's coordinator).
+    remote: std::sync::OnceLock<Arc<dyn crate::cluster::Remote>>,
 }
 
 /// How the bundled LLM agent is named in reports and errors.
@@ -441,6 +443,7 @@ impl Toolset {
             mcp,
             store,
             live_stores: Default::default(),
+            remote: Default::default(),
         })))
     }
 
@@ -475,6 +478,17 @@ impl Toolset {
 
     pub fn events(&self) -> &Events {
         &self.0.events
+    }
+
+    /// Runs every task through `remote` from now on instead of in this
+    /// process (a cluster's coordinator). Set once, before tasks start;
+    /// false if one was set already.
+    pub(crate) fn set_remote(&self, remote: Arc<dyn crate::cluster::Remote>) -> bool {
+        self.0.remote.set(remote).is_ok()
+    }
+
+    fn remote(&self) -> Option<&Arc<dyn crate::cluster::Remote>> {
+        self.0.remote.get()
     }
 
     /// The store tasks are kept in, when the toolset keeps one.

@@ -59,6 +59,11 @@ async fn drive(toolset: Toolset, task: Arc<Task>, agent: Arc<LoadedAgent>, claim
                 biased;
                 _ = task.cancel.cancelled() => Outcome::Stopped,
                 outcome = async {
+                    // A cluster's coordinator: the task runs on a worker.
+                    if let Some(remote) = toolset.remote() {
+                        let _slot = slot;
+                        return remote.run(task.clone()).await;
+                    }
                     match &agent.harness {
                         // A harness agent runs its CLI (holding the slot).
                         Some(harness) => harness.run(&task).await,
@@ -90,6 +95,7 @@ fn log_outcome(outcome: &Outcome) {
         Outcome::Completed(result) => tracing::debug!(result_bytes = result.len(), "completed"),
         Outcome::Failed(reason) => tracing::info!(reason = ?reason, "failed"),
         Outcome::Stopped => tracing::debug!("stopped"),
+        Outcome::Interrupted(reason) => tracing::info!(reason = ?reason, "interrupted"),
     }
 }
 

@@ -21,6 +21,7 @@ mod relay;
 mod run;
 mod sanitise;
 mod serve;
+mod worker;
 
 use crate::config::Team;
 use crate::toolset::Toolset;
@@ -165,6 +166,34 @@ enum Command {
         /// (`Authorization: Bearer TOKEN`).
         #[arg(long, value_name = "FILE", requires = "http")]
         auth_token_file: Option<PathBuf>,
+        /// Run tasks on workers (`bgagents worker`) through NATS JetStream
+        /// at URL (nats://HOST:PORT) instead of in this process.
+        #[arg(long, value_name = "URL")]
+        nats: Option<String>,
+        #[command(flatten)]
+        nats_options: worker::NatsArgs,
+    },
+    /// Run tasks of a coordinator (`serve --nats`) taken from NATS
+    /// JetStream, each in its sandbox, until SIGINT or SIGTERM.
+    ///
+    /// Needs the same team file (and its components) as the coordinator.
+    Worker {
+        /// The team file.
+        team: PathBuf,
+        /// The NATS server (nats://HOST:PORT, or tls://HOST:PORT).
+        #[arg(long, value_name = "URL")]
+        nats: String,
+        /// Tasks run at once [default: the number of CPUs].
+        #[arg(long)]
+        slots: Option<usize>,
+        /// Take only these agents' tasks (comma-separated) [default: every agent].
+        #[arg(long, value_name = "A,B")]
+        agents: Option<String>,
+        /// The worker's name in heartbeats and task records [default: HOST-PID].
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        nats_options: worker::NatsArgs,
     },
     /// Start an agent on a task in the running daemon and print the task id.
     Start {
@@ -328,7 +357,20 @@ pub fn main() -> ExitCode {
                 state,
                 http,
                 auth_token_file,
-            } => serve::serve_team(&team, state, http, auth_token_file.as_deref()).await,
+                nats,
+                nats_options,
+            } => {
+                let nats = nats.map(|url| nats_options.options(url));
+                serve::serve_team(&team, state, http, auth_token_file.as_deref(), nats).await
+            }
+            Command::Worker {
+                team,
+                nats,
+                slots,
+                agents,
+                name,
+                nats_options,
+            } => worker::worker(&team, nats_options.options(nats), slots, agents, name).await,
             Command::Start {
                 daemon,
                 expected_output,

@@ -46,6 +46,7 @@ pub async fn serve_team(
     state_dir: Option<PathBuf>,
     http: Option<SocketAddr>,
     token_file: Option<&Path>,
+    nats: Option<crate::cluster::NatsOptions>,
 ) -> ExitCode {
     let fail = |error: String| {
         eprintln!("error: {}", printable(&error, Keep::Lines));
@@ -92,6 +93,11 @@ pub async fn serve_team(
         Ok(toolset) => toolset,
         Err(code) => return code,
     };
+    if let Some(nats) = &nats
+        && let Err(error) = super::worker::coordinate(&toolset, nats).await
+    {
+        return fail(error);
+    }
     let listener = match state::bind(&dir) {
         Ok(listener) => listener,
         Err(error) => return fail(error),

@@ -1,0 +1,528 @@
+//! Running a team's tasks on worker processes across machines, through
+//! NATS JetStream.
+//!
+//! # Design
+//!
+//! The toolset's operations (run, list, view, stop, wait), their scoping,
+//! limits and texts stay where they are, written once: a coordinator is an
+//! ordinary `bgagents serve` whose [`Toolset`](crate::toolset::Toolset)
+//! has a [`Remote`] executor. The runner's one hook asks it to run a task
+//! instead of running the guest itself: the task is admitted, queued,
+//! listed, stopped and stored by the coordinator exactly as a local one,
+//! and only its execution happens elsewhere. A worker (`bgagents worker`)
+//! is a second process with an ordinary toolset of its own (no remote): it
+//! takes work from the queue and runs each task through that toolset's
+//! `run_background_agent`, i.e. in the same runner and sandbox as on one
+//! host, then reports back.
+//!
+//! What travels through JetStream:
+//!
+//! - the **task registry**: key-value bucket [`BUCKET`], one key per task
+//!   (`t.<task id>`) holding a [`Record`] (JSON). Every status change is a
+//!   compare-and-set on the key's revision: the worker claims a queued
+//!   task (`queued → running`), the worker finishes it
+//!   (`running → completed | failed`), the coordinator stops it
+//!   (`queued | running → stopped`) or declares it interrupted when its
+//!   worker went silent. Two writers racing from the same revision cannot
+//!   both succeed, so a stop and a completion never both win in the bucket;
+//! - **heartbeats**: key `w.<worker id>` in the same bucket, rewritten
+//!   every [`HEARTBEAT`] by each worker. The coordinator watches the
+//!   heartbeat of the worker running each of its tasks, by the key's
+//!   revision (so clocks need not agree); after [`DEAD_AFTER`] without a
+//!   new one it moves the task to `interrupted` (by compare-and-set, so a
+//!   completion that lands first wins instead);
+//! - **work**: stream [`WORK_STREAM`] with work-queue retention, subject
+//!   `bgagents.work.<agent>`, one durable pull consumer per agent shared
+//!   by every worker serving that agent. A message carries a task id; a
+//!   worker acknowledges it once its claim is in the bucket, so a worker
+//!   that dies before claiming leaves the message to be redelivered to
+//!   another, and a redelivered message of a task already claimed or
+//!   stopped is dropped;
+//! - **output**: stream [`OUTPUT_STREAM`], subject
+//!   `bgagents.output.<task id>` (capped per task and in total); the final
+//!   record says how many pieces there were, so the coordinator has all of
+//!   it before it reports the task final;
+//! - **stops**: a plain message on `bgagents.stop.<task id>`, after the
+//!   stop is in the bucket; a worker that missed it sees the stop in the
+//!   bucket at its next check (every second) and its completion, if any,
+//!   fails the compare-and-set.
+//!
+//! Not done yet (see docs/cluster.md): sub-agents a guest on a worker
+//! dispatches run on that worker (not through the queue, and not listed
+//! by the coordinator); components are not shipped through the object
+//! store (every machine needs the team file and its components); `retry:
+//! true`; a restarted coordinator marks the tasks it had dispatched
+//! `interrupted` (from its own task store) even though their workers go on.
+
+mod record;
+pub mod worker;
+
+pub use record::Record;
+
+use crate::tasks::{Outcome, Task, TaskStatus};
+use async_nats::jetstream;
+use async_nats::jetstream::kv;
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The key-value bucket holding every task's record and every worker's
+/// heartbeat.
+pub const BUCKET: &str = "bgagents_tasks";
+/// The work-queue stream.
+pub const WORK_STREAM: &str = "BGAGENTS_WORK";
+/// The stream holding tasks' output.
+pub const OUTPUT_STREAM: &str = "BGAGENTS_OUTPUT";
+/// How often a worker says it is alive.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// A worker silent this long is taken for dead.
+pub const DEAD_AFTER: Duration = Duration::from_secs(5);
+/// Output pieces kept per task in the output stream.
+const OUTPUT_PIECES_PER_TASK: i64 = 100_000;
+/// The largest output piece a worker publishes.
+pub(crate) const OUTPUT_PIECE_BYTES: usize = 64 << 10;
+/// How long a coordinator waits for output pieces the final record counts
+/// but the stream no longer has (cut by its caps).
+const OUTPUT_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs tasks somewhere other than in this process: the runner's hook.
+pub(crate) trait Remote: Send + Sync {
+    /// Runs `task` to its end. Dropped before it ends when the task is
+    /// stopped; it then stops the task wherever it runs.
+    fn run(&self, task: Arc<Task>) -> BoxFuture<'static, Outcome>;
+}
+
+/// How to reach the NATS server: its URL and the client's credentials and
+/// TLS settings (passed to `async-nats` as they are).
+#[derive(Debug, Clone, Default)]
+pub struct NatsOptions {
+    pub url: String,
+    /// A `.creds` file (a user JWT and its NKey seed).
+    pub creds: Option<PathBuf>,
+    /// A file holding a token.
+    pub token_file: Option<PathBuf>,
+    /// A user name, with its password in `password_file`.
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// A file holding an NKey seed.
+    pub nkey_file: Option<PathBuf>,
+    /// Require TLS (implied by `ca`, `cert` and a `tls://` URL).
+    pub tls: bool,
+    /// CA certificates (PEM) to trust for the server's certificate.
+    pub ca: Option<PathBuf>,
+    /// A client certificate and its key (PEM), for mutual TLS.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// Reads a secret from `path`, first line, trimmed; never shown.
+fn secret(path: &PathBuf, what: &str) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        format!(
+            "cannot read the NATS {what} file {}: {error}",
+            path.display()
+        )
+    })?;
+    let text = text.lines().next().unwrap_or("").trim().to_string();
+    if text.is_empty() {
+        return Err(format!(
+            "the NATS {what} file {} is empty; write the {what} on its first line",
+            path.display()
+        ));
+    }
+    Ok(text)
+}
+
+impl NatsOptions {
+    /// Connects, with the client name `name`.
+    pub async fn connect(&self, name: &str) -> Result<async_nats::Client, String> {
+        let mut options = async_nats::ConnectOptions::new().name(name);
+        if let Some(creds) = &self.creds {
+            options = options.credentials_file(creds).await.map_err(|error| {
+                format!(
+                    "cannot read the NATS credentials file {}: {error}",
+                    creds.display()
+                )
+            })?;
+        }
+        if let Some(file) = &self.token_file {
+            options = options.token(secret(file, "token")?);
+        }
+        match (&self.user, &self.password_file) {
+            (Some(user), Some(file)) => {
+                options = options.user_and_password(user.clone(), secret(file, "password")?)
+            }
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(
+                    "--nats-user and --nats-password-file go together: give both".to_string(),
+                );
+            }
+            (None, None) => {}
+        }
+        if let Some(file) = &self.nkey_file {
+            options = options.nkey(secret(file, "nkey seed")?);
+        }
+        if let Some(ca) = &self.ca {
+            options = options.add_root_certificates(ca.clone());
+        }
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                options = options.add_client_certificate(cert.clone(), key.clone())
+            }
+            (Some(_), None) | (None, Some(_)) => {
+                return Err("--nats-cert and --nats-key go together: give both".to_string());
+            }
+            (None, None) => {}
+        }
+        if self.tls || self.ca.is_some() || self.cert.is_some() {
+            options = options.require_tls(true);
+        }
+        // Without retries at connect, a wrong URL is said at once.
+        options.connect(self.url.as_str()).await.map_err(|error| {
+            format!(
+                "cannot connect to NATS at {}: {error}",
+                shown_url(&self.url)
+            )
+        })
+    }
+}
+
+/// A URL as shown in messages: any user and password in it left out.
+pub fn shown_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://…@{host}"),
+            None => url.to_string(),
+        },
+        None => match url.rsplit_once('@') {
+            Some((_, host)) => format!("…@{host}"),
+            None => url.to_string(),
+        },
+    }
+}
+
+/// The streams and bucket, made if missing.
+#[derive(Clone)]
+pub struct Cluster {
+    pub(crate) client: async_nats::Client,
+    pub(crate) js: jetstream::Context,
+    pub(crate) kv: kv::Store,
+    pub(crate) output: jetstream::stream::Stream,
+    pub(crate) work: jetstream::stream::Stream,
+}
+
+impl Cluster {
+    /// Connects and makes (or finds) the bucket and the streams.
+    pub async fn open(options: &NatsOptions, name: &str) -> Result<Cluster, String> {
+        let client = options.connect(name).await?;
+        let js = jetstream::new(client.clone());
+        let jetstream_error = |what: &str, error: &dyn std::fmt::Display| {
+            format!(
+                "cannot set up {what} on NATS at {}: {error} (is JetStream enabled? start the \
+                 server with `nats-server -js`)",
+                shown_url(&options.url)
+            )
+        };
+        let kv = match js.get_key_value(BUCKET).await {
+            Ok(kv) => kv,
+            Err(_) => js
+                .create_key_value(kv::Config {
+                    bucket: BUCKET.to_string(),
+                    description: "bgagents: task records and worker heartbeats".to_string(),
+                    history: 1,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|error| jetstream_error("the task bucket", &error))?,
+        };
+        let work = js
+            .get_or_create_stream(jetstream::stream::Config {
+                name: WORK_STREAM.to_string(),
+                description: Some("bgagents: tasks waiting for a worker".to_string()),
+                subjects: vec!["bgagents.work.>".to_string()],
+                retention: jetstream::stream::RetentionPolicy::WorkQueue,
+                ..Default::default()
+            })
+            .await
+            .map_err(|error| jetstream_error("the work queue", &error))?;
+        let output = js
+            .get_or_create_stream(jetstream::stream::Config {
+                name: OUTPUT_STREAM.to_string(),
+                description: Some("bgagents: tasks' output".to_string()),
+                subjects: vec!["bgagents.output.>".to_string()],
+                max_messages_per_subject: OUTPUT_PIECES_PER_TASK,
+                max_bytes: 1 << 30,
+                max_age: Duration::from_secs(24 * 3600),
+                ..Default::default()
+            })
+            .await
+            .map_err(|error| jetstream_error("the output stream", &error))?;
+        Ok(Cluster {
+            client,
+            js,
+            kv,
+            output,
+            work,
+        })
+    }
+}
+
+/// The subject a task of `agent` is queued on.
+pub(crate) fn work_subject(agent: &str) -> String {
+    format!("bgagents.work.{}", subject_token(agent))
+}
+
+/// The durable consumer every worker serving `agent` pulls from.
+pub(crate) fn consumer_name(agent: &str) -> String {
+    format!("work-{}", subject_token(agent))
+}
+
+pub(crate) fn output_subject(id: &str) -> String {
+    format!("bgagents.output.{id}")
+}
+
+pub(crate) fn stop_subject(id: &str) -> String {
+    format!("bgagents.stop.{id}")
+}
+
+pub(crate) fn task_key(id: &str) -> String {
+    format!("t.{id}")
+}
+
+pub(crate) fn worker_key(worker: &str) -> String {
+    format!("w.{worker}")
+}
+
+/// `name` as one subject token: letters, digits, `-` and `_` kept, any
+/// other byte as `_XX`.
+pub(crate) fn subject_token(name: &str) -> String {
+    let mut token = String::new();
+    for byte in name.bytes() {
+        match byte {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' => token.push(byte as char),
+            other => token.push_str(&format!("_{other:02x}")),
+        }
+    }
+    token
+}
+
+/// The coordinator's executor: queues each task for the workers and
+/// follows it in the bucket until it ends.
+pub struct Coordinator {
+    cluster: Cluster,
+}
+
+impl Coordinator {
+    pub fn new(cluster: Cluster) -> Coordinator {
+        Coordinator { cluster }
+    }
+}
+
+impl Remote for Coordinator {
+    fn run(&self, task: Arc<Task>) -> BoxFuture<'static, Outcome> {
+        let cluster = self.cluster.clone();
+        Box::pin(async move {
+            let mut guard = StopOnDrop {
+                cluster: cluster.clone(),
+                id: task.id.to_string(),
+                armed: false,
+            };
+            let outcome = dispatch_and_follow(&cluster, &task, &mut guard).await;
+            guard.armed = false;
+            outcome
+        })
+    }
+}
+
+/// Stops the task in the bucket and tells its worker, when the future
+/// following it is dropped before it ended (the task was stopped here).
+struct StopOnDrop {
+    cluster: Cluster,
+    id: String,
+    armed: bool,
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (cluster, id) = (self.cluster.clone(), self.id.clone());
+        tokio::spawn(async move {
+            if let Err(error) = stop_remote(&cluster, &id).await {
+                tracing::warn!(task = %id, error = %error, "cannot record a stop in the cluster");
+            }
+        });
+    }
+}
+
+/// Moves task `id` to `stopped` in the bucket, then tells its worker.
+async fn stop_remote(cluster: &Cluster, id: &str) -> Result<(), String> {
+    let key = task_key(id);
+    loop {
+        let Some(entry) = cluster.kv.entry(&key).await.map_err(|e| e.to_string())? else {
+            return Ok(());
+        };
+        let mut record = Record::decode(&entry.value)?;
+        let status = record.status();
+        if status.is_final() {
+            if status != TaskStatus::Stopped {
+                // Its end reached the bucket before the stop did; here it
+                // was stopped (and told so), which is what stands.
+                tracing::info!(task = %id, status = %status, "stopped here after its worker ended it");
+                record.status = TaskStatus::Stopped.as_str().to_string();
+                record.error = None;
+                record.result = None;
+                let _ = cluster
+                    .kv
+                    .update(&key, record.encode(), entry.revision)
+                    .await;
+            }
+            break;
+        }
+        record.status = TaskStatus::Stopped.as_str().to_string();
+        if cluster
+            .kv
+            .update(&key, record.encode(), entry.revision)
+            .await
+            .is_ok()
+        {
+            break;
+        }
+    }
+    cluster
+        .client
+        .publish(stop_subject(id), bytes::Bytes::new())
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = cluster.client.flush().await;
+    Ok(())
+}
+
+async fn dispatch_and_follow(
+    cluster: &Cluster,
+    task: &Arc<Task>,
+    guard: &mut StopOnDrop,
+) -> Outcome {
+    let id = task.id.to_string();
+    let key = task_key(&id);
+    let record = Record::queued(task);
+    // Watched before it is written: no change is missed.
+    let mut watch = match cluster.kv.watch(&key).await {
+        Ok(watch) => watch,
+        Err(error) => return Outcome::Failed(format!("cannot follow the task in NATS: {error}")),
+    };
+    if let Err(error) = cluster.kv.create(&key, record.encode()).await {
+        return Outcome::Failed(format!("cannot record the task in NATS: {error}"));
+    }
+    guard.armed = true;
+    let queued = async {
+        cluster
+            .js
+            .publish(work_subject(&task.agent), id.clone().into())
+            .await?
+            .await
+    };
+    if let Err(error) = queued.await {
+        return Outcome::Failed(format!("cannot queue the task in NATS: {error}"));
+    }
+    tracing::debug!(task = %id, "queued for the workers");
+    let mut output = match cluster
+        .output
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            filter_subject: output_subject(&id),
+            ..Default::default()
+        })
+        .await
+    {
+        Ok(consumer) => match consumer.messages().await {
+            Ok(messages) => messages,
+            Err(error) => {
+                return Outcome::Failed(format!("cannot read the task's output: {error}"));
+            }
+        },
+        Err(error) => return Outcome::Failed(format!("cannot read the task's output: {error}")),
+    };
+    let mut pieces = 0u64;
+    let mut ended: Option<(Record, Instant)> = None;
+    // The worker running it: its heartbeat's last revision and when that
+    // was seen to change.
+    let mut worker: Option<(String, u64, Instant)> = None;
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    loop {
+        if let Some((record, at)) = &ended
+            && (pieces >= record.output_pieces || at.elapsed() > OUTPUT_GRACE)
+        {
+            return record.outcome();
+        }
+        tokio::select! {
+            entry = watch.next() => {
+                let Some(Ok(entry)) = entry else {
+                    return Outcome::Failed("lost the task's record in NATS".to_string());
+                };
+                if !matches!(entry.operation, kv::Operation::Put) {
+                    return Outcome::Failed("the task's record was deleted from NATS".to_string());
+                }
+                let record = match Record::decode(&entry.value) {
+                    Ok(record) => record,
+                    Err(error) => return Outcome::Failed(error),
+                };
+                let status = record.status();
+                if status.is_final() {
+                    if ended.is_none() {
+                        ended = Some((record, Instant::now()));
+                    }
+                } else if let Some(name) = &record.worker
+                    && worker.as_ref().is_none_or(|(known, ..)| known != name)
+                {
+                    tracing::debug!(task = %id, worker = %name, "running on a worker");
+                    worker = Some((name.clone(), 0, Instant::now()));
+                }
+            }
+            piece = output.next(), if ended.as_ref().is_none_or(|(r, _)| pieces < r.output_pieces) => {
+                match piece {
+                    Some(Ok(message)) => {
+                        task.output.append(&message.payload);
+                        pieces += 1;
+                    }
+                    Some(Err(error)) => tracing::debug!(task = %id, error = %error, "output read failed; retrying"),
+                    None => {}
+                }
+            }
+            _ = tick.tick() => {
+                if ended.is_some() {
+                    continue;
+                }
+                let Some((name, seen_revision, seen_at)) = &mut worker else { continue };
+                match cluster.kv.entry(worker_key(name)).await {
+                    Ok(Some(beat)) if beat.revision != *seen_revision => {
+                        *seen_revision = beat.revision;
+                        *seen_at = Instant::now();
+                    }
+                    Ok(_) if seen_at.elapsed() > DEAD_AFTER => {
+                        let silent = seen_at.elapsed().as_secs();
+                        let reason = format!(
+                            "interrupted: worker {name} stopped sending heartbeats while running \
+                             this task (none for {silent} s)"
+                        );
+                        tracing::warn!(task = %id, worker = %name, "worker silent: task interrupted");
+                        if let Ok(Some(entry)) = cluster.kv.entry(&key).await
+                            && let Ok(mut record) = Record::decode(&entry.value)
+                            && !record.status().is_final()
+                        {
+                            record.status = TaskStatus::Interrupted.as_str().to_string();
+                            record.error = Some(reason);
+                            // A lost race means the record changed: the
+                            // watch brings the change.
+                            let _ = cluster.kv.update(&key, record.encode(), entry.revision).await;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::debug!(error = %error, "heartbeat read failed"),
+                }
+            }
+        }
+    }
+}

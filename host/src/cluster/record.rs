@@ -1,0 +1,78 @@
+//! A task's record in the bucket.
+
+use crate::tasks::{Outcome, Task, TaskStatus};
+use serde::{Deserialize, Serialize};
+
+/// What the bucket holds of one task (JSON).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub id: String,
+    pub agent: String,
+    pub task: String,
+    #[serde(default)]
+    pub expected_output: Option<String>,
+    /// Tasks above it, outermost first.
+    #[serde(default)]
+    pub ancestors: Vec<String>,
+    /// `queued`, `running`, `completed`, `failed`, `stopped` or
+    /// `interrupted`.
+    pub status: String,
+    /// The worker that claimed it.
+    #[serde(default)]
+    pub worker: Option<String>,
+    #[serde(default)]
+    pub result: Option<String>,
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Output pieces published, once final.
+    #[serde(default)]
+    pub output_pieces: u64,
+    /// When it was accepted (milliseconds since the Unix epoch).
+    #[serde(default)]
+    pub created_ms: u64,
+}
+
+impl Record {
+    pub(crate) fn queued(task: &Task) -> Record {
+        Record {
+            id: task.id.to_string(),
+            agent: task.agent.clone(),
+            task: task.task.clone(),
+            expected_output: task.expected_output.clone(),
+            ancestors: task.ancestors.iter().map(ToString::to_string).collect(),
+            status: TaskStatus::Queued.as_str().to_string(),
+            worker: None,
+            result: None,
+            error: None,
+            output_pieces: 0,
+            created_ms: crate::store::now_ms(),
+        }
+    }
+
+    /// Its status; an unknown one reads as failed.
+    pub fn status(&self) -> TaskStatus {
+        TaskStatus::parse(&self.status).unwrap_or(TaskStatus::Failed)
+    }
+
+    pub(crate) fn encode(&self) -> bytes::Bytes {
+        serde_json::to_vec(self)
+            .expect("a record always serialises")
+            .into()
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Record, String> {
+        serde_json::from_slice(bytes)
+            .map_err(|error| format!("a task record in NATS is not one bgagents wrote: {error}"))
+    }
+
+    /// How the task ended, for a final record.
+    pub(crate) fn outcome(&self) -> Outcome {
+        let error = || self.error.clone().unwrap_or_default();
+        match self.status() {
+            TaskStatus::Completed => Outcome::Completed(self.result.clone().unwrap_or_default()),
+            TaskStatus::Stopped => Outcome::Stopped,
+            TaskStatus::Interrupted => Outcome::Interrupted(error()),
+            _ => Outcome::Failed(error()),
+        }
+    }
+}

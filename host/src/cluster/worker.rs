@@ -1,0 +1,360 @@
+//! `bgagents worker`: takes tasks from the work queue and runs each through
+//! an ordinary toolset of its own (the same runner and sandbox as on one
+//! host), publishing its output and its end, and saying every
+//! [`HEARTBEAT`] that it is alive.
+
+use super::{
+    Cluster, HEARTBEAT, OUTPUT_PIECE_BYTES, Record, consumer_name, output_subject, task_key,
+    work_subject, worker_key,
+};
+use crate::tasks::{Caller, Reach, TaskStatus};
+use crate::toolset::{Session, Toolset};
+use async_nats::jetstream;
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// What a worker serves.
+pub struct WorkerOptions {
+    /// Its name in the bucket (heartbeats, the records it claims).
+    pub name: String,
+    /// Tasks it runs at once.
+    pub slots: usize,
+    /// The agents whose tasks it takes.
+    pub agents: Vec<String>,
+}
+
+/// How long a claimed message may go unacknowledged before another
+/// worker gets it.
+const ACK_WAIT: Duration = Duration::from_secs(30);
+
+struct Shared {
+    toolset: Toolset,
+    session: Session,
+    cluster: Cluster,
+    name: String,
+    /// Cluster task id → this worker's task id, while it runs.
+    running: Mutex<HashMap<String, String>>,
+}
+
+impl Shared {
+    fn caller(&self) -> &Caller {
+        self.session.caller()
+    }
+}
+
+/// Serves until `shutdown` is cancelled, then stops what runs (its tasks
+/// end `interrupted` in the bucket) and returns.
+pub async fn serve(
+    toolset: Toolset,
+    cluster: Cluster,
+    options: WorkerOptions,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let session = toolset.open_operator_session(Reach::OwnTasks);
+    let shared = Arc::new(Shared {
+        toolset: toolset.clone(),
+        session,
+        cluster: cluster.clone(),
+        name: options.name.clone(),
+        running: Mutex::default(),
+    });
+    let mut consumers = Vec::new();
+    for agent in &options.agents {
+        let consumer: jetstream::consumer::PullConsumer = cluster
+            .work
+            .get_or_create_consumer(
+                &consumer_name(agent),
+                jetstream::consumer::pull::Config {
+                    durable_name: Some(consumer_name(agent)),
+                    filter_subject: work_subject(agent),
+                    ack_wait: ACK_WAIT,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|error| format!("cannot pull {agent}'s tasks from NATS: {error}"))?;
+        consumers.push(consumer);
+    }
+    let stops = cluster
+        .client
+        .subscribe("bgagents.stop.*")
+        .await
+        .map_err(|error| format!("cannot listen for stops on NATS: {error}"))?;
+    let background = CancellationToken::new();
+    tokio::spawn(heartbeat(shared.clone(), background.clone()));
+    tokio::spawn(follow_stops(shared.clone(), stops, background.clone()));
+    let slot_count = options.slots.max(1);
+    let slots = Arc::new(Semaphore::new(slot_count));
+    let mut pulling = tokio::task::JoinSet::new();
+    for consumer in consumers {
+        pulling.spawn(pull(
+            shared.clone(),
+            consumer,
+            slots.clone(),
+            shutdown.clone(),
+        ));
+    }
+    shutdown.cancelled().await;
+    while pulling.join_next().await.is_some() {}
+    // Every task is stopped here; each one's follower records its end and
+    // gives its slot back.
+    toolset.shutdown().await;
+    let every_slot = slots.acquire_many(slot_count as u32);
+    let _ = tokio::time::timeout(Duration::from_secs(10), every_slot).await;
+    background.cancel();
+    let _ = shared.cluster.kv.delete(worker_key(&shared.name)).await;
+    let _ = shared.cluster.client.flush().await;
+    Ok(())
+}
+
+async fn heartbeat(shared: Arc<Shared>, done: CancellationToken) {
+    let key = worker_key(&shared.name);
+    loop {
+        let running = shared.running.lock().unwrap().len();
+        let beat = serde_json::json!({"running": running, "at_ms": crate::store::now_ms()});
+        if let Err(error) = shared.cluster.kv.put(&key, beat.to_string().into()).await {
+            tracing::warn!(error = %error, "cannot send a heartbeat");
+        }
+        tokio::select! {
+            _ = done.cancelled() => return,
+            _ = tokio::time::sleep(HEARTBEAT) => {}
+        }
+    }
+}
+
+async fn follow_stops(
+    shared: Arc<Shared>,
+    mut stops: async_nats::Subscriber,
+    done: CancellationToken,
+) {
+    loop {
+        let message = tokio::select! {
+            _ = done.cancelled() => return,
+            message = stops.next() => match message {
+                Some(message) => message,
+                None => return,
+            },
+        };
+        let id = message
+            .subject
+            .as_str()
+            .trim_start_matches("bgagents.stop.");
+        let local = shared.running.lock().unwrap().get(id).cloned();
+        if let Some(local) = local {
+            tracing::debug!(task = %id, "stop received");
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let _ = (shared.toolset)
+                    .stop_background_agent(shared.caller(), &local)
+                    .await;
+            });
+        }
+    }
+}
+
+/// Takes `consumer`'s tasks one at a time, whenever a slot is free.
+async fn pull(
+    shared: Arc<Shared>,
+    consumer: jetstream::consumer::PullConsumer,
+    slots: Arc<Semaphore>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            permit = slots.clone().acquire_owned() => permit.expect("never closed"),
+        };
+        let fetched = async {
+            let mut batch = consumer
+                .fetch()
+                .max_messages(1)
+                .expires(Duration::from_secs(1))
+                .messages()
+                .await
+                .map_err(|error| error.to_string())?;
+            match batch.next().await {
+                Some(message) => message.map(Some).map_err(|error| error.to_string()),
+                None => Ok(None),
+            }
+        };
+        let message = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            message = fetched => message,
+        };
+        match message {
+            Ok(Some(message)) => {
+                tokio::spawn(take(shared.clone(), message, permit));
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(error = %error, "cannot pull work; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Claims the task `message` names and runs it, holding `_permit`.
+async fn take(
+    shared: Arc<Shared>,
+    message: jetstream::Message,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let id = String::from_utf8_lossy(&message.payload).into_owned();
+    let key = task_key(&id);
+    let kv = &shared.cluster.kv;
+    let claimed = async {
+        let entry = kv.entry(&key).await.map_err(|e| e.to_string())?;
+        let Some(entry) = entry else {
+            return Ok(None);
+        };
+        let mut record = Record::decode(&entry.value)?;
+        if record.status() != TaskStatus::Queued {
+            return Ok(None);
+        }
+        record.status = TaskStatus::Running.as_str().to_string();
+        record.worker = Some(shared.name.clone());
+        match kv.update(&key, record.encode(), entry.revision).await {
+            Ok(revision) => Ok(Some((record, revision))),
+            // Stopped (or claimed) meanwhile.
+            Err(_) => Ok(None),
+        }
+    };
+    let claimed: Result<_, String> = claimed.await;
+    // Acknowledged once claimed (or found not to need a worker): until
+    // then a redelivery can reach another worker.
+    match &claimed {
+        Ok(_) => {
+            if let Err(error) = message.double_ack().await {
+                tracing::warn!(task = %id, error = %error, "cannot acknowledge work");
+            }
+        }
+        Err(error) => {
+            tracing::warn!(task = %id, error = %error, "cannot claim a task; leaving it to be redelivered");
+            return;
+        }
+    }
+    let Ok(Some((record, revision))) = claimed else {
+        tracing::debug!(task = %id, "task no longer queued; dropped");
+        return;
+    };
+    tracing::debug!(task = %id, agent = %record.agent, "claimed");
+    let ended = run(&shared, &id, &record).await;
+    let mut record = record;
+    record.status = ended.status.as_str().to_string();
+    record.result = ended.result;
+    record.error = ended.error;
+    record.output_pieces = ended.pieces;
+    match kv.update(&key, record.encode(), revision).await {
+        Ok(_) => tracing::debug!(task = %id, status = %record.status, "ended"),
+        // Stopped or interrupted by the coordinator meanwhile: that stands.
+        Err(error) => {
+            tracing::debug!(task = %id, error = %error, "end not recorded: the record moved on")
+        }
+    }
+    shared.running.lock().unwrap().remove(&id);
+}
+
+struct Ended {
+    status: TaskStatus,
+    result: Option<String>,
+    error: Option<String>,
+    pieces: u64,
+}
+
+/// Runs the claimed task through this worker's toolset, publishing its
+/// output as it comes, until it ends.
+async fn run(shared: &Shared, id: &str, record: &Record) -> Ended {
+    let failed = |error: String| Ended {
+        status: TaskStatus::Failed,
+        result: None,
+        error: Some(error),
+        pieces: 0,
+    };
+    let toolset = &shared.toolset;
+    let started = toolset.run_background_agent(
+        shared.caller(),
+        &record.agent,
+        &record.task,
+        record.expected_output.as_deref(),
+    );
+    let local = match started {
+        Ok(info) => info.id.to_string(),
+        Err(error) => return failed(format!("worker {}: {error}", shared.name)),
+    };
+    (shared.running.lock().unwrap()).insert(id.to_string(), local.clone());
+    let mut offset = 0;
+    let mut pieces = 0u64;
+    let subject = output_subject(id);
+    loop {
+        let read = match (toolset)
+            .read_output(shared.caller(), &local, offset, Duration::from_secs(1))
+            .await
+        {
+            Ok(read) => read,
+            Err(error) => return failed(format!("worker {}: {error}", shared.name)),
+        };
+        let mut text = read.output.as_str();
+        while !text.is_empty() {
+            let mut end = text.floor_char_boundary(text.len().min(OUTPUT_PIECE_BYTES));
+            if end == 0 {
+                end = 1;
+                while !text.is_char_boundary(end) {
+                    end += 1;
+                }
+            }
+            let (piece, rest) = text.split_at(end);
+            text = rest;
+            let sent = async {
+                (shared.cluster.js)
+                    .publish(subject.clone(), piece.to_string().into())
+                    .await?
+                    .await
+            };
+            match sent.await {
+                Ok(_) => pieces += 1,
+                Err(error) => tracing::warn!(task = %id, error = %error, "output piece lost"),
+            }
+        }
+        offset = read.next_offset;
+        if read.done {
+            break;
+        }
+        // A stop whose message was missed is in the bucket.
+        if let Ok(Some(entry)) = shared.cluster.kv.entry(task_key(id)).await
+            && Record::decode(&entry.value).is_ok_and(|record| record.status().is_final())
+        {
+            let _ = toolset.stop_background_agent(shared.caller(), &local).await;
+        }
+    }
+    let view = match toolset.view_background_agent(shared.caller(), &local) {
+        Ok(view) => view,
+        Err(error) => return failed(format!("worker {}: {error}", shared.name)),
+    };
+    let status = match view.info.status {
+        // Stopped here without a stop in the bucket: this worker is
+        // shutting down.
+        TaskStatus::Stopped => {
+            return Ended {
+                status: TaskStatus::Interrupted,
+                result: None,
+                error: Some(format!(
+                    "interrupted: worker {} was shut down while running this task",
+                    shared.name
+                )),
+                pieces,
+            };
+        }
+        status => status,
+    };
+    Ended {
+        status,
+        result: view.result,
+        error: view.error,
+        pieces,
+    }
+}
