@@ -891,3 +891,35 @@ async fn killing_the_host_kills_the_harness_and_everything_it_started() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_tokens_a_harness_reports_are_the_tasks_model_use() {
+    if !confinable() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let command = fake(
+        &scratch,
+        "claude",
+        Fake {
+            stream: fixture("claude/partial.ndjson"),
+            ..Fake::default()
+        },
+    );
+    let toolset = load(&team(&scratch, "claude-code", &command, "", ""));
+
+    let view = bgagents_testkit::run_to_end(&toolset, "coder", "Greet").await;
+
+    assert_eq!(view.result.as_deref(), Some("Hello from the notes."));
+    let used = view.info.model.expect("model use is in the view");
+    // Input counts cache writes and reads; calls are the CLI's turns.
+    assert_eq!(
+        (used.calls, used.input_tokens, used.output_tokens),
+        (2, 200, 40)
+    );
+    let shown = bgagents::render::view(&view);
+    assert!(
+        shown.contains("Model:   2 calls, 240 tokens (200 in, 40 out)"),
+        "{shown}"
+    );
+}
