@@ -911,6 +911,10 @@ async fn the_tokens_a_harness_reports_are_the_tasks_model_use() {
     let view = bgagents_testkit::run_to_end(&toolset, "coder", "Greet").await;
 
     assert_eq!(view.result.as_deref(), Some("Hello from the notes."));
+    assert_eq!(
+        view.output.text,
+        "[thinking] The user wants a greeting.\nLet me look.\n[tool: Read]\nHello from the notes."
+    );
     let used = view.info.model.expect("model use is in the view");
     // Input counts cache writes and reads; calls are the CLI's turns.
     assert_eq!(

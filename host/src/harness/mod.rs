@@ -375,36 +375,56 @@ impl HarnessAgent {
 
 /// How the live output is laid out: text as it comes, `[thinking] …` and
 /// `[tool: NAME]` on lines of their own.
-#[derive(Default)]
 struct Shown {
     thinking: bool,
+    /// Whether what was shown so far ends a line (or nothing was shown).
+    ended_line: bool,
+}
+
+impl Default for Shown {
+    fn default() -> Self {
+        Shown {
+            thinking: false,
+            ended_line: true,
+        }
+    }
 }
 
 impl Shown {
     fn show(&mut self, task: &Task, event: Event) {
         let output = &task.output;
+        let write = |shown: &mut Shown, text: &str| {
+            if !text.is_empty() {
+                output.append(text.as_bytes());
+                shown.ended_line = text.ends_with('\n');
+            }
+        };
         match event {
             Event::Text(text) => {
-                if std::mem::take(&mut self.thinking) {
-                    output.append_line("");
+                if std::mem::take(&mut self.thinking) && !self.ended_line {
+                    write(self, "\n");
                 }
-                output.append(text.as_bytes());
+                write(self, &text);
             }
             Event::Reasoning(text) => {
                 if !self.thinking {
-                    output.append_line("");
-                    output.append(b"[thinking] ");
+                    if !self.ended_line {
+                        write(self, "\n");
+                    }
+                    write(self, "[thinking] ");
                     self.thinking = true;
                 }
-                output.append(text.as_bytes());
+                write(self, &text);
             }
             Event::Tool(name) => {
                 self.thinking = false;
                 output.append_line(&format!("[tool: {name}]"));
+                self.ended_line = true;
             }
             Event::Raw(line) => {
                 self.thinking = false;
                 output.append_line(&line);
+                self.ended_line = true;
             }
             Event::Usage { .. } | Event::End(_) => {}
         }
