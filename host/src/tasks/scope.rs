@@ -117,6 +117,18 @@ impl Caller {
         }
     }
 
+    /// This caller starting tasks on behalf of a task that runs elsewhere (a
+    /// cluster's worker running a task whose parent ran on another
+    /// machine): its tasks get `ancestors` and extend `lineage`, as that
+    /// task's own would.
+    pub(crate) fn on_behalf_of(&self, ancestors: Vec<TaskId>, lineage: Vec<String>) -> Caller {
+        Caller {
+            ancestors_for_children: ancestors,
+            lineage,
+            ..self.clone()
+        }
+    }
+
     /// The session this caller belongs to.
     pub fn session(&self) -> SessionId {
         self.session

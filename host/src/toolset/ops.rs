@@ -55,11 +55,37 @@ impl Toolset {
         self.start(caller, agent, task, expected_output, Via::BackgroundAgents)
     }
 
+    /// [`Toolset::run_background_agent`] under the id `id` (a cluster's
+    /// worker runs each task under the id the cluster gave it).
+    pub(crate) fn run_background_agent_as(
+        &self,
+        caller: &Caller,
+        id: TaskId,
+        agent: &str,
+        task: &str,
+        expected_output: Option<&str>,
+    ) -> Result<TaskInfo, ToolError> {
+        let via = Via::BackgroundAgents;
+        self.start_as(caller, id, agent, task, expected_output, via)
+    }
+
     /// Starts a task the way [`Toolset::run_background_agent`] does, for a
     /// caller that reached it through `via`.
     pub(super) fn start(
         &self,
         caller: &Caller,
+        agent: &str,
+        task: &str,
+        expected_output: Option<&str>,
+        via: Via,
+    ) -> Result<TaskInfo, ToolError> {
+        self.start_as(caller, TaskId::generate(), agent, task, expected_output, via)
+    }
+
+    fn start_as(
+        &self,
+        caller: &Caller,
+        id: TaskId,
         agent: &str,
         task: &str,
         expected_output: Option<&str>,
@@ -114,7 +140,6 @@ impl Toolset {
             });
         }
 
-        let id = TaskId::generate();
         let output = OutputBuffer::new(
             target.spec.limits.output,
             Some(self.output_listener(&id, agent, caller, depth)),

@@ -60,7 +60,7 @@ async fn drive(toolset: Toolset, task: Arc<Task>, agent: Arc<LoadedAgent>, claim
                 _ = task.cancel.cancelled() => Outcome::Stopped,
                 outcome = async {
                     // A cluster's coordinator: the task runs on a worker.
-                    if let Some(remote) = toolset.remote() {
+                    if let Some(remote) = toolset.remote().filter(|remote| remote.claims(&task)) {
                         let _slot = slot;
                         return remote.run(task.clone()).await;
                     }
