@@ -927,3 +927,83 @@ async fn the_tokens_a_harness_reports_are_the_tasks_model_use() {
         "{shown}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_keys_and_working_dir_shape_the_command_and_where_it_runs() {
+    if !confinable() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let command = fake(
+        &scratch,
+        "claude",
+        Fake {
+            stream: fixture("claude/partial.ndjson"),
+            ..Fake::default()
+        },
+    );
+    std::fs::create_dir_all(scratch.dir.join("work/sub")).unwrap();
+    let team = team(
+        &scratch,
+        "claude-code",
+        &command,
+        "      working_dir: /work/sub\n      min_version: \"2.0\"\n      config:\n        \
+         max_turns: 7\n        permission_mode: acceptEdits\n        include_partial_messages: false\n        \
+         colour: blue\n",
+        "",
+    );
+    let said = check(&team, &[]);
+    let warnings = text(&said.stderr);
+    assert!(said.status.success(), "{warnings}");
+    assert!(
+        warnings.contains("`min_version` (a docker-agent key) is ignored"),
+        "{warnings}"
+    );
+    assert!(
+        warnings.contains("`colour` is ignored: not a claude-code setting bgagents knows"),
+        "{warnings}"
+    );
+
+    let run = run(&team, "Greet", &[]).await;
+
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    // The fake writes its record where it runs.
+    let seen: Value = serde_json::from_str(
+        &std::fs::read_to_string(scratch.dir.join("work/sub/record.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(seen["cwd"], "/work/sub");
+    let argv: Vec<&str> = (seen["argv"].as_array().unwrap().iter())
+        .map(|arg| arg.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        &argv[1..],
+        [
+            "--print",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--max-turns",
+            "7",
+            "--permission-mode",
+            "acceptEdits"
+        ]
+    );
+
+    let outside = team_with_working_dir(&scratch, &command, "/elsewhere");
+    let said = text(&check(&outside, &[]).stderr);
+    assert!(
+        said.contains("working_dir: `/elsewhere` is not inside a granted directory (/work)"),
+        "{said}"
+    );
+}
+
+fn team_with_working_dir(scratch: &Scratch, command: &Path, dir: &str) -> PathBuf {
+    team(
+        scratch,
+        "claude-code",
+        command,
+        &format!("      working_dir: {dir}\n"),
+        "",
+    )
+}
