@@ -1,7 +1,9 @@
 //! The bgagents benchmark: `cargo bench -p bgagents --bench toolset`.
 //!
 //! Prints, for this machine:
-//! 1. dispatch latency, from `run` to the guest's first output (p50, p99);
+//! 1. dispatch latency, from `run` to the guest's first output (p50, p99),
+//!    with warm instances and without, against raw wasmtime instantiating
+//!    the same component and calling its `run`;
 //! 2. throughput of trivial sub-agents;
 //! 3. host RSS with up to 10,000 live sub-agents, each blocked in a host call;
 //! 4. stop latency of a CPU-bound guest that never calls the host, for

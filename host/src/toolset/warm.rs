@@ -113,11 +113,7 @@ impl Drop for LiveStore {
 /// is already under way, the pool is off, or the instance pool is half
 /// used.
 pub(super) fn refill(toolset: &Toolset, agent: &Arc<LoadedAgent>) {
-    let pool = &agent.warm;
-    if pool.disabled.load(Ordering::Relaxed)
-        || pool.len() >= pool.target
-        || pool.refilling.swap(true, Ordering::AcqRel)
-    {
+    if !agent.warm.wanted(toolset) || agent.warm.refilling.swap(true, Ordering::AcqRel) {
         return;
     }
     let (toolset, agent) = (toolset.clone(), agent.clone());
@@ -126,24 +122,35 @@ pub(super) fn refill(toolset: &Toolset, agent: &Arc<LoadedAgent>) {
         // Behind whatever this worker has queued (such as whoever waits on
         // the task that took the instance): a refill is never urgent.
         tokio::task::yield_now().await;
-        while pool.len() < pool.target
-            && !pool.disabled.load(Ordering::Relaxed)
-            && has_room(&toolset)
-        {
-            match make(&toolset, &agent).await {
-                Ok(warm) => pool.ready.lock().unwrap().push(warm),
-                Err(why) => {
-                    pool.disabled.store(true, Ordering::Relaxed);
-                    tracing::info!(
-                        agent = %agent.spec.name,
-                        reason = %why,
-                        "no warm instances for this agent: its tasks are instantiated on demand"
-                    );
+        loop {
+            while pool.wanted(&toolset) {
+                match make(&toolset, &agent).await {
+                    Ok(warm) => pool.ready.lock().unwrap().push(warm),
+                    Err(why) => {
+                        pool.disabled.store(true, Ordering::Relaxed);
+                        tracing::info!(
+                            agent = %agent.spec.name,
+                            reason = %why,
+                            "no warm instances for this agent: its tasks are instantiated on demand"
+                        );
+                    }
                 }
             }
+            pool.refilling.store(false, Ordering::Release);
+            // An instance taken after the last check found the refill
+            // still under way, so it did not start one: go on for it.
+            if !pool.wanted(&toolset) || pool.refilling.swap(true, Ordering::AcqRel) {
+                break;
+            }
         }
-        pool.refilling.store(false, Ordering::Release);
     });
+}
+
+impl WarmPool {
+    /// Whether another instance should be made now.
+    fn wanted(&self, toolset: &Toolset) -> bool {
+        !self.disabled.load(Ordering::Relaxed) && self.len() < self.target && has_room(toolset)
+    }
 }
 
 /// Whether another Store fits in the free half of the instance pool.
