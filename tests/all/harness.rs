@@ -146,7 +146,8 @@ async fn claude_code_streams_text_once_and_its_result_is_the_tasks() {
         &scratch,
         "claude-code",
         &command,
-        "      model: anthropic/claude-fixture\n      effort: high\n      args: [--max-turns, \"30\"]\n",
+        "      model: anthropic/claude-fixture\n      effort: high\n      args: [--max-turns, \"30\"]\n      \
+         env: {API_TOKEN: \"${GRANTED_TOKEN}\", MODE: fast}\n",
         "",
     );
     let team = std::fs::read_to_string(&team)
@@ -204,23 +205,28 @@ async fn claude_code_streams_text_once_and_its_result_is_the_tasks() {
         "{stdin}"
     );
     assert_eq!(seen["cwd"], "/work");
-    // Only the basics and the granted variable.
+    // Only the basics, the granted variable and harness.env (which may
+    // name the granted one).
     let env = seen["env"].as_object().unwrap();
     let mut names: Vec<&str> = env.keys().map(String::as_str).collect();
     names.sort();
     assert_eq!(
         names,
         [
+            "API_TOKEN",
             "GRANTED_TOKEN",
             "HOME",
             "IS_SANDBOX",
             "LANG",
+            "MODE",
             "PATH",
             "PWD",
             "TMPDIR"
         ]
     );
     assert_eq!(env["GRANTED_TOKEN"], "granted-value");
+    assert_eq!(env["API_TOKEN"], "granted-value");
+    assert_eq!(env["MODE"], "fast");
     assert_eq!(env["HOME"], "/tmp/home");
 }
 
