@@ -1013,3 +1013,43 @@ fn team_with_working_dir(scratch: &Scratch, command: &Path, dir: &str) -> PathBu
         "",
     )
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unconfined_harness_is_stopped_with_what_left_its_group_where_cgroups_exist() {
+    let scratch = Scratch::new();
+    let probe = fake(&scratch, "claude", Fake::default());
+    let said = text(&check(&team(&scratch, "claude-code", &probe, "", ""), &[]).stdout);
+    if !said.contains("process count capped by the cgroup") {
+        return eprintln!("skipped: no pids cgroup here:\n{said}");
+    }
+    let marks = (
+        std::process::id() % 100_000 + 4_500_000,
+        std::process::id() % 100_000 + 4_600_000,
+    );
+    let (one, two) = (marks.0.to_string(), marks.1.to_string());
+    let command = stubborn(&scratch, marks);
+    let toolset = load(&team(
+        &scratch,
+        "claude-code",
+        &command,
+        "",
+        "      unconfined: true\n",
+    ));
+    let session = toolset.open_session(None).unwrap();
+    let id = bgagents_testkit::start(&toolset, session.caller(), "coder", "Hang");
+    until("the harness's processes start", || {
+        host_has_process(&["sleep", &one]) && host_has_process(&["sleep", &two])
+    })
+    .await;
+
+    toolset
+        .stop_background_agent(session.caller(), &id)
+        .await
+        .unwrap();
+
+    until(
+        "the unconfined harness and its setsid child are gone",
+        || !host_has_process(&["sleep", &one]) && !host_has_process(&["sleep", &two]),
+    )
+    .await;
+}

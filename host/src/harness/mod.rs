@@ -262,6 +262,12 @@ impl HarnessAgent {
                     "harness agent runs UNCONFINED (grants.unconfined: true): no bubblewrap, \
                      the host's whole file system and network"
                 );
+                // Its own cgroups where the host has them, so that a
+                // process that left its group (setsid) is killed too.
+                let cgroups = process::unconfined_cgroups(MAX_PROCESSES, self.spec.memory)?;
+                let procs = (cgroups.as_ref())
+                    .map(process::cgroup::CommandCgroups::procs_files)
+                    .unwrap_or_default();
                 let mut command = std::process::Command::new(&argv[0]);
                 command
                     .args(&argv[1..])
@@ -269,17 +275,30 @@ impl HarnessAgent {
                     .envs(env.iter().map(|(name, value)| (name, value)))
                     .current_dir(cwd)
                     .process_group(0);
-                // SAFETY: prctl is async-signal-safe; nothing else runs
-                // between fork and exec.
+                // SAFETY: between fork and exec only async-signal-safe
+                // calls (prctl, open, write, close) on data prepared before.
                 unsafe {
-                    command.pre_exec(|| {
+                    command.pre_exec(move || {
                         if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                             return Err(std::io::Error::last_os_error());
+                        }
+                        for procs in &procs {
+                            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                            if fd < 0 {
+                                return Err(std::io::Error::last_os_error());
+                            }
+                            let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+                            let error = std::io::Error::last_os_error();
+                            libc::close(fd);
+                            if written != 1 {
+                                return Err(error);
+                            }
                         }
                         Ok(())
                     });
                 }
-                Running::unconfined(command, STDERR_TAIL)
+                let caps = (MAX_PROCESSES, self.spec.memory);
+                Running::unconfined(command, STDERR_TAIL, cgroups, caps)
                     .map_err(|error| format!("cannot start {}: {error}", argv[0].display()))
             }
             (None, None) => Err("the harness has no sandbox".to_string()),

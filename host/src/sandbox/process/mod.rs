@@ -802,6 +802,23 @@ impl Sandbox {
     }
 }
 
+/// Cgroups capping an unconfined process (a harness agent granted
+/// `unconfined`) at `max_processes` and `max_memory`, made where the
+/// sandbox's probe found them (none where bubblewrap or cgroups are
+/// missing). The process joins them through their
+/// [`CommandCgroups::procs_files`]; dropping them kills what is left.
+pub(crate) fn unconfined_cgroups(
+    max_processes: u32,
+    max_memory: u64,
+) -> Result<Option<CommandCgroups>, String> {
+    let Ok(bwrap) = bubblewrap() else {
+        return Ok(None);
+    };
+    (bwrap.cgroups)
+        .create(max_processes, max_memory)
+        .map_err(|error| format!("cannot make the cgroups that cap the process: {error}"))
+}
+
 /// The part of `grants` a gate applies: hosts and endpoints.
 fn gate_grants(grants: &Grants) -> Grants {
     Grants {
@@ -833,10 +850,14 @@ impl Running {
     /// Starts `command` as it is, without a sandbox (a harness agent
     /// granted `unconfined`), with its stdin and stdout piped and the last
     /// `stderr_tail` bytes of its stderr captured. The caller makes it a
-    /// process group of its own, so that [`Running::kill`] ends its tree.
+    /// process group of its own, so that [`Running::kill`] ends its tree,
+    /// and has it join `cgroups` (capped at `max_processes` and
+    /// `max_memory`), which kill whatever left the group when dropped.
     pub(crate) fn unconfined(
         command: std::process::Command,
         stderr_tail: usize,
+        cgroups: Option<CommandCgroups>,
+        (max_processes, max_memory): (u32, u64),
     ) -> std::io::Result<Running> {
         let (reader, writer) = std::io::pipe()?;
         let mut command = tokio::process::Command::from(command);
@@ -849,11 +870,11 @@ impl Running {
         drop(command);
         Ok(Running {
             child,
-            cgroups: None,
+            cgroups,
             output: Output::capture_tail(reader, stderr_tail)?,
             status: None,
-            max_processes: 0,
-            max_memory: 0,
+            max_processes,
+            max_memory,
             max_file_size: u64::MAX,
             address_space: false,
             sandboxed: false,
