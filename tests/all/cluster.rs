@@ -415,3 +415,60 @@ fn a_sub_agent_a_guest_dispatches_runs_on_another_worker_and_a_stop_cascades_to_
     });
     assert_eq!(record(&nats, &root)["status"], "stopped");
 }
+
+#[test]
+fn a_coordinator_killed_and_restarted_loses_nothing() {
+    let scratch = Scratch::new();
+    let Some(nats) = Nats::start(&scratch.dir) else {
+        return;
+    };
+    let team = scratch.team(TEAM);
+    let daemon = coordinator(&scratch, &team, &nats);
+    let workers: Vec<Worker> = (1..=2)
+        .map(|n| Worker::start(&team, &nats, &format!("r{n}"), 2))
+        .collect();
+    let quick = start(&daemon, "helper", "print 2 quick && echo q");
+    assert!(daemon.ok(&["wait", &quick]).contains("completed"));
+    // Ends while no coordinator runs.
+    let meanwhile = start(&daemon, "helper", "print 1 early && sleep 1500 && echo m");
+    // Still running when the new coordinator is up.
+    let later = start(&daemon, "helper", "sleep 6000 && echo l");
+    // Stopped by the new coordinator.
+    let spinner = start(&daemon, "helper", "spin");
+    for id in [&meanwhile, &later, &spinner] {
+        eventually("the workers to claim every task", || {
+            workers.iter().any(|w| w.claimed().contains(id))
+        });
+    }
+    drop(daemon); // SIGKILL
+    eventually("the task to end while no coordinator runs", || {
+        record(&nats, &meanwhile)["status"] == "completed"
+    });
+    let daemon = coordinator(&scratch, &team, &nats);
+    assert!(
+        daemon.log().contains("following 3 task(s)"),
+        "{}",
+        daemon.log()
+    );
+    let waited = daemon.ok(&["wait", &quick, &meanwhile]);
+    assert!(waited.contains(&format!("{quick} completed")), "{waited}");
+    assert!(
+        waited.contains(&format!("{meanwhile} completed")),
+        "{waited}"
+    );
+    assert!(daemon.ok(&["view", &meanwhile]).contains('m'));
+    assert_eq!(daemon.ok(&["logs", &meanwhile]), "early\n");
+    assert_eq!(daemon.ok(&["logs", &quick]), "quick\nquick\n");
+    assert!(daemon.ok(&["stop", &spinner]).contains("stopped"));
+    eventually("the spinner to be stopped in the bucket", || {
+        record(&nats, &spinner)["status"] == "stopped"
+    });
+    let waited = daemon.ok(&["wait", &later]);
+    assert!(waited.contains(&format!("{later} completed")), "{waited}");
+    let listed = statuses(&daemon);
+    assert_eq!(listed.len(), 4, "{listed:?}");
+    assert!(
+        !listed.values().any(|status| status == "interrupted"),
+        "{listed:?}"
+    );
+}

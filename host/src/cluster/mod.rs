@@ -273,6 +273,51 @@ impl Cluster {
     }
 }
 
+/// Follows again the tasks an earlier coordinator dispatched that its
+/// task store restored as interrupted while the cluster still runs them
+/// (or has their end): each becomes live again under its id, its output
+/// read anew, its end taken from the bucket. Returns how many.
+pub async fn readopt(toolset: &crate::toolset::Toolset, cluster: &Cluster) -> usize {
+    let mut followed = 0;
+    for (info, session) in toolset.list_every_session() {
+        if session != crate::tasks::SessionId::RESTORED || info.status != TaskStatus::Interrupted {
+            continue;
+        }
+        let id = info.id.to_string();
+        let record = match cluster.kv.get(task_key(&id)).await {
+            Ok(Some(value)) => match Record::decode(&value) {
+                Ok(record) => record,
+                Err(error) => {
+                    tracing::warn!(task = %id, error = %error, "not followed");
+                    continue;
+                }
+            },
+            Ok(None) => continue,
+            Err(error) => {
+                tracing::warn!(task = %id, error = %error, "cannot read its record; not followed");
+                continue;
+            }
+        };
+        // Interrupted in the cluster too (its worker died): as it was.
+        if record.status() == TaskStatus::Interrupted {
+            continue;
+        }
+        let ancestors = (record.ancestors.iter()).map(|id| crate::tasks::TaskId::from(id.as_str()));
+        match toolset.readopt(
+            info.id.clone(),
+            &record.agent,
+            &record.task,
+            record.expected_output.as_deref(),
+            ancestors.collect(),
+            record.lineage.clone(),
+        ) {
+            Ok(_) => followed += 1,
+            Err(error) => tracing::warn!(task = %id, error = %error, "not followed"),
+        }
+    }
+    followed
+}
+
 /// The subject a task of `agent` is queued on.
 pub(crate) fn work_subject(agent: &str) -> String {
     format!("bgagents.work.{}", subject_token(agent))
@@ -432,26 +477,34 @@ async fn dispatch_and_follow(
     let id = task.id.to_string();
     let key = task_key(&id);
     let record = Record::queued(task);
-    // Watched before it is written: no change is missed.
-    let mut watch = match cluster.kv.watch(&key).await {
+    // Watched before it is written: no change is missed (and one written
+    // already, by an earlier coordinator, is followed from where it is).
+    let mut watch = match cluster.kv.watch_with_history(&key).await {
         Ok(watch) => watch,
         Err(error) => return Outcome::Failed(format!("cannot follow the task in NATS: {error}")),
     };
-    if let Err(error) = cluster.kv.create(&key, record.encode()).await {
-        return Outcome::Failed(format!("cannot record the task in NATS: {error}"));
+    match cluster.kv.create(&key, record.encode()).await {
+        Ok(_) => {
+            guard.armed = true;
+            let queued = async {
+                cluster
+                    .js
+                    .publish(work_subject(&task.agent), id.clone().into())
+                    .await?
+                    .await
+            };
+            if let Err(error) = queued.await {
+                return Outcome::Failed(format!("cannot queue the task in NATS: {error}"));
+            }
+            tracing::debug!(task = %id, "queued for the workers");
+        }
+        // Dispatched by an earlier coordinator: followed, not queued again.
+        Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => {
+            guard.armed = true;
+            tracing::debug!(task = %id, "following a task dispatched earlier");
+        }
+        Err(error) => return Outcome::Failed(format!("cannot record the task in NATS: {error}")),
     }
-    guard.armed = true;
-    let queued = async {
-        cluster
-            .js
-            .publish(work_subject(&task.agent), id.clone().into())
-            .await?
-            .await
-    };
-    if let Err(error) = queued.await {
-        return Outcome::Failed(format!("cannot queue the task in NATS: {error}"));
-    }
-    tracing::debug!(task = %id, "queued for the workers");
     let mut output = match cluster
         .output
         .create_consumer(jetstream::consumer::pull::OrderedConfig {

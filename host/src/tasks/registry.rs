@@ -162,6 +162,14 @@ impl Registry {
         }
     }
 
+    /// Forgets task `id` (here and in the store), to admit a live record
+    /// under its id instead.
+    pub(crate) fn forget(&mut self, id: &str) {
+        if let Some(&order) = self.order_of.get(id) {
+            self.remove(order);
+        }
+    }
+
     pub fn get(&self, id: &str) -> Option<&Arc<Task>> {
         self.order_of
             .get(id)

@@ -69,6 +69,29 @@ impl Toolset {
         self.start_as(caller, id, agent, task, expected_output, via)
     }
 
+    /// Follows again a task an earlier process of this host started and
+    /// left running elsewhere (a cluster's coordinator restarted): the
+    /// record the store restored (interrupted) is replaced by a live one
+    /// under the same id, among the restored tasks, which the remote
+    /// executor follows to its end.
+    pub(crate) fn readopt(
+        &self,
+        id: TaskId,
+        agent: &str,
+        task: &str,
+        expected_output: Option<&str>,
+        ancestors: Vec<TaskId>,
+        mut lineage: Vec<String>,
+    ) -> Result<TaskInfo, ToolError> {
+        lineage.pop();
+        let token = self.shutdown_token().child_token();
+        let caller = Caller::operator(crate::tasks::SessionId::RESTORED, token)
+            .on_behalf_of(ancestors, lineage);
+        self.registry().forget(id.as_str());
+        let via = Via::BackgroundAgents;
+        self.start_as(&caller, id, agent, task, expected_output, via)
+    }
+
     /// Starts a task the way [`Toolset::run_background_agent`] does, for a
     /// caller that reached it through `via`.
     pub(super) fn start(

@@ -67,12 +67,16 @@ pub async fn coordinate(
 ) -> Result<(), String> {
     let cluster = Cluster::open(options, "bgagents coordinator").await?;
     toolset.set_remote(std::sync::Arc::new(crate::cluster::Coordinator::new(
-        cluster,
+        cluster.clone(),
     )));
     eprintln!(
         "{HOST} coordinating workers through NATS at {}",
         shown_url(&options.url)
     );
+    let followed = crate::cluster::readopt(toolset, &cluster).await;
+    if followed > 0 {
+        eprintln!("{HOST} following {followed} task(s) an earlier coordinator dispatched");
+    }
     Ok(())
 }
 
