@@ -19,8 +19,10 @@
 //!   ([`program`]), an environment of only a few basics, the granted
 //!   variables and `harness.env`, and caps on processes, memory and file
 //!   size through cgroups. The network is decided in one place,
-//!   [`network`]. `grants.unconfined: true` runs the CLI without
-//!   bubblewrap, loudly.
+//!   [`network`]: the hosts the agent is granted, through the egress gate
+//!   (`crate::sandbox::egress`), or none. `grants.unconfined: true` runs
+//!   the CLI without bubblewrap (still in cgroups of its own where the
+//!   host has them), loudly.
 //! - **Ending**: a stop, the task's timeout, or the host exiting kills the
 //!   whole process tree at once (its process group, the PID namespace, the
 //!   cgroups; `--die-with-parent`).
