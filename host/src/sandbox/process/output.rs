@@ -113,3 +113,28 @@ impl Captured {
             .extend_from_slice(&bytes[..bytes.len().min(room)]);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[tokio::test]
+    async fn the_head_or_the_tail_is_kept() {
+        for (tail, kept) in [
+            (
+                false,
+                "0123[output cut at 4 bytes; the command wrote 10 bytes]",
+            ),
+            (true, "6789"),
+        ] {
+            let (reader, mut writer) = std::io::pipe().unwrap();
+            let output = Output::read(reader, 4, tail).unwrap();
+            writer.write_all(b"01234").unwrap();
+            writer.write_all(b"56789").unwrap();
+            drop(writer);
+            output.finish(Duration::from_secs(10)).await;
+            assert_eq!(output.text().replace('\n', ""), kept);
+        }
+    }
+}
