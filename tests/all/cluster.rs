@@ -472,3 +472,53 @@ fn a_coordinator_killed_and_restarted_loses_nothing() {
         "{listed:?}"
     );
 }
+
+#[test]
+fn a_dead_workers_task_of_an_agent_with_retry_runs_again_on_another_worker() {
+    let scratch = Scratch::new();
+    let Some(nats) = Nats::start(&scratch.dir) else {
+        return;
+    };
+    let team = scratch.team(
+        r#"
+agents:
+  retrier:
+    component: '{plugins}/probe.wasm'
+    retry: true
+  plain:
+    component: '{plugins}/probe.wasm'
+"#,
+    );
+    let daemon = coordinator(&scratch, &team, &nats);
+    let mut doomed = Worker::start(&team, &nats, "doomed", 2);
+    let retried = start(
+        &daemon,
+        "retrier",
+        "print 1 attempt && sleep 3000 && echo again",
+    );
+    let lost = start(&daemon, "plain", "sleep 60000");
+    eventually("the doomed worker to claim both tasks", || {
+        doomed.claimed().len() == 2
+    });
+    let survivor = Worker::start(&team, &nats, "survivor", 2);
+    doomed.kill();
+    let output = Command::new(env!("CARGO_BIN_EXE_bgagents"))
+        .args(["wait", "--state"])
+        .arg(&daemon.state)
+        .args([&retried, &lost])
+        .output()
+        .unwrap();
+    let waited = String::from_utf8_lossy(&output.stdout).into_owned();
+    // Run again, once, on the survivor: completed, never interrupted too.
+    assert!(waited.contains(&format!("{retried} completed")), "{waited}");
+    assert!(waited.contains("again"), "{waited}");
+    assert!(survivor.claimed().contains(&retried));
+    let stored = record(&nats, &retried);
+    assert_eq!(stored["retries"], 1);
+    assert_eq!(stored["worker"], "survivor");
+    // Both runs' output, the first cut short by the worker's death.
+    assert_eq!(daemon.ok(&["logs", &retried]), "attempt\nattempt\n");
+    // Without retry: interrupted.
+    assert!(waited.contains(&format!("{lost} interrupted")), "{waited}");
+    assert!(!survivor.claimed().contains(&lost));
+}

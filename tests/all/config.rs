@@ -83,7 +83,7 @@ fn unknown_keys_name_the_line_and_the_key() {
         problem("agents:\n  root:\n    descripton: typo\n"),
         "team.yaml: line 3: agents.root: unknown field `descripton`, expected one of \
          `description`, `instruction`, `sub_agents`, `toolsets`, `component`, `limits`, \
-         `grants`, `model`, `add_date`, `max_iterations`, `harness`, `add_environment_info`"
+         `grants`, `model`, `add_date`, `max_iterations`, `harness`, `add_environment_info`, `retry`"
     );
     assert!(
         problems("agents: {}\nlimit: {}\n")[0]
@@ -363,7 +363,7 @@ fn every_problem_of_every_kind_is_reported_in_one_pass() {
         [
             "team.yaml: line 3: agents.root: unknown field `descripton`, expected one of \
              `description`, `instruction`, `sub_agents`, `toolsets`, `component`, `limits`, \
-             `grants`, `model`, `add_date`, `max_iterations`, `harness`, `add_environment_info`",
+             `grants`, `model`, `add_date`, `max_iterations`, `harness`, `add_environment_info`, `retry`",
             "team.yaml: line 6: agents.root.toolsets[0]: toolset type `script` is not supported \
              yet — remove it and give the agent the shell toolset (its commands run in an OS \
              sandbox) (bgagents provides: background_agents, think, todo, filesystem, shell, \

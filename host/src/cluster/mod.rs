@@ -57,14 +57,14 @@
 mod record;
 pub mod worker;
 
-pub use record::Record;
+pub use record::{ATTEMPT_HEADER, Record};
 
 use crate::tasks::{Outcome, Task, TaskStatus};
 use async_nats::jetstream;
 use async_nats::jetstream::kv;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -84,6 +84,9 @@ pub const DEAD_AFTER: Duration = Duration::from_secs(5);
 const OUTPUT_PIECES_PER_TASK: i64 = 100_000;
 /// The largest output piece a worker publishes.
 pub(crate) const OUTPUT_PIECE_BYTES: usize = 64 << 10;
+/// Times a task of an agent with `retry: true` is run again after its
+/// worker died, before it ends `interrupted`.
+pub const MAX_RETRIES: u32 = 3;
 /// How long a coordinator waits for output pieces the final record counts
 /// but the stream no longer has (cut by its caps).
 const OUTPUT_GRACE: Duration = Duration::from_secs(5);
@@ -273,6 +276,59 @@ impl Cluster {
     }
 }
 
+/// Task `key`'s worker `dead` went silent for `silent` seconds while
+/// the task's record was `record` at `revision`: the task is queued again
+/// when `retry` allows, and interrupted otherwise. A lost race means the
+/// record changed (the task ended, or was stopped): that stands.
+async fn worker_died(
+    cluster: &Cluster,
+    key: &str,
+    mut record: Record,
+    revision: u64,
+    dead: &str,
+    silent: u64,
+    retry: bool,
+) {
+    let id = record.id.clone();
+    let why = format!(
+        "worker {dead} stopped sending heartbeats while running this task (none for {silent} s)"
+    );
+    if retry && record.retries < MAX_RETRIES {
+        record.retries += 1;
+        record.status = TaskStatus::Queued.as_str().to_string();
+        record.worker = None;
+        if cluster
+            .kv
+            .update(key, record.encode(), revision)
+            .await
+            .is_ok()
+        {
+            tracing::warn!(task = %id, worker = %dead, retry = record.retries, "worker silent: task queued again (retry: true)");
+            let queued = async {
+                cluster
+                    .js
+                    .publish(work_subject(&record.agent), id.clone().into())
+                    .await?
+                    .await
+            };
+            if let Err(error) = queued.await {
+                tracing::warn!(task = %id, error = %error, "cannot queue the task again");
+            }
+        }
+        return;
+    }
+    record.status = TaskStatus::Interrupted.as_str().to_string();
+    record.error = Some(match retry {
+        true => format!(
+            "interrupted: {why}; it was run {} times, as often as retry allows",
+            record.retries + 1
+        ),
+        false => format!("interrupted: {why}"),
+    });
+    tracing::warn!(task = %id, worker = %dead, "worker silent: task interrupted");
+    let _ = cluster.kv.update(key, record.encode(), revision).await;
+}
+
 /// Follows again the tasks an earlier coordinator dispatched that its
 /// task store restored as interrupted while the cluster still runs them
 /// (or has their end): each becomes live again under its id, its output
@@ -365,21 +421,35 @@ pub struct Coordinator {
     /// other task, one a guest here started, is queued for the cluster).
     /// `None` on the coordinator, where every task is queued.
     local: Option<Arc<Mutex<HashSet<String>>>>,
+    /// The agents whose tasks are run again when their worker dies.
+    retry: Arc<HashSet<String>>,
+}
+
+/// The agents of `team` with `retry: true`.
+fn retrying(team: &crate::config::Team) -> Arc<HashSet<String>> {
+    let agents = team.agents.values().filter(|spec| spec.retry);
+    Arc::new(agents.map(|spec| spec.name.clone()).collect())
 }
 
 impl Coordinator {
-    pub fn new(cluster: Cluster) -> Coordinator {
+    pub fn new(cluster: Cluster, team: &crate::config::Team) -> Coordinator {
         Coordinator {
             cluster,
             local: None,
+            retry: retrying(team),
         }
     }
 
     /// A worker's: the tasks in `local` run here, the others are queued.
-    pub(crate) fn for_worker(cluster: Cluster, local: Arc<Mutex<HashSet<String>>>) -> Coordinator {
+    pub(crate) fn for_worker(
+        cluster: Cluster,
+        team: &crate::config::Team,
+        local: Arc<Mutex<HashSet<String>>>,
+    ) -> Coordinator {
         Coordinator {
             cluster,
             local: Some(local),
+            retry: retrying(team),
         }
     }
 }
@@ -391,13 +461,14 @@ impl Remote for Coordinator {
 
     fn run(&self, task: Arc<Task>) -> BoxFuture<'static, Outcome> {
         let cluster = self.cluster.clone();
+        let retry = self.retry.contains(&task.agent);
         Box::pin(async move {
             let mut guard = StopOnDrop {
                 cluster: cluster.clone(),
                 id: task.id.to_string(),
                 armed: false,
             };
-            let outcome = dispatch_and_follow(&cluster, &task, &mut guard).await;
+            let outcome = dispatch_and_follow(&cluster, &task, retry, &mut guard).await;
             guard.armed = false;
             outcome
         })
@@ -472,6 +543,7 @@ async fn stop_remote(cluster: &Cluster, id: &str) -> Result<(), String> {
 async fn dispatch_and_follow(
     cluster: &Cluster,
     task: &Arc<Task>,
+    retry: bool,
     guard: &mut StopOnDrop,
 ) -> Outcome {
     let id = task.id.to_string();
@@ -521,7 +593,11 @@ async fn dispatch_and_follow(
         },
         Err(error) => return Outcome::Failed(format!("cannot read the task's output: {error}")),
     };
-    let mut pieces = 0u64;
+    // Output pieces received, by the run they are from.
+    let mut pieces: HashMap<u32, u64> = HashMap::new();
+    let count = |pieces: &HashMap<u32, u64>, record: &Record| {
+        pieces.get(&record.retries).copied().unwrap_or(0)
+    };
     let mut ended: Option<(Record, Instant)> = None;
     // The worker running it: its heartbeat's last revision and when that
     // was seen to change.
@@ -529,7 +605,7 @@ async fn dispatch_and_follow(
     let mut tick = tokio::time::interval(HEARTBEAT);
     loop {
         if let Some((record, at)) = &ended
-            && (pieces >= record.output_pieces || at.elapsed() > OUTPUT_GRACE)
+            && (count(&pieces, record) >= record.output_pieces || at.elapsed() > OUTPUT_GRACE)
         {
             return record.outcome();
         }
@@ -557,11 +633,15 @@ async fn dispatch_and_follow(
                     worker = Some((name.clone(), 0, Instant::now()));
                 }
             }
-            piece = output.next(), if ended.as_ref().is_none_or(|(r, _)| pieces < r.output_pieces) => {
+            piece = output.next(), if ended.as_ref().is_none_or(|(r, _)| count(&pieces, r) < r.output_pieces) => {
                 match piece {
                     Some(Ok(message)) => {
                         task.output.append(&message.payload);
-                        pieces += 1;
+                        let attempt = (message.headers.as_ref())
+                            .and_then(|headers| headers.get(ATTEMPT_HEADER))
+                            .and_then(|value| value.as_str().parse().ok())
+                            .unwrap_or(0);
+                        *pieces.entry(attempt).or_default() += 1;
                     }
                     Some(Err(error)) => tracing::debug!(task = %id, error = %error, "output read failed; retrying"),
                     None => {}
@@ -579,20 +659,14 @@ async fn dispatch_and_follow(
                     }
                     Ok(_) if seen_at.elapsed() > DEAD_AFTER => {
                         let silent = seen_at.elapsed().as_secs();
-                        let reason = format!(
-                            "interrupted: worker {name} stopped sending heartbeats while running \
-                             this task (none for {silent} s)"
-                        );
-                        tracing::warn!(task = %id, worker = %name, "worker silent: task interrupted");
+                        let dead = name.clone();
+                        // Followed anew once claimed again.
+                        worker = None;
                         if let Ok(Some(entry)) = cluster.kv.entry(&key).await
-                            && let Ok(mut record) = Record::decode(&entry.value)
+                            && let Ok(record) = Record::decode(&entry.value)
                             && !record.status().is_final()
                         {
-                            record.status = TaskStatus::Interrupted.as_str().to_string();
-                            record.error = Some(reason);
-                            // A lost race means the record changed: the
-                            // watch brings the change.
-                            let _ = cluster.kv.update(&key, record.encode(), entry.revision).await;
+                            worker_died(cluster, &key, record, entry.revision, &dead, silent, retry).await;
                         }
                     }
                     Ok(_) => {}

@@ -3,6 +3,9 @@
 use crate::tasks::{Outcome, Task, TaskStatus};
 use serde::{Deserialize, Serialize};
 
+/// The header naming which run of a task an output piece is from.
+pub const ATTEMPT_HEADER: &str = "Bgagents-Attempt";
+
 /// What the bucket holds of one task (JSON).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
@@ -27,9 +30,13 @@ pub struct Record {
     pub result: Option<String>,
     #[serde(default)]
     pub error: Option<String>,
-    /// Output pieces published, once final.
+    /// Output pieces the run that ended it published, once final.
     #[serde(default)]
     pub output_pieces: u64,
+    /// Times it was queued again after its worker died (`retry: true`);
+    /// its runs' output pieces carry this as [`ATTEMPT_HEADER`].
+    #[serde(default)]
+    pub retries: u32,
     /// When it was accepted (milliseconds since the Unix epoch).
     #[serde(default)]
     pub created_ms: u64,
@@ -49,6 +56,7 @@ impl Record {
             result: None,
             error: None,
             output_pieces: 0,
+            retries: 0,
             created_ms: crate::store::now_ms(),
         }
     }

@@ -4,8 +4,8 @@
 //! [`HEARTBEAT`] that it is alive.
 
 use super::{
-    Cluster, HEARTBEAT, OUTPUT_PIECE_BYTES, Record, consumer_name, output_subject, task_key,
-    work_subject, worker_key,
+    ATTEMPT_HEADER, Cluster, HEARTBEAT, OUTPUT_PIECE_BYTES, Record, consumer_name, output_subject,
+    task_key, work_subject, worker_key,
 };
 use crate::tasks::{Caller, Reach, TaskId, TaskStatus};
 use crate::toolset::{Session, Toolset};
@@ -66,6 +66,7 @@ pub async fn serve(
     // What guests here start is queued for the cluster.
     toolset.set_remote(Arc::new(super::Coordinator::for_worker(
         cluster.clone(),
+        toolset.team(),
         shared.running.clone(),
     )));
     let mut consumers = Vec::new();
@@ -323,9 +324,11 @@ async fn run(shared: &Shared, id: &str, record: &Record) -> Ended {
             }
             let (piece, rest) = text.split_at(end);
             text = rest;
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(ATTEMPT_HEADER, record.retries.to_string().as_str());
             let sent = async {
                 (shared.cluster.js)
-                    .publish(subject.clone(), piece.to_string().into())
+                    .publish_with_headers(subject.clone(), headers, piece.to_string().into())
                     .await?
                     .await
             };

@@ -98,6 +98,8 @@ pub(super) struct AgentFile {
     pub model: Option<String>,
     pub add_date: bool,
     pub max_iterations: Option<u32>,
+    /// Re-run a task whose cluster worker died (`retry`).
+    pub retry: bool,
     /// A harness agent's CLI (`harness:`).
     pub harness: Option<super::harness::HarnessFile>,
     pub add_environment_info: bool,
@@ -263,6 +265,7 @@ const AGENT_KEYS: &[&str] = &[
     "max_iterations",
     "harness",
     "add_environment_info",
+    "retry",
 ];
 const AGENT_LIMIT_KEYS: &[&str] = &[
     "fuel",
@@ -676,6 +679,7 @@ fn read_agent(reader: &mut Reader, value: &Value, path: &[Step]) -> Option<Agent
         model: agent.get(reader, "model"),
         add_date: agent.get_or_default(reader, "add_date"),
         max_iterations: agent.get(reader, "max_iterations"),
+        retry: agent.get_or_default(reader, "retry"),
         harness: super::harness::read(reader, &agent),
         add_environment_info: agent.get_or_default(reader, "add_environment_info"),
     })

@@ -207,6 +207,9 @@ pub struct AgentSpec {
     pub add_date: bool,
     /// Model turns a task may take (`max_iterations`); 0 for no bound.
     pub max_iterations: u32,
+    /// On a cluster (`serve --nats`): a task whose worker died is run again
+    /// on another (`retry: true`) instead of ending `interrupted`.
+    pub retry: bool,
     /// Whether the agent has the `think` toolset.
     pub think: bool,
     /// The `todo` toolset, if the agent has it.
@@ -419,6 +422,7 @@ impl Team {
             model: None,
             add_date: false,
             max_iterations: 0,
+            retry: false,
             think: false,
             todo: None,
             filesystem: false,

@@ -338,6 +338,7 @@ fn resolve_agent(
         model,
         add_date: agent.add_date,
         max_iterations: agent.max_iterations.unwrap_or(0),
+        retry: agent.retry,
         think,
         todo,
         filesystem,

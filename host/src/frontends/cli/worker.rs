@@ -68,6 +68,7 @@ pub async fn coordinate(
     let cluster = Cluster::open(options, "bgagents coordinator").await?;
     toolset.set_remote(std::sync::Arc::new(crate::cluster::Coordinator::new(
         cluster.clone(),
+        toolset.team(),
     )));
     eprintln!(
         "{HOST} coordinating workers through NATS at {}",
