@@ -393,6 +393,19 @@ fn a_sub_agent_a_guest_dispatches_runs_on_another_worker_and_a_stop_cascades_to_
     assert_eq!(stored["ancestors"], serde_json::json!([root]));
     assert_eq!(stored["lineage"], serde_json::json!(["root", "helper"]));
     assert_eq!(stored["status"], "completed");
+    // Listed by the coordinator under its parent, with its result.
+    eventually("the coordinator to list the child as completed", || {
+        statuses(&daemon)
+            .get(child)
+            .is_some_and(|status| status == "completed")
+    });
+    let json: serde_json::Value = serde_json::from_str(&daemon.ok(&["ps", "--json"])).unwrap();
+    let listed = (json.as_array().unwrap().iter())
+        .find(|task| task["task_id"] == child.as_str())
+        .unwrap();
+    assert_eq!(listed["parent"], root.as_str());
+    assert_eq!(listed["agent"], "helper");
+    assert!(daemon.ok(&["view", child]).contains("from afar"));
 
     // A stop of the parent reaches the child on its worker.
     let root = start(&daemon, "root", "spawn-then-spin helper spin");
@@ -414,6 +427,11 @@ fn a_sub_agent_a_guest_dispatches_runs_on_another_worker_and_a_stop_cascades_to_
             .any(|line| line.contains("stop received") && line.contains(&child))
     });
     assert_eq!(record(&nats, &root)["status"], "stopped");
+    eventually("the coordinator to list the child as stopped", || {
+        statuses(&daemon)
+            .get(&child)
+            .is_some_and(|status| status == "stopped")
+    });
 }
 
 #[test]

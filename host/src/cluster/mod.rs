@@ -47,12 +47,22 @@
 //!   bucket at its next check (every second) and its completion, if any,
 //!   fails the compare-and-set.
 //!
-//! Not done yet (see docs/cluster.md): sub-agents a guest on a worker
-//! dispatches run on that worker (not through the queue, and not listed
-//! by the coordinator); components are not shipped through the object
-//! store (every machine needs the team file and its components); `retry:
-//! true`; a restarted coordinator marks the tasks it had dispatched
-//! `interrupted` (from its own task store) even though their workers go on.
+//! Sub-agents: a worker's own toolset has a [`Remote`] too, which queues
+//! every task but those the worker took from the queue, so a guest's
+//! sub-agent may run on another worker; the worker runs each task under
+//! its cluster id below its ancestors, so scoping, limits and cascading
+//! stops work as on one host, and the coordinator lists each new child
+//! record under its parent ([`mirror_subtasks`]), followed like its own.
+//!
+//! Restarts: a restarted coordinator follows again ([`readopt`]) the tasks
+//! its store restored as interrupted that the bucket still has running or
+//! ended. A task of an agent with `retry: true` whose worker died is
+//! queued again (at most [`MAX_RETRIES`] times) instead of interrupted.
+//!
+//! Not done yet (see docs/cluster.md): components are not shipped through
+//! the object store (every machine needs the team file and its
+//! components); a stop that loses the race with a completion in the
+//! bucket overwrites it (so clients, store and bucket agree on `stopped`).
 
 mod record;
 pub mod worker;
@@ -327,6 +337,48 @@ async fn worker_died(
     });
     tracing::warn!(task = %id, worker = %dead, "worker silent: task interrupted");
     let _ = cluster.kv.update(key, record.encode(), revision).await;
+}
+
+/// Lists on the coordinator the tasks guests start on workers, each as a
+/// child of its parent (when the parent is listed here), followed to its
+/// end like any task the coordinator dispatched. Runs until NATS goes away.
+pub async fn mirror_subtasks(toolset: crate::toolset::Toolset, cluster: Cluster) {
+    let mut watch = match cluster.kv.watch("t.>").await {
+        Ok(watch) => watch,
+        Err(error) => {
+            tracing::warn!(error = %error, "cannot watch for sub-agents started on workers");
+            return;
+        }
+    };
+    while let Some(entry) = watch.next().await {
+        let Ok(entry) = entry else { continue };
+        if !matches!(entry.operation, kv::Operation::Put) {
+            continue;
+        }
+        let Ok(record) = Record::decode(&entry.value) else {
+            continue;
+        };
+        // A new child's first record.
+        let Some(parent) = record.ancestors.last() else {
+            continue;
+        };
+        if record.status() != TaskStatus::Queued || record.retries > 0 {
+            continue;
+        }
+        let mirrored = toolset.mirror(
+            crate::tasks::TaskId::from(record.id.as_str()),
+            parent,
+            &record.agent,
+            &record.task,
+            record.expected_output.as_deref(),
+        );
+        match mirrored {
+            Ok(_) => tracing::debug!(task = %record.id, parent = %parent, "sub-agent listed"),
+            Err(error) => {
+                tracing::debug!(task = %record.id, error = %error, "sub-agent not listed here")
+            }
+        }
+    }
 }
 
 /// Follows again the tasks an earlier coordinator dispatched that its

@@ -92,6 +92,24 @@ impl Toolset {
         self.start_as(&caller, id, agent, task, expected_output, via)
     }
 
+    /// Lists, as a child of its parent here, a task that a guest of that
+    /// parent started elsewhere (a cluster's worker): the remote executor
+    /// follows it to its end, and stops it with its parent. Its agent is
+    /// checked and counted against the parent's limits as any child's.
+    pub(crate) fn mirror(
+        &self,
+        id: TaskId,
+        parent: &str,
+        agent: &str,
+        task: &str,
+        expected_output: Option<&str>,
+    ) -> Result<TaskInfo, ToolError> {
+        let parent = (self.registry().get(parent).cloned())
+            .ok_or_else(|| ToolError::NotFound { id: parent.to_string() })?;
+        let caller = Caller::for_task(&parent);
+        self.start_as(&caller, id, agent, task, expected_output, Via::Transfer)
+    }
+
     /// Starts a task the way [`Toolset::run_background_agent`] does, for a
     /// caller that reached it through `via`.
     pub(super) fn start(

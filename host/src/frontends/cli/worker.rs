@@ -74,6 +74,10 @@ pub async fn coordinate(
         "{HOST} coordinating workers through NATS at {}",
         shown_url(&options.url)
     );
+    tokio::spawn(crate::cluster::mirror_subtasks(
+        toolset.clone(),
+        cluster.clone(),
+    ));
     let followed = crate::cluster::readopt(toolset, &cluster).await;
     if followed > 0 {
         eprintln!("{HOST} following {followed} task(s) an earlier coordinator dispatched");
