@@ -540,3 +540,46 @@ agents:
     assert!(waited.contains(&format!("{lost} interrupted")), "{waited}");
     assert!(!survivor.claimed().contains(&lost));
 }
+
+#[test]
+fn sigterm_on_a_worker_interrupts_its_tasks_and_on_the_coordinator_stops_them_on_the_workers() {
+    let scratch = Scratch::new();
+    let Some(nats) = Nats::start(&scratch.dir) else {
+        return;
+    };
+    let team = scratch.team(TEAM);
+    let daemon = coordinator(&scratch, &team, &nats);
+    let mut leaving = Worker::start(&team, &nats, "leaving", 1);
+    let task = start(&daemon, "helper", "spin");
+    eventually("the worker to claim the task", || {
+        leaving.claimed().contains(&task)
+    });
+    let pid = leaving.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = leaving.child.wait().unwrap();
+    assert!(status.success(), "{status}: {}", leaving.log());
+    let waited = daemon.ok(&["view", &task]);
+    assert!(
+        waited.contains("Status:  interrupted")
+            && waited.contains("worker leaving was shut down while running this task"),
+        "{waited}"
+    );
+
+    let staying = Worker::start(&team, &nats, "staying", 1);
+    let task = start(&daemon, "helper", "spin");
+    eventually("the worker to claim the task", || {
+        staying.claimed().contains(&task)
+    });
+    assert!(daemon.terminate().success());
+    // Stopped in the bucket and on the worker before the coordinator ended.
+    assert_eq!(record(&nats, &task)["status"], "stopped");
+    eventually("the worker to be told", || {
+        (staying.log().lines()).any(|line| line.contains("stop received") && line.contains(&task))
+    });
+}

@@ -228,6 +228,8 @@ pub struct Cluster {
     pub(crate) kv: kv::Store,
     pub(crate) output: jetstream::stream::Stream,
     pub(crate) work: jetstream::stream::Stream,
+    /// Stops being written to the bucket, awaited before the process ends.
+    stops: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Cluster {
@@ -282,7 +284,24 @@ impl Cluster {
             kv,
             output,
             work,
+            stops: Arc::default(),
         })
+    }
+
+    /// Waits (up to `limit`) until every stop made so far is in the bucket
+    /// and sent to its worker: a process that stops its tasks as it ends
+    /// calls it before it exits.
+    pub async fn settle_stops(&self, limit: Duration) {
+        let pending: Vec<_> = std::mem::take(&mut *self.stops.lock().unwrap());
+        let all = async {
+            for stop in pending {
+                let _ = stop.await;
+            }
+        };
+        if tokio::time::timeout(limit, all).await.is_err() {
+            tracing::warn!("some stops did not reach NATS before the end");
+        }
+        let _ = self.client.flush().await;
     }
 }
 
@@ -541,11 +560,15 @@ impl Drop for StopOnDrop {
             return;
         }
         let (cluster, id) = (self.cluster.clone(), self.id.clone());
-        tokio::spawn(async move {
+        let stops = self.cluster.stops.clone();
+        let stop = tokio::spawn(async move {
             if let Err(error) = stop_remote(&cluster, &id).await {
                 tracing::warn!(task = %id, error = %error, "cannot record a stop in the cluster");
             }
         });
+        let mut stops = stops.lock().unwrap();
+        stops.retain(|stop| !stop.is_finished());
+        stops.push(stop);
     }
 }
 

@@ -110,6 +110,8 @@ pub async fn serve(
     // Every task is stopped here; each one's follower records its end and
     // gives its slot back.
     toolset.shutdown().await;
+    // Sub-agents it had queued for others are stopped there.
+    cluster.settle_stops(Duration::from_secs(10)).await;
     let every_slot = slots.acquire_many(slot_count as u32);
     let _ = tokio::time::timeout(Duration::from_secs(10), every_slot).await;
     background.cancel();

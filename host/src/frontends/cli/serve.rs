@@ -93,11 +93,13 @@ pub async fn serve_team(
         Ok(toolset) => toolset,
         Err(code) => return code,
     };
-    if let Some(nats) = &nats
-        && let Err(error) = super::worker::coordinate(&toolset, nats).await
-    {
-        return fail(error);
-    }
+    let cluster = match &nats {
+        Some(nats) => match super::worker::coordinate(&toolset, nats).await {
+            Ok(cluster) => Some(cluster),
+            Err(error) => return fail(error),
+        },
+        None => None,
+    };
     let listener = match state::bind(&dir) {
         Ok(listener) => listener,
         Err(error) => return fail(error),
@@ -110,7 +112,12 @@ pub async fn serve_team(
         std::process::id(),
         std::process::id()
     );
-    match serve::run(toolset, listener, &socket, http).await {
+    let served = serve::run(toolset, listener, &socket, http).await;
+    if let Some(cluster) = cluster {
+        // The tasks the shutdown stopped are stopped on their workers too.
+        cluster.settle_stops(std::time::Duration::from_secs(10)).await;
+    }
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => fail(error),
     }

@@ -64,7 +64,7 @@ impl NatsArgs {
 pub async fn coordinate(
     toolset: &crate::toolset::Toolset,
     options: &NatsOptions,
-) -> Result<(), String> {
+) -> Result<Cluster, String> {
     let cluster = Cluster::open(options, "bgagents coordinator").await?;
     toolset.set_remote(std::sync::Arc::new(crate::cluster::Coordinator::new(
         cluster.clone(),
@@ -82,7 +82,7 @@ pub async fn coordinate(
     if followed > 0 {
         eprintln!("{HOST} following {followed} task(s) an earlier coordinator dispatched");
     }
-    Ok(())
+    Ok(cluster)
 }
 
 pub async fn worker(
