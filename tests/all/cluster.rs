@@ -98,8 +98,20 @@ struct Worker {
 
 impl Worker {
     fn start(team: &Path, nats: &Nats, name: &str, slots: usize) -> Worker {
+        Worker::start_with(team, nats, name, slots, &[])
+    }
+
+    /// [`Worker::start`] with more environment variables.
+    fn start_with(
+        team: &Path,
+        nats: &Nats,
+        name: &str,
+        slots: usize,
+        env: &[(&str, &Path)],
+    ) -> Worker {
         let log = team.parent().unwrap().join(format!("{name}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_bgagents"))
+            .envs(env.iter().copied())
             .args(["worker", "--nats", &nats.url, "--name", name])
             .args(["--slots", &slots.to_string()])
             .arg(team)
@@ -331,9 +343,14 @@ fn a_killed_workers_tasks_end_interrupted_and_none_is_lost() {
     assert_eq!(listed.len(), 4, "{listed:?}");
 }
 
-/// Task `id`'s record in the cluster's bucket, read with a NATS client of
-/// our own.
+/// Task `id`'s record in the cluster's bucket.
 fn record(nats: &Nats, id: &str) -> serde_json::Value {
+    serde_json::from_slice(&bucket_value(nats, &format!("t.{id}"))).unwrap()
+}
+
+/// The value of `key` in the cluster's bucket, read with a NATS client of
+/// our own.
+fn bucket_value(nats: &Nats, key: &str) -> Vec<u8> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -344,9 +361,10 @@ fn record(nats: &Nats, id: &str) -> serde_json::Value {
             .get_key_value("bgagents_tasks")
             .await
             .unwrap();
-        let value = kv.get(format!("t.{id}")).await.unwrap();
-        let value = value.unwrap_or_else(|| panic!("{id} is not in the bucket"));
-        serde_json::from_slice(&value).unwrap()
+        let value = kv.get(key).await.unwrap();
+        value
+            .unwrap_or_else(|| panic!("{key} is not in the bucket"))
+            .to_vec()
     })
 }
 
@@ -582,4 +600,45 @@ fn sigterm_on_a_worker_interrupts_its_tasks_and_on_the_coordinator_stops_them_on
     eventually("the worker to be told", || {
         (staying.log().lines()).any(|line| line.contains("stop received") && line.contains(&task))
     });
+}
+
+#[test]
+fn a_worker_whose_component_differs_runs_the_coordinators_fetched_by_hash() {
+    let scratch = Scratch::new();
+    let Some(nats) = Nats::start(&scratch.dir) else {
+        return;
+    };
+    let team = scratch.team(TEAM);
+    let daemon = coordinator(&scratch, &team, &nats);
+    // This machine's helper is another component altogether.
+    let other = scratch.write(
+        "elsewhere/team.yaml",
+        TEAM.replace(
+            "{plugins}",
+            &bgagents_testkit::plugin_dir().display().to_string(),
+        )
+        .replacen("probe.wasm", "calculator.wasm", 2),
+    );
+    let cache = scratch.dir.join("cache");
+    let worker = Worker::start_with(&other, &nats, "elsewhere", 1, &[("XDG_CACHE_HOME", &cache)]);
+    assert!(
+        worker
+            .log()
+            .contains("helper: running the coordinator's component"),
+        "{}",
+        worker.log()
+    );
+    // The hash the coordinator recorded for its helper.
+    let hash = String::from_utf8(bucket_value(&nats, "c.helper")).unwrap();
+    assert_eq!(hash.len(), 64, "{hash}");
+    assert!(
+        cache
+            .join("bgagents/cluster-components")
+            .join(format!("{hash}.wasm"))
+            .is_file()
+    );
+    let id = start(&daemon, "helper", "echo the probe ran");
+    let waited = daemon.ok(&["wait", &id]);
+    assert!(waited.contains(&format!("{id} completed")), "{waited}");
+    assert!(waited.contains("the probe ran"), "{waited}");
 }

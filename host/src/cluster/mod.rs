@@ -59,11 +59,14 @@
 //! ended. A task of an agent with `retry: true` whose worker died is
 //! queued again (at most [`MAX_RETRIES`] times) instead of interrupted.
 //!
-//! Not done yet (see docs/cluster.md): components are not shipped through
-//! the object store (every machine needs the team file and its
-//! components); a stop that loses the race with a completion in the
+//! Components travel by content hash through the object store
+//! ([`components`]): a worker runs the coordinator's bytes.
+//!
+//! Not done yet (see docs/cluster.md): the team file is not shipped; a
+//! stop that loses the race with a completion in the
 //! bucket overwrites it (so clients, store and bucket agree on `stopped`).
 
+pub mod components;
 mod record;
 pub mod worker;
 

@@ -5,6 +5,7 @@ use super::sanitise::{Keep, printable, shown_path};
 use super::{EXIT_BAD_INPUT, HOST};
 use crate::cluster::worker::{WorkerOptions, serve};
 use crate::cluster::{Cluster, NatsOptions, shown_url};
+use crate::toolset::Toolset;
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -78,6 +79,8 @@ pub async fn coordinate(
         toolset.clone(),
         cluster.clone(),
     ));
+    let uploaded = crate::cluster::components::publish(&cluster, toolset.team()).await?;
+    tracing::info!(uploaded, "components in NATS");
     let followed = crate::cluster::readopt(toolset, &cluster).await;
     if followed > 0 {
         eprintln!("{HOST} following {followed} task(s) an earlier coordinator dispatched");
@@ -96,11 +99,15 @@ pub async fn worker(
         eprintln!("error: {}", printable(&error, Keep::Lines));
         ExitCode::from(EXIT_BAD_INPUT)
     };
-    let toolset = match super::load(team, true) {
-        Ok(toolset) => toolset,
-        Err(code) => return code,
+    let path = team;
+    let mut team = match crate::config::Team::load(path) {
+        Ok(team) => team,
+        Err(error) => {
+            super::print_problems(&error.source, &error.problems, error.more);
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
     };
-    let runnable: Vec<String> = (toolset.team().agents.values())
+    let runnable: Vec<String> = (team.agents.values())
         .filter(|spec| spec.component.is_some() || spec.model.is_some() || spec.harness.is_some())
         .map(|spec| spec.name.clone())
         .collect();
@@ -142,9 +149,41 @@ pub async fn worker(
         Ok(cluster) => cluster,
         Err(error) => return fail(error),
     };
+    // The coordinator's components, where ours differ.
+    let cache = crate::cluster::components::cache_dir();
+    match crate::cluster::components::fetch(&cluster, &mut team, &cache).await {
+        Ok(changed) => {
+            for (agent, file) in changed {
+                eprintln!(
+                    "{HOST} {agent}: running the coordinator's component (fetched by hash: {}), \
+                     not this machine's, whose content differs",
+                    shown_path(&file)
+                );
+            }
+        }
+        Err(error) => return fail(error),
+    }
+    let source = team.source.clone();
+    for warning in &team.warnings {
+        eprintln!(
+            "{}: warning: {}",
+            shown_path(&source),
+            super::indented(warning, "  ")
+        );
+    }
+    let progress = super::progress::CompileNotices::new(true);
+    let loaded = Toolset::load_with_progress(team, |event| progress.show(event));
+    drop(progress);
+    let toolset = match loaded {
+        Ok(toolset) => toolset,
+        Err(error) => {
+            super::print_problems(&source, &error.problems, 0);
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
     eprintln!(
         "{HOST} worker {name} serving {} ({}) from NATS at {}, {slots} task(s) at once (pid {})",
-        shown_path(team),
+        shown_path(path),
         agents.join(", "),
         shown_url(&options.url),
         std::process::id()
