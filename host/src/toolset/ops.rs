@@ -104,8 +104,9 @@ impl Toolset {
         task: &str,
         expected_output: Option<&str>,
     ) -> Result<TaskInfo, ToolError> {
-        let parent = (self.registry().get(parent).cloned())
-            .ok_or_else(|| ToolError::NotFound { id: parent.to_string() })?;
+        let parent = (self.registry().get(parent).cloned()).ok_or_else(|| ToolError::NotFound {
+            id: parent.to_string(),
+        })?;
         let caller = Caller::for_task(&parent);
         self.start_as(&caller, id, agent, task, expected_output, Via::Transfer)
     }
@@ -120,7 +121,14 @@ impl Toolset {
         expected_output: Option<&str>,
         via: Via,
     ) -> Result<TaskInfo, ToolError> {
-        self.start_as(caller, TaskId::generate(), agent, task, expected_output, via)
+        self.start_as(
+            caller,
+            TaskId::generate(),
+            agent,
+            task,
+            expected_output,
+            via,
+        )
     }
 
     fn start_as(

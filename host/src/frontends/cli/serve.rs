@@ -115,7 +115,9 @@ pub async fn serve_team(
     let served = serve::run(toolset, listener, &socket, http).await;
     if let Some(cluster) = cluster {
         // The tasks the shutdown stopped are stopped on their workers too.
-        cluster.settle_stops(std::time::Duration::from_secs(10)).await;
+        cluster
+            .settle_stops(std::time::Duration::from_secs(10))
+            .await;
     }
     match served {
         Ok(()) => ExitCode::SUCCESS,
