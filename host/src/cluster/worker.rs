@@ -7,7 +7,7 @@ use super::{
     ATTEMPT_HEADER, Cluster, HEARTBEAT, OUTPUT_PIECE_BYTES, Record, consumer_name, output_subject,
     task_key, work_subject, worker_key,
 };
-use crate::tasks::{Caller, Reach, TaskId, TaskStatus};
+use crate::tasks::{Caller, EventKind, Reach, TaskId, TaskStatus};
 use crate::toolset::{Session, Toolset};
 use async_nats::jetstream;
 use futures_util::StreamExt;
@@ -26,6 +26,10 @@ pub struct WorkerOptions {
     /// The agents whose tasks it takes.
     pub agents: Vec<String>,
 }
+
+/// How long a worker lets a task's output gather before publishing it,
+/// so a chatty task costs a few pieces a second, not one per write.
+const OUTPUT_GATHER: Duration = Duration::from_millis(50);
 
 /// How long a claimed message may go unacknowledged before another
 /// worker gets it.
@@ -293,6 +297,8 @@ async fn run(shared: &Shared, id: &str, record: &Record) -> Ended {
     lineage.pop();
     let caller = (shared.caller()).on_behalf_of(ancestors.collect(), lineage);
     (shared.running.lock().unwrap()).insert(id.to_string());
+    // Subscribed before the start: no change of the task is missed.
+    let mut events = toolset.events().subscribe();
     let started = toolset.run_background_agent_as(
         &caller,
         TaskId::from(id),
@@ -308,14 +314,24 @@ async fn run(shared: &Shared, id: &str, record: &Record) -> Ended {
     let mut pieces = 0u64;
     let subject = output_subject(id);
     loop {
-        let read = match (toolset)
-            .read_output(shared.caller(), &local, offset, Duration::from_secs(1))
-            .await
-        {
-            Ok(read) => read,
+        // The status before the output: output read after a final status
+        // is all there will be.
+        let done = match toolset.task_status(shared.caller(), &local) {
+            Ok(status) => status.is_final(),
             Err(error) => return failed(format!("worker {}: {error}", shared.name)),
         };
-        let mut text = read.output.as_str();
+        let view = match toolset.view_background_agent(shared.caller(), &local) {
+            Ok(view) => view,
+            Err(error) => return failed(format!("worker {}: {error}", shared.name)),
+        };
+        let all = view.output.text;
+        let mut end = all.len();
+        // A character still being written is left for the next look.
+        if !done && all.ends_with('\u{FFFD}') {
+            end -= '\u{FFFD}'.len_utf8();
+        }
+        let start = all.floor_char_boundary(offset.min(end));
+        let mut text = &all[start..end];
         while !text.is_empty() {
             let mut end = text.floor_char_boundary(text.len().min(OUTPUT_PIECE_BYTES));
             if end == 0 {
@@ -339,15 +355,32 @@ async fn run(shared: &Shared, id: &str, record: &Record) -> Ended {
                 Err(error) => tracing::warn!(task = %id, error = %error, "output piece lost"),
             }
         }
-        offset = read.next_offset;
-        if read.done {
+        offset = end;
+        if done {
             break;
         }
-        // A stop whose message was missed is in the bucket.
-        if let Ok(Some(entry)) = shared.cluster.kv.entry(task_key(id)).await
-            && Record::decode(&entry.value).is_ok_and(|record| record.status().is_final())
-        {
-            let _ = toolset.stop_background_agent(shared.caller(), &local).await;
+        // Until the task changes or writes (a short pause then lets more
+        // output gather), or a second passes.
+        let changed = async {
+            loop {
+                match events.recv().await {
+                    Ok(event) if event.id.as_str() == local => return Some(event.kind),
+                    Ok(_) => {}
+                    Err(_) => return None,
+                }
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs(1), changed).await {
+            Ok(Some(EventKind::Output(_))) => tokio::time::sleep(OUTPUT_GATHER).await,
+            Ok(_) => {}
+            Err(_) => {
+                // A stop whose message was missed is in the bucket.
+                if let Ok(Some(entry)) = shared.cluster.kv.entry(task_key(id)).await
+                    && Record::decode(&entry.value).is_ok_and(|record| record.status().is_final())
+                {
+                    let _ = toolset.stop_background_agent(shared.caller(), &local).await;
+                }
+            }
         }
     }
     let view = match toolset.view_background_agent(shared.caller(), &local) {
