@@ -1072,3 +1072,47 @@ async fn an_unconfined_harness_is_stopped_with_what_left_its_group_where_cgroups
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cli_under_home_beside_a_stray_package_json_shows_only_itself() {
+    if !confinable() {
+        return;
+    }
+    // ~/package.json (left by some `npm install` in ~) and a CLI installed
+    // at ~/.opencode/bin: the sandbox shows the CLI, not the home.
+    let scratch = Scratch::new();
+    let home = scratch.dir.join("home");
+    scratch.write("home/package.json", r#"{"name": "stray"}"#);
+    let key = scratch.write("home/.ssh/id_rsa", "PRIVATE KEY");
+    let before = format!(
+        "try:\n    record['key'] = open('{}').read()\n\
+         except Exception as error:\n    record['key'] = type(error).__name__",
+        key.display()
+    );
+    let written = fake(
+        &scratch,
+        "claude",
+        Fake {
+            stream: fixture("claude/partial.ndjson"),
+            before: &before,
+            ..Fake::default()
+        },
+    );
+    let command = home.join(".opencode/bin/claude");
+    std::fs::create_dir_all(command.parent().unwrap()).unwrap();
+    std::fs::rename(&written, &command).unwrap();
+    let team = team(&scratch, "claude-code", &command, "", "");
+    let env = [("HOME", home.to_str().unwrap())];
+
+    let said = check(&team, &env);
+    let out = text(&said.stdout);
+    assert!(
+        out.contains(&format!("program (read-only): {}\n", command.display())),
+        "{out}"
+    );
+    let run = run(&team, "Greet", &env).await;
+
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    let seen = recorded(&scratch);
+    assert_eq!(seen["key"], "FileNotFoundError", "{seen}");
+}

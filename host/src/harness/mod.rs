@@ -625,11 +625,19 @@ pub fn describe(agent: &AgentSpec, harness: &HarnessSpec) -> Vec<String> {
     let grants = &agent.grants;
     let mut lines = Vec::new();
     match program::locate(harness.kind, &harness.command) {
-        Ok(program) => lines.push(format!(
-            "runs {} ({}) as a process agent",
-            program.found.display(),
-            harness.kind.name()
-        )),
+        Ok(program) => {
+            lines.push(format!(
+                "runs {} ({}) as a process agent",
+                program.found.display(),
+                harness.kind.name()
+            ));
+            if !grants.unconfined && !program.binds.is_empty() {
+                let binds: Vec<String> = (program.binds.iter())
+                    .map(|bind| bind.display().to_string())
+                    .collect();
+                lines.push(format!("program (read-only): {}", binds.join(", ")));
+            }
+        }
         Err(why) => lines.push(why),
     }
     if grants.unconfined {

@@ -1,7 +1,10 @@
 //! Finding a harness CLI on the host and what it needs to run, so that the
 //! sandbox shows it (read-only) and nothing else of the host's: the
 //! program itself — for an npm package, the `node_modules` directory it
-//! lives in, so its platform binaries and vendored files are there — and
+//! lives in, so its platform binaries and vendored files are there, or a
+//! package directory whose `package.json` `bin` names the CLI; else only
+//! the CLI's file (never a directory showing the user's home or bgagents'
+//! state or cache, whatever `package.json` lies around) — and
 //! the interpreter its `#!` line names (e.g. `node`) when that is not a
 //! system program.
 
@@ -92,9 +95,9 @@ pub fn locate(kind: HarnessKind, command: &str) -> Result<Program, String> {
         path: Vec::new(),
     };
     if !is_system(&exe) {
-        program
-            .binds
-            .push(package_dir(&exe).unwrap_or_else(|| exe.clone()));
+        let bind = package_dir(&exe, &program.found).unwrap_or_else(|| exe.clone());
+        tracing::debug!(program = %exe.display(), bind = %bind.display(), "harness: program bind");
+        program.binds.push(bind);
     }
     if let Some(interpreter) = interpreter(&exe) {
         let interpreter = interpreter.canonicalize().unwrap_or(interpreter);
@@ -109,10 +112,13 @@ pub fn locate(kind: HarnessKind, command: &str) -> Result<Program, String> {
     Ok(program)
 }
 
-/// The `node_modules` directory holding the npm package `exe` belongs to
-/// (its sibling packages hold platform binaries), else the package's own
-/// directory; `None` if `exe` is not in a package.
-fn package_dir(exe: &Path) -> Option<PathBuf> {
+/// The directory to show for the CLI `exe` (its real file; `found` is where
+/// it was found): the `node_modules` directory holding the npm package it
+/// belongs to (its sibling packages hold platform binaries), else the
+/// package's own directory when its `package.json` `bin` names the CLI;
+/// `None` (bind only the file) when `exe` is in no such package or the
+/// directory would show the user's home or bgagents' own state.
+fn package_dir(exe: &Path, found: &Path) -> Option<PathBuf> {
     let package = exe
         .ancestors()
         .skip(1)
@@ -123,7 +129,71 @@ fn package_dir(exe: &Path) -> Option<PathBuf> {
         .skip(1)
         .take(2)
         .find(|dir| dir.file_name().is_some_and(|name| name == "node_modules"));
-    Some(modules.unwrap_or(package).to_path_buf())
+    let dir = match modules {
+        Some(modules) => modules,
+        None if bin_names(package, &[exe, found]) => package,
+        None => return None,
+    };
+    (!is_home_like(dir)).then(|| dir.to_path_buf())
+}
+
+/// Whether the `package.json` in `package` has a `bin` (a path, or an
+/// object of paths) that resolves to one of `files`.
+fn bin_names(package: &Path, files: &[&Path]) -> bool {
+    let Ok(text) = std::fs::read_to_string(package.join("package.json")) else {
+        return false;
+    };
+    let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return false;
+    };
+    let bins: Vec<&str> = match json.get("bin") {
+        Some(serde_json::Value::String(bin)) => vec![bin.as_str()],
+        Some(serde_json::Value::Object(bins)) => bins
+            .values()
+            .filter_map(serde_json::Value::as_str)
+            .collect(),
+        _ => return false,
+    };
+    bins.iter().any(|bin| {
+        let path = package.join(bin);
+        let real = path.canonicalize().unwrap_or(path.clone());
+        files.iter().any(|file| *file == path || *file == real)
+    })
+}
+
+/// Directories a program bind must never show nor contain: the user's
+/// home, bgagents' state and cache directories.
+fn protected() -> Vec<PathBuf> {
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .filter(|path| path.is_absolute())
+    };
+    let home = var("HOME");
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    dirs.extend(home.clone());
+    dirs.extend(var("XDG_STATE_HOME").map(|dir| dir.join("bgagents")));
+    dirs.extend(var("XDG_CACHE_HOME").map(|dir| dir.join("bgagents")));
+    dirs.extend(var("BGAGENTS_CACHE_DIR"));
+    if let Some(home) = &home {
+        dirs.push(home.join(".local/state/bgagents"));
+        dirs.push(home.join(".cache/bgagents"));
+    }
+    let resolved: Vec<PathBuf> = dirs
+        .iter()
+        .filter_map(|dir| dir.canonicalize().ok())
+        .collect();
+    dirs.extend(resolved);
+    dirs
+}
+
+/// Whether binding `dir` would show `/`, the user's home or a directory
+/// holding it, or bgagents' state or cache.
+fn is_home_like(dir: &Path) -> bool {
+    dir == Path::new("/")
+        || protected()
+            .iter()
+            .any(|protected| protected.starts_with(dir))
 }
 
 /// The program `exe`'s `#!` line runs it with: the named path, or for
