@@ -644,7 +644,21 @@ async fn dispatch_and_follow(
                     .await
             };
             if let Err(error) = queued.await {
-                return Outcome::Failed(format!("cannot queue the task in NATS: {error}"));
+                let error = format!("cannot queue the task in NATS: {error}");
+                // No worker will take it: its record says why.
+                if let Ok(Some(entry)) = cluster.kv.entry(&key).await
+                    && let Ok(mut record) = Record::decode(&entry.value)
+                    && record.status() == TaskStatus::Queued
+                {
+                    record.status = TaskStatus::Failed.as_str().to_string();
+                    record.error = Some(error.clone());
+                    let _ = cluster
+                        .kv
+                        .update(&key, record.encode(), entry.revision)
+                        .await;
+                }
+                guard.armed = false;
+                return Outcome::Failed(error);
             }
             tracing::debug!(task = %id, "queued for the workers");
         }
