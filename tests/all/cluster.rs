@@ -37,6 +37,11 @@ impl Nats {
     /// Starts one storing in `dir`; `None` (having said why) when it
     /// cannot run here.
     fn start(dir: &Path) -> Option<Nats> {
+        Nats::start_with(dir, &[])
+    }
+
+    /// [`Nats::start`] with more arguments to the server.
+    fn start_with(dir: &Path, extra: &[&str]) -> Option<Nats> {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -46,6 +51,7 @@ impl Nats {
         let started = Command::new("nats-server")
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(dir.join("jetstream"))
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn();
@@ -641,4 +647,65 @@ fn a_worker_whose_component_differs_runs_the_coordinators_fetched_by_hash() {
     let waited = daemon.ok(&["wait", &id]);
     assert!(waited.contains(&format!("{id} completed")), "{waited}");
     assert!(waited.contains("the probe ran"), "{waited}");
+}
+
+#[test]
+fn a_token_from_a_file_reaches_a_server_that_requires_one_and_is_never_shown() {
+    let scratch = Scratch::new();
+    const TOKEN: &str = "s3cret-cluster-token-0123456789";
+    let Some(nats) = Nats::start_with(&scratch.dir, &["--auth", TOKEN]) else {
+        return;
+    };
+    let team = scratch.team(TEAM);
+    let token_file = scratch.write("nats-token", format!("{TOKEN}\n"));
+    let token_arg = token_file.to_str().unwrap();
+    let daemon = Daemon::start_with(
+        &team,
+        Some(&scratch.dir.join("state")),
+        &scratch.dir.join("xdg"),
+        &["--nats", &nats.url, "--nats-token-file", token_arg],
+    );
+    let log = team.parent().unwrap().join("tokened.log");
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_bgagents"))
+        .args(["worker", "--nats", &nats.url, "--name", "tokened"])
+        .args(["--nats-token-file", token_arg])
+        .arg(&team)
+        .env("RUST_LOG", "bgagents=debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let id = start(&daemon, "helper", "echo through the token");
+    let waited = daemon.ok(&["wait", &id]);
+    let _ = worker.kill();
+    let _ = worker.wait();
+    assert!(waited.contains("through the token"), "{waited}");
+    // Without it: refused at once, naming the server, not the token.
+    let refused = Command::new(env!("CARGO_BIN_EXE_bgagents"))
+        .args(["worker", "--nats", &nats.url])
+        .arg(&team)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        error.contains("cannot connect to NATS at nats://127.0.0.1:"),
+        "{error}"
+    );
+    // A token in the URL is not shown either.
+    let shown = Command::new(env!("CARGO_BIN_EXE_bgagents"))
+        .args(["worker", "--nats", &format!("nats://{TOKEN}@127.0.0.1:1")])
+        .arg(&team)
+        .output()
+        .unwrap();
+    assert_eq!(shown.status.code(), Some(2));
+    let shown = String::from_utf8_lossy(&shown.stderr).into_owned();
+    assert!(
+        shown.contains("cannot connect to NATS at nats://…@127.0.0.1:1"),
+        "{shown}"
+    );
+    let worker_log = std::fs::read_to_string(&log).unwrap();
+    for text in [error.as_ref(), &worker_log, &daemon.log(), &shown] {
+        assert!(!text.contains(TOKEN), "the token is shown:\n{text}");
+    }
 }
