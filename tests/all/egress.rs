@@ -272,6 +272,93 @@ async fn a_sandboxed_process_reaches_only_its_granted_servers_through_the_gate()
     assert_eq!(gate.take_refusals().len(), 2);
 }
 
+/// A Python probe given a socket path and a port: connects to the socket
+/// as a relay would, asks for `http://127.0.0.1:PORT/` and prints the
+/// answer (empty when closed unanswered); also prints whether its
+/// environment holds the gate's key.
+const INTRUDER: &str = r#"
+import os, socket, sys
+print("key in env:", "BGAGENTS_EGRESS_KEY" in os.environ)
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(20)
+s.connect(sys.argv[1])
+s.sendall(("GET http://127.0.0.1:%s/ HTTP/1.1\r\nHost: x\r\n\r\n" % sys.argv[2]).encode())
+got = b""
+try:
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+except OSError as error:
+    got += type(error).__name__.encode()
+print("answer:", got.decode(errors="replace").replace("\r\n", " "))
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_sandbox_reaching_a_gates_socket_through_a_grant_is_refused() {
+    if !sandboxes_work() {
+        return;
+    }
+    bgagents::set_egress_relay_program(RELAY);
+    let http_port = http_server().await;
+    let gate = EgressGate::start(
+        "worker",
+        &grants(&[format!("http://127.0.0.1:{http_port}")], &[]),
+    )
+    .unwrap();
+    // The gate's own sandbox gets through, without the key in its
+    // command's environment.
+    let own = run_through(
+        &gate,
+        "python3",
+        &[
+            "-c",
+            "import os, urllib.request, sys\n\
+             print('key in env:', 'BGAGENTS_EGRESS_KEY' in os.environ)\n\
+             print(urllib.request.urlopen('http://127.0.0.1:%s/' % sys.argv[1]).read().decode())",
+            &http_port.to_string(),
+        ],
+    )
+    .await;
+    assert_eq!(
+        text(&own.stdout),
+        format!("key in env: False\n{GREETING}\n"),
+        "{}",
+        text(&own.stderr)
+    );
+    // Another agent granted the directory holding the gate's directory
+    // (as a grant of /tmp would) finds the socket and connects to it.
+    let socket = gate.socket();
+    let holder = socket.parent().unwrap().parent().unwrap();
+    let mut command = tokio::process::Command::new("bwrap");
+    command
+        .args(bwrap_base())
+        .arg("--ro-bind")
+        .arg(holder)
+        .arg(holder)
+        .arg("--")
+        .args(["python3", "-c", INTRUDER])
+        .arg(socket)
+        .arg(http_port.to_string())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(HANG, command.output())
+        .await
+        .expect("the intruder hung")
+        .unwrap();
+
+    let stdout = text(&out.stdout);
+    // Closed unanswered (a reset, as the request was not read).
+    assert!(
+        stdout == "key in env: False\nanswer: \n"
+            || stdout == "key in env: False\nanswer: ConnectionResetError\n",
+        "{stdout}{}",
+        text(&out.stderr)
+    );
+    assert_eq!(gate.traffic().connections, 1, "only the gate's own sandbox");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn curl_uses_the_gate_and_shows_its_refusals() {
     if !sandboxes_work() || !Path::new("/usr/bin/curl").exists() {
@@ -331,7 +418,9 @@ async fn curl_uses_the_gate_and_shows_its_refusals() {
 /// The relay run directly on the host (no sandbox), so the test sees its
 /// process and its command's.
 fn relay_on_host(gate: &EgressGate, port: u16, command: &[&str]) -> std::process::Child {
+    let (name, key) = gate.relay_env();
     Command::new(RELAY)
+        .env(name, key)
         .arg("__egress-relay")
         .arg("--socket")
         .arg(gate.socket())

@@ -11,14 +11,20 @@
 //! SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH are passed on to COMMAND, and
 //! COMMAND is killed (`PR_SET_PDEATHSIG`) if the relay dies.
 //!
+//! The gate's key comes in the environment variable `BGAGENTS_EGRESS_KEY`
+//! (never on a command line); the relay sends it first on every
+//! connection to the gate, and COMMAND's environment does not have it.
+//!
 //! One thread, no logging: it is one more process in the sandbox, counted
 //! against the command's caps.
 
+use crate::sandbox::egress;
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -57,13 +63,20 @@ async fn run(socket: &Path, listen: SocketAddr, command: Vec<OsString>) -> ExitC
     let Some((program, args)) = command.split_first() else {
         return failed("no command to run after --");
     };
+    let key = std::env::var(egress::KEY_VAR).ok();
+    let Some(key) = key.as_deref().and_then(egress::parse_key) else {
+        return failed(&format!(
+            "no gate key in {} (64 hex digits); the relay runs only as its gate starts it",
+            egress::KEY_VAR
+        ));
+    };
     let listener = match TcpListener::bind(listen).await {
         Ok(listener) => listener,
         Err(error) => return failed(&format!("cannot listen on {listen}: {error}")),
     };
     let proxy = format!("http://{listen}");
     let mut child = std::process::Command::new(program);
-    child.args(args);
+    child.args(args).env_remove(egress::KEY_VAR);
     for name in [
         "HTTPS_PROXY",
         "HTTP_PROXY",
@@ -133,7 +146,9 @@ async fn run(socket: &Path, listen: SocketAddr, command: Vec<OsString>) -> ExitC
                 let socket = socket.to_path_buf();
                 tokio::spawn(async move {
                     let _ = client.set_nodelay(true);
-                    if let Ok(mut gate) = UnixStream::connect(&socket).await {
+                    if let Ok(mut gate) = UnixStream::connect(&socket).await
+                        && gate.write_all(&key).await.is_ok()
+                    {
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut gate).await;
                     }
                 });

@@ -5,8 +5,12 @@
 //! Two halves:
 //!
 //! - **Host side**, [`Gate`]: a proxy started per sandboxed process (or per
-//!   task), listening on a Unix socket in a private temporary directory
-//!   (mode 0700). It speaks HTTP/1.1 `CONNECT host:port` (what
+//!   task), listening on a Unix socket in a private directory (mode 0700)
+//!   under `$XDG_RUNTIME_DIR` where there is one, else the temporary
+//!   directory. Every connection must first send the gate's random 32-byte
+//!   key ([`Gate::relay_env`]), or it is closed unanswered: another
+//!   process of the user that reaches the socket (through a grant of
+//!   `/tmp`, say) reaches nothing. It speaks HTTP/1.1 `CONNECT host:port` (what
 //!   `HTTPS_PROXY` clients — curl, Python, Node/undici, Go — send for
 //!   HTTPS) and absolute-form plain HTTP (`GET http://host/…`, for
 //!   `HTTP_PROXY`). It lets a request through only if its `host:port`
@@ -23,7 +27,9 @@
 //!   is removed.
 //! - **Sandbox side**: the hidden `bgagents __egress-relay` command, run
 //!   inside bubblewrap's new network namespace (where only loopback
-//!   exists). It listens on [`RELAY_LISTEN`] (127.0.0.1:3128), starts the
+//!   exists), given the key in [`KEY_VAR`] (set through bubblewrap's
+//!   `--args` memfd, never on a command line; its command does not inherit
+//!   it). It listens on [`RELAY_LISTEN`] (127.0.0.1:3128), starts the
 //!   command with `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` (and their
 //!   lower-case forms) set to `http://127.0.0.1:3128`, `NO_PROXY` empty
 //!   and `NODE_USE_ENV_PROXY=1` (Node's own `fetch` follows them then),
@@ -40,7 +46,7 @@
 //!
 //! ```ignore
 //! let gate = egress::Gate::start(agent, &grants)?;   // Err: why, with the fix
-//! bwrap.args(gate.bwrap_args());        // --ro-bind SOCKET … --ro-bind EXE …
+//! bwrap.args(gate.bwrap_args());        // --ro-bind SOCKET … --setenv KEY …, via --args FD
 //! bwrap.arg("--unshare-net");           // (or --unshare-all without --share-net)
 //! bwrap.arg("--").args(gate.command_prefix()).arg(program).args(args);
 //! // … run it; keep `gate` alive as long as the process runs …
@@ -166,6 +172,51 @@ pub struct Gate {
     shared: Arc<Shared>,
 }
 
+/// The environment variable that hands the relay its gate's key (64 hex
+/// digits). The relay removes it before starting its command.
+pub const KEY_VAR: &str = "BGAGENTS_EGRESS_KEY";
+
+/// Bytes of a gate's key.
+pub const KEY_LEN: usize = 32;
+
+/// A new random key.
+fn new_key() -> Result<[u8; KEY_LEN], String> {
+    let mut key = [0u8; KEY_LEN];
+    let mut filled = 0;
+    while filled < KEY_LEN {
+        // SAFETY: getrandom writes at most the given length into the buffer.
+        let got =
+            unsafe { libc::getrandom(key[filled..].as_mut_ptr().cast(), KEY_LEN - filled, 0) };
+        if got < 0 {
+            let error = std::io::Error::last_os_error();
+            if error.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(format!("cannot make the network gate's key: {error}"));
+        }
+        filled += got as usize;
+    }
+    Ok(key)
+}
+
+/// `key` in hex, as [`KEY_VAR`] holds it.
+fn hex(key: &[u8; KEY_LEN]) -> String {
+    key.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// The key [`KEY_VAR`]'s value `text` holds, or `None`.
+pub fn parse_key(text: &str) -> Option<[u8; KEY_LEN]> {
+    let text = text.as_bytes();
+    if text.len() != 2 * KEY_LEN {
+        return None;
+    }
+    let mut key = [0u8; KEY_LEN];
+    for (byte, pair) in key.iter_mut().zip(text.chunks(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(key)
+}
+
 impl Gate {
     /// Starts a gate for a sandboxed process of `agent` (named in refusal
     /// reasons as `agents.NAME.grants.http`; `""`: `grants.http`) allowed
@@ -187,6 +238,7 @@ impl Gate {
         let listener = tokio::net::UnixListener::bind(&socket)
             .map_err(|error| format!("cannot listen on {}: {error}", socket.display()))?;
         let shared = Arc::new(Shared {
+            key: new_key()?,
             policy: Policy::new(agent, grants),
             limits,
             refusals: Refusals::new(agent),
@@ -210,11 +262,22 @@ impl Gate {
         &self.socket
     }
 
+    /// The variable (name, value) handing the relay the gate's key: the
+    /// relay sends the key first on every connection, and the gate serves
+    /// no connection without it, so another process that reaches the
+    /// socket reaches nothing. Never put it on a command line.
+    pub fn relay_env(&self) -> (&'static str, String) {
+        (KEY_VAR, hex(&self.shared.key))
+    }
+
     /// bubblewrap options that put the gate's socket at
     /// `/run/bgagents/egress.sock` and the relay's executable (the
-    /// `bgagents` binary) at `/run/bgagents/bgagents`, both read-only. Give
-    /// them before any `--remount-ro /`.
+    /// `bgagents` binary) at `/run/bgagents/bgagents`, both read-only, and
+    /// set [`Gate::relay_env`] (so give them after any `--clearenv`, and
+    /// before any `--remount-ro /`). They hold the gate's key: pass them to
+    /// bubblewrap through `--args FD`, not on its command line.
     pub fn bwrap_args(&self) -> Vec<OsString> {
+        let (name, key) = self.relay_env();
         vec![
             "--ro-bind".into(),
             self.socket.clone().into(),
@@ -222,6 +285,9 @@ impl Gate {
             "--ro-bind".into(),
             self.exe.clone().into(),
             RELAY_EXE.into(),
+            "--setenv".into(),
+            name.into(),
+            key.into(),
         ]
     }
 
@@ -283,9 +349,14 @@ struct PrivateDir {
 impl PrivateDir {
     fn create() -> std::io::Result<PrivateDir> {
         use std::os::unix::fs::DirBuilderExt;
-        // A Unix socket's path holds at most 107 bytes: a long TMPDIR
-        // gives way to /tmp.
-        let mut base = std::env::temp_dir();
+        // Out of the way of grants where the session has a runtime
+        // directory (/run/user/UID), else the temporary directory. A Unix
+        // socket's path holds at most 107 bytes: a long one gives way to
+        // /tmp.
+        let runtime = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .filter(|dir| dir.is_absolute() && dir.is_dir());
+        let mut base = runtime.unwrap_or_else(std::env::temp_dir);
         if base.as_os_str().len() > 40 {
             base = PathBuf::from("/tmp");
         }

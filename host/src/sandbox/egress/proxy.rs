@@ -58,6 +58,8 @@ pub struct Counters {
 
 /// What every connection of one gate shares.
 pub struct Shared {
+    /// What the relay sends first on each connection.
+    pub key: [u8; super::KEY_LEN],
     pub policy: Policy,
     pub limits: Limits,
     pub refusals: Refusals,
@@ -117,9 +119,25 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>, stop: Cancellati
     }
 }
 
-/// Serves one client connection.
+/// Whether `a` and `b` are equal, in time independent of where they differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+/// Serves one client connection: the gate's key first, then a request.
 async fn handle(client: &mut UnixStream, shared: &Shared) {
     let limits = &shared.limits;
+    let mut key = [0u8; super::KEY_LEN];
+    match tokio::time::timeout(limits.head_timeout, client.read_exact(&mut key)).await {
+        Ok(Ok(_)) if same(&key, &shared.key) => {}
+        _ => {
+            tracing::warn!(
+                agent = %shared.policy.agent,
+                "egress: a connection to the gate without its key closed (not its relay)"
+            );
+            return;
+        }
+    }
     let request = match tokio::time::timeout(limits.head_timeout, request::read(client)).await {
         Err(_) => {
             let reason = format!("no request head within {}s", limits.head_timeout.as_secs());

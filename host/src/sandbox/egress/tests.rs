@@ -42,10 +42,17 @@ async fn echo_server() -> u16 {
     port
 }
 
-/// Sends `head` to the gate and reads the answer's head (to the blank
-/// line).
+/// Sends the gate's key and `head` to the gate, as its relay does, and
+/// reads the answer's head (to the blank line).
 async fn ask(gate: &Gate, head: &str) -> (UnixStream, String) {
+    let key = super::parse_key(&gate.relay_env().1).unwrap();
+    ask_with(gate, &key, head).await
+}
+
+/// [`ask`] sending `key` first.
+async fn ask_with(gate: &Gate, key: &[u8], head: &str) -> (UnixStream, String) {
     let mut stream = UnixStream::connect(gate.socket()).await.unwrap();
+    stream.write_all(key).await.unwrap();
     stream.write_all(head.as_bytes()).await.unwrap();
     let mut answer = Vec::new();
     let mut byte = [0u8; 1];
@@ -53,7 +60,8 @@ async fn ask(gate: &Gate, head: &str) -> (UnixStream, String) {
         let read = tokio::time::timeout(HANG, stream.read(&mut byte))
             .await
             .expect("no answer: hang")
-            .unwrap();
+            // A reset (closed with the request unread) ends it too.
+            .unwrap_or(0);
         if read == 0 {
             break;
         }
@@ -229,6 +237,25 @@ async fn connections_past_the_cap_are_answered_503_and_a_dropped_gate_closes_the
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     assert!(!socket.exists());
     assert!(!socket.parent().unwrap().exists());
+}
+
+#[tokio::test]
+async fn a_connection_without_the_gates_key_is_closed_unanswered() {
+    let port = echo_server().await;
+    let gate = start(
+        &grants(&[], &[format!("127.0.0.1:{port}")]),
+        Limits::default(),
+    );
+    let connect = format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n");
+    let mut wrong = super::parse_key(&gate.relay_env().1).unwrap();
+    wrong[31] ^= 1;
+    let (_, head) = ask_with(&gate, &wrong, &connect).await;
+    assert_eq!(head, "");
+    let (_, head) = ask_with(&gate, b"", &connect).await;
+    assert_eq!(head, "");
+    let (_, head) = ask(&gate, &connect).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(gate.traffic().connections, 1);
 }
 
 #[tokio::test]

@@ -573,6 +573,12 @@ impl Sandbox {
             let how = if dir.writable { "--bind" } else { "--ro-bind" };
             options.arg(how).arg(&dir.host).arg(&dir.guest);
         }
+        options.arg("--clearenv");
+        for (name, value) in &self.env {
+            options.arg("--setenv").arg(name).arg(value);
+        }
+        // After --clearenv: they set the relay's key (in the memfd, never
+        // on bubblewrap's command line).
         for arg in gate.map(egress::Gate::bwrap_args).unwrap_or_default() {
             options.arg(arg);
         }
@@ -583,10 +589,6 @@ impl Sandbox {
         options.arg("--remount-ro").arg("/");
         if bwrap.disable_userns {
             options.arg("--disable-userns");
-        }
-        options.arg("--clearenv");
-        for (name, value) in &self.env {
-            options.arg("--setenv").arg(name).arg(value);
         }
         options.arg("--chdir").arg(cwd);
         // Read without blocking: bubblewrap has exited when it is read.
