@@ -125,7 +125,7 @@ async fn warm_instances_keep_the_fuel_budget_timeout_and_stop() {
     // the task's start.
     warmed(&toolset, "brief", 2).await;
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    let view = run_to_end(&toolset, "brief", "sleep 100 && count").await;
+    let view = run_warm(&toolset, "brief", "sleep 100 && count").await;
     assert_eq!(view.result.as_deref(), Some("1"), "{:?}", view.error);
     let view = run_warm(&toolset, "brief", "spin").await;
     let error = view.error.unwrap_or_default();
@@ -156,4 +156,57 @@ async fn warm_instances_can_be_turned_off() {
     }
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(toolset.warm_stats("probe"), WarmStats::default());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_instances_give_their_pool_slots_back_to_tasks() {
+    // A pool of 4 instance slots: two agents' warm instances hold half of
+    // it, and four tasks of a third agent still all get an instance.
+    let toolset = toolset(
+        "engine: {pool_size: 4}\nagents:\n  a: {component: probe.wasm}\n  \
+         b: {component: probe.wasm}\n  c: {component: probe.wasm}\n",
+    );
+    run_to_end(&toolset, "a", "echo start").await;
+    run_to_end(&toolset, "b", "echo start").await;
+    eventually("warm instances holding half the pool", || {
+        toolset.warm_stats("a").ready + toolset.warm_stats("b").ready == 2
+    })
+    .await;
+    let session = toolset.open_session(None).unwrap();
+    let ids: Vec<String> = (0..4)
+        .map(|_| start(&toolset, session.caller(), "c", "sleep 1500 && echo done"))
+        .collect();
+    for id in ids {
+        let view = finished(&toolset, session.caller(), &id).await;
+        assert_eq!(view.result.as_deref(), Some("done"), "{:?}", view.error);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_instance_sees_its_granted_directory_as_it_is_at_start() {
+    let scratch = Scratch::new();
+    scratch.write("work/note", "old");
+    let work = scratch.dir.join("work");
+    let toolset = toolset(&format!(
+        "agents:\n  probe: {{component: probe.wasm, grants: {{files: [{{host: '{}', guest: /work}}]}}}}\n",
+        work.display()
+    ));
+    let first = run_to_end(&toolset, "probe", "read /work/note").await;
+    assert_eq!(first.result.as_deref(), Some("old"), "{:?}", first.error);
+    warmed(&toolset, "probe", 2).await;
+    // Replaced after the warm instances were made, as a checkout would.
+    std::fs::rename(&work, scratch.dir.join("work.old")).unwrap();
+    scratch.write("work/note", "new");
+    let view = run_warm(&toolset, "probe", "read /work/note").await;
+    assert_eq!(view.result.as_deref(), Some("new"), "{:?}", view.error);
+
+    // Gone for a moment: the task that starts then fails as one made on
+    // demand would, and the warm instances come back once it is there.
+    std::fs::rename(&work, scratch.dir.join("work.gone")).unwrap();
+    let view = run_to_end(&toolset, "probe", "read /work/note").await;
+    assert_eq!(view.info.status, TaskStatus::Failed);
+    std::fs::rename(scratch.dir.join("work.gone"), &work).unwrap();
+    let view = run_to_end(&toolset, "probe", "read /work/note").await;
+    assert_eq!(view.result.as_deref(), Some("new"), "{:?}", view.error);
+    warmed(&toolset, "probe", 2).await;
 }

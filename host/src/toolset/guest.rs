@@ -92,6 +92,15 @@ impl GuestState {
         })
     }
 
+    /// Opens `agent`'s granted directories anew, for an instance made
+    /// before its task: the task sees them as they are when it starts.
+    pub(super) fn reopen_grants(&mut self, agent: &LoadedAgent) -> Result<(), String> {
+        if !agent.grants.dirs.is_empty() {
+            self.wasi = task_context(&agent.spec.name, &agent.grants, &self.output)?;
+        }
+        Ok(())
+    }
+
     /// Makes this guest run `task` for `toolset`, holding `slot`.
     pub(super) fn bind(
         &mut self,

@@ -460,6 +460,14 @@ impl Toolset {
         &self.0.live_stores
     }
 
+    /// Drops every agent's ready warm instances, giving their instance
+    /// slots back to tasks.
+    fn evict_warm_instances(&self) {
+        for agent in self.0.agents.values() {
+            agent.warm.evict();
+        }
+    }
+
     /// How `agent`'s instances made ahead of its tasks are doing
     /// (`engine.warm_instances`; made after its first task); all zero for
     /// an agent the team does not have.

@@ -106,10 +106,16 @@ async fn run_guest(
     slot: Slot,
 ) -> Outcome {
     let limits = &agent.spec.limits;
+    if warm::pool_pressed(toolset) {
+        toolset.evict_warm_instances();
+    }
     let warm = agent.warm.take();
     warm::refill(toolset, agent);
     let (mut store, ready) = match warm {
-        Some(warm) => (warm.store, Some(warm.instance)),
+        Some(mut warm) => match warm.store.data_mut().reopen_grants(agent) {
+            Ok(()) => (warm.store, Some(warm.instance)),
+            Err(reason) => return Outcome::Failed(reason),
+        },
         None => match new_store(toolset, agent, SandboxOutput::bound(&task.output)) {
             Ok(store) => (store, None),
             Err(reason) => return Outcome::Failed(reason),

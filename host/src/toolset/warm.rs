@@ -4,23 +4,27 @@
 //! reused: a task can no more see another's state in a warm instance than
 //! in a fresh one.
 //!
-//! A warm instance has its sandbox (WASI context, table, limits, fuel) but
-//! no task: its output is held until [`GuestState::bind`] hands it to the
-//! task, and the imports that need a task answer as if there were none. If
-//! the component's start-up code called one of those, or instantiation
-//! failed, the agent gets no more warm instances: its tasks instantiate on
-//! demand, where the same failure is reported against the task.
+//! A warm instance has its sandbox (table, limits, fuel, and a WASI context
+//! for its start-up code) but no task: its output is held until
+//! [`GuestState::bind`] hands it to the task, which also opens the granted
+//! directories anew (a directory replaced since the instance was made is
+//! seen as it is now), and the imports that need a task answer as if there
+//! were none. If the component's start-up code called one of those, or
+//! making one failed three times in a row, the agent gets no more warm
+//! instances: its tasks instantiate on demand, where a failure is reported
+//! against the task.
 //!
 //! Bounds: `engine.warm_instances` per agent, made after the agent's first
 //! task (agents never used hold none), and, with the pooling allocator,
-//! only while fewer than half of the pool's instance slots are live, so
-//! warm instances never crowd out a task.
+//! only while fewer than half of the pool's instance slots are live; once
+//! half are, a task that starts drops every ready instance first, so warm
+//! instances give their slots back to tasks.
 
 use super::guest::GuestState;
 use super::{LoadedAgent, Toolset};
 use crate::sandbox::SandboxOutput;
 use crate::wit::AgentInstance;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use wasmtime::Store;
 
@@ -35,6 +39,8 @@ pub(super) struct WarmPool {
     disabled: AtomicBool,
     /// Tasks that started in a warm instance.
     used: AtomicU64,
+    /// Attempts to make one that failed since the last that worked.
+    failures: AtomicU32,
 }
 
 /// How an agent's warm instances are doing.
@@ -60,6 +66,7 @@ impl WarmPool {
             refilling: AtomicBool::new(false),
             disabled: AtomicBool::new(target == 0),
             used: AtomicU64::new(0),
+            failures: AtomicU32::new(0),
         }
     }
 
@@ -119,38 +126,97 @@ pub(super) fn refill(toolset: &Toolset, agent: &Arc<LoadedAgent>) {
     let (toolset, agent) = (toolset.clone(), agent.clone());
     tokio::spawn(async move {
         let pool = &agent.warm;
+        // Cleared however this ends, a panic included, so a later task can
+        // start a refill again.
+        let _refilling = Refilling(&pool.refilling);
         // Behind whatever this worker has queued (such as whoever waits on
         // the task that took the instance): a refill is never urgent.
         tokio::task::yield_now().await;
         loop {
             while pool.wanted(&toolset) {
                 match make(&toolset, &agent).await {
-                    Ok(warm) => pool.ready.lock().unwrap().push(warm),
-                    Err(why) => {
-                        pool.disabled.store(true, Ordering::Relaxed);
-                        tracing::info!(
-                            agent = %agent.spec.name,
-                            reason = %why,
-                            "no warm instances for this agent: its tasks are instantiated on demand"
-                        );
+                    Ok(warm) => {
+                        pool.failures.store(0, Ordering::Relaxed);
+                        pool.ready.lock().unwrap().push(warm);
+                    }
+                    Err(failure) => {
+                        pool.failed(&agent.spec.name, failure);
+                        // Tried again at the agent's next task.
+                        break;
                     }
                 }
             }
             pool.refilling.store(false, Ordering::Release);
             // An instance taken after the last check found the refill
             // still under way, so it did not start one: go on for it.
-            if !pool.wanted(&toolset) || pool.refilling.swap(true, Ordering::AcqRel) {
+            if pool.failures.load(Ordering::Relaxed) > 0
+                || !pool.wanted(&toolset)
+                || pool.refilling.swap(true, Ordering::AcqRel)
+            {
                 break;
             }
         }
     });
 }
 
+/// Clears a pool's `refilling` flag when dropped.
+struct Refilling<'a>(&'a AtomicBool);
+
+impl Drop for Refilling<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// Why a warm instance could not be made.
+enum Failure {
+    /// Would fail the same way every time: the component's start-up code
+    /// calls imports that need a task.
+    Always(String),
+    /// May pass: a granted directory missing for a moment, the instance
+    /// pool full, a slow start-up on a loaded machine, a trap.
+    Now(String),
+}
+
+/// Consecutive failures after which an agent gets no more warm instances.
+const MAX_FAILURES: u32 = 3;
+
 impl WarmPool {
     /// Whether another instance should be made now.
     fn wanted(&self, toolset: &Toolset) -> bool {
         !self.disabled.load(Ordering::Relaxed) && self.len() < self.target && has_room(toolset)
     }
+
+    /// Notes a failure to make an instance; turns the pool off for good
+    /// after one that will repeat, or after [`MAX_FAILURES`] in a row.
+    fn failed(&self, agent: &str, failure: Failure) {
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let (why, off) = match failure {
+            Failure::Always(why) => (why, true),
+            Failure::Now(why) => (why, failures >= MAX_FAILURES),
+        };
+        if off {
+            self.disabled.store(true, Ordering::Relaxed);
+            tracing::info!(
+                agent, reason = %why,
+                "no warm instances for this agent: its tasks are instantiated on demand"
+            );
+        } else {
+            tracing::debug!(agent, reason = %why, "a warm instance could not be made; tried again at the next task");
+        }
+    }
+
+    /// Drops every ready instance, giving their pool slots back.
+    pub(super) fn evict(&self) {
+        let evicted = std::mem::take(&mut *self.ready.lock().unwrap());
+        drop(evicted);
+    }
+}
+
+/// Whether the instance pool is at least half used: warm instances then
+/// give way to tasks.
+pub(super) fn pool_pressed(toolset: &Toolset) -> bool {
+    !has_room(toolset)
 }
 
 /// Whether another Store fits in the free half of the instance pool.
@@ -162,20 +228,26 @@ fn has_room(toolset: &Toolset) -> bool {
 }
 
 /// Makes one warm instance of `agent`.
-async fn make(toolset: &Toolset, agent: &Arc<LoadedAgent>) -> Result<WarmInstance, String> {
+async fn make(toolset: &Toolset, agent: &Arc<LoadedAgent>) -> Result<WarmInstance, Failure> {
     let limits = &agent.spec.limits;
     let output = SandboxOutput::unbound(limits.output);
-    let mut store = super::runner::new_store(toolset, agent, output)?;
+    let mut store = super::runner::new_store(toolset, agent, output).map_err(Failure::Now)?;
     // Start-up code is bounded like a task: by fuel (set by `new_store`),
     // the epoch, and the agent's timeout.
     let made = tokio::time::timeout(limits.timeout, agent.pre.instantiate(&mut store)).await;
     let instance = match made {
         Ok(Ok(instance)) => instance,
-        Ok(Err(error)) => return Err(format!("instantiation failed: {error:#}")),
-        Err(_) => return Err("instantiation outlasted the agent's timeout".into()),
+        Ok(Err(error)) => return Err(Failure::Now(format!("instantiation failed: {error:#}"))),
+        Err(_) => {
+            return Err(Failure::Now(
+                "instantiation outlasted the agent's timeout".into(),
+            ));
+        }
     };
     if store.data().called_unbound {
-        return Err("its start-up code calls the bgagents imports".into());
+        return Err(Failure::Always(
+            "its start-up code calls the bgagents imports".into(),
+        ));
     }
     Ok(WarmInstance { store, instance })
 }
