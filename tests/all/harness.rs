@@ -1116,3 +1116,42 @@ async fn a_cli_under_home_beside_a_stray_package_json_shows_only_itself() {
     let seen = recorded(&scratch);
     assert_eq!(seen["key"], "FileNotFoundError", "{seen}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runaway_claude_is_stopped_as_its_messages_pass_the_token_limit() {
+    if !confinable() {
+        return;
+    }
+    // Messages of 100 tokens each, one every 50 ms, and never a result.
+    let scratch = Scratch::new();
+    let command = fake(
+        &scratch,
+        "claude",
+        Fake {
+            after: "for n in range(100000):\n    \
+                    print(json.dumps({'type': 'assistant', 'message': {'id': 'm%d' % n, \
+                    'usage': {'input_tokens': 60, 'output_tokens': 40}, \
+                    'content': [{'type': 'text', 'text': 'step %d' % n}]}}), flush=True)\n    \
+                    time.sleep(0.05)",
+            ..Fake::default()
+        },
+    );
+    let team = team(
+        &scratch,
+        "claude-code",
+        &command,
+        "",
+        "    limits: {tokens: 250, timeout: 2m}\n",
+    );
+
+    let started = std::time::Instant::now();
+    let run = run(&team, "Loop", &[]).await;
+
+    assert_ne!(run.status.code(), Some(0));
+    let said = text(&run.stderr);
+    assert!(
+        said.contains("this task used 300 of its 250 tokens; raise agents.coder.limits.tokens"),
+        "{said}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(60), "not stopped");
+}

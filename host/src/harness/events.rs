@@ -7,7 +7,53 @@
 
 use crate::config::HarnessKind;
 use serde_json::Value;
-use std::collections::HashSet;
+use std::collections::{HashMap, VecDeque};
+
+/// Ids a parser remembers at most (tool calls shown, messages streamed or
+/// counted): the oldest are forgotten past this, so a long run's stream
+/// cannot grow the host's memory.
+const REMEMBERED: usize = 1024;
+
+/// A map of the last [`REMEMBERED`] ids inserted.
+struct Recent<V> {
+    values: HashMap<String, V>,
+    order: VecDeque<String>,
+}
+
+impl<V> Default for Recent<V> {
+    fn default() -> Self {
+        Recent {
+            values: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+}
+
+impl<V> Recent<V> {
+    fn get(&self, id: &str) -> Option<&V> {
+        self.values.get(id)
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.values.contains_key(id)
+    }
+
+    /// Sets `id`'s value; whether `id` was new.
+    fn insert(&mut self, id: String, value: V) -> bool {
+        if let Some(old) = self.values.get_mut(&id) {
+            *old = value;
+            return false;
+        }
+        if self.order.len() >= REMEMBERED
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.values.remove(&oldest);
+        }
+        self.order.push_back(id.clone());
+        self.values.insert(id, value);
+        true
+    }
+}
 
 /// What one line meant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,11 +80,22 @@ pub enum Parser {
 }
 
 impl Parser {
+    #[cfg(test)]
     pub fn new(kind: HarnessKind) -> Parser {
+        Parser::with_text_cap(kind, usize::MAX)
+    }
+
+    /// A parser keeping at most `cap` bytes of an answer it builds from
+    /// the stream (OpenCode's step text): the rest could never be the
+    /// task's result, which is capped so.
+    pub fn with_text_cap(kind: HarnessKind, cap: usize) -> Parser {
         match kind {
             HarnessKind::ClaudeCode => Parser::Claude(Claude::default()),
             HarnessKind::Codex => Parser::Codex(Codex::default()),
-            HarnessKind::OpenCode => Parser::OpenCode(OpenCode::default()),
+            HarnessKind::OpenCode => Parser::OpenCode(OpenCode {
+                step_text: String::new(),
+                cap,
+            }),
         }
     }
 
@@ -95,14 +152,30 @@ fn number(value: &Value, key: &str) -> u64 {
 #[derive(Default)]
 pub struct Claude {
     /// Messages (by id) whose text came as deltas.
-    streamed: HashSet<String>,
+    streamed: Recent<()>,
     /// Whether deltas came since the last `assistant` event (for messages
     /// without an id).
     deltas_since_assistant: bool,
     /// The message being streamed.
     current: Option<String>,
     /// Tool calls shown, by id.
-    tools: HashSet<String>,
+    tools: Recent<()>,
+    /// Tokens (input, output) counted per message, by id: an `assistant`
+    /// event repeats its message's usage for each of its blocks.
+    counted: Recent<(u64, u64)>,
+    /// Tokens (input, output) and messages counted before the `result`,
+    /// which reports the run's totals.
+    so_far: (u64, u64, u32),
+}
+
+/// Claude's `usage` object as (input, output) tokens.
+fn claude_usage(usage: &Value) -> (u64, u64) {
+    (
+        number(usage, "input_tokens")
+            .saturating_add(number(usage, "cache_creation_input_tokens"))
+            .saturating_add(number(usage, "cache_read_input_tokens")),
+        number(usage, "output_tokens"),
+    )
 }
 
 impl Claude {
@@ -129,7 +202,7 @@ impl Claude {
                 if block.get("type").and_then(Value::as_str) == Some("tool_use") {
                     let name = text(block, "name").unwrap_or_else(|| "tool".to_string());
                     if let Some(id) = text(block, "id") {
-                        self.tools.insert(id);
+                        self.tools.insert(id, ());
                     }
                     events.push(Event::Tool(name));
                 }
@@ -144,7 +217,7 @@ impl Claude {
                 if let Some(shown) = shown {
                     self.deltas_since_assistant = true;
                     if let Some(id) = &self.current {
-                        self.streamed.insert(id.clone());
+                        self.streamed.insert(id.clone(), ());
                     }
                     events.push(shown);
                 }
@@ -153,8 +226,42 @@ impl Claude {
         }
     }
 
+    /// Counts the tokens of an `assistant` message as it arrives (each
+    /// message once, by id), so a run is held to its limit before its end.
+    fn count(&mut self, message: &Value, events: &mut Vec<Event>) {
+        let Some(usage) = message.get("usage") else {
+            return;
+        };
+        let (input, output) = claude_usage(usage);
+        let (before, new) = match text(message, "id") {
+            Some(id) => {
+                let before = self.counted.get(&id).copied().unwrap_or((0, 0));
+                let now = (before.0.max(input), before.1.max(output));
+                (before, self.counted.insert(id, now))
+            }
+            None => ((0, 0), true),
+        };
+        let added = (
+            input.saturating_sub(before.0),
+            output.saturating_sub(before.1),
+        );
+        let calls = u32::from(new);
+        if added == (0, 0) && calls == 0 {
+            return;
+        }
+        self.so_far.0 = self.so_far.0.saturating_add(added.0);
+        self.so_far.1 = self.so_far.1.saturating_add(added.1);
+        self.so_far.2 = self.so_far.2.saturating_add(calls);
+        events.push(Event::Usage {
+            input: added.0,
+            output: added.1,
+            calls,
+        });
+    }
+
     fn assistant(&mut self, value: &Value, events: &mut Vec<Event>) {
         let message = value.get("message").unwrap_or(&Value::Null);
+        self.count(message, events);
         let streamed = match text(message, "id") {
             Some(id) => self.streamed.contains(&id),
             None => self.deltas_since_assistant,
@@ -179,7 +286,7 @@ impl Claude {
                         continue;
                     }
                     if let Some(id) = id {
-                        self.tools.insert(id);
+                        self.tools.insert(id, ());
                     }
                     events.push(Event::Tool(
                         text(block, "name").unwrap_or_else(|| "tool".to_string()),
@@ -191,13 +298,14 @@ impl Claude {
     }
 
     fn result(&mut self, value: &Value, events: &mut Vec<Event>) {
+        // The run's totals: what the messages did not already count.
         if let Some(usage) = value.get("usage") {
+            let (input, output) = claude_usage(usage);
+            let turns = u32::try_from(number(value, "num_turns")).unwrap_or(u32::MAX);
             events.push(Event::Usage {
-                input: number(usage, "input_tokens")
-                    .saturating_add(number(usage, "cache_creation_input_tokens"))
-                    .saturating_add(number(usage, "cache_read_input_tokens")),
-                output: number(usage, "output_tokens"),
-                calls: u32::try_from(number(value, "num_turns")).unwrap_or(u32::MAX),
+                input: input.saturating_sub(self.so_far.0),
+                output: output.saturating_sub(self.so_far.1),
+                calls: turns.saturating_sub(self.so_far.2),
             });
         }
         let subtype = text(value, "subtype").unwrap_or_default();
@@ -238,7 +346,7 @@ impl Claude {
 pub struct Codex {
     last_message: Option<String>,
     /// Tool items shown, by id.
-    tools: HashSet<String>,
+    tools: Recent<()>,
     /// A top-level `error` event's message, kept in case no turn completes.
     error: Option<String>,
 }
@@ -311,7 +419,7 @@ impl Codex {
             _ => return,
         };
         if let Some(id) = text(item, "id")
-            && !self.tools.insert(id)
+            && !self.tools.insert(id, ())
         {
             return;
         }
@@ -323,10 +431,10 @@ impl Codex {
 /// reasoning, tool calls) and a `step_finish` with its tokens. A step that
 /// finishes for a reason other than calling tools ends the run; its text
 /// is the answer.
-#[derive(Default)]
 pub struct OpenCode {
-    /// Text of the current step.
+    /// Text of the current step, at most `cap` bytes of it.
     step_text: String,
+    cap: usize,
 }
 
 impl OpenCode {
@@ -336,10 +444,19 @@ impl OpenCode {
             Some("step_start") => self.step_text.clear(),
             Some("text") => {
                 if let Some(text) = text(part, "text") {
-                    if !self.step_text.is_empty() {
-                        self.step_text.push('\n');
+                    if self.step_text.len() < self.cap {
+                        if !self.step_text.is_empty() {
+                            self.step_text.push('\n');
+                        }
+                        self.step_text.push_str(&text);
+                        if self.step_text.len() > self.cap {
+                            let mut end = self.cap;
+                            while !self.step_text.is_char_boundary(end) {
+                                end -= 1;
+                            }
+                            self.step_text.truncate(end);
+                        }
                     }
-                    self.step_text.push_str(&text);
                     events.push(Event::Text(format!("{text}\n")));
                 }
             }
@@ -463,5 +580,68 @@ mod tests {
         parser.line(r#"{"type":"text","part":{"text":"Done."}}"#);
         let end = parser.line(r#"{"type":"step_finish","part":{"reason":"stop"}}"#);
         assert_eq!(end.last(), Some(&Event::End(Ok("Done.".into()))));
+    }
+
+    #[test]
+    fn claude_counts_each_messages_tokens_once_as_it_arrives_and_the_result_reconciles() {
+        let usage = r#""usage":{"input_tokens":10,"cache_read_input_tokens":5,"output_tokens":20}"#;
+        let events = all(
+            HarnessKind::ClaudeCode,
+            &[
+                &format!(
+                    r#"{{"type":"assistant","message":{{"id":"m1",{usage},"content":[{{"type":"text","text":"a"}}]}}}}"#
+                ),
+                // The same message's next block repeats its usage.
+                &format!(
+                    r#"{{"type":"assistant","message":{{"id":"m1",{usage},"content":[{{"type":"tool_use","id":"t1","name":"Read"}}]}}}}"#
+                ),
+                r#"{"type":"assistant","message":{"id":"m2","usage":{"input_tokens":40,"output_tokens":2},"content":[]}}"#,
+                r#"{"type":"result","subtype":"success","result":"a","num_turns":2,"usage":{"input_tokens":60,"output_tokens":30}}"#,
+            ],
+        );
+        let usage: Vec<&Event> = (events.iter())
+            .filter(|event| matches!(event, Event::Usage { .. }))
+            .collect();
+        assert_eq!(
+            usage,
+            [
+                &Event::Usage {
+                    input: 15,
+                    output: 20,
+                    calls: 1
+                },
+                &Event::Usage {
+                    input: 40,
+                    output: 2,
+                    calls: 1
+                },
+                &Event::Usage {
+                    input: 5,
+                    output: 8,
+                    calls: 0
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn remembered_ids_and_opencodes_answer_are_bounded() {
+        let mut parser = Parser::with_text_cap(HarnessKind::OpenCode, 10);
+        parser.line(r#"{"type":"text","part":{"text":"0123456789abcdef"}}"#);
+        parser.line(r#"{"type":"text","part":{"text":"more"}}"#);
+        let end = parser.line(r#"{"type":"step_finish","part":{"reason":"stop"}}"#);
+        assert_eq!(end.last(), Some(&Event::End(Ok("0123456789".into()))));
+
+        let mut parser = Parser::new(HarnessKind::Codex);
+        for n in 0..3 * REMEMBERED {
+            parser.line(&format!(
+                r#"{{"type":"item.started","item":{{"id":"i{n}","type":"command_execution"}}}}"#
+            ));
+        }
+        let Parser::Codex(codex) = &parser else {
+            unreachable!()
+        };
+        assert_eq!(codex.tools.values.len(), REMEMBERED);
+        assert_eq!(codex.tools.order.len(), REMEMBERED);
     }
 }

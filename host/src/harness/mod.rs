@@ -316,7 +316,8 @@ impl HarnessAgent {
         stdout: Option<impl AsyncRead + Unpin>,
     ) -> Outcome {
         let name = self.spec.kind.name();
-        let mut parser = Parser::new(self.spec.kind);
+        let text_cap = usize::try_from(self.result_cap).unwrap_or(usize::MAX);
+        let mut parser = Parser::with_text_cap(self.spec.kind, text_cap);
         let mut shown = Shown::default();
         let mut end: Option<Result<String, String>> = None;
         if let Some(stdout) = stdout {
