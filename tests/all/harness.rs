@@ -40,8 +40,7 @@ fn fake(scratch: &Scratch, name: &str, fake: Fake) -> PathBuf {
         r#"#!/usr/bin/python3
 import json, os, signal, socket, sys, time
 record = {{"argv": sys.argv, "env": dict(os.environ), "cwd": os.getcwd()}}
-if "--print" in sys.argv:
-    record["stdin"] = sys.stdin.read()
+record["stdin"] = sys.stdin.read()
 {before}
 with open("record.json", "w") as out:
     json.dump(record, out)
@@ -292,17 +291,24 @@ async fn codex_and_opencode_stream_and_answer() {
         let argv: Vec<&str> = (seen["argv"].as_array().unwrap().iter())
             .map(|arg| arg.as_str().unwrap())
             .collect();
-        // The prompt is the last argument, after `--`.
-        assert_eq!(argv[argv.len() - 2], "--", "{argv:?}");
-        let prompt = argv[argv.len() - 1];
+        // The prompt comes on stdin, not on the command line (`codex exec
+        // -` reads it there; `opencode run` appends its stdin).
+        let prompt = seen["stdin"].as_str().unwrap();
         assert!(prompt.starts_with("You write code.\n\n"), "{prompt}");
+        assert!(
+            !argv.iter().any(|arg| arg.contains("List the files")),
+            "{argv:?}"
+        );
         assert!(
             prompt.contains("<task>\nList the files\n</task>"),
             "{prompt}"
         );
         assert!(argv.contains(&"--model") && argv.contains(&"provider/model-x"));
         match kind {
-            "codex" => assert_eq!(argv[1..3], ["exec", "--json"]),
+            "codex" => {
+                assert_eq!(argv[1..3], ["exec", "--json"]);
+                assert_eq!(argv.last(), Some(&"-"));
+            }
             _ => assert_eq!(argv[1..4], ["run", "--format", "json"]),
         }
     }
@@ -1154,4 +1160,64 @@ async fn a_runaway_claude_is_stopped_as_its_messages_pass_the_token_limit() {
         "{said}"
     );
     assert!(started.elapsed() < Duration::from_secs(60), "not stopped");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_host_process_shows_the_task_on_its_command_line() {
+    if !confinable() {
+        return;
+    }
+    // The fake says it runs, then waits to be let go: meanwhile every
+    // process's command line on the host is read.
+    let before = "open('started', 'w').close()\n\
+                  while not os.path.exists('go'):\n    time.sleep(0.02)";
+    for (kind, name, stream) in [
+        ("codex", "codex", "codex/run.ndjson"),
+        ("opencode", "opencode", "opencode/run.ndjson"),
+        ("claude-code", "claude", "claude/partial.ndjson"),
+    ] {
+        let scratch = Scratch::new();
+        let command = fake(
+            &scratch,
+            name,
+            Fake {
+                stream: fixture(stream),
+                before,
+                ..Fake::default()
+            },
+        );
+        let team = team(&scratch, kind, &command, "", "");
+        let task = format!("Count the marmots {}", std::process::id());
+        let work = scratch.dir.join("work");
+
+        let running = tokio::spawn({
+            let (team, task) = (team.clone(), task.clone());
+            async move { run(&team, &task, &[]).await }
+        });
+        until("the fake CLI starts", || work.join("started").exists()).await;
+        let mut shown = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            // Not the test's own `bgagents run TEAM TASK`.
+            let client = format!("{}\0run\0", env!("CARGO_BIN_EXE_bgagents"));
+            if let Ok(line) = std::fs::read(entry.path().join("cmdline"))
+                && !line.starts_with(client.as_bytes())
+                && String::from_utf8_lossy(&line).contains(&task)
+            {
+                shown.push(String::from_utf8_lossy(&line).replace('\0', " "));
+            }
+        }
+        std::fs::write(work.join("go"), "").unwrap();
+        let run = running.await.unwrap();
+
+        assert!(
+            shown.is_empty(),
+            "{kind}: the task on a command line: {shown:?}"
+        );
+        assert_eq!(run.status.code(), Some(0), "{kind}: {}", text(&run.stderr));
+        let seen = recorded(&scratch);
+        assert!(
+            seen["stdin"].as_str().unwrap().contains(&task),
+            "{kind}: {seen}"
+        );
+    }
 }

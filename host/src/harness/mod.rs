@@ -45,9 +45,6 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 const STDERR_TAIL: usize = 4 << 10;
 /// Longest line of a CLI's stream read; a longer one is cut.
 const MAX_LINE: usize = 16 << 20;
-/// Longest prompt passed as one argument (the kernel takes at most 128 KiB
-/// per argument).
-const MAX_ARGUMENT: usize = 120 << 10;
 /// Processes (threads included) a harness run may have at once.
 const MAX_PROCESSES: u32 = 1024;
 /// Largest file a harness run may write.
@@ -131,12 +128,14 @@ impl HarnessAgent {
         })
     }
 
-    /// The command line for `prompt`, and what goes on its stdin.
-    fn command_line(&self, prompt: &str) -> Result<(Vec<OsString>, Option<String>), String> {
+    /// The command line for `prompt`, and what goes on its stdin: the
+    /// prompt itself, never an argument (which `ps` would show to every
+    /// user of the host).
+    fn command_line(&self, prompt: &str) -> (Vec<OsString>, String) {
         let spec = &self.spec;
         let mut argv: Vec<OsString> = vec![self.program.exe.clone().into()];
         let mut add = |args: &[&str]| argv.extend(args.iter().map(OsString::from));
-        let stdin = match spec.kind {
+        match spec.kind {
             HarnessKind::ClaudeCode => {
                 add(&["--print", "--output-format", "stream-json", "--verbose"]);
                 if spec.partial_messages {
@@ -155,7 +154,6 @@ impl HarnessAgent {
                     Some(mode) => add(&["--permission-mode", mode]),
                     None => add(&["--dangerously-skip-permissions"]),
                 }
-                Some(prompt.to_string())
             }
             HarnessKind::Codex => {
                 add(&[
@@ -167,7 +165,6 @@ impl HarnessAgent {
                 if let Some(model) = &spec.model {
                     add(&["--model", model]);
                 }
-                None
             }
             HarnessKind::OpenCode => {
                 add(&["run", "--format", "json", "--dangerously-skip-permissions"]);
@@ -180,23 +177,16 @@ impl HarnessAgent {
                 if spec.thinking {
                     add(&["--thinking"]);
                 }
-                None
+                // `opencode run` appends its stdin (not a terminal) to the
+                // message.
             }
-        };
-        argv.extend(spec.args.iter().map(OsString::from));
-        if stdin.is_none() {
-            if prompt.len() > MAX_ARGUMENT {
-                return Err(format!(
-                    "the prompt is {} bytes; {} takes it as one command-line argument, which \
-                     holds at most {MAX_ARGUMENT} bytes: shorten the task",
-                    prompt.len(),
-                    spec.kind.name()
-                ));
-            }
-            argv.push("--".into());
-            argv.push(prompt.into());
         }
-        Ok((argv, stdin))
+        argv.extend(spec.args.iter().map(OsString::from));
+        if spec.kind == HarnessKind::Codex {
+            // `codex exec -` reads the prompt from stdin.
+            argv.push("-".into());
+        }
+        (argv, prompt.to_string())
     }
 
     /// Runs `task` to its end: its result or error. Dropping the future
@@ -207,10 +197,7 @@ impl HarnessAgent {
             &task.task,
             task.expected_output.as_deref(),
         );
-        let (argv, stdin) = match self.command_line(&prompt) {
-            Ok(line) => line,
-            Err(why) => return Outcome::Failed(why),
-        };
+        let (argv, stdin) = self.command_line(&prompt);
         let mut running = match self.start(&argv).await {
             Ok(running) => running,
             Err(why) => return Outcome::Failed(why),
@@ -224,8 +211,8 @@ impl HarnessAgent {
         // Written beside the reading, so a CLI that reads its prompt late
         // (or never) cannot stall the run.
         let feeding = tokio::spawn(async move {
-            if let (Some(mut input), Some(text)) = (input, stdin) {
-                let _ = input.write_all(text.as_bytes()).await;
+            if let Some(mut input) = input {
+                let _ = input.write_all(stdin.as_bytes()).await;
                 let _ = input.shutdown().await;
             }
         });
