@@ -12,9 +12,9 @@
 use crate::serve::Daemon;
 use bgagents_testkit::{HANG, Scratch};
 use std::collections::HashMap;
-use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const TEAM: &str = r#"
@@ -27,7 +27,77 @@ agents:
     component: '{plugins}/probe.wasm'
 "#;
 
-/// A `nats-server -js` on a free port of 127.0.0.1, killed when dropped.
+/// `command` with its process killed (SIGKILL) should this test's thread
+/// end without killing it itself.
+fn dies_with_us(command: &mut Command) -> &mut Command {
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Runs `command` to its end with its output captured, killing it and
+/// failing after [`HANG`].
+fn output_within(command: &mut Command) -> Output {
+    let mut child = dies_with_us(command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let read = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = read(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = read(child.stderr.take().map(|p| Box::new(p) as _));
+    let since = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if since.elapsed() > HANG {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{command:?} did not end within {HANG:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
+/// Waits for `child` to end, killing it and failing after [`HANG`].
+fn wait_within(child: &mut Child) -> std::process::ExitStatus {
+    let since = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if since.elapsed() > HANG {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("process {} did not end within {HANG:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A `nats-server -js` on a port of 127.0.0.1 it picks itself, killed
+/// when dropped.
 struct Nats {
     child: Child,
     url: String,
@@ -42,14 +112,15 @@ impl Nats {
 
     /// [`Nats::start`] with more arguments to the server.
     fn start_with(dir: &Path, extra: &[&str]) -> Option<Nats> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let log = dir.join("nats-server.log");
-        let started = Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        // The server picks a free port and writes it to a file in `ports`:
+        // no other process can take it between the pick and the bind.
+        let ports = dir.join("nats-ports");
+        std::fs::create_dir_all(&ports).unwrap();
+        let started = dies_with_us(&mut Command::new("nats-server"))
+            .args(["-js", "-a", "127.0.0.1", "-p", "-1", "--ports_file_dir"])
+            .arg(&ports)
+            .arg("-sd")
             .arg(dir.join("jetstream"))
             .args(extra)
             .stdout(Stdio::null())
@@ -66,7 +137,15 @@ impl Nats {
             }
         };
         let since = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        let ports_file = ports.join(format!("nats-server_{}.ports", child.id()));
+        let url = loop {
+            let written = std::fs::read(&ports_file).ok();
+            let url = written
+                .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+                .and_then(|ports| ports["nats"][0].as_str().map(str::to_string));
+            if let Some(url) = url {
+                break url;
+            }
             if let Ok(Some(status)) = child.try_wait() {
                 eprintln!(
                     "skipped: nats-server exited ({status}):\n{}",
@@ -74,17 +153,22 @@ impl Nats {
                 );
                 return None;
             }
-            if since.elapsed() > Duration::from_secs(10) {
+            if since.elapsed() > HANG {
                 let _ = child.kill();
-                eprintln!("skipped: nats-server did not listen within 10 s");
-                return None;
+                let _ = child.wait();
+                panic!(
+                    "nats-server did not listen within {HANG:?}:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
-        }
-        Some(Nats {
-            child,
-            url: format!("nats://127.0.0.1:{port}"),
-        })
+        };
+        let nats = Nats { child, url };
+        let port = nats.url.rsplit(':').next().unwrap().to_string();
+        eventually("nats-server to accept connections", || {
+            std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_ok()
+        });
+        Some(nats)
     }
 }
 
@@ -104,22 +188,24 @@ struct Worker {
 
 impl Worker {
     fn start(team: &Path, nats: &Nats, name: &str, slots: usize) -> Worker {
-        Worker::start_with(team, nats, name, slots, &[])
+        Worker::start_with(team, nats, name, slots, &[], &[])
     }
 
-    /// [`Worker::start`] with more environment variables.
+    /// [`Worker::start`] with more environment variables and arguments.
     fn start_with(
         team: &Path,
         nats: &Nats,
         name: &str,
         slots: usize,
         env: &[(&str, &Path)],
+        args: &[&str],
     ) -> Worker {
         let log = team.parent().unwrap().join(format!("{name}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_bgagents"))
+        let child = dies_with_us(&mut Command::new(env!("CARGO_BIN_EXE_bgagents")))
             .envs(env.iter().copied())
             .args(["worker", "--nats", &nats.url, "--name", name])
             .args(["--slots", &slots.to_string()])
+            .args(args)
             .arg(team)
             .env("RUST_LOG", "bgagents=debug")
             .stdout(Stdio::null())
@@ -158,7 +244,7 @@ impl Worker {
     /// SIGKILL, as a machine that dies.
     fn kill(&mut self) {
         self.child.kill().unwrap();
-        self.child.wait().unwrap();
+        wait_within(&mut self.child);
     }
 }
 
@@ -291,12 +377,12 @@ fn a_stop_reaches_the_worker_running_the_task_and_frees_its_slot() {
     assert!(waited.contains("after the stop"), "{waited}");
     eprintln!("stop across processes answered in {took:?}");
     // A second stop: it has already ended.
-    let output = Command::new(env!("CARGO_BIN_EXE_bgagents"))
-        .args(["stop", "--state"])
-        .arg(&daemon.state)
-        .arg(&spinner)
-        .output()
-        .unwrap();
+    let output = output_within(
+        Command::new(env!("CARGO_BIN_EXE_bgagents"))
+            .args(["stop", "--state"])
+            .arg(&daemon.state)
+            .arg(&spinner),
+    );
     assert_eq!(output.status.code(), Some(1));
 }
 
@@ -325,12 +411,12 @@ fn a_killed_workers_tasks_end_interrupted_and_none_is_lost() {
     });
     doomed.kill();
     let all: Vec<&str> = early.iter().chain(&late).map(String::as_str).collect();
-    let output = Command::new(env!("CARGO_BIN_EXE_bgagents"))
-        .args(["wait", "--state"])
-        .arg(&daemon.state)
-        .args(&all)
-        .output()
-        .unwrap();
+    let output = output_within(
+        Command::new(env!("CARGO_BIN_EXE_bgagents"))
+            .args(["wait", "--state"])
+            .arg(&daemon.state)
+            .args(&all),
+    );
     let waited = String::from_utf8_lossy(&output.stdout).into_owned();
     // One task interrupted: not a success.
     assert_eq!(output.status.code(), Some(1), "{waited}");
@@ -450,7 +536,9 @@ fn a_sub_agent_a_guest_dispatches_runs_on_another_worker_and_a_stop_cascades_to_
         (child_worker.log().lines())
             .any(|line| line.contains("stop received") && line.contains(&child))
     });
-    assert_eq!(record(&nats, &root)["status"], "stopped");
+    eventually("the root to be stopped in the bucket", || {
+        record(&nats, &root)["status"] == "stopped"
+    });
     eventually("the coordinator to list the child as stopped", || {
         statuses(&daemon)
             .get(&child)
@@ -542,14 +630,20 @@ agents:
     eventually("the doomed worker to claim both tasks", || {
         doomed.claimed().len() == 2
     });
-    let survivor = Worker::start(&team, &nats, "survivor", 2);
+    eventually(
+        "the first attempt's output to reach the coordinator",
+        || daemon.ok(&["logs", &retried]) == "attempt\n",
+    );
+    // Killed while both run (the retried one sleeps well past the claim),
+    // before the survivor can take anything.
     doomed.kill();
-    let output = Command::new(env!("CARGO_BIN_EXE_bgagents"))
-        .args(["wait", "--state"])
-        .arg(&daemon.state)
-        .args([&retried, &lost])
-        .output()
-        .unwrap();
+    let survivor = Worker::start(&team, &nats, "survivor", 2);
+    let output = output_within(
+        Command::new(env!("CARGO_BIN_EXE_bgagents"))
+            .args(["wait", "--state"])
+            .arg(&daemon.state)
+            .args([&retried, &lost]),
+    );
     let waited = String::from_utf8_lossy(&output.stdout).into_owned();
     // Run again, once, on the survivor: completed, never interrupted too.
     assert!(waited.contains(&format!("{retried} completed")), "{waited}");
@@ -586,13 +680,16 @@ fn sigterm_on_a_worker_interrupts_its_tasks_and_on_the_coordinator_stops_them_on
             .unwrap()
             .success()
     );
-    let status = leaving.child.wait().unwrap();
+    let status = wait_within(&mut leaving.child);
     assert!(status.success(), "{status}: {}", leaving.log());
-    let waited = daemon.ok(&["view", &task]);
+    let mut viewed = String::new();
+    eventually("the coordinator to show the task interrupted", || {
+        viewed = daemon.ok(&["view", &task]);
+        viewed.contains("Status:  interrupted")
+    });
     assert!(
-        waited.contains("Status:  interrupted")
-            && waited.contains("worker leaving was shut down while running this task"),
-        "{waited}"
+        viewed.contains("worker leaving was shut down while running this task"),
+        "{viewed}"
     );
 
     let staying = Worker::start(&team, &nats, "staying", 1);
@@ -626,7 +723,14 @@ fn a_worker_whose_component_differs_runs_the_coordinators_fetched_by_hash() {
         .replacen("probe.wasm", "calculator.wasm", 2),
     );
     let cache = scratch.dir.join("cache");
-    let worker = Worker::start_with(&other, &nats, "elsewhere", 1, &[("XDG_CACHE_HOME", &cache)]);
+    let worker = Worker::start_with(
+        &other,
+        &nats,
+        "elsewhere",
+        1,
+        &[("XDG_CACHE_HOME", &cache)],
+        &[],
+    );
     assert!(
         worker
             .log()
@@ -665,27 +769,25 @@ fn a_token_from_a_file_reaches_a_server_that_requires_one_and_is_never_shown() {
         &scratch.dir.join("xdg"),
         &["--nats", &nats.url, "--nats-token-file", token_arg],
     );
-    let log = team.parent().unwrap().join("tokened.log");
-    let mut worker = Command::new(env!("CARGO_BIN_EXE_bgagents"))
-        .args(["worker", "--nats", &nats.url, "--name", "tokened"])
-        .args(["--nats-token-file", token_arg])
-        .arg(&team)
-        .env("RUST_LOG", "bgagents=debug")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let worker = Worker::start_with(
+        &team,
+        &nats,
+        "tokened",
+        1,
+        &[],
+        &["--nats-token-file", token_arg],
+    );
     let id = start(&daemon, "helper", "echo through the token");
     let waited = daemon.ok(&["wait", &id]);
-    let _ = worker.kill();
-    let _ = worker.wait();
+    let worker_log = worker.log();
+    drop(worker);
     assert!(waited.contains("through the token"), "{waited}");
     // Without it: refused at once, naming the server, not the token.
-    let refused = Command::new(env!("CARGO_BIN_EXE_bgagents"))
-        .args(["worker", "--nats", &nats.url])
-        .arg(&team)
-        .output()
-        .unwrap();
+    let refused = output_within(
+        Command::new(env!("CARGO_BIN_EXE_bgagents"))
+            .args(["worker", "--nats", &nats.url])
+            .arg(&team),
+    );
     assert_eq!(refused.status.code(), Some(2));
     let error = String::from_utf8_lossy(&refused.stderr);
     assert!(
@@ -693,18 +795,17 @@ fn a_token_from_a_file_reaches_a_server_that_requires_one_and_is_never_shown() {
         "{error}"
     );
     // A token in the URL is not shown either.
-    let shown = Command::new(env!("CARGO_BIN_EXE_bgagents"))
-        .args(["worker", "--nats", &format!("nats://{TOKEN}@127.0.0.1:1")])
-        .arg(&team)
-        .output()
-        .unwrap();
+    let shown = output_within(
+        Command::new(env!("CARGO_BIN_EXE_bgagents"))
+            .args(["worker", "--nats", &format!("nats://{TOKEN}@127.0.0.1:1")])
+            .arg(&team),
+    );
     assert_eq!(shown.status.code(), Some(2));
     let shown = String::from_utf8_lossy(&shown.stderr).into_owned();
     assert!(
         shown.contains("cannot connect to NATS at nats://…@127.0.0.1:1"),
         "{shown}"
     );
-    let worker_log = std::fs::read_to_string(&log).unwrap();
     for text in [error.as_ref(), &worker_log, &daemon.log(), &shown] {
         assert!(!text.contains(TOKEN), "the token is shown:\n{text}");
     }
