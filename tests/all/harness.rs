@@ -1221,3 +1221,81 @@ async fn no_host_process_shows_the_task_on_its_command_line() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unconfined_harness_runs_in_the_deepest_grant_holding_its_working_dir() {
+    if !python() {
+        return;
+    }
+    // /work and, mounted over part of it, /work/sub from elsewhere: the
+    // sandbox would run in `other`, and so does an unconfined CLI.
+    let scratch = Scratch::new();
+    let command = fake(
+        &scratch,
+        "codex",
+        Fake {
+            stream: fixture("codex/run.ndjson"),
+            ..Fake::default()
+        },
+    );
+    let work = scratch.dir.join("work");
+    let other = scratch.dir.join("other");
+    std::fs::create_dir_all(work.join("sub")).unwrap();
+    std::fs::create_dir_all(&other).unwrap();
+    let team = scratch.write(
+        "team.yaml",
+        format!(
+            "agents:\n  coder:\n    instruction: You write code.\n    harness:\n      type: codex\n      \
+             command: {}\n      working_dir: /work/sub\n    grants:\n      unconfined: true\n      \
+             files:\n        - {{host: {}, guest: /work, mode: read-write}}\n        \
+             - {{host: {}, guest: /work/sub, mode: read-write}}\n",
+            command.display(),
+            work.display(),
+            other.display()
+        ),
+    );
+
+    let run = run(&team, "List", &[]).await;
+
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    assert!(other.join("record.json").exists(), "ran elsewhere");
+    assert!(!work.join("sub/record.json").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cli_that_hangs_after_its_result_is_killed_and_the_task_keeps_the_result() {
+    if !confinable() {
+        return;
+    }
+    // After its result, the CLI becomes a `sleep` this test can find.
+    let marker = format!("{}.25", 600 + std::process::id() % 1000);
+    let after = format!("sys.stdout.flush()\nos.execvp('sleep', ['sleep', '{marker}'])");
+    let scratch = Scratch::new();
+    let command = fake(
+        &scratch,
+        "claude",
+        Fake {
+            stream: fixture("claude/partial.ndjson"),
+            after: &after,
+            ..Fake::default()
+        },
+    );
+    let team = team(
+        &scratch,
+        "claude-code",
+        &command,
+        "",
+        "    limits: {timeout: 40s}\n",
+    );
+
+    let started = std::time::Instant::now();
+    let run = run(&team, "Greet", &[]).await;
+
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    assert_eq!(text(&run.stdout).trim(), "Hello from the notes.");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "waited for the timeout"
+    );
+    assert!(!host_has_process(&["sleep", &marker]), "the CLI lives on");
+}

@@ -45,6 +45,10 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 const STDERR_TAIL: usize = 4 << 10;
 /// Longest line of a CLI's stream read; a longer one is cut.
 const MAX_LINE: usize = 16 << 20;
+/// How long a CLI may take to exit after its end event (its result)
+/// before it and everything it started are killed and the task completes
+/// with the result.
+const END_GRACE: Duration = Duration::from_secs(5);
 /// Processes (threads included) a harness run may have at once.
 const MAX_PROCESSES: u32 = 1024;
 /// Largest file a harness run may write.
@@ -253,7 +257,13 @@ impl HarnessAgent {
                 );
                 // Its own cgroups where the host has them, so that a
                 // process that left its group (setsid) is killed too.
-                let cgroups = process::unconfined_cgroups(MAX_PROCESSES, self.spec.memory)?;
+                // The first call probes bubblewrap and cgroups (blocking).
+                let memory = self.spec.memory;
+                let cgroups = tokio::task::spawn_blocking(move || {
+                    process::unconfined_cgroups(MAX_PROCESSES, memory)
+                })
+                .await
+                .map_err(|error| format!("setting up the harness's cgroups failed: {error}"))??;
                 let procs = (cgroups.as_ref())
                     .map(process::cgroup::CommandCgroups::procs_files)
                     .unwrap_or_default();
@@ -307,10 +317,22 @@ impl HarnessAgent {
         let mut parser = Parser::with_text_cap(self.spec.kind, text_cap);
         let mut shown = Shown::default();
         let mut end: Option<Result<String, String>> = None;
+        let mut ended_at: Option<tokio::time::Instant> = None;
         if let Some(stdout) = stdout {
             let mut lines = BufReader::new(stdout);
             loop {
-                let line = match read_line(&mut lines).await {
+                // After its end event the CLI has [`END_GRACE`] to finish
+                // writing and exit.
+                let read = match ended_at {
+                    Some(at) => {
+                        match tokio::time::timeout_at(at + END_GRACE, read_line(&mut lines)).await {
+                            Ok(read) => read,
+                            Err(_) => break,
+                        }
+                    }
+                    None => read_line(&mut lines).await,
+                };
+                let line = match read {
                     Ok(Some(line)) => line,
                     Ok(None) => break,
                     Err(error) => {
@@ -337,11 +359,24 @@ impl HarnessAgent {
                         }
                         Event::End(result) => {
                             end.get_or_insert(result);
+                            ended_at.get_or_insert_with(tokio::time::Instant::now);
                         }
                         other => shown.show(task, other),
                     }
                 }
             }
+        }
+        if let Some(at) = ended_at
+            && tokio::time::timeout_at(at + END_GRACE, running.child.wait())
+                .await
+                .is_err()
+        {
+            tracing::info!(
+                harness = name,
+                "the harness did not exit within {}s of its result; killed",
+                END_GRACE.as_secs()
+            );
+            running.kill();
         }
         let status = match running.child.wait().await {
             Ok(status) => status,
@@ -582,14 +617,17 @@ fn unconfined_env(harness: &HarnessSpec, grants: &Grants) -> Vec<(String, String
 }
 
 /// The host directory behind guest path `guest` (inside a granted
-/// directory).
+/// directory): through the deepest grant holding it, as in the sandbox,
+/// where a grant inside another is mounted over it.
 fn host_dir(grants: &Grants, guest: &str) -> Option<std::path::PathBuf> {
-    grants.dirs.iter().find_map(|dir| {
-        let rest = guest.strip_prefix(dir.guest.as_str())?;
-        let rest = rest.trim_start_matches('/');
-        (rest.is_empty() || guest.as_bytes().get(dir.guest.len()) == Some(&b'/'))
-            .then(|| dir.host.join(rest))
-    })
+    (grants.dirs.iter())
+        .filter_map(|dir| {
+            let rest = guest.strip_prefix(dir.guest.as_str())?;
+            let inside = rest.is_empty() || dir.guest.ends_with('/') || rest.starts_with('/');
+            inside.then(|| (dir.guest.len(), dir.host.join(rest.trim_start_matches('/'))))
+        })
+        .max_by_key(|(depth, _)| *depth)
+        .map(|(_, host)| host)
 }
 
 /// A harness agent's limits, for `bgagents check` (its fuel and other

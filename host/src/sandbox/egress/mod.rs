@@ -134,9 +134,11 @@ fn relay_program() -> Result<PathBuf, String> {
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     let program = set.ok_or_else(|| {
-        "this host does not know its `bgagents` binary, whose relay sandboxed processes \
-         reach the network through; run it as `bgagents`, or name the binary with \
-         bgagents::set_egress_relay_program"
+        "this host does not know its `bgagents` binary, whose hidden `__egress-relay` \
+         command carries the network of sandboxed processes (shell commands and harness CLIs \
+         of an agent with grants.http or grants.network.connect); a program embedding the \
+         bgagents library must call `bgagents::set_egress_relay_program(PATH_OF_BGAGENTS)` \
+         once before running such agents (the `bgagents` command does it itself)"
             .to_string()
     })?;
     match program.is_file() {

@@ -231,6 +231,8 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         || a >= 240
         || (a == 100 && (64..128).contains(&b))
         || (a == 192 && b == 0 && c == 0)
+        // 6to4 relay anycast: reaches whatever the relay forwards to.
+        || (a == 192 && b == 88 && c == 99)
         || (a == 198 && (b == 18 || b == 19)))
 }
 
@@ -259,6 +261,12 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
     !(ip.is_unspecified()
         || ip.is_loopback()
         || ip.is_multicast()
+        // Translated addresses reach an IPv4 address chosen by a
+        // translator: local-use NAT64 (64:ff9b:1::/48), SIIT
+        // (::ffff:0:0/96) and Teredo (2001::/32).
+        || segments[..3] == [0x64, 0xff9b, 1]
+        || segments[..6] == [0, 0, 0, 0, 0xffff, 0]
+        || (segments[0] == 0x2001 && segments[1] == 0)
         || (segments[0] & 0xfe00) == 0xfc00
         || (segments[0] & 0xffc0) == 0xfe80
         || (segments[0] & 0xffc0) == 0xfec0
@@ -460,6 +468,10 @@ mod tests {
             "64:ff9b::a9fe:a9fe",
             "2002:7f00:1::",
             "100::1",
+            "64:ff9b:1::808:808",
+            "::ffff:0:808:808",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "192.88.99.1",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
