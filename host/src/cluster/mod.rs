@@ -542,15 +542,16 @@ impl Remote for Coordinator {
                 id: task.id.to_string(),
                 armed: false,
             };
-            let outcome = dispatch_and_follow(&cluster, &task, retry, &mut guard).await;
-            guard.armed = false;
-            outcome
+            // Disarmed by it when the task ended; on any other exit (the
+            // record lost or deleted) the task is stopped on its worker.
+            dispatch_and_follow(&cluster, &task, retry, &mut guard).await
         })
     }
 }
 
 /// Stops the task in the bucket and tells its worker, when the future
-/// following it is dropped before it ended (the task was stopped here).
+/// following it is dropped before it ended (the task was stopped here) or
+/// gives up following it.
 struct StopOnDrop {
     cluster: Cluster,
     id: String,
@@ -695,23 +696,51 @@ async fn dispatch_and_follow(
     // was seen to change.
     let mut worker: Option<(String, u64, Instant)> = None;
     let mut tick = tokio::time::interval(HEARTBEAT);
+    // Whether the output stream has ended (its server went away for good):
+    // no more reads of it, the grace below ends the wait.
+    let mut output_closed = false;
     loop {
         if let Some((record, at)) = &ended
-            && (count(&pieces, record) >= record.output_pieces || at.elapsed() > OUTPUT_GRACE)
+            && (output_closed
+                || count(&pieces, record) >= record.output_pieces
+                || at.elapsed() > OUTPUT_GRACE)
         {
+            guard.armed = false;
             return record.outcome();
         }
         tokio::select! {
             entry = watch.next() => {
-                let Some(Ok(entry)) = entry else {
-                    return Outcome::Failed("lost the task's record in NATS".to_string());
+                let entry = match entry {
+                    Some(Ok(entry)) => entry,
+                    // A server restarted or paused: the watch says so, then
+                    // carries on by itself.
+                    Some(Err(error)) => {
+                        tracing::warn!(task = %id, error = %error, "watching the task's record failed; still following");
+                        continue;
+                    }
+                    // Ended: watched anew, from its current value on.
+                    None => {
+                        tracing::warn!(task = %id, "the watch of the task's record ended; watching it anew");
+                        tokio::time::sleep(HEARTBEAT).await;
+                        match cluster.kv.watch_with_history(&key).await {
+                            Ok(again) => watch = again,
+                            Err(error) => {
+                                // The guard stays armed: the task is stopped.
+                                return Outcome::Failed(format!("lost the task's record in NATS: {error}"));
+                            }
+                        }
+                        continue;
+                    }
                 };
                 if !matches!(entry.operation, kv::Operation::Put) {
                     return Outcome::Failed("the task's record was deleted from NATS".to_string());
                 }
                 let record = match Record::decode(&entry.value) {
                     Ok(record) => record,
-                    Err(error) => return Outcome::Failed(error),
+                    Err(error) => {
+                        tracing::warn!(task = %id, error = %error, "an unreadable record of the task in NATS; ignored");
+                        continue;
+                    }
                 };
                 let status = record.status();
                 if status.is_final() {
@@ -725,7 +754,7 @@ async fn dispatch_and_follow(
                     worker = Some((name.clone(), 0, Instant::now()));
                 }
             }
-            piece = output.next(), if ended.as_ref().is_none_or(|(r, _)| count(&pieces, r) < r.output_pieces) => {
+            piece = output.next(), if !output_closed && ended.as_ref().is_none_or(|(r, _)| count(&pieces, r) < r.output_pieces) => {
                 match piece {
                     Some(Ok(message)) => {
                         task.output.append(&message.payload);
@@ -736,7 +765,10 @@ async fn dispatch_and_follow(
                         *pieces.entry(attempt).or_default() += 1;
                     }
                     Some(Err(error)) => tracing::debug!(task = %id, error = %error, "output read failed; retrying"),
-                    None => {}
+                    None => {
+                        tracing::warn!(task = %id, "the task's output stream ended; reading no more of it");
+                        output_closed = true;
+                    }
                 }
             }
             _ = tick.tick() => {
