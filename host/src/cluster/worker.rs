@@ -35,6 +35,22 @@ const OUTPUT_GATHER: Duration = Duration::from_millis(50);
 /// worker gets it.
 const ACK_WAIT: Duration = Duration::from_secs(30);
 
+/// How many times a work message is offered before it is given up (it is
+/// then left to the coordinator's follower, which sees its worker never
+/// came).
+const MAX_DELIVER: i64 = 20;
+
+/// How often a running task's record is read for a stop this worker's
+/// subscription missed, whatever the task is doing.
+const STOP_CHECK: Duration = Duration::from_secs(1);
+
+/// Whether `id` is a task id as this project makes them
+/// (`agent_task_<uuid>`), so safe in a key and a subject.
+fn is_task_id(id: &str) -> bool {
+    id.strip_prefix("agent_task_")
+        .is_some_and(|uuid| uuid::Uuid::parse_str(uuid).is_ok())
+}
+
 struct Shared {
     toolset: Toolset,
     session: Session,
@@ -83,12 +99,13 @@ pub async fn serve(
                     durable_name: Some(consumer_name(agent)),
                     filter_subject: work_subject(agent),
                     ack_wait: ACK_WAIT,
+                    max_deliver: MAX_DELIVER,
                     ..Default::default()
                 },
             )
             .await
             .map_err(|error| format!("cannot pull {agent}'s tasks from NATS: {error}"))?;
-        consumers.push(consumer);
+        consumers.push((agent.clone(), consumer));
     }
     let stops = cluster
         .client
@@ -101,9 +118,10 @@ pub async fn serve(
     let slot_count = options.slots.max(1);
     let slots = Arc::new(Semaphore::new(slot_count));
     let mut pulling = tokio::task::JoinSet::new();
-    for consumer in consumers {
+    for (agent, consumer) in consumers {
         pulling.spawn(pull(
             shared.clone(),
+            agent,
             consumer,
             slots.clone(),
             shutdown.clone(),
@@ -172,6 +190,7 @@ async fn follow_stops(
 /// Takes `consumer`'s tasks one at a time, whenever a slot is free.
 async fn pull(
     shared: Arc<Shared>,
+    agent: String,
     consumer: jetstream::consumer::PullConsumer,
     slots: Arc<Semaphore>,
     shutdown: CancellationToken,
@@ -200,7 +219,7 @@ async fn pull(
         };
         match message {
             Ok(Some(message)) => {
-                tokio::spawn(take(shared.clone(), message, permit));
+                tokio::spawn(take(shared.clone(), agent.clone(), message, permit));
             }
             Ok(None) => {}
             Err(error) => {
@@ -211,13 +230,30 @@ async fn pull(
     }
 }
 
-/// Claims the task `message` names and runs it, holding `_permit`.
+/// Claims the task `message` (from `agent`'s queue) names and runs it,
+/// holding `_permit`.
 async fn take(
     shared: Arc<Shared>,
+    agent: String,
     message: jetstream::Message,
     _permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let id = String::from_utf8_lossy(&message.payload).into_owned();
+    if !is_task_id(&id) {
+        tracing::warn!(agent = %agent, payload = %id.escape_debug(), "a work message that names no task; dropped");
+        terminate(&message).await;
+        return;
+    }
+    // Still running here (its record queued again meanwhile): left for
+    // another worker, never run twice at once here.
+    if shared.running.lock().unwrap().contains(&id) {
+        tracing::debug!(task = %id, "already running here; left for another worker");
+        let later = jetstream::AckKind::Nak(Some(Duration::from_secs(1)));
+        if let Err(error) = message.ack_with(later).await {
+            tracing::warn!(task = %id, error = %error, "cannot hand work back");
+        }
+        return;
+    }
     let key = task_key(&id);
     let kv = &shared.cluster.kv;
     let claimed = async {
@@ -228,6 +264,14 @@ async fn take(
         let mut record = Record::decode(&entry.value)?;
         if record.status() != TaskStatus::Queued {
             return Ok(None);
+        }
+        // Only the agent whose queue it came from, which this worker
+        // serves (`--agents`).
+        if record.agent != agent {
+            return Err(format!(
+                "its record names agent {:?}, not {agent:?} whose queue it came from",
+                record.agent
+            ));
         }
         record.status = TaskStatus::Running.as_str().to_string();
         record.worker = Some(shared.name.clone());
@@ -245,6 +289,11 @@ async fn take(
             if let Err(error) = message.double_ack().await {
                 tracing::warn!(task = %id, error = %error, "cannot acknowledge work");
             }
+        }
+        Err(error) if error.starts_with("its record names agent") => {
+            tracing::warn!(task = %id, error = %error, "work refused; dropped");
+            terminate(&message).await;
+            return;
         }
         Err(error) => {
             tracing::warn!(task = %id, error = %error, "cannot claim a task; leaving it to be redelivered");
@@ -270,6 +319,13 @@ async fn take(
         }
     }
     shared.running.lock().unwrap().remove(&id);
+}
+
+/// Tells the server never to deliver `message` again.
+async fn terminate(message: &jetstream::Message) {
+    if let Err(error) = message.ack_with(jetstream::AckKind::Term).await {
+        tracing::warn!(error = %error, "cannot drop a work message");
+    }
 }
 
 struct Ended {
@@ -312,6 +368,7 @@ async fn run(shared: &Shared, id: &str, record: &Record) -> Ended {
     };
     let mut offset = 0;
     let mut pieces = 0u64;
+    let mut checked = tokio::time::Instant::now();
     let subject = output_subject(id);
     loop {
         // The status before the output: output read after a final status
@@ -359,8 +416,23 @@ async fn run(shared: &Shared, id: &str, record: &Record) -> Ended {
         if done {
             break;
         }
+        // A stop whose message was missed is in the bucket: checked every
+        // [`STOP_CHECK`], however busy the task. Stopped here too when the
+        // record was given to another worker or another attempt.
+        if checked.elapsed() >= STOP_CHECK {
+            checked = tokio::time::Instant::now();
+            if let Ok(Some(entry)) = shared.cluster.kv.entry(task_key(id)).await
+                && let Ok(now) = Record::decode(&entry.value)
+                && (now.status().is_final()
+                    || now.worker.as_deref() != Some(shared.name.as_str())
+                    || now.retries != record.retries)
+            {
+                tracing::debug!(task = %id, status = %now.status, "stopped in the bucket; stopping it here");
+                let _ = toolset.stop_background_agent(shared.caller(), &local).await;
+            }
+        }
         // Until the task changes or writes (a short pause then lets more
-        // output gather), or a second passes.
+        // output gather), or the next check is due.
         let changed = async {
             loop {
                 match events.recv().await {
@@ -370,17 +442,9 @@ async fn run(shared: &Shared, id: &str, record: &Record) -> Ended {
                 }
             }
         };
-        match tokio::time::timeout(Duration::from_secs(1), changed).await {
-            Ok(Some(EventKind::Output(_))) => tokio::time::sleep(OUTPUT_GATHER).await,
-            Ok(_) => {}
-            Err(_) => {
-                // A stop whose message was missed is in the bucket.
-                if let Ok(Some(entry)) = shared.cluster.kv.entry(task_key(id)).await
-                    && Record::decode(&entry.value).is_ok_and(|record| record.status().is_final())
-                {
-                    let _ = toolset.stop_background_agent(shared.caller(), &local).await;
-                }
-            }
+        let due = STOP_CHECK.saturating_sub(checked.elapsed());
+        if let Ok(Some(EventKind::Output(_))) = tokio::time::timeout(due, changed).await {
+            tokio::time::sleep(OUTPUT_GATHER).await;
         }
     }
     let view = match toolset.view_background_agent(shared.caller(), &local) {
