@@ -1299,3 +1299,40 @@ async fn a_cli_that_hangs_after_its_result_is_killed_and_the_task_keeps_the_resu
     );
     assert!(!host_has_process(&["sleep", &marker]), "the CLI lives on");
 }
+
+#[test]
+fn check_warns_of_a_cli_inside_a_directory_an_agent_may_write() {
+    // The CLI lives in `tools`, which another agent may write.
+    let scratch = Scratch::new();
+    let command = fake(&scratch, "claude", Fake::default());
+    let tools = command.parent().unwrap();
+    let team = team(&scratch, "claude-code", &command, "", "");
+    let text_of_team = std::fs::read_to_string(&team).unwrap();
+    let team = scratch.write(
+        "team.yaml",
+        format!(
+            "{text_of_team}  builder:\n    instruction: You build.\n    harness:\n      \
+             type: claude-code\n      command: {}\n    grants:\n      files: [{{host: {}, \
+             guest: /tools, mode: read-write}}]\n",
+            command.display(),
+            tools.display()
+        ),
+    );
+
+    let said = check(&team, &[]);
+
+    let out = text(&said.stdout);
+    if text(&said.stderr).contains("cannot create a sandbox") {
+        return eprintln!("skipped: {}", text(&said.stderr));
+    }
+    assert!(said.status.success(), "{out}{}", text(&said.stderr));
+    let real = command.canonicalize().unwrap();
+    assert!(
+        out.contains(&format!(
+            "WARNING: the program bind {} lies inside {} (agents.builder.grants.files, read-write)",
+            real.display(),
+            tools.display()
+        )),
+        "{out}"
+    );
+}

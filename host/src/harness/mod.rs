@@ -646,6 +646,42 @@ pub fn describe_limits(agent: &AgentSpec, harness: &HarnessSpec) -> String {
     )
 }
 
+/// Warnings for `bgagents check` (also logged) about harness agent
+/// `agent`'s program binds: one that lies inside a directory some agent of
+/// the team (`agents`) may write lets that agent change the CLI this one
+/// runs.
+pub fn program_warnings<'a>(
+    agent: &AgentSpec,
+    harness: &HarnessSpec,
+    agents: impl IntoIterator<Item = &'a AgentSpec>,
+) -> Vec<String> {
+    if agent.grants.unconfined {
+        return Vec::new();
+    }
+    let Ok(program) = program::locate(harness.kind, &harness.command) else {
+        return Vec::new();
+    };
+    let mut warnings = Vec::new();
+    for other in agents {
+        for dir in other.grants.dirs.iter().filter(|dir| dir.writable) {
+            let host = dir.host.canonicalize().unwrap_or_else(|_| dir.host.clone());
+            for bind in program.binds.iter().filter(|bind| bind.starts_with(&host)) {
+                let warning = format!(
+                    "WARNING: the program bind {} lies inside {} (agents.{}.grants.files, \
+                     read-write): that agent can change the CLI this agent runs; install the \
+                     CLI outside every writable grant",
+                    bind.display(),
+                    dir.host.display(),
+                    other.name
+                );
+                tracing::warn!(agent = %agent.name, "{warning}");
+                warnings.push(warning);
+            }
+        }
+    }
+    warnings
+}
+
 /// What a harness agent may reach, for `bgagents check`: one line each.
 pub fn describe(agent: &AgentSpec, harness: &HarnessSpec) -> Vec<String> {
     let grants = &agent.grants;

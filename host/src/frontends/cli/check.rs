@@ -160,6 +160,9 @@ pub fn check(path: &Path) -> ExitCode {
                 let label = if index == 0 { "harness:" } else { "" };
                 push_line!(out, "  {label:<12} {}", printable(line, Keep::OneLine));
             }
+            for line in crate::harness::program_warnings(agent, harness, team.agents.values()) {
+                push_line!(out, "  {:<12} {}", "", printable(&line, Keep::OneLine));
+            }
         }
         let mut toolsets = Vec::new();
         if agent.background_agents {
@@ -271,7 +274,10 @@ fn confined_toolsets(agent: &crate::config::AgentSpec) -> Vec<String> {
                 let hosts: Vec<String> = (grants.http.iter().map(ToString::to_string))
                     .chain(grants.connect.iter().map(|grant| grant.endpoint.clone()))
                     .collect();
-                format!("network only to {}, through the egress gate", hosts.join(", "))
+                format!(
+                    "network only to {}, through the egress gate",
+                    hosts.join(", ")
+                )
             }
             (false, false) => "no network".to_string(),
         };
