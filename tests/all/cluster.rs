@@ -810,3 +810,54 @@ fn a_token_from_a_file_reaches_a_server_that_requires_one_and_is_never_shown() {
         assert!(!text.contains(TOKEN), "the token is shown:\n{text}");
     }
 }
+
+#[test]
+fn a_worker_runs_only_its_agents_tasks_and_drops_work_that_names_no_task() {
+    let scratch = Scratch::new();
+    let Some(nats) = Nats::start(&scratch.dir) else {
+        return;
+    };
+    let team = scratch.team(TEAM);
+    let daemon = coordinator(&scratch, &team, &nats);
+    let worker = Worker::start_with(&team, &nats, "helpers", 1, &[], &["--agents", "helper"]);
+    let done = start(&daemon, "helper", "echo a real one");
+    assert!(daemon.ok(&["wait", &done]).contains("completed"));
+    // A record naming `root`, queued on helper's queue, and payloads that
+    // are no task id, written with a client of our own.
+    let mut forged = record(&nats, &done);
+    let id = format!("agent_task_{}", uuid::Uuid::new_v4());
+    forged["id"] = serde_json::json!(id);
+    forged["agent"] = serde_json::json!("root");
+    forged["status"] = serde_json::json!("queued");
+    forged["worker"] = serde_json::Value::Null;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = async_nats::connect(nats.url.as_str()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let kv = js.get_key_value("bgagents_tasks").await.unwrap();
+        kv.put(format!("t.{id}"), forged.to_string().into())
+            .await
+            .unwrap();
+        for payload in [id.as_str(), "t.>", "not-a-task"] {
+            js.publish("bgagents.work.helper", payload.to_string().into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    });
+    eventually("the worker to refuse the forged task", || {
+        worker.log().contains("work refused")
+    });
+    eventually("the worker to drop both bad payloads", || {
+        worker.log().matches("names no task").count() == 2
+    });
+    assert_eq!(record(&nats, &id)["status"], "queued");
+    assert!(!worker.claimed().contains(&id), "{}", worker.log());
+    // Still serving its own agent.
+    let after = start(&daemon, "helper", "echo still here");
+    assert!(daemon.ok(&["wait", &after]).contains("still here"));
+}
