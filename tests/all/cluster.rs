@@ -794,7 +794,7 @@ fn a_token_from_a_file_reaches_a_server_that_requires_one_and_is_never_shown() {
         error.contains("cannot connect to NATS at nats://127.0.0.1:"),
         "{error}"
     );
-    // A token in the URL is not shown either.
+    // A token in the URL is refused, and not shown either.
     let shown = output_within(
         Command::new(env!("CARGO_BIN_EXE_bgagents"))
             .args(["worker", "--nats", &format!("nats://{TOKEN}@127.0.0.1:1")])
@@ -803,7 +803,8 @@ fn a_token_from_a_file_reaches_a_server_that_requires_one_and_is_never_shown() {
     assert_eq!(shown.status.code(), Some(2));
     let shown = String::from_utf8_lossy(&shown.stderr).into_owned();
     assert!(
-        shown.contains("cannot connect to NATS at nats://…@127.0.0.1:1"),
+        shown.contains("--nats nats://…@127.0.0.1:1 carries a user, password or token")
+            && shown.contains("--nats-token-file"),
         "{shown}"
     );
     for text in [error.as_ref(), &worker_log, &daemon.log(), &shown] {

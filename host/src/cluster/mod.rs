@@ -158,6 +158,16 @@ fn secret(path: &PathBuf, what: &str) -> Result<String, String> {
 impl NatsOptions {
     /// Connects, with the client name `name`.
     pub async fn connect(&self, name: &str) -> Result<async_nats::Client, String> {
+        // A secret on a command line is seen by every process of the
+        // machine (and lands in shell histories): refused.
+        if self.url.contains('@') {
+            return Err(format!(
+                "--nats {} carries a user, password or token: give a token in a file \
+                 with --nats-token-file, a user with --nats-user and --nats-password-file, \
+                 or credentials with --nats-creds",
+                shown_url(&self.url)
+            ));
+        }
         let mut options = async_nats::ConnectOptions::new().name(name);
         if let Some(creds) = &self.creds {
             options = options.credentials_file(creds).await.map_err(|error| {
