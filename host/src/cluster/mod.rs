@@ -390,6 +390,11 @@ pub async fn mirror_subtasks(toolset: crate::toolset::Toolset, cluster: Cluster)
         let Ok(record) = Record::decode(&entry.value) else {
             continue;
         };
+        // Listed under the id its key names, or not at all.
+        if entry.key.strip_prefix("t.") != Some(record.id.as_str()) {
+            tracing::warn!(key = %entry.key, "a task record whose id is not its key's; not listed");
+            continue;
+        }
         // A new child's first record.
         let Some(parent) = record.ancestors.last() else {
             continue;

@@ -66,7 +66,8 @@ impl Toolset {
         expected_output: Option<&str>,
     ) -> Result<TaskInfo, ToolError> {
         let via = Via::BackgroundAgents;
-        self.start_as(caller, id, agent, task, expected_output, via)
+        // An earlier attempt of it that ended here is replaced.
+        self.start_as(caller, id, agent, task, expected_output, via, true)
     }
 
     /// Follows again a task an earlier process of this host started and
@@ -87,9 +88,10 @@ impl Toolset {
         let token = self.shutdown_token().child_token();
         let caller = Caller::operator(crate::tasks::SessionId::RESTORED, token)
             .on_behalf_of(ancestors, lineage);
-        self.registry().forget(id.as_str());
         let via = Via::BackgroundAgents;
-        self.start_as(&caller, id, agent, task, expected_output, via)
+        // The restored record is replaced under the registry's lock once
+        // every check passed: on an error it stays.
+        self.start_as(&caller, id, agent, task, expected_output, via, true)
     }
 
     /// Lists, as a child of its parent here, a task that a guest of that
@@ -108,7 +110,15 @@ impl Toolset {
             id: parent.to_string(),
         })?;
         let caller = Caller::for_task(&parent);
-        self.start_as(&caller, id, agent, task, expected_output, Via::Transfer)
+        self.start_as(
+            &caller,
+            id,
+            agent,
+            task,
+            expected_output,
+            Via::Transfer,
+            false,
+        )
     }
 
     /// Starts a task the way [`Toolset::run_background_agent`] does, for a
@@ -128,9 +138,13 @@ impl Toolset {
             task,
             expected_output,
             via,
+            false,
         )
     }
 
+    /// Starts task `id`; refused when the registry has a task of that id,
+    /// unless `replace_ended` and that one has ended (it is then replaced).
+    #[allow(clippy::too_many_arguments)]
     fn start_as(
         &self,
         caller: &Caller,
@@ -139,6 +153,7 @@ impl Toolset {
         task: &str,
         expected_output: Option<&str>,
         via: Via,
+        replace_ended: bool,
     ) -> Result<TaskInfo, ToolError> {
         let agent = agent.trim();
         if agent.is_empty() {
@@ -211,7 +226,17 @@ impl Toolset {
         }
         {
             let mut registry = self.registry();
+            if let Some(existing) = registry.get(record.id.as_str())
+                && !(replace_ended && existing.exited.is_open())
+            {
+                return Err(ToolError::DuplicateId {
+                    id: record.id.to_string(),
+                });
+            }
             let parent = self.check_spawn_limits(caller, &registry)?;
+            if replace_ended {
+                registry.forget(record.id.as_str());
+            }
             registry
                 .admit(record.clone())
                 .map_err(|_| ToolError::RetainedFull {
