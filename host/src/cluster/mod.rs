@@ -339,12 +339,7 @@ async fn worker_died(
         record.retries += 1;
         record.status = TaskStatus::Queued.as_str().to_string();
         record.worker = None;
-        if cluster
-            .kv
-            .update(key, record.encode(), revision)
-            .await
-            .is_ok()
-        {
+        if let Ok(queued_revision) = cluster.kv.update(key, record.encode(), revision).await {
             tracing::warn!(task = %id, worker = %dead, retry = record.retries, "worker silent: task queued again (retry: true)");
             let queued = async {
                 cluster
@@ -354,7 +349,16 @@ async fn worker_died(
                     .await
             };
             if let Err(error) = queued.await {
-                tracing::warn!(task = %id, error = %error, "cannot queue the task again");
+                // No worker would ever take it: ended here instead.
+                tracing::warn!(task = %id, error = %error, "cannot queue the task again; interrupted");
+                record.status = TaskStatus::Interrupted.as_str().to_string();
+                record.error = Some(format!(
+                    "interrupted: {why}; it could not be queued again: {error}"
+                ));
+                let _ = cluster
+                    .kv
+                    .update(key, record.encode(), queued_revision)
+                    .await;
             }
         }
         return;
