@@ -172,6 +172,27 @@ impl Nats {
     }
 }
 
+impl Nats {
+    /// Kills the server and starts it again on the same port with the
+    /// same store, as a restarted machine.
+    fn restart(&mut self, dir: &Path) {
+        self.child.kill().unwrap();
+        wait_within(&mut self.child);
+        let port = self.url.rsplit(':').next().unwrap().to_string();
+        let log = dir.join("nats-server-again.log");
+        self.child = dies_with_us(&mut Command::new("nats-server"))
+            .args(["-js", "-a", "127.0.0.1", "-p", &port, "-sd"])
+            .arg(dir.join("jetstream"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        eventually("nats-server to accept connections again", || {
+            std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_ok()
+        });
+    }
+}
+
 impl Drop for Nats {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -861,4 +882,34 @@ fn a_worker_runs_only_its_agents_tasks_and_drops_work_that_names_no_task() {
     // Still serving its own agent.
     let after = start(&daemon, "helper", "echo still here");
     assert!(daemon.ok(&["wait", &after]).contains("still here"));
+}
+
+#[test]
+fn a_task_still_completes_through_a_nats_server_restart() {
+    let scratch = Scratch::new();
+    let Some(mut nats) = Nats::start(&scratch.dir) else {
+        return;
+    };
+    let team = scratch.team(TEAM);
+    let daemon = coordinator(&scratch, &team, &nats);
+    let worker = Worker::start(&team, &nats, "steady", 1);
+    let id = start(
+        &daemon,
+        "helper",
+        "print 1 before && sleep 6000 && echo after the restart",
+    );
+    eventually("the worker to claim the task", || {
+        worker.claimed().contains(&id)
+    });
+    eventually("the output before the restart to arrive", || {
+        daemon.ok(&["logs", &id]) == "before\n"
+    });
+    nats.restart(&scratch.dir);
+    let waited = daemon.ok(&["wait", &id]);
+    assert!(
+        waited.contains(&format!("{id} completed")),
+        "{waited}\n{}",
+        daemon.log()
+    );
+    assert!(waited.contains("after the restart"), "{waited}");
 }
