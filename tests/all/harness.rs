@@ -1336,3 +1336,62 @@ fn check_warns_of_a_cli_inside_a_directory_an_agent_may_write() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_an_unconfined_cli_left_when_its_host_was_killed_dies_at_the_next_start() {
+    if !python() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let probe = fake(&scratch, "claude", Fake::default());
+    let said = text(&check(&team(&scratch, "claude-code", &probe, "", ""), &[]).stdout);
+    if !said.contains("process count capped by the cgroup") {
+        return eprintln!("skipped: no pids cgroup here:\n{said}");
+    }
+    let marks = (
+        std::process::id() % 100_000 + 4_700_000,
+        std::process::id() % 100_000 + 4_800_000,
+    );
+    let one = marks.0.to_string();
+    let command = stubborn(&scratch, marks);
+    let unconfined = "      unconfined: true\n";
+    let team = team(&scratch, "claude-code", &command, "", unconfined);
+    let mut host = std::process::Command::new(env!("CARGO_BIN_EXE_bgagents"))
+        .arg("run")
+        .arg(&team)
+        .arg("Hang")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    until("the harness's processes start", || {
+        host_has_process(&["sleep", &one])
+    })
+    .await;
+    host.kill().unwrap();
+    host.wait().unwrap();
+    // Its setsid child outlives a SIGKILLed host…
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(host_has_process(&["sleep", &one]), "nothing left to clear");
+
+    // …until the next host starts an unconfined CLI.
+    let other = Scratch::new();
+    let quick = fake(
+        &other,
+        "codex",
+        Fake {
+            stream: fixture("codex/run.ndjson"),
+            ..Fake::default()
+        },
+    );
+    let next = run(&team_of(&other, "codex", &quick, unconfined), "List", &[]).await;
+    assert_eq!(next.status.code(), Some(0), "{}", text(&next.stderr));
+    until("the leftover is gone", || {
+        !host_has_process(&["sleep", &one])
+    })
+    .await;
+}
+
+fn team_of(scratch: &Scratch, kind: &str, command: &Path, more: &str) -> PathBuf {
+    team(scratch, kind, command, "", more)
+}

@@ -221,7 +221,9 @@ impl Hierarchy {
         tried.map_err(|error| format!("cannot make a {name} cgroup under {at}: {error}"))
     }
 
-    /// Removes the empty cgroups a host that exited left behind.
+    /// Removes the cgroups a host that exited left behind, killing what
+    /// still runs in them first (the children of an unconfined harness
+    /// CLI whose host was killed with SIGKILL).
     fn remove_stale(&self) {
         let Ok(entries) = std::fs::read_dir(&self.base) else {
             return;
@@ -239,7 +241,12 @@ impl Hierarchy {
             let alive = unsafe { libc::kill(owner, 0) } == 0
                 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
             if !alive {
-                let _ = std::fs::remove_dir(entry.path());
+                kill_members(&entry.path());
+                if std::fs::remove_dir(entry.path()).is_err() {
+                    // The kill takes a moment to empty it.
+                    std::thread::sleep(Duration::from_millis(50));
+                    let _ = std::fs::remove_dir(entry.path());
+                }
             }
         }
     }
