@@ -147,7 +147,19 @@ async fn run_guest(
     let call = async {
         let instance = match ready {
             Some(instance) => instance,
-            None => agent.pre.instantiate(&mut store).await?,
+            None => match agent.pre.instantiate(&mut store).await {
+                Ok(instance) => instance,
+                // The pool is full: warm instances (ready, or one a refill
+                // was making) give their slots to the task, which tries once
+                // more.
+                Err(error) if error.is::<wasmtime::PoolConcurrencyLimitError>() => {
+                    toolset.evict_warm_instances();
+                    tokio::task::yield_now().await;
+                    toolset.evict_warm_instances();
+                    agent.pre.instantiate(&mut store).await?
+                }
+                Err(error) => return Err(error),
+            },
         };
         instance.run(&mut store, &request).await
     };
