@@ -232,19 +232,7 @@ impl HarnessAgent {
                         if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                             return Err(std::io::Error::last_os_error());
                         }
-                        for procs in &procs {
-                            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                            if fd < 0 {
-                                return Err(std::io::Error::last_os_error());
-                            }
-                            let written = libc::write(fd, b"0".as_ptr().cast(), 1);
-                            let error = std::io::Error::last_os_error();
-                            libc::close(fd);
-                            if written != 1 {
-                                return Err(error);
-                            }
-                        }
-                        Ok(())
+                        process::join_cgroups(&procs)
                     });
                 }
                 let caps = (MAX_PROCESSES, self.spec.memory);

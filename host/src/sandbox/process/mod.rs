@@ -684,19 +684,7 @@ impl Sandbox {
                 {
                     return Err(std::io::Error::last_os_error());
                 }
-                for procs in &procs {
-                    let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                    if fd < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    let written = libc::write(fd, b"0".as_ptr().cast(), 1);
-                    let error = std::io::Error::last_os_error();
-                    libc::close(fd);
-                    if written != 1 {
-                        return Err(error);
-                    }
-                }
-                Ok(())
+                join_cgroups(&procs)
             });
         }
         Ok(Prepared {
@@ -725,38 +713,9 @@ impl Sandbox {
         cwd: &str,
         max_output: usize,
     ) -> Result<Running, String> {
-        let cgroups = self.cgroups(bwrap)?;
-        let gate = self.gate()?;
-        let start = || -> std::io::Result<(tokio::process::Child, Output, Option<PipeReader>)> {
-            let prepared = self.prepare(bwrap, script, cwd, cgroups.as_ref(), gate.as_ref())?;
-            let (reader, writer) = std::io::pipe()?;
-            let mut command = tokio::process::Command::from(prepared.command);
-            command
-                .stdin(Stdio::null())
-                .stdout(writer.try_clone()?)
-                .stderr(writer)
-                .kill_on_drop(true);
-            let child = command.spawn()?;
-            // The parent's copies of the pipe's write end go with the
-            // command, so the output ends when the sandbox's processes do.
-            drop(command);
-            drop(prepared.fds);
-            let output = Output::capture(reader, max_output)?;
-            Ok((child, output, prepared.status))
-        };
-        let (child, output, status) =
-            start().map_err(|error| format!("cannot start the sandbox (bubblewrap): {error}"))?;
-        Ok(Running {
-            child,
-            cgroups,
-            output,
-            status,
-            max_processes: self.max_processes,
-            max_memory: self.max_memory,
-            max_file_size: self.max_file_size,
-            address_space: matches!(bwrap.address_space, AddressSpaceCap::Used),
-            sandboxed: true,
-            gate,
+        self.start(bwrap, Stdio::null, |cgroups, gate| {
+            let prepared = self.prepare(bwrap, script, cwd, cgroups, gate)?;
+            Ok((prepared, Captured::Merged(max_output)))
         })
     }
 
@@ -770,21 +729,43 @@ impl Sandbox {
         cwd: &str,
         stderr_tail: usize,
     ) -> Result<Running, String> {
+        self.start(bwrap, Stdio::piped, |cgroups, gate| {
+            let prepared = self.prepare_argv(bwrap, argv, cwd, cgroups, gate)?;
+            Ok((prepared, Captured::StderrTail(stderr_tail)))
+        })
+    }
+
+    /// Starts what `prepare` makes in the sandbox's cgroups and gate, its
+    /// stdin from `stdin` and its output captured as `prepare` says.
+    fn start(
+        &self,
+        bwrap: &Bubblewrap,
+        stdin: fn() -> Stdio,
+        prepare: impl FnOnce(
+            Option<&CommandCgroups>,
+            Option<&egress::Gate>,
+        ) -> std::io::Result<(Prepared, Captured)>,
+    ) -> Result<Running, String> {
         let cgroups = self.cgroups(bwrap)?;
         let gate = self.gate()?;
         let start = || -> std::io::Result<(tokio::process::Child, Output, Option<PipeReader>)> {
-            let prepared = self.prepare_argv(bwrap, argv, cwd, cgroups.as_ref(), gate.as_ref())?;
+            let (prepared, captured) = prepare(cgroups.as_ref(), gate.as_ref())?;
             let (reader, writer) = std::io::pipe()?;
             let mut command = tokio::process::Command::from(prepared.command);
-            command
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(writer)
-                .kill_on_drop(true);
+            command.stdin(stdin()).kill_on_drop(true);
+            match captured {
+                Captured::Merged(_) => command.stdout(writer.try_clone()?).stderr(writer),
+                Captured::StderrTail(_) => command.stdout(Stdio::piped()).stderr(writer),
+            };
             let child = command.spawn()?;
+            // The parent's copies of the pipe's write end go with the
+            // command, so the output ends when the sandbox's processes do.
             drop(command);
             drop(prepared.fds);
-            let output = Output::capture_tail(reader, stderr_tail)?;
+            let output = match captured {
+                Captured::Merged(cap) => Output::capture(reader, cap)?,
+                Captured::StderrTail(cap) => Output::capture_tail(reader, cap)?,
+            };
             Ok((child, output, prepared.status))
         };
         let (child, output, status) =
@@ -1036,6 +1017,37 @@ fn memfd(content: &[u8]) -> std::io::Result<OwnedFd> {
     file.write_all(content)?;
     file.rewind()?;
     Ok(file.into())
+}
+
+/// What of a sandboxed command's output is kept.
+enum Captured {
+    /// Its stdout and stderr together, the first so many bytes.
+    Merged(usize),
+    /// Its stderr only, the last so many bytes (stdout is piped to the caller).
+    StderrTail(usize),
+}
+
+/// Moves the calling process into each cgroup whose `cgroup.procs` file is
+/// in `procs`. Called between fork and exec, so it makes only
+/// async-signal-safe calls (open, write, close) on data prepared before.
+pub(crate) fn join_cgroups(procs: &[std::ffi::CString]) -> std::io::Result<()> {
+    for procs in procs {
+        // SAFETY: `procs` is a NUL-terminated path; the buffer written is a
+        // static byte; `fd` is closed once, by this function.
+        unsafe {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+            let error = std::io::Error::last_os_error();
+            libc::close(fd);
+            if written != 1 {
+                return Err(error);
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
