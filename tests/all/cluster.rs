@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const TEAM: &str = r#"
+pub(crate) const TEAM: &str = r#"
 agents:
   root:
     component: '{plugins}/probe.wasm'
@@ -29,7 +29,7 @@ agents:
 
 /// `command` with its process killed (SIGKILL) should this test's thread
 /// end without killing it itself.
-fn dies_with_us(command: &mut Command) -> &mut Command {
+pub(crate) fn dies_with_us(command: &mut Command) -> &mut Command {
     // SAFETY: prctl is async-signal-safe and touches no memory of ours.
     unsafe {
         command.pre_exec(|| {
@@ -43,7 +43,7 @@ fn dies_with_us(command: &mut Command) -> &mut Command {
 
 /// Runs `command` to its end with its output captured, killing it and
 /// failing after [`HANG`].
-fn output_within(command: &mut Command) -> Output {
+pub(crate) fn output_within(command: &mut Command) -> Output {
     let mut child = dies_with_us(command)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -81,7 +81,7 @@ fn output_within(command: &mut Command) -> Output {
 }
 
 /// Waits for `child` to end, killing it and failing after [`HANG`].
-fn wait_within(child: &mut Child) -> std::process::ExitStatus {
+pub(crate) fn wait_within(child: &mut Child) -> std::process::ExitStatus {
     let since = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -98,20 +98,20 @@ fn wait_within(child: &mut Child) -> std::process::ExitStatus {
 
 /// A `nats-server -js` on a port of 127.0.0.1 it picks itself, killed
 /// when dropped.
-struct Nats {
+pub(crate) struct Nats {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Nats {
     /// Starts one storing in `dir`; `None` (having said why) when it
     /// cannot run here.
-    fn start(dir: &Path) -> Option<Nats> {
+    pub(crate) fn start(dir: &Path) -> Option<Nats> {
         Nats::start_with(dir, &[])
     }
 
     /// [`Nats::start`] with more arguments to the server.
-    fn start_with(dir: &Path, extra: &[&str]) -> Option<Nats> {
+    pub(crate) fn start_with(dir: &Path, extra: &[&str]) -> Option<Nats> {
         let log = dir.join("nats-server.log");
         // The server picks a free port and writes it to a file in `ports`:
         // no other process can take it between the pick and the bind.
@@ -175,7 +175,7 @@ impl Nats {
 impl Nats {
     /// Kills the server and starts it again on the same port with the
     /// same store, as a restarted machine.
-    fn restart(&mut self, dir: &Path) {
+    pub(crate) fn restart(&mut self, dir: &Path) {
         self.child.kill().unwrap();
         wait_within(&mut self.child);
         let port = self.url.rsplit(':').next().unwrap().to_string();
@@ -201,19 +201,19 @@ impl Drop for Nats {
 }
 
 /// A running `bgagents worker`, killed (SIGKILL) when dropped.
-struct Worker {
+pub(crate) struct Worker {
     child: Child,
-    name: String,
+    pub(crate) name: String,
     log: PathBuf,
 }
 
 impl Worker {
-    fn start(team: &Path, nats: &Nats, name: &str, slots: usize) -> Worker {
+    pub(crate) fn start(team: &Path, nats: &Nats, name: &str, slots: usize) -> Worker {
         Worker::start_with(team, nats, name, slots, &[], &[])
     }
 
     /// [`Worker::start`] with more environment variables and arguments.
-    fn start_with(
+    pub(crate) fn start_with(
         team: &Path,
         nats: &Nats,
         name: &str,
@@ -249,12 +249,12 @@ impl Worker {
         worker
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// The cluster task ids this worker claimed.
-    fn claimed(&self) -> Vec<String> {
+    pub(crate) fn claimed(&self) -> Vec<String> {
         (self.log().lines())
             .filter(|line| line.contains("claimed"))
             .filter_map(|line| line.split("task=").nth(1))
@@ -263,7 +263,7 @@ impl Worker {
     }
 
     /// SIGKILL, as a machine that dies.
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         self.child.kill().unwrap();
         wait_within(&mut self.child);
     }
@@ -277,7 +277,7 @@ impl Drop for Worker {
 }
 
 /// A coordinator of `team` on `nats`.
-fn coordinator(scratch: &Scratch, team: &Path, nats: &Nats) -> Daemon {
+pub(crate) fn coordinator(scratch: &Scratch, team: &Path, nats: &Nats) -> Daemon {
     Daemon::start_with(
         team,
         Some(&scratch.dir.join("state")),
@@ -286,12 +286,12 @@ fn coordinator(scratch: &Scratch, team: &Path, nats: &Nats) -> Daemon {
     )
 }
 
-fn start(daemon: &Daemon, agent: &str, task: &str) -> String {
+pub(crate) fn start(daemon: &Daemon, agent: &str, task: &str) -> String {
     daemon.ok(&["start", agent, task]).trim().to_string()
 }
 
 /// Every task's status, by id, from `ps --json`.
-fn statuses(daemon: &Daemon) -> HashMap<String, String> {
+pub(crate) fn statuses(daemon: &Daemon) -> HashMap<String, String> {
     let json: serde_json::Value = serde_json::from_str(&daemon.ok(&["ps", "--json"])).unwrap();
     (json.as_array().unwrap().iter())
         .map(|task| {
@@ -304,7 +304,7 @@ fn statuses(daemon: &Daemon) -> HashMap<String, String> {
 }
 
 /// Waits until `check` holds, panicking after [`HANG`] with `what`.
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+pub(crate) fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let since = Instant::now();
     while !check() {
         assert!(since.elapsed() < HANG, "timed out waiting for {what}");
@@ -457,13 +457,13 @@ fn a_killed_workers_tasks_end_interrupted_and_none_is_lost() {
 }
 
 /// Task `id`'s record in the cluster's bucket.
-fn record(nats: &Nats, id: &str) -> serde_json::Value {
+pub(crate) fn record(nats: &Nats, id: &str) -> serde_json::Value {
     serde_json::from_slice(&bucket_value(nats, &format!("t.{id}"))).unwrap()
 }
 
 /// The value of `key` in the cluster's bucket, read with a NATS client of
 /// our own.
-fn bucket_value(nats: &Nats, key: &str) -> Vec<u8> {
+pub(crate) fn bucket_value(nats: &Nats, key: &str) -> Vec<u8> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -482,7 +482,7 @@ fn bucket_value(nats: &Nats, key: &str) -> Vec<u8> {
 }
 
 /// The worker that claimed `id`.
-fn runner_of<'a>(workers: &'a [Worker], id: &str) -> &'a Worker {
+pub(crate) fn runner_of<'a>(workers: &'a [Worker], id: &str) -> &'a Worker {
     let mut claimed = workers
         .iter()
         .filter(|w| w.claimed().iter().any(|c| c == id));
