@@ -221,13 +221,32 @@ impl Worker {
         env: &[(&str, &Path)],
         args: &[&str],
     ) -> Worker {
-        let log = team.parent().unwrap().join(format!("{name}.log"));
-        let child = dies_with_us(&mut Command::new(env!("CARGO_BIN_EXE_bgagents")))
+        let dir = team.parent().unwrap();
+        Worker::start_in(dir, Some(team), nats, name, slots, env, args)
+    }
+
+    /// [`Worker::start_with`] with its log in `dir`, and without a team
+    /// file (`None`: the coordinator's) run in `dir`.
+    pub(crate) fn start_in(
+        dir: &Path,
+        team: Option<&Path>,
+        nats: &Nats,
+        name: &str,
+        slots: usize,
+        env: &[(&str, &Path)],
+        args: &[&str],
+    ) -> Worker {
+        let log = dir.join(format!("{name}.log"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_bgagents"));
+        if team.is_none() {
+            command.current_dir(dir);
+        }
+        let child = dies_with_us(&mut command)
             .envs(env.iter().copied())
             .args(["worker", "--nats", &nats.url, "--name", name])
             .args(["--slots", &slots.to_string()])
             .args(args)
-            .arg(team)
+            .args(team)
             .env("RUST_LOG", "bgagents=debug")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

@@ -12,6 +12,7 @@ mod agent_tools;
 mod browser;
 mod cli;
 mod cluster;
+mod cluster_team;
 mod config;
 mod dashboard;
 mod egress;

@@ -2,15 +2,22 @@
 //! component into the object store [`COMPONENT_STORE`] under its BLAKE3
 //! hash (once per content) and records, under `c.<agent>` in the bucket,
 //! the hash that agent runs. A worker whose own file for an agent has
-//! other content fetches the coordinator's bytes by hash into its cache
-//! (checked against the hash, kept for next time) and runs those: every
-//! worker runs what the coordinator was started with.
+//! other content, or none at the team's path, fetches the coordinator's
+//! bytes by hash into its cache (at most [`MAX_FETCHED_BYTES`], checked
+//! against the hash, kept for next time) and runs those: every worker runs
+//! what the coordinator was started with.
+//!
+//! Each task's record names the hash of its agent's component where it
+//! was queued; a worker running another one refuses the task ([`check`])
+//! instead of running other code than was asked for.
 
 use super::{Cluster, subject_token};
 use crate::config::Team;
 use async_nats::jetstream::object_store;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use tokio::io::AsyncReadExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The object store holding components by hash.
 pub const COMPONENT_STORE: &str = "bgagents_components";
@@ -19,7 +26,7 @@ fn component_key(agent: &str) -> String {
     format!("c.{}", subject_token(agent))
 }
 
-async fn store(cluster: &Cluster) -> Result<object_store::ObjectStore, String> {
+pub(crate) async fn store(cluster: &Cluster) -> Result<object_store::ObjectStore, String> {
     if let Ok(store) = cluster.js.get_object_store(COMPONENT_STORE).await {
         return Ok(store);
     }
@@ -38,12 +45,22 @@ fn hash(bytes: &[u8]) -> String {
     blake3::hash(bytes).to_hex().to_string()
 }
 
+/// What [`publish`] did.
+pub struct Published {
+    /// Components put into the store (those already there are not).
+    pub uploaded: usize,
+    /// Each agent's component hash, as recorded in the bucket.
+    pub hashes: HashMap<String, String>,
+}
+
 /// The coordinator's side: every agent's component into the store, and
-/// which hash each agent runs into the bucket. Returns how many
-/// components were uploaded (those already there are not).
-pub async fn publish(cluster: &Cluster, team: &Team) -> Result<usize, String> {
+/// which hash each agent runs into the bucket.
+pub async fn publish(cluster: &Cluster, team: &Team) -> Result<Published, String> {
     let store = store(cluster).await?;
-    let mut uploaded = 0;
+    let mut published = Published {
+        uploaded: 0,
+        hashes: HashMap::new(),
+    };
     for spec in team.agents.values() {
         let Some(path) = &spec.component else {
             continue;
@@ -57,34 +74,44 @@ pub async fn publish(cluster: &Cluster, team: &Team) -> Result<usize, String> {
                 .put(hash.as_str(), &mut bytes.as_slice())
                 .await
                 .map_err(|error| format!("cannot put {} into NATS: {error}", path.display()))?;
-            uploaded += 1;
+            published.uploaded += 1;
         }
         (cluster.kv)
-            .put(component_key(&spec.name), hash.into())
+            .put(component_key(&spec.name), hash.clone().into())
             .await
             .map_err(|error| format!("cannot record {}'s component in NATS: {error}", spec.name))?;
+        published.hashes.insert(spec.name.clone(), hash);
     }
-    Ok(uploaded)
+    Ok(published)
+}
+
+/// What [`fetch`] did.
+pub struct Fetched {
+    /// The agents now running the coordinator's component instead of this
+    /// machine's file: the agent, the fetched file, and whether this
+    /// machine has no file at the team's path at all.
+    pub changed: Vec<(String, PathBuf, bool)>,
+    /// Each agent's component hash, as it now runs.
+    pub hashes: HashMap<String, String>,
 }
 
 /// The worker's side: each agent of `team` whose component differs from
-/// the one the coordinator recorded gets the coordinator's, fetched by
-/// hash into `cache` (or found there). Returns the agents changed, with
-/// the file each now runs. Agents the coordinator recorded nothing for
-/// keep their own file.
-pub async fn fetch(
-    cluster: &Cluster,
-    team: &mut Team,
-    cache: &Path,
-) -> Result<Vec<(String, PathBuf)>, String> {
-    let mut changed = Vec::new();
+/// the one the coordinator recorded, or is not on this machine at all,
+/// gets the coordinator's, fetched by hash into `cache` (or found there).
+/// Agents the coordinator recorded nothing for keep their own file, which
+/// must then be here.
+pub async fn fetch(cluster: &Cluster, team: &mut Team, cache: &Path) -> Result<Fetched, String> {
+    let mut fetched = Fetched {
+        changed: Vec::new(),
+        hashes: HashMap::new(),
+    };
     for spec in team.agents.values_mut() {
         let Some(path) = &spec.component else {
             continue;
         };
         let wanted = match cluster.kv.get(component_key(&spec.name)).await {
-            Ok(Some(value)) => String::from_utf8_lossy(&value).into_owned(),
-            Ok(None) => continue,
+            Ok(Some(value)) => Some(String::from_utf8_lossy(&value).into_owned()),
+            Ok(None) => None,
             Err(error) => {
                 return Err(format!(
                     "cannot read {}'s component hash: {error}",
@@ -93,50 +120,192 @@ pub async fn fetch(
             }
         };
         // It names a file here: only a hash is taken.
-        if wanted.len() != 64 || !wanted.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if let Some(wanted) = &wanted
+            && !is_hash(wanted)
+        {
             return Err(format!(
                 "{}'s component hash in NATS is not a BLAKE3 hash",
                 spec.name
             ));
         }
-        let own = tokio::fs::read(path)
-            .await
-            .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
-        if hash(&own) == wanted {
-            continue;
-        }
-        let cached = cache.join(format!("{wanted}.wasm"));
-        let have = tokio::fs::read(&cached).await.ok();
-        if have.as_deref().map(hash).as_ref() != Some(&wanted) {
-            let store = store(cluster).await?;
-            let mut object = store.get(&wanted).await.map_err(|error| {
-                format!(
-                    "cannot fetch {}'s component ({wanted}) from NATS: {error}",
-                    spec.name
-                )
-            })?;
-            let mut bytes = Vec::new();
-            object
-                .read_to_end(&mut bytes)
-                .await
-                .map_err(|error| format!("cannot fetch {}'s component: {error}", spec.name))?;
-            if hash(&bytes) != wanted {
+        // A file missing here is fetched; any other failure to read it is
+        // said (it may be a mistake worth knowing about).
+        let own = match tokio::fs::read(path).await {
+            Ok(bytes) => Some(hash(&bytes)),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            Err(error) => return Err(format!("cannot read {}: {error}", path.display())),
+        };
+        let wanted = match (wanted, own) {
+            (None, Some(own)) => {
+                fetched.hashes.insert(spec.name.clone(), own);
+                continue;
+            }
+            (None, None) => {
                 return Err(format!(
-                    "{}'s component fetched from NATS does not match its hash {wanted}",
+                    "{}'s component {} is not on this machine, and no coordinator has put \
+                     one for {} into NATS: start the coordinator (`bgagents serve TEAM.yaml \
+                     --nats URL`) first, or copy the file here",
+                    spec.name,
+                    path.display(),
                     spec.name
                 ));
             }
-            std::fs::create_dir_all(cache)
-                .map_err(|error| format!("cannot create {}: {error}", cache.display()))?;
-            let partial = cache.join(format!("{wanted}.wasm.{}", std::process::id()));
-            std::fs::write(&partial, &bytes)
-                .and_then(|()| std::fs::rename(&partial, &cached))
-                .map_err(|error| format!("cannot write {}: {error}", cached.display()))?;
-        }
+            (Some(wanted), Some(own)) if own == wanted => {
+                fetched.hashes.insert(spec.name.clone(), own);
+                continue;
+            }
+            (Some(wanted), own) => (wanted, own.is_none()),
+        };
+        let (wanted, missing) = wanted;
+        let cached = fetch_component(cluster, &spec.name, &wanted, cache).await?;
         spec.component = Some(cached.clone());
-        changed.push((spec.name.clone(), cached));
+        fetched.hashes.insert(spec.name.clone(), wanted);
+        fetched.changed.push((spec.name.clone(), cached, missing));
     }
-    Ok(changed)
+    Ok(fetched)
+}
+
+/// Whether `text` is a BLAKE3 hash in hex.
+pub(crate) fn is_hash(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The largest component a worker fetches: the largest file the team
+/// loader reads as a component, so an object in the store cannot fill a
+/// worker's disk.
+pub const MAX_FETCHED_BYTES: u64 = crate::config::read::MAX_COMPONENT_FILE;
+
+/// Component `hash` (of `agent`) in `cache`, fetched from the store when
+/// it is not there yet. What is fetched is streamed to a file, refused
+/// past [`MAX_FETCHED_BYTES`] and kept only when its BLAKE3 hash is
+/// `hash`.
+async fn fetch_component(
+    cluster: &Cluster,
+    agent: &str,
+    hash: &str,
+    cache: &Path,
+) -> Result<PathBuf, String> {
+    debug_assert!(is_hash(hash));
+    let cached = cache.join(format!("{hash}.wasm"));
+    if let Ok(have) = tokio::fs::read(&cached).await
+        && self::hash(&have) == hash
+    {
+        return Ok(cached);
+    }
+    let store = store(cluster).await?;
+    let object = store.get(hash).await.map_err(|error| {
+        format!(
+            "cannot fetch {agent}'s component {hash} from NATS's component store \
+             ({COMPONENT_STORE}): {error}"
+        )
+    })?;
+    if object.info.size as u64 > MAX_FETCHED_BYTES {
+        return Err(format!(
+            "{agent}'s component {hash} in NATS is {} bytes, more than the {MAX_FETCHED_BYTES} \
+             a worker fetches; refused",
+            object.info.size
+        ));
+    }
+    std::fs::create_dir_all(cache)
+        .map_err(|error| format!("cannot create {}: {error}", cache.display()))?;
+    static PARTIALS: AtomicU64 = AtomicU64::new(0);
+    let partial = cache.join(format!(
+        "{hash}.wasm.{}-{}",
+        std::process::id(),
+        PARTIALS.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = copy_capped(object, &partial, agent, hash).await;
+    let kept = written.and_then(|got| {
+        if got != hash {
+            return Err(format!(
+                "{agent}'s component fetched from NATS does not match its hash {hash} \
+                 (its content hashes to {got}); refused"
+            ));
+        }
+        std::fs::rename(&partial, &cached)
+            .map_err(|error| format!("cannot write {}: {error}", cached.display()))
+    });
+    if kept.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    kept.map(|()| cached)
+}
+
+/// Copies `object` to `file`, at most [`MAX_FETCHED_BYTES`] of it (whatever
+/// its recorded size says), and returns the BLAKE3 hash of what it wrote.
+async fn copy_capped(
+    mut object: object_store::Object,
+    file: &Path,
+    agent: &str,
+    hash: &str,
+) -> Result<String, String> {
+    let write_error = |error: std::io::Error| format!("cannot write {}: {error}", file.display());
+    let mut out = tokio::fs::File::create(file).await.map_err(write_error)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut total = 0u64;
+    let mut buffer = vec![0u8; 64 << 10];
+    loop {
+        let read = object
+            .read(&mut buffer)
+            .await
+            .map_err(|error| format!("cannot fetch {agent}'s component {hash}: {error}"))?;
+        if read == 0 {
+            break;
+        }
+        total += read as u64;
+        if total > MAX_FETCHED_BYTES {
+            return Err(format!(
+                "{agent}'s component {hash} in NATS is larger than the {MAX_FETCHED_BYTES} \
+                 bytes a worker fetches; refused"
+            ));
+        }
+        hasher.update(&buffer[..read]);
+        out.write_all(&buffer[..read]).await.map_err(write_error)?;
+    }
+    out.sync_all().await.map_err(write_error)?;
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
+/// Before a worker runs a task: refused unless the component hash its
+/// record names (when it names one) is the one `runs` says this worker
+/// runs for its agent. The record's component is fetched first, once, so
+/// it is here for a restart of the worker, and the error says whether it
+/// could be.
+pub(crate) async fn check(
+    cluster: &Cluster,
+    runs: &HashMap<String, String>,
+    record: &super::Record,
+) -> Result<(), String> {
+    let Some(wanted) = &record.component else {
+        return Ok(());
+    };
+    let agent = &record.agent;
+    let own = runs.get(agent);
+    if own == Some(wanted) {
+        return Ok(());
+    }
+    let own = own.map_or("none", String::as_str);
+    if !is_hash(wanted) {
+        return Err(format!(
+            "refused to run {agent}'s task: its record names component {:?}, which is not \
+             a BLAKE3 hash (this worker runs {own})",
+            wanted.chars().take(80).collect::<String>()
+        ));
+    }
+    let fetched = fetch_component(cluster, agent, wanted, &cache_dir()).await;
+    tracing::warn!(task = %record.id, agent = %agent, wanted = %wanted, runs = %own, fetched = fetched.is_ok(), "a task for another component; refused");
+    Err(match fetched {
+        Ok(file) => format!(
+            "refused to run {agent}'s task: it was queued for component {wanted}, and this \
+             worker runs {own}; the queued one is fetched now ({}): restart the worker to \
+             run it",
+            file.display()
+        ),
+        Err(error) => format!(
+            "refused to run {agent}'s task: it was queued for component {wanted}, and this \
+             worker runs {own}; the queued one cannot be fetched either: {error}"
+        ),
+    })
 }
 
 /// Where a worker keeps the components it fetched:

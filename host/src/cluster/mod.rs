@@ -68,6 +68,7 @@
 
 pub mod components;
 mod record;
+pub mod team;
 pub mod worker;
 
 pub use record::{ATTEMPT_HEADER, Record};
@@ -516,6 +517,8 @@ pub struct Coordinator {
     local: Option<Arc<Mutex<HashSet<String>>>>,
     /// The agents whose tasks are run again when their worker dies.
     retry: Arc<HashSet<String>>,
+    /// Each agent's component hash, put in its tasks' records.
+    components: Arc<HashMap<String, String>>,
 }
 
 /// The agents of `team` with `retry: true`.
@@ -525,11 +528,16 @@ fn retrying(team: &crate::config::Team) -> Arc<HashSet<String>> {
 }
 
 impl Coordinator {
-    pub fn new(cluster: Cluster, team: &crate::config::Team) -> Coordinator {
+    pub fn new(
+        cluster: Cluster,
+        team: &crate::config::Team,
+        components: HashMap<String, String>,
+    ) -> Coordinator {
         Coordinator {
             cluster,
             local: None,
             retry: retrying(team),
+            components: Arc::new(components),
         }
     }
 
@@ -537,12 +545,14 @@ impl Coordinator {
     pub(crate) fn for_worker(
         cluster: Cluster,
         team: &crate::config::Team,
+        components: HashMap<String, String>,
         local: Arc<Mutex<HashSet<String>>>,
     ) -> Coordinator {
         Coordinator {
             cluster,
             local: Some(local),
             retry: retrying(team),
+            components: Arc::new(components),
         }
     }
 }
@@ -555,6 +565,7 @@ impl Remote for Coordinator {
     fn run(&self, task: Arc<Task>) -> BoxFuture<'static, Outcome> {
         let cluster = self.cluster.clone();
         let retry = self.retry.contains(&task.agent);
+        let component = self.components.get(&task.agent).cloned();
         Box::pin(async move {
             let mut guard = StopOnDrop {
                 cluster: cluster.clone(),
@@ -563,7 +574,7 @@ impl Remote for Coordinator {
             };
             // Disarmed by it when the task ended; on any other exit (the
             // record lost or deleted) the task is stopped on its worker.
-            dispatch_and_follow(&cluster, &task, retry, &mut guard).await
+            dispatch_and_follow(&cluster, &task, component, retry, &mut guard).await
         })
     }
 }
@@ -641,12 +652,13 @@ async fn stop_remote(cluster: &Cluster, id: &str) -> Result<(), String> {
 async fn dispatch_and_follow(
     cluster: &Cluster,
     task: &Arc<Task>,
+    component: Option<String>,
     retry: bool,
     guard: &mut StopOnDrop,
 ) -> Outcome {
     let id = task.id.to_string();
     let key = task_key(&id);
-    let record = Record::queued(task);
+    let record = Record::queued(task, component);
     // Watched before it is written: no change is missed (and one written
     // already, by an earlier coordinator, is followed from where it is).
     let mut watch = match cluster.kv.watch_with_history(&key).await {

@@ -40,10 +40,17 @@ pub struct Record {
     /// When it was accepted (milliseconds since the Unix epoch).
     #[serde(default)]
     pub created_ms: u64,
+    /// The BLAKE3 hash (hex) of the component its agent runs where it was
+    /// queued; a worker runs it only with that component. `None` for an
+    /// agent without one (a model or harness agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
 }
 
 impl Record {
-    pub(crate) fn queued(task: &Task) -> Record {
+    /// A new task's record; `component` is the hash of its agent's
+    /// component.
+    pub(crate) fn queued(task: &Task, component: Option<String>) -> Record {
         Record {
             id: task.id.to_string(),
             agent: task.agent.clone(),
@@ -58,6 +65,7 @@ impl Record {
             output_pieces: 0,
             retries: 0,
             created_ms: crate::store::now_ms(),
+            component,
         }
     }
 

@@ -11,7 +11,7 @@ use crate::tasks::{Caller, EventKind, Reach, TaskId, TaskStatus};
 use crate::toolset::{Session, Toolset};
 use async_nats::jetstream;
 use futures_util::StreamExt;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -25,6 +25,9 @@ pub struct WorkerOptions {
     pub slots: usize,
     /// The agents whose tasks it takes.
     pub agents: Vec<String>,
+    /// Each agent's component hash, as this worker runs it: a task whose
+    /// record names another is refused.
+    pub components: HashMap<String, String>,
 }
 
 /// How long a worker lets a task's output gather before publishing it,
@@ -59,6 +62,8 @@ struct Shared {
     /// The tasks it took from the queue, while they run (under their
     /// cluster ids, which they have here too).
     running: Arc<Mutex<HashSet<String>>>,
+    /// [`WorkerOptions::components`].
+    components: HashMap<String, String>,
 }
 
 impl Shared {
@@ -82,11 +87,13 @@ pub async fn serve(
         cluster: cluster.clone(),
         name: options.name.clone(),
         running: Arc::default(),
+        components: options.components.clone(),
     });
     // What guests here start is queued for the cluster.
     toolset.set_remote(Arc::new(super::Coordinator::for_worker(
         cluster.clone(),
         toolset.team(),
+        options.components.clone(),
         shared.running.clone(),
     )));
     let mut consumers = Vec::new();
@@ -344,6 +351,11 @@ async fn run(shared: &Shared, id: &str, record: &Record) -> Ended {
         error: Some(error),
         pieces: 0,
     };
+    // Only with the component it was queued for.
+    if let Err(error) = super::components::check(&shared.cluster, &shared.components, record).await
+    {
+        return failed(format!("worker {}: {error}", shared.name));
+    }
     let toolset = &shared.toolset;
     // Under the task's own id, below its ancestors (which ran elsewhere),
     // so that its sub-agents are scoped, limited and cascaded as on one

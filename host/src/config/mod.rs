@@ -248,6 +248,11 @@ pub struct AgentSpec {
 pub struct Team {
     /// The file it came from (for messages).
     pub source: PathBuf,
+    /// The YAML it was read from, as read (empty for a team of one
+    /// component): what a cluster's coordinator ships to its workers.
+    pub text: std::sync::Arc<str>,
+    /// The directory its relative paths were resolved against (absolute).
+    pub base_dir: PathBuf,
     pub limits: HostLimits,
     pub engine: EngineSettings,
     pub agents: BTreeMap<String, AgentSpec>,
@@ -385,6 +390,8 @@ impl Team {
         match resolve::resolve(&file, &base_dir) {
             Ok((limits, engine, agents)) if problems.is_empty() => Ok(Team {
                 source: source.to_path_buf(),
+                text: text.into(),
+                base_dir,
                 limits,
                 engine,
                 agents,
@@ -411,6 +418,10 @@ impl Team {
             .filter(|name| !name.is_empty())
             .unwrap_or_else(|| "agent".to_string());
         let component = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let base_dir = component
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
         let limits = HostLimits::default();
         let engine = EngineSettings::defaults(&limits);
         let agent = AgentSpec {
@@ -439,6 +450,8 @@ impl Team {
         };
         Team {
             source: path.to_path_buf(),
+            text: "".into(),
+            base_dir,
             limits,
             engine,
             agents: BTreeMap::from([(name, agent)]),

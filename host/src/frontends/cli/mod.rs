@@ -176,10 +176,11 @@ enum Command {
     /// Run tasks of a coordinator (`serve --nats`) taken from NATS
     /// JetStream, each in its sandbox, until SIGINT or SIGTERM.
     ///
-    /// Needs the same team file (and its components) as the coordinator.
+    /// Without TEAM it serves the team the coordinator shipped through
+    /// NATS; the components come by hash either way.
     Worker {
-        /// The team file.
-        team: PathBuf,
+        /// A team file of its own [default: the coordinator's, from NATS].
+        team: Option<PathBuf>,
         /// The NATS server (nats://HOST:PORT, or tls://HOST:PORT).
         #[arg(long, value_name = "URL")]
         nats: String,
@@ -370,7 +371,10 @@ pub fn main() -> ExitCode {
                 agents,
                 name,
                 nats_options,
-            } => worker::worker(&team, nats_options.options(nats), slots, agents, name).await,
+            } => {
+                let options = nats_options.options(nats);
+                worker::worker(team.as_deref(), options, slots, agents, name).await
+            }
             Command::Start {
                 daemon,
                 expected_output,

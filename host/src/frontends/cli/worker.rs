@@ -1,8 +1,10 @@
-//! `bgagents worker --nats URL TEAM.yaml`: a worker of a cluster, and the
+//! `bgagents worker --nats URL [TEAM.yaml]`: a worker of a cluster (with
+//! a team file of its own, or the one its coordinator shipped), and the
 //! NATS options `serve --nats` shares with it.
 
 use super::sanitise::{Keep, printable, shown_path};
 use super::{EXIT_BAD_INPUT, HOST};
+use crate::cluster::team::Shipped;
 use crate::cluster::worker::{WorkerOptions, serve};
 use crate::cluster::{Cluster, NatsOptions, shown_url};
 use crate::toolset::Toolset;
@@ -62,14 +64,26 @@ impl NatsArgs {
 }
 
 /// Connects a coordinator's toolset to the cluster: its tasks run on workers.
+/// Its team file and components go into NATS first, so that a worker
+/// started without a team file of its own finds them.
 pub async fn coordinate(
     toolset: &crate::toolset::Toolset,
     options: &NatsOptions,
 ) -> Result<Cluster, String> {
     let cluster = Cluster::open(options, "bgagents coordinator").await?;
+    let published = crate::cluster::components::publish(&cluster, toolset.team()).await?;
+    tracing::info!(uploaded = published.uploaded, "components in NATS");
+    match crate::cluster::team::publish(&cluster, toolset.team()).await? {
+        Shipped::Team { hash } => tracing::info!(hash = %hash, "team file in NATS"),
+        Shipped::Withheld(why) => eprintln!(
+            "{HOST} warning: the team file is not shipped to workers: {}",
+            printable(&why, Keep::Lines)
+        ),
+    }
     toolset.set_remote(std::sync::Arc::new(crate::cluster::Coordinator::new(
         cluster.clone(),
         toolset.team(),
+        published.hashes,
     )));
     eprintln!(
         "{HOST} coordinating workers through NATS at {}",
@@ -79,8 +93,6 @@ pub async fn coordinate(
         toolset.clone(),
         cluster.clone(),
     ));
-    let uploaded = crate::cluster::components::publish(&cluster, toolset.team()).await?;
-    tracing::info!(uploaded, "components in NATS");
     let followed = crate::cluster::readopt(toolset, &cluster).await;
     if followed > 0 {
         eprintln!("{HOST} following {followed} task(s) an earlier coordinator dispatched");
@@ -88,8 +100,10 @@ pub async fn coordinate(
     Ok(cluster)
 }
 
+/// `bgagents worker`: serves `team` (a file of its own), or without one
+/// the team the coordinator shipped through NATS.
 pub async fn worker(
-    team: &Path,
+    team: Option<&Path>,
     options: NatsOptions,
     slots: Option<usize>,
     agents: Option<String>,
@@ -99,12 +113,70 @@ pub async fn worker(
         eprintln!("error: {}", printable(&error, Keep::Lines));
         ExitCode::from(EXIT_BAD_INPUT)
     };
-    let path = team;
-    let mut team = match crate::config::Team::load(path) {
-        Ok(team) => team,
-        Err(error) => {
-            super::print_problems(&error.source, &error.problems, error.more);
-            return ExitCode::from(EXIT_BAD_INPUT);
+    let slots = slots
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |cores| cores.get()));
+    if slots == 0 {
+        return fail("--slots must be at least 1".to_string());
+    }
+    let name = name.unwrap_or_else(default_name);
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return fail(format!(
+            "--name {name:?}: use letters, digits, - and _ only"
+        ));
+    }
+    // A team file of its own is checked before anything is connected.
+    let own = match team {
+        Some(path) => match crate::config::Team::load(path) {
+            Ok(team) => Some((team, path)),
+            Err(error) => {
+                super::print_problems(&error.source, &error.problems, error.more);
+                return ExitCode::from(EXIT_BAD_INPUT);
+            }
+        },
+        None => None,
+    };
+    let cluster = match Cluster::open(&options, &format!("bgagents worker {name}")).await {
+        Ok(cluster) => cluster,
+        Err(error) => return fail(error),
+    };
+    let (mut team, serving) = match own {
+        Some((team, path)) => (team, shown_path(path)),
+        None => {
+            let shipped =
+                match crate::cluster::team::fetch(&cluster, &shown_url(&options.url)).await {
+                    Ok(shipped) => shipped,
+                    Err(error) => return fail(error),
+                };
+            let parsed =
+                crate::config::Team::parse(&shipped.text, &shipped.source, &shipped.base_dir);
+            match parsed {
+                Ok(team) => {
+                    tokio::spawn(crate::cluster::team::watch(
+                        cluster.clone(),
+                        shipped.hash.clone(),
+                    ));
+                    let serving = format!(
+                        "the coordinator's team {} (BLAKE3 {})",
+                        shown_path(&shipped.source),
+                        &shipped.hash[..16]
+                    );
+                    (team, serving)
+                }
+                Err(error) => {
+                    super::print_problems(&error.source, &error.problems, error.more);
+                    eprintln!(
+                        "error: the coordinator's team cannot be loaded on this machine (it is \
+                         read as if it were in {}, with this machine's environment); fix what \
+                         is said above here, or give this worker a team file of its own",
+                        shown_path(&shipped.base_dir)
+                    );
+                    return ExitCode::from(EXIT_BAD_INPUT);
+                }
+            }
         }
     };
     let runnable: Vec<String> = (team.agents.values())
@@ -130,39 +202,26 @@ pub async fn worker(
             chosen
         }
     };
-    let slots = slots
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |cores| cores.get()));
-    if slots == 0 {
-        return fail("--slots must be at least 1".to_string());
-    }
-    let name = name.unwrap_or_else(default_name);
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return fail(format!(
-            "--name {name:?}: use letters, digits, - and _ only"
-        ));
-    }
-    let cluster = match Cluster::open(&options, &format!("bgagents worker {name}")).await {
-        Ok(cluster) => cluster,
-        Err(error) => return fail(error),
-    };
-    // The coordinator's components, where ours differ.
+    // The coordinator's components, where ours differ or are missing.
     let cache = crate::cluster::components::cache_dir();
-    match crate::cluster::components::fetch(&cluster, &mut team, &cache).await {
-        Ok(changed) => {
-            for (agent, file) in changed {
+    let components = match crate::cluster::components::fetch(&cluster, &mut team, &cache).await {
+        Ok(fetched) => {
+            for (agent, file, missing) in fetched.changed {
+                let why = if missing {
+                    "this machine has no file at the team's path"
+                } else {
+                    "not this machine's, whose content differs"
+                };
                 eprintln!(
                     "{HOST} {agent}: running the coordinator's component (fetched by hash: {}), \
-                     not this machine's, whose content differs",
+                     {why}",
                     shown_path(&file)
                 );
             }
+            fetched.hashes
         }
         Err(error) => return fail(error),
-    }
+    };
     let source = team.source.clone();
     for warning in &team.warnings {
         eprintln!(
@@ -182,8 +241,8 @@ pub async fn worker(
         }
     };
     eprintln!(
-        "{HOST} worker {name} serving {} ({}) from NATS at {}, {slots} task(s) at once (pid {})",
-        shown_path(path),
+        "{HOST} worker {name} serving {serving} ({}) from NATS at {}, {slots} task(s) at once \
+         (pid {})",
         agents.join(", "),
         shown_url(&options.url),
         std::process::id()
@@ -214,6 +273,7 @@ pub async fn worker(
         name,
         slots,
         agents,
+        components,
     };
     match serve(toolset, cluster, options, shutdown).await {
         Ok(()) => {
