@@ -306,6 +306,9 @@ fn a_team_file_that_writes_a_secret_is_not_shipped_and_takes_an_earlier_team_out
     let first = scratch.team(TEAM);
     let daemon = coordinator(&scratch, &first, &nats);
     shipped(&nats);
+    let here = scratch.dir.join("worker");
+    std::fs::create_dir_all(&here).unwrap();
+    let teamless = Worker::start_in(&here, None, &nats, "teamless", 1, &[], &[]);
     assert!(daemon.terminate().success());
     // The same team with a token written into an MCP server's headers.
     let secret_team = scratch.write(
@@ -335,6 +338,12 @@ fn a_team_file_that_writes_a_secret_is_not_shipped_and_takes_an_earlier_team_out
         ),
         "{log}"
     );
+    eventually("the running worker to say no team is shipped now", || {
+        teamless
+            .log()
+            .contains("the coordinator now ships no team (its workers need their own team file)")
+    });
+    drop(teamless);
     // The earlier team is gone too: a worker without a team file is told
     // to give it one.
     let refused = output_within(

@@ -184,6 +184,13 @@ pub async fn watch(cluster: Cluster, hash: String) {
     let mut said = hash.clone();
     while let Some(change) = changes.next().await {
         let Ok(entry) = change else { continue };
+        if entry.operation != async_nats::jetstream::kv::Operation::Put {
+            if !said.is_empty() {
+                said.clear();
+                tracing::warn!(serving = %hash, "the coordinator now ships no team (its workers need their own team file); this worker goes on serving the team it started with");
+            }
+            continue;
+        }
         let Ok(pointer) = serde_json::from_slice::<Pointer>(&entry.value) else {
             continue;
         };
