@@ -309,14 +309,33 @@ pub(crate) fn start(daemon: &Daemon, agent: &str, task: &str) -> String {
     daemon.ok(&["start", agent, task]).trim().to_string()
 }
 
-/// Every task's status, by id, from `ps --json`.
+/// Every task's status, by id, from `ps --json` (the command line's
+/// tasks).
 pub(crate) fn statuses(daemon: &Daemon) -> HashMap<String, String> {
-    let json: serde_json::Value = serde_json::from_str(&daemon.ok(&["ps", "--json"])).unwrap();
+    statuses_of(daemon, &["ps", "--json"])
+}
+
+/// [`statuses`] from `ps` with `args`.
+fn statuses_of(daemon: &Daemon, args: &[&str]) -> HashMap<String, String> {
+    let json: serde_json::Value = serde_json::from_str(&daemon.ok(args)).unwrap();
     (json.as_array().unwrap().iter())
         .map(|task| {
             (
                 task["task_id"].as_str().unwrap().to_string(),
                 task["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// When each task was accepted, by id, from `ps --json`.
+fn created_at(daemon: &Daemon) -> HashMap<String, serde_json::Value> {
+    let json: serde_json::Value = serde_json::from_str(&daemon.ok(&["ps", "--json"])).unwrap();
+    (json.as_array().unwrap().iter())
+        .map(|task| {
+            (
+                task["task_id"].as_str().unwrap().to_string(),
+                task["created_at"].clone(),
             )
         })
         .collect()
@@ -610,6 +629,7 @@ fn a_coordinator_killed_and_restarted_loses_nothing() {
             workers.iter().any(|w| w.claimed().contains(id))
         });
     }
+    let accepted = created_at(&daemon);
     drop(daemon); // SIGKILL
     eventually("the task to end while no coordinator runs", || {
         record(&nats, &meanwhile)["status"] == "completed"
@@ -637,6 +657,8 @@ fn a_coordinator_killed_and_restarted_loses_nothing() {
     });
     let waited = daemon.ok(&["wait", &later]);
     assert!(waited.contains(&format!("{later} completed")), "{waited}");
+    // Followed again, each keeps when it was first accepted.
+    assert_eq!(created_at(&daemon), accepted);
     let listed = statuses(&daemon);
     assert_eq!(listed.len(), 4, "{listed:?}");
     assert!(
@@ -933,4 +955,254 @@ fn a_task_still_completes_through_a_nats_server_restart() {
         daemon.log()
     );
     assert!(waited.contains("after the restart"), "{waited}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn five_hundred_tasks_spread_over_three_workers_each_run_once_and_all_come_back() {
+    use rmcp::ServiceExt;
+    use rmcp::model::{CallToolRequestParams, ClientConfig, Implementation};
+    let scratch = Scratch::new();
+    let Some(nats) = Nats::start(&scratch.dir) else {
+        return;
+    };
+    let team = scratch.team(
+        r#"
+agents:
+  helper:
+    component: '{plugins}/probe.wasm'
+limits:
+  max_running: 64
+  max_retained: 1000
+"#,
+    );
+    let daemon = coordinator(&scratch, &team, &nats);
+    let workers: Vec<Worker> = (1..=3)
+        .map(|n| Worker::start(&team, &nats, &format!("m{n}"), 4))
+        .collect();
+    // Started through one MCP client on the daemon's socket.
+    let stream = tokio::net::UnixStream::connect(daemon.state.join("bgagents.sock"))
+        .await
+        .unwrap();
+    let client = ClientConfig::new(Default::default(), Implementation::new("many", "1"))
+        .serve(stream.into_split())
+        .await
+        .expect("MCP handshake over the socket");
+    let mut ids = Vec::new();
+    for n in 0..500 {
+        let serde_json::Value::Object(arguments) =
+            serde_json::json!({"agent": "helper", "task": format!("echo result-{n}")})
+        else {
+            unreachable!()
+        };
+        let request = CallToolRequestParams::new("run_background_agent").with_arguments(arguments);
+        let result = tokio::time::timeout(HANG, client.call_tool(request))
+            .await
+            .expect("a start hung")
+            .expect("a start answers");
+        assert_ne!(result.is_error, Some(true), "{result:?}");
+        let text: String = (result.content.iter())
+            .filter_map(|content| content.as_text().map(|text| text.text.clone()))
+            .collect();
+        let id = (text.split_whitespace())
+            .find(|word| word.starts_with("agent_task_"))
+            .map(|word| {
+                word.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '_' && c != '-')
+            })
+            .unwrap_or_else(|| panic!("no task id in {text:?}"))
+            .to_string();
+        ids.push(id);
+    }
+    // Polled twice a second (each look lists 500 tasks), for longer than
+    // other waits: 500 tasks on two busy cores take a while.
+    let checked = tokio::task::spawn_blocking(move || {
+        let since = Instant::now();
+        loop {
+            let listed = statuses_of(&daemon, &["ps", "--all", "--json"]);
+            let pending = (ids.iter())
+                .filter(|id| {
+                    listed
+                        .get(*id)
+                        .is_none_or(|status| status == "queued" || status == "running")
+                })
+                .count();
+            if pending == 0 {
+                break;
+            }
+            assert!(
+                since.elapsed() < 5 * HANG,
+                "{pending} of 500 tasks never ended"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let listed = statuses_of(&daemon, &["ps", "--all", "--json"]);
+        let mut ran = HashMap::new();
+        for worker in &workers {
+            let claimed = worker.claimed();
+            assert!(!claimed.is_empty(), "worker {} ran nothing", worker.name);
+            for id in claimed {
+                // Run once: claimed by one worker, one time.
+                assert!(
+                    ran.insert(id.clone(), worker.name.clone()).is_none(),
+                    "{id} ran twice"
+                );
+            }
+        }
+        for (n, id) in ids.iter().enumerate() {
+            assert_eq!(listed[id], "completed", "{id}");
+            assert!(ran.contains_key(id), "{id} was never claimed");
+            if n % 50 == 0 {
+                assert!(daemon.ok(&["view", id]).contains(&format!("result-{n}")));
+            }
+            assert_eq!(record(&nats, id)["result"], format!("result-{n}"));
+        }
+        assert_eq!(ran.len(), 500);
+    });
+    checked.await.unwrap();
+    client.cancel().await.unwrap();
+}
+
+#[test]
+fn the_sub_agents_of_a_run_given_up_are_stopped_when_the_task_runs_again() {
+    let scratch = Scratch::new();
+    let Some(nats) = Nats::start(&scratch.dir) else {
+        return;
+    };
+    let team = scratch.team(
+        r#"
+agents:
+  root:
+    component: '{plugins}/probe.wasm'
+    retry: true
+    sub_agents: [helper]
+    toolsets: [{type: background_agents}]
+  helper:
+    component: '{plugins}/probe.wasm'
+"#,
+    );
+    let daemon = coordinator(&scratch, &team, &nats);
+    let mut doomed = Worker::start(&team, &nats, "doomed", 1);
+    let root = start(&daemon, "root", "spawn-then-spin helper spin");
+    eventually("the doomed worker to claim the root", || {
+        doomed.claimed().contains(&root)
+    });
+    // Its one slot is the root's: the child waits for the keeper.
+    let keeper = Worker::start(&team, &nats, "keeper", 2);
+    let mut first_child = String::new();
+    eventually("the root to print its child's id", || {
+        first_child = daemon.ok(&["logs", &root]).trim().to_string();
+        first_child.starts_with("agent_task_")
+    });
+    eventually("the keeper to claim the child", || {
+        keeper.claimed().contains(&first_child)
+    });
+    doomed.kill();
+    // The root runs again on the keeper; the first run's child is stopped.
+    eventually("the keeper to run the root again", || {
+        keeper.claimed().contains(&root)
+    });
+    eventually("the first run's child to be stopped in the bucket", || {
+        record(&nats, &first_child)["status"] == "stopped"
+    });
+    eventually("the coordinator to list it as stopped", || {
+        statuses(&daemon)
+            .get(&first_child)
+            .is_some_and(|status| status == "stopped")
+    });
+    assert_eq!(record(&nats, &root)["retries"], 1);
+    assert_eq!(record(&nats, &root)["status"], "running");
+    // The second run's child runs.
+    let mut second_child = String::new();
+    eventually("the second run to print its child's id", || {
+        let logs = daemon.ok(&["logs", &root]);
+        second_child = logs.lines().nth(1).unwrap_or("").trim().to_string();
+        second_child.starts_with("agent_task_")
+    });
+    assert_ne!(second_child, first_child);
+    let since = Instant::now();
+    while record(&nats, &second_child)["status"] != "running" {
+        if since.elapsed() > HANG {
+            panic!(
+                "the second run's child never ran: {}\nkeeper:\n{}\ncoordinator:\n{}",
+                record(&nats, &second_child),
+                keeper.log(),
+                daemon.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(daemon.ok(&["stop", &root]).contains("stopped"));
+    eventually("the second run's child to be stopped", || {
+        record(&nats, &second_child)["status"] == "stopped"
+    });
+}
+
+#[test]
+fn a_lone_worker_runs_the_sub_agents_its_own_guests_dispatch() {
+    let scratch = Scratch::new();
+    let Some(nats) = Nats::start(&scratch.dir) else {
+        return;
+    };
+    let team = scratch.team(TEAM);
+    let daemon = coordinator(&scratch, &team, &nats);
+    let lone = Worker::start(&team, &nats, "lone", 2);
+    let root = start(&daemon, "root", "dispatch helper echo close by");
+    let waited = daemon.ok(&["wait", &root]);
+    assert!(waited.contains(&format!("{root} completed")), "{waited}");
+    assert!(waited.contains("close by"), "{waited}");
+    let claimed = lone.claimed();
+    assert_eq!(claimed.len(), 2, "{claimed:?}");
+    let child = claimed.iter().find(|id| **id != root).unwrap();
+    assert_eq!(record(&nats, child)["status"], "completed");
+    assert_eq!(record(&nats, child)["worker"], "lone");
+    // A stop of the parent stops the child, recorded as a stop.
+    let root = start(&daemon, "root", "spawn-then-spin helper spin");
+    let mut child = String::new();
+    eventually("the root to print its child's id", || {
+        child = daemon.ok(&["logs", &root]).trim().to_string();
+        child.starts_with("agent_task_")
+    });
+    eventually("the child to run", || {
+        record(&nats, &child)["status"] == "running"
+    });
+    assert!(daemon.ok(&["stop", &root]).contains("stopped"));
+    eventually("the child to be stopped in the bucket", || {
+        record(&nats, &child)["status"] == "stopped"
+    });
+}
+
+#[test]
+fn retry_is_said_to_take_effect_only_on_a_cluster() {
+    let scratch = Scratch::new();
+    let team = scratch.team(
+        r#"
+agents:
+  root:
+    component: '{plugins}/probe.wasm'
+    retry: true
+"#,
+    );
+    let run = output_within(
+        Command::new(env!("CARGO_BIN_EXE_bgagents"))
+            .arg("run")
+            .arg(&team)
+            .args(["echo", "done"]),
+    );
+    assert!(run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains(
+            "warning: `retry: true` (root) takes effect only when the team runs on workers"
+        ),
+        "{stderr}"
+    );
+    let check = output_within(
+        Command::new(env!("CARGO_BIN_EXE_bgagents"))
+            .arg("check")
+            .arg(&team),
+    );
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        stdout.contains("retry:       a task whose worker dies runs again on another"),
+        "{stdout}"
+    );
 }

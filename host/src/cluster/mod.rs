@@ -83,9 +83,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The key-value bucket holding every task's record and every worker's
-/// heartbeat.
+/// The key-value bucket holding every task's record.
 pub const BUCKET: &str = "bgagents_tasks";
+/// The key-value bucket holding every worker's heartbeat; a heartbeat not
+/// renewed within [`HEARTBEAT_KEPT`] is dropped by the server, so a dead
+/// worker leaves nothing behind.
+pub const WORKERS_BUCKET: &str = "bgagents_workers";
 /// The work-queue stream.
 pub const WORK_STREAM: &str = "BGAGENTS_WORK";
 /// The stream holding tasks' output.
@@ -94,6 +97,8 @@ pub const OUTPUT_STREAM: &str = "BGAGENTS_OUTPUT";
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// A worker silent this long is taken for dead.
 pub const DEAD_AFTER: Duration = Duration::from_secs(5);
+/// How long the server keeps a heartbeat that is not renewed.
+const HEARTBEAT_KEPT: Duration = Duration::from_secs(60);
 /// Output pieces kept per task in the output stream.
 const OUTPUT_PIECES_PER_TASK: i64 = 100_000;
 /// The largest output piece a worker publishes.
@@ -110,10 +115,15 @@ pub(crate) trait Remote: Send + Sync {
     /// Whether `task` runs elsewhere (otherwise it runs here).
     fn claims(&self, task: &Task) -> bool;
 
-    /// Runs `task` to its end. Dropped before it ends when the task is
-    /// stopped; it then stops the task wherever it runs.
-    fn run(&self, task: Arc<Task>) -> BoxFuture<'static, Outcome>;
+    /// Runs `task` to its end, calling `started` once it runs somewhere
+    /// (until then the task is queued). Dropped before it ends when the
+    /// task is stopped; it then stops the task wherever it runs. `None`:
+    /// this very process took it from the queue, so it runs here.
+    fn run(&self, task: Arc<Task>, started: Started) -> BoxFuture<'static, Option<Outcome>>;
 }
+
+/// Marks a task running, once a worker has claimed it.
+pub(crate) type Started = Box<dyn FnOnce() + Send>;
 
 /// How to reach the NATS server: its URL and the client's credentials and
 /// TLS settings (passed to `async-nats` as they are).
@@ -240,10 +250,16 @@ pub struct Cluster {
     pub(crate) client: async_nats::Client,
     pub(crate) js: jetstream::Context,
     pub(crate) kv: kv::Store,
+    /// Heartbeats ([`WORKERS_BUCKET`]).
+    pub(crate) workers: kv::Store,
     pub(crate) output: jetstream::stream::Stream,
     pub(crate) work: jetstream::stream::Stream,
     /// Stops being written to the bucket, awaited before the process ends.
     stops: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    /// On a coordinator: the sub-agents guests started on workers, by the
+    /// task that started them ([`mirror_subtasks`]), while that task is
+    /// followed: those of a run that is given up are stopped.
+    children: Arc<Mutex<HashMap<String, Vec<String>>>>,
 }
 
 impl Cluster {
@@ -269,6 +285,19 @@ impl Cluster {
                 })
                 .await
                 .map_err(|error| jetstream_error("the task bucket", &error))?,
+        };
+        let workers = match js.get_key_value(WORKERS_BUCKET).await {
+            Ok(workers) => workers,
+            Err(_) => js
+                .create_key_value(kv::Config {
+                    bucket: WORKERS_BUCKET.to_string(),
+                    description: "bgagents: worker heartbeats".to_string(),
+                    history: 1,
+                    max_age: HEARTBEAT_KEPT,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|error| jetstream_error("the heartbeat bucket", &error))?,
         };
         let work = js
             .get_or_create_stream(jetstream::stream::Config {
@@ -296,10 +325,38 @@ impl Cluster {
             client,
             js,
             kv,
+            workers,
             output,
             work,
             stops: Arc::default(),
+            children: Arc::default(),
         })
+    }
+
+    /// Records a stop of task `id` in the bucket and tells its worker, in
+    /// the background; [`Cluster::settle_stops`] awaits it.
+    fn stop_in_background(&self, id: String) {
+        let cluster = self.clone();
+        let stop = tokio::spawn(async move {
+            if let Err(error) = stop_remote(&cluster, &id).await {
+                tracing::warn!(task = %id, error = %error, "cannot record a stop in the cluster");
+            }
+        });
+        let mut stops = self.stops.lock().unwrap();
+        stops.retain(|stop| !stop.is_finished());
+        stops.push(stop);
+    }
+
+    /// Stops the sub-agents that guests of task `id` started elsewhere, as
+    /// known here: its run that started them was given up (its worker
+    /// died and the task is run again), as on one host the sub-agents of a
+    /// task that did not complete are stopped.
+    fn stop_children(&self, id: &str) {
+        let children = self.children.lock().unwrap().remove(id);
+        for child in children.unwrap_or_default() {
+            tracing::info!(task = %id, child = %child, "stopping a sub-agent of a run given up");
+            self.stop_in_background(child);
+        }
     }
 
     /// Waits (up to `limit`) until every stop made so far is in the bucket
@@ -415,7 +472,13 @@ pub async fn mirror_subtasks(toolset: crate::toolset::Toolset, cluster: Cluster)
             record.expected_output.as_deref(),
         );
         match mirrored {
-            Ok(_) => tracing::debug!(task = %record.id, parent = %parent, "sub-agent listed"),
+            Ok(_) => {
+                tracing::debug!(task = %record.id, parent = %parent, "sub-agent listed");
+                // Known while its parent is followed here.
+                if let Some(children) = cluster.children.lock().unwrap().get_mut(parent) {
+                    children.push(record.id.clone());
+                }
+            }
             Err(error) => {
                 tracing::debug!(task = %record.id, error = %error, "sub-agent not listed here")
             }
@@ -511,10 +574,10 @@ pub(crate) fn subject_token(name: &str) -> String {
 /// follows it in the bucket until it ends.
 pub struct Coordinator {
     cluster: Cluster,
-    /// On a worker: the tasks it took from the queue, which run here (every
-    /// other task, one a guest here started, is queued for the cluster).
-    /// `None` on the coordinator, where every task is queued.
-    local: Option<Arc<Mutex<HashSet<String>>>>,
+    /// On a worker: its name and the tasks it took from the queue, which
+    /// run here (every other task, one a guest here started, is queued for
+    /// the cluster). `None` on the coordinator, where every task is queued.
+    local: Option<(String, Arc<Mutex<HashSet<String>>>)>,
     /// The agents whose tasks are run again when their worker dies.
     retry: Arc<HashSet<String>>,
     /// Each agent's component hash, put in its tasks' records.
@@ -546,11 +609,12 @@ impl Coordinator {
         cluster: Cluster,
         team: &crate::config::Team,
         components: HashMap<String, String>,
+        name: String,
         local: Arc<Mutex<HashSet<String>>>,
     ) -> Coordinator {
         Coordinator {
             cluster,
-            local: Some(local),
+            local: Some((name, local)),
             retry: retrying(team),
             components: Arc::new(components),
         }
@@ -559,11 +623,13 @@ impl Coordinator {
 
 impl Remote for Coordinator {
     fn claims(&self, task: &Task) -> bool {
-        (self.local.as_ref()).is_none_or(|local| !local.lock().unwrap().contains(task.id.as_str()))
+        (self.local.as_ref())
+            .is_none_or(|(_, local)| !local.lock().unwrap().contains(task.id.as_str()))
     }
 
-    fn run(&self, task: Arc<Task>) -> BoxFuture<'static, Outcome> {
+    fn run(&self, task: Arc<Task>, started: Started) -> BoxFuture<'static, Option<Outcome>> {
         let cluster = self.cluster.clone();
+        let here = self.local.as_ref().map(|(name, _)| name.clone());
         let retry = self.retry.contains(&task.agent);
         let component = self.components.get(&task.agent).cloned();
         Box::pin(async move {
@@ -574,7 +640,12 @@ impl Remote for Coordinator {
             };
             // Disarmed by it when the task ended; on any other exit (the
             // record lost or deleted) the task is stopped on its worker.
-            dispatch_and_follow(&cluster, &task, component, retry, &mut guard).await
+            let followed = Followed {
+                component,
+                retry,
+                here,
+            };
+            dispatch_and_follow(&cluster, &task, followed, started, &mut guard).await
         })
     }
 }
@@ -590,19 +661,11 @@ struct StopOnDrop {
 
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
-        if !self.armed {
-            return;
+        // Whatever became of it, it is no longer followed here.
+        self.cluster.children.lock().unwrap().remove(&self.id);
+        if self.armed {
+            self.cluster.stop_in_background(self.id.clone());
         }
-        let (cluster, id) = (self.cluster.clone(), self.id.clone());
-        let stops = self.cluster.stops.clone();
-        let stop = tokio::spawn(async move {
-            if let Err(error) = stop_remote(&cluster, &id).await {
-                tracing::warn!(task = %id, error = %error, "cannot record a stop in the cluster");
-            }
-        });
-        let mut stops = stops.lock().unwrap();
-        stops.retain(|stop| !stop.is_finished());
-        stops.push(stop);
     }
 }
 
@@ -649,13 +712,30 @@ async fn stop_remote(cluster: &Cluster, id: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// What a follower knows of the task it dispatches.
+struct Followed {
+    /// The hash of the component its agent runs.
+    component: Option<String>,
+    /// Whether it runs again when its worker dies.
+    retry: bool,
+    /// On a worker, its name: a task it took from the queue itself runs
+    /// here, not followed.
+    here: Option<String>,
+}
+
 async fn dispatch_and_follow(
     cluster: &Cluster,
     task: &Arc<Task>,
-    component: Option<String>,
-    retry: bool,
+    followed: Followed,
+    started: Started,
     guard: &mut StopOnDrop,
-) -> Outcome {
+) -> Option<Outcome> {
+    let Followed {
+        component,
+        retry,
+        here,
+    } = followed;
+    let mut started = Some(started);
     let id = task.id.to_string();
     let key = task_key(&id);
     let record = Record::queued(task, component);
@@ -663,7 +743,11 @@ async fn dispatch_and_follow(
     // already, by an earlier coordinator, is followed from where it is).
     let mut watch = match cluster.kv.watch_with_history(&key).await {
         Ok(watch) => watch,
-        Err(error) => return Outcome::Failed(format!("cannot follow the task in NATS: {error}")),
+        Err(error) => {
+            return Some(Outcome::Failed(format!(
+                "cannot follow the task in NATS: {error}"
+            )));
+        }
     };
     match cluster.kv.create(&key, record.encode()).await {
         Ok(_) => {
@@ -690,7 +774,7 @@ async fn dispatch_and_follow(
                         .await;
                 }
                 guard.armed = false;
-                return Outcome::Failed(error);
+                return Some(Outcome::Failed(error));
             }
             tracing::debug!(task = %id, "queued for the workers");
         }
@@ -699,7 +783,11 @@ async fn dispatch_and_follow(
             guard.armed = true;
             tracing::debug!(task = %id, "following a task dispatched earlier");
         }
-        Err(error) => return Outcome::Failed(format!("cannot record the task in NATS: {error}")),
+        Err(error) => {
+            return Some(Outcome::Failed(format!(
+                "cannot record the task in NATS: {error}"
+            )));
+        }
     }
     let mut output = match cluster
         .output
@@ -712,10 +800,16 @@ async fn dispatch_and_follow(
         Ok(consumer) => match consumer.messages().await {
             Ok(messages) => messages,
             Err(error) => {
-                return Outcome::Failed(format!("cannot read the task's output: {error}"));
+                return Some(Outcome::Failed(format!(
+                    "cannot read the task's output: {error}"
+                )));
             }
         },
-        Err(error) => return Outcome::Failed(format!("cannot read the task's output: {error}")),
+        Err(error) => {
+            return Some(Outcome::Failed(format!(
+                "cannot read the task's output: {error}"
+            )));
+        }
     };
     // Output pieces received, by the run they are from.
     let mut pieces: HashMap<u32, u64> = HashMap::new();
@@ -723,6 +817,13 @@ async fn dispatch_and_follow(
         pieces.get(&record.retries).copied().unwrap_or(0)
     };
     let mut ended: Option<(Record, Instant)> = None;
+    // The run of it last seen (its record's `retries`).
+    let mut attempt: Option<u32> = None;
+    cluster
+        .children
+        .lock()
+        .unwrap()
+        .insert(id.clone(), Vec::new());
     // The worker running it: its heartbeat's last revision and when that
     // was seen to change.
     let mut worker: Option<(String, u64, Instant)> = None;
@@ -737,7 +838,7 @@ async fn dispatch_and_follow(
                 || at.elapsed() > OUTPUT_GRACE)
         {
             guard.armed = false;
-            return record.outcome();
+            return Some(record.outcome());
         }
         tokio::select! {
             entry = watch.next() => {
@@ -757,14 +858,14 @@ async fn dispatch_and_follow(
                             Ok(again) => watch = again,
                             Err(error) => {
                                 // The guard stays armed: the task is stopped.
-                                return Outcome::Failed(format!("lost the task's record in NATS: {error}"));
+                                return Some(Outcome::Failed(format!("lost the task's record in NATS: {error}")));
                             }
                         }
                         continue;
                     }
                 };
                 if !matches!(entry.operation, kv::Operation::Put) {
-                    return Outcome::Failed("the task's record was deleted from NATS".to_string());
+                    return Some(Outcome::Failed("the task's record was deleted from NATS".to_string()));
                 }
                 let record = match Record::decode(&entry.value) {
                     Ok(record) => record,
@@ -773,7 +874,27 @@ async fn dispatch_and_follow(
                         continue;
                     }
                 };
+                // Run again: the sub-agents of the run given up are stopped.
+                if attempt.is_some_and(|seen| record.retries > seen) {
+                    cluster.stop_children(&id);
+                    cluster.children.lock().unwrap().insert(id.clone(), Vec::new());
+                }
+                attempt = Some(record.retries);
                 let status = record.status();
+                // Taken from the queue by this very worker: run here.
+                if status == TaskStatus::Running
+                    && here.is_some()
+                    && record.worker == here
+                {
+                    guard.armed = false;
+                    return None;
+                }
+                // Running from its first claim on.
+                if record.worker.is_some() && status != TaskStatus::Queued
+                    && let Some(started) = started.take()
+                {
+                    started();
+                }
                 if status.is_final() {
                     if ended.is_none() {
                         ended = Some((record, Instant::now()));
@@ -807,7 +928,7 @@ async fn dispatch_and_follow(
                     continue;
                 }
                 let Some((name, seen_revision, seen_at)) = &mut worker else { continue };
-                match cluster.kv.entry(worker_key(name)).await {
+                match cluster.workers.entry(worker_key(name)).await {
                     Ok(Some(beat)) if beat.revision != *seen_revision => {
                         *seen_revision = beat.revision;
                         *seen_at = Instant::now();

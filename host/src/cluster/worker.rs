@@ -64,6 +64,8 @@ struct Shared {
     running: Arc<Mutex<HashSet<String>>>,
     /// [`WorkerOptions::components`].
     components: HashMap<String, String>,
+    /// Cancelled when the worker is being shut down.
+    shutdown: CancellationToken,
 }
 
 impl Shared {
@@ -80,13 +82,16 @@ pub async fn serve(
     options: WorkerOptions,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
-    let session = toolset.open_operator_session(Reach::OwnTasks);
+    // It reaches every task of its toolset: those a guest here started
+    // too, which it may take from the queue itself.
+    let session = toolset.open_operator_session(Reach::Everything);
     let shared = Arc::new(Shared {
         toolset: toolset.clone(),
         session,
         cluster: cluster.clone(),
         name: options.name.clone(),
         running: Arc::default(),
+        shutdown: shutdown.clone(),
         components: options.components.clone(),
     });
     // What guests here start is queued for the cluster.
@@ -94,6 +99,7 @@ pub async fn serve(
         cluster.clone(),
         toolset.team(),
         options.components.clone(),
+        options.name.clone(),
         shared.running.clone(),
     )));
     let mut consumers = Vec::new();
@@ -144,7 +150,11 @@ pub async fn serve(
     let every_slot = slots.acquire_many(slot_count as u32);
     let _ = tokio::time::timeout(Duration::from_secs(10), every_slot).await;
     background.cancel();
-    let _ = shared.cluster.kv.delete(worker_key(&shared.name)).await;
+    let _ = shared
+        .cluster
+        .workers
+        .delete(worker_key(&shared.name))
+        .await;
     let _ = shared.cluster.client.flush().await;
     Ok(())
 }
@@ -154,7 +164,12 @@ async fn heartbeat(shared: Arc<Shared>, done: CancellationToken) {
     loop {
         let running = shared.running.lock().unwrap().len();
         let beat = serde_json::json!({"running": running, "at_ms": crate::store::now_ms()});
-        if let Err(error) = shared.cluster.kv.put(&key, beat.to_string().into()).await {
+        if let Err(error) = shared
+            .cluster
+            .workers
+            .put(&key, beat.to_string().into())
+            .await
+        {
             tracing::warn!(error = %error, "cannot send a heartbeat");
         }
         tokio::select! {
@@ -367,20 +382,32 @@ async fn run(shared: &Shared, id: &str, record: &Record) -> Ended {
     (shared.running.lock().unwrap()).insert(id.to_string());
     // Subscribed before the start: no change of the task is missed.
     let mut events = toolset.events().subscribe();
-    let started = toolset.run_background_agent_as(
-        &caller,
-        TaskId::from(id),
-        &record.agent,
-        &record.task,
-        record.expected_output.as_deref(),
-    );
-    let local = match started {
-        Ok(info) => info.id.to_string(),
-        Err(error) => return failed(format!("worker {}: {error}", shared.name)),
+    let here = toolset.task_status(shared.caller(), id);
+    let local = if here.is_ok_and(|status| !status.is_final()) {
+        // A sub-agent a guest here started: listed here already, it now
+        // runs here (its follower hands it over on seeing this claim).
+        tracing::debug!(task = %id, "a sub-agent of a task here; running it here");
+        id.to_string()
+    } else {
+        let started = toolset.run_background_agent_as(
+            &caller,
+            TaskId::from(id),
+            &record.agent,
+            &record.task,
+            record.expected_output.as_deref(),
+        );
+        match started {
+            Ok(info) => info.id.to_string(),
+            Err(error) => return failed(format!("worker {}: {error}", shared.name)),
+        }
     };
     let mut offset = 0;
     let mut pieces = 0u64;
-    let mut checked = tokio::time::Instant::now();
+    // The first check comes at once: a stop recorded between the claim
+    // and this task being listed as running here found nothing to stop.
+    let mut checked = tokio::time::Instant::now()
+        .checked_sub(STOP_CHECK)
+        .unwrap_or_else(tokio::time::Instant::now);
     let subject = output_subject(id);
     loop {
         // The status before the output: output read after a final status
@@ -464,9 +491,9 @@ async fn run(shared: &Shared, id: &str, record: &Record) -> Ended {
         Err(error) => return failed(format!("worker {}: {error}", shared.name)),
     };
     let status = match view.info.status {
-        // Stopped here without a stop in the bucket: this worker is
-        // shutting down.
-        TaskStatus::Stopped => {
+        // Stopped here by this worker's shutdown (a stop in the bucket or
+        // of a parent here is recorded as a stop).
+        TaskStatus::Stopped if shared.shutdown.is_cancelled() => {
             return Ended {
                 status: TaskStatus::Interrupted,
                 result: None,

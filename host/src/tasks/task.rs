@@ -331,9 +331,12 @@ impl Task {
             ancestors: self.ancestors.iter().map(ToString::to_string).collect(),
             lineage: self.lineage.clone(),
             status: state.status.as_str().to_string(),
+            // Its first change is when it was accepted (for a task followed
+            // again, when it was first accepted).
             transitions: vec![Transition {
                 status: state.status.as_str().to_string(),
-                at_ms: crate::store::now_ms(),
+                at_ms: (self.created.duration_since(UNIX_EPOCH))
+                    .map_or(0, |since| since.as_millis() as u64),
             }],
             result: None,
             error: None,

@@ -208,7 +208,7 @@ impl Toolset {
             target.spec.limits.output,
             Some(self.output_listener(&id, agent, caller, depth)),
         );
-        let record = Arc::new(Task::new(
+        let mut record = Task::new(
             id,
             NewTask {
                 agent: agent.to_string(),
@@ -220,7 +220,12 @@ impl Toolset {
                 cancel: caller.spawn_token.child_token(),
             },
             output,
-        ));
+        );
+        // A task followed again keeps when it was first accepted.
+        if replace_ended && let Some(earlier) = self.registry().get(record.id.as_str()) {
+            record.created = earlier.created;
+        }
+        let record = Arc::new(record);
         if let Some(reason) = self.store().and_then(Store::failing) {
             return Err(ToolError::StoreFailing { reason });
         }

@@ -53,26 +53,34 @@ async fn drive(toolset: Toolset, task: Arc<Task>, agent: Arc<LoadedAgent>, claim
         slot = claim.granted() => slot,
     };
     let outcome = match slot {
-        Some(slot) if task.mark_running(|| toolset.emit(&task, EventKind::Started)) => {
-            tracing::debug!("started");
-            tokio::select! {
-                biased;
-                _ = task.cancel.cancelled() => Outcome::Stopped,
-                outcome = async {
-                    // A cluster's coordinator: the task runs on a worker.
-                    if let Some(remote) = toolset.remote().filter(|remote| remote.claims(&task)) {
-                        let _slot = slot;
-                        return remote.run(task.clone()).await;
+        None => Outcome::Stopped,
+        Some(slot) => {
+            // On a cluster the task runs on a worker, and is running from
+            // when one claims it; unless this process (a worker) took it
+            // from the queue itself, and it runs here after all.
+            let elsewhere = match toolset.remote().filter(|remote| remote.claims(&task)) {
+                Some(remote) => {
+                    let started: crate::cluster::Started = {
+                        let (toolset, task) = (toolset.clone(), task.clone());
+                        Box::new(move || {
+                            if task.mark_running(|| toolset.emit(&task, EventKind::Started)) {
+                                tracing::debug!("started on a worker");
+                            }
+                        })
+                    };
+                    tokio::select! {
+                        biased;
+                        _ = task.cancel.cancelled() => Some(Outcome::Stopped),
+                        outcome = remote.run(task.clone(), started) => outcome,
                     }
-                    match &agent.harness {
-                        // A harness agent runs its CLI (holding the slot).
-                        Some(harness) => harness.run(&task).await,
-                        None => run_guest(&toolset, &task, &agent, slot).await,
-                    }
-                } => outcome,
+                }
+                None => None,
+            };
+            match elsewhere {
+                Some(outcome) => outcome,
+                None => run_here(&toolset, &task, &agent, slot).await,
             }
         }
-        _ => Outcome::Stopped,
     };
     // The guest's Store has been dropped: nothing of it runs any more.
     log_outcome(&outcome);
@@ -86,6 +94,30 @@ async fn drive(toolset: Toolset, task: Arc<Task>, agent: Arc<LoadedAgent>, claim
     }
     task.exited.open();
     toolset.registry().finished(&task);
+}
+
+/// Runs `task` in this process, holding `slot`, until it ends or is stopped.
+async fn run_here(
+    toolset: &Toolset,
+    task: &Arc<Task>,
+    agent: &Arc<LoadedAgent>,
+    slot: Slot,
+) -> Outcome {
+    if !task.mark_running(|| toolset.emit(task, EventKind::Started)) {
+        return Outcome::Stopped;
+    }
+    tracing::debug!("started");
+    tokio::select! {
+        biased;
+        _ = task.cancel.cancelled() => Outcome::Stopped,
+        outcome = async {
+            match &agent.harness {
+                // A harness agent runs its CLI (holding the slot).
+                Some(harness) => harness.run(task).await,
+                None => run_guest(toolset, task, agent, slot).await,
+            }
+        } => outcome,
+    }
 }
 
 /// How a task's guest ended, for operators. The reason is guest-influenced

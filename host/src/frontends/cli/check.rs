@@ -164,6 +164,13 @@ pub fn check(path: &Path) -> ExitCode {
                 push_line!(out, "  {:<12} {}", "", printable(&line, Keep::OneLine));
             }
         }
+        if agent.retry {
+            push_line!(
+                out,
+                "  retry:       a task whose worker dies runs again on another (on a cluster: \
+                 `serve --nats`; elsewhere it has no effect)"
+            );
+        }
         let mut toolsets = Vec::new();
         if agent.background_agents {
             toolsets.push("background_agents");

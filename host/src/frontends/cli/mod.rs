@@ -431,15 +431,17 @@ fn report(written: Result<Vec<PathBuf>, String>) -> ExitCode {
 /// printing every problem. `notices`: say on stderr when a component has to
 /// be compiled, which can take a while.
 fn load(path: &Path, notices: bool) -> Result<Toolset, ExitCode> {
-    load_into(path, notices, None)
+    load_into(path, notices, None, false)
 }
 
 /// Like [`load`]; with `store`, the toolset keeps its tasks there (and
-/// lists those it holds from earlier runs).
+/// lists those it holds from earlier runs). `in_cluster`: its tasks run on
+/// a cluster's workers (`serve --nats`).
 fn load_into(
     path: &Path,
     notices: bool,
     store: Option<crate::store::Store>,
+    in_cluster: bool,
 ) -> Result<Toolset, ExitCode> {
     let team = if path.extension().is_some_and(|ext| ext == "wasm") {
         Team::single_component(path)
@@ -450,10 +452,14 @@ fn load_into(
         })?
     };
     let source = team.source.clone();
-    if !team.warnings.is_empty() {
+    let mut warnings = team.warnings.clone();
+    if !in_cluster {
+        warnings.extend(retry_off_here(&team));
+    }
+    if !warnings.is_empty() {
         let shown = shown_path(&source);
         let mut text = String::new();
-        for warning in &team.warnings {
+        for warning in &warnings {
             text.push_str(&format!("{shown}: warning: {}\n", indented(warning, "  ")));
         }
         let _ = std::io::stderr().write_all(text.as_bytes());
@@ -467,6 +473,24 @@ fn load_into(
     loaded.map_err(|error| {
         print_problems(&source, &error.problems, 0);
         ExitCode::from(EXIT_BAD_INPUT)
+    })
+}
+
+/// Agents with `retry: true`, which only a cluster's coordinator acts on
+/// (a task runs again when its worker dies): said, so nobody counts on
+/// it where it does nothing.
+pub(crate) fn retry_off_here(team: &Team) -> Option<String> {
+    let retrying: Vec<&str> = (team.agents.values())
+        .filter(|spec| spec.retry)
+        .map(|spec| spec.name.as_str())
+        .collect();
+    (!retrying.is_empty()).then(|| {
+        format!(
+            "`retry: true` ({}) takes effect only when the team runs on workers \
+             (`bgagents serve TEAM --nats URL`); here a task that cannot finish ends \
+             `failed` or `interrupted`",
+            retrying.join(", ")
+        )
     })
 }
 

@@ -89,7 +89,7 @@ pub async fn serve_team(
         Ok(store) => store,
         Err(error) => return fail(error.to_string()),
     };
-    let toolset = match super::load_into(team, true, Some(store)) {
+    let toolset = match super::load_into(team, true, Some(store), nats.is_some()) {
         Ok(toolset) => toolset,
         Err(code) => return code,
     };
