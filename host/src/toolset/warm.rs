@@ -118,34 +118,39 @@ impl Drop for LiveStore {
 
 /// Tops `agent`'s pool up to its target in the background, unless a refill
 /// is already under way, the pool is off, or the instance pool is half
-/// used.
+/// used. The refill holds the toolset and the agent only while it makes an
+/// instance: one dropped meanwhile (with its compiled component's mapping)
+/// ends it.
 pub(super) fn refill(toolset: &Toolset, agent: &Arc<LoadedAgent>) {
     if !agent.warm.wanted(toolset) || agent.warm.refilling.swap(true, Ordering::AcqRel) {
         return;
     }
-    let (toolset, agent) = (toolset.clone(), agent.clone());
+    let (toolset, agent) = (Arc::downgrade(&toolset.0), Arc::downgrade(agent));
     tokio::spawn(async move {
-        let pool = &agent.warm;
-        // Cleared however this ends, a panic included, so a later task can
-        // start a refill again.
-        let _refilling = Refilling(&pool.refilling);
         // Behind whatever this worker has queued (such as whoever waits on
         // the task that took the instance): a refill is never urgent.
         tokio::task::yield_now().await;
         loop {
-            while pool.wanted(&toolset) {
+            let (Some(shared), Some(agent)) = (toolset.upgrade(), agent.upgrade()) else {
+                return;
+            };
+            let toolset = Toolset(shared);
+            let pool = &agent.warm;
+            // Cleared should making an instance panic, so a later task can
+            // start a refill again.
+            let on_panic = ClearedOnPanic(&pool.refilling);
+            if pool.wanted(&toolset) && !toolset.shutdown_token().is_cancelled() {
                 match make(&toolset, &agent).await {
                     Ok(warm) => {
                         pool.failures.store(0, Ordering::Relaxed);
                         pool.ready.lock().unwrap().push(warm);
+                        continue;
                     }
-                    Err(failure) => {
-                        pool.failed(&agent.spec.name, failure);
-                        // Tried again at the agent's next task.
-                        break;
-                    }
+                    // Tried again at the agent's next task.
+                    Err(failure) => pool.failed(&agent.spec.name, failure),
                 }
             }
+            drop(on_panic);
             pool.refilling.store(false, Ordering::Release);
             // An instance taken after the last check found the refill
             // still under way, so it did not start one: go on for it.
@@ -153,18 +158,20 @@ pub(super) fn refill(toolset: &Toolset, agent: &Arc<LoadedAgent>) {
                 || !pool.wanted(&toolset)
                 || pool.refilling.swap(true, Ordering::AcqRel)
             {
-                break;
+                return;
             }
         }
     });
 }
 
-/// Clears a pool's `refilling` flag when dropped.
-struct Refilling<'a>(&'a AtomicBool);
+/// Clears a pool's `refilling` flag when dropped while panicking.
+struct ClearedOnPanic<'a>(&'a AtomicBool);
 
-impl Drop for Refilling<'_> {
+impl Drop for ClearedOnPanic<'_> {
     fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
+        if std::thread::panicking() {
+            self.0.store(false, Ordering::Release);
+        }
     }
 }
 
