@@ -1355,3 +1355,55 @@ agents:
     assert!(got.is_ok(), "{got:?}");
     tasks.cancel().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn event_streams_and_waiting_reads_open_at_once_are_capped_and_a_closed_one_frees_its_place()
+{
+    const CAP: usize = 64;
+    let scratch = Scratch::new();
+    let (_daemon, url, token) = http_daemon(&scratch);
+    let api = Api::new(&url, &token);
+    let open = || {
+        (api.http.get(format!("{}/api/events", api.base)))
+            .bearer_auth(&token)
+            .send()
+    };
+    let mut streams = Vec::new();
+    for _ in 0..CAP {
+        let response = open().await.unwrap();
+        assert_eq!(response.status(), 200);
+        streams.push(response);
+    }
+    let refused = open().await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let text = refused.text().await.unwrap();
+    assert!(
+        text.contains("64 event streams and waiting output reads are open already"),
+        "{text}"
+    );
+    // A read that does not wait is never refused; one that waits is.
+    let id = api.start("spin").await;
+    let (status, _) = api.get(&format!("/api/tasks/{id}/output?offset=0")).await;
+    assert_eq!(status, 200);
+    let (status, body) = api
+        .get(&format!("/api/tasks/{id}/output?offset=0&wait=1"))
+        .await;
+    assert_eq!(status, 429, "{body}");
+    // A closed stream frees its place (once the daemon sees it closed).
+    drop(streams.pop());
+    let since = std::time::Instant::now();
+    loop {
+        let (status, body) = api
+            .get(&format!("/api/tasks/{id}/output?offset=0&wait=1"))
+            .await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 429, "{body}");
+        assert!(
+            since.elapsed() < HANG,
+            "a closed stream's place was never freed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

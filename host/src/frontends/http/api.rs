@@ -34,16 +34,44 @@ use serde_json::{Value, json};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 /// Largest request body accepted (a task text is at most 1 MiB).
 const MAX_BODY_BYTES: usize = 2 << 20;
+
+/// Event streams and waiting output reads open at once: each holds a
+/// connection and a task on the daemon for as long as it lasts, so a
+/// client looping on them cannot take the daemon's memory or descriptors.
+pub const MAX_OPEN_WAITS: usize = 64;
 
 #[derive(Clone)]
 struct Api {
     sessions: Arc<Sessions>,
     /// Ends the event streams when the daemon shuts down.
     shutdown: CancellationToken,
+    /// One permit per open event stream or waiting output read.
+    waits: Arc<Semaphore>,
+}
+
+impl Api {
+    /// A permit for one more event stream or waiting read, or the answer
+    /// refusing it.
+    fn open_wait(&self, what: &str) -> Result<OwnedSemaphorePermit, Response> {
+        self.waits.clone().try_acquire_owned().map_err(|_| {
+            tracing::warn!(
+                limit = MAX_OPEN_WAITS,
+                "an event stream or waiting read refused: too many open"
+            );
+            error(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "{what} refused: {MAX_OPEN_WAITS} event streams and waiting output reads \
+                     are open already; close one, or read output without wait"
+                ),
+            )
+        })
+    }
 }
 
 /// The API's routes, under `/api`.
@@ -59,7 +87,11 @@ pub fn routes(sessions: Arc<Sessions>, shutdown: CancellationToken) -> Router {
         .route("/api/{*rest}", axum::routing::any(not_found))
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(Api { sessions, shutdown })
+        .with_state(Api {
+            sessions,
+            shutdown,
+            waits: Arc::new(Semaphore::new(MAX_OPEN_WAITS)),
+        })
 }
 
 fn answer(status: StatusCode, body: Value) -> Response {
@@ -207,6 +239,14 @@ async fn output(
             }
         }
     }
+    // Held while the read waits.
+    let _permit = match wait.is_zero() {
+        true => None,
+        false => match api.open_wait("a waiting output read") {
+            Ok(permit) => Some(permit),
+            Err(refused) => return refused,
+        },
+    };
     let every = api.sessions.every();
     let toolset = api.sessions.toolset();
     let read = tokio::select! {
@@ -259,9 +299,12 @@ async fn events(
             }
         }
     }
+    // Held while the stream is open (it goes with the stream's state).
+    let permit = api.open_wait("an event stream")?;
     let receiver = api.sessions.toolset().events().subscribe();
-    let stream =
-        futures_util::stream::unfold((api, receiver), move |(api, mut receiver)| async move {
+    let stream = futures_util::stream::unfold(
+        (api, receiver, permit),
+        move |(api, mut receiver, permit)| async move {
             let wanted = |event: &TaskEvent| {
                 api.sessions.may_see(event)
                     && (with_output || !matches!(event.kind, EventKind::Output(_)))
@@ -276,8 +319,9 @@ async fn events(
                     .event("lagged")
                     .data(json!({"missed_events": missed}).to_string()),
             };
-            Some((Ok(event), (api, receiver)))
-        });
+            Some((Ok(event), (api, receiver, permit)))
+        },
+    );
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
