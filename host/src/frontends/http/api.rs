@@ -55,23 +55,28 @@ struct Api {
 }
 
 impl Api {
-    /// A permit for one more event stream or waiting read, or the answer
-    /// refusing it.
-    fn open_wait(&self, what: &str) -> Result<OwnedSemaphorePermit, Response> {
-        self.waits.clone().try_acquire_owned().map_err(|_| {
-            tracing::warn!(
-                limit = MAX_OPEN_WAITS,
-                "an event stream or waiting read refused: too many open"
-            );
-            error(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!(
-                    "{what} refused: {MAX_OPEN_WAITS} event streams and waiting output reads \
-                     are open already; close one, or read output without wait"
-                ),
-            )
-        })
+    /// A permit for one more event stream or waiting read; `None` when
+    /// [`MAX_OPEN_WAITS`] are open.
+    fn open_wait(&self) -> Option<OwnedSemaphorePermit> {
+        self.waits.clone().try_acquire_owned().ok()
     }
+}
+
+/// The answer refusing `what` (an event stream or a waiting read) because
+/// [`MAX_OPEN_WAITS`] are open.
+fn too_many_waits(what: &str) -> Response {
+    // Debug: a client retrying in a loop would flood the log.
+    tracing::debug!(
+        limit = MAX_OPEN_WAITS,
+        "{what} refused: too many event streams and waiting reads open"
+    );
+    error(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "{what} refused: {MAX_OPEN_WAITS} event streams and waiting output reads are \
+             open already; close one, or read output without wait"
+        ),
+    )
 }
 
 /// The API's routes, under `/api`.
@@ -242,9 +247,9 @@ async fn output(
     // Held while the read waits.
     let _permit = match wait.is_zero() {
         true => None,
-        false => match api.open_wait("a waiting output read") {
-            Ok(permit) => Some(permit),
-            Err(refused) => return refused,
+        false => match api.open_wait() {
+            Some(permit) => Some(permit),
+            None => return too_many_waits("a waiting output read"),
         },
     };
     let every = api.sessions.every();
@@ -300,7 +305,9 @@ async fn events(
         }
     }
     // Held while the stream is open (it goes with the stream's state).
-    let permit = api.open_wait("an event stream")?;
+    let permit = api
+        .open_wait()
+        .ok_or_else(|| too_many_waits("an event stream"))?;
     let receiver = api.sessions.toolset().events().subscribe();
     let stream = futures_util::stream::unfold(
         (api, receiver, permit),
