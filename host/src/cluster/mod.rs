@@ -25,8 +25,9 @@
 //!   (`queued | running → stopped`) or declares it interrupted when its
 //!   worker went silent. Two writers racing from the same revision cannot
 //!   both succeed, so a stop and a completion never both win in the bucket;
-//! - **heartbeats**: key `w.<worker id>` in the same bucket, rewritten
-//!   every [`HEARTBEAT`] by each worker. The coordinator watches the
+//! - **heartbeats**: key `w.<worker id>` in bucket [`WORKERS_BUCKET`],
+//!   rewritten every [`HEARTBEAT`] by each worker (and dropped by the
+//!   server a minute after a dead worker's last). The coordinator watches the
 //!   heartbeat of the worker running each of its tasks, by the key's
 //!   revision (so clocks need not agree); after [`DEAD_AFTER`] without a
 //!   new one it moves the task to `interrupted` (by compare-and-set, so a
@@ -62,9 +63,12 @@
 //! Components travel by content hash through the object store
 //! ([`components`]): a worker runs the coordinator's bytes.
 //!
-//! Not done yet (see docs/cluster.md): the team file is not shipped; a
-//! stop that loses the race with a completion in the
-//! bucket overwrites it (so clients, store and bucket agree on `stopped`).
+//! A stop the coordinator answered stands: should the worker's completion
+//! reach the bucket first, the coordinator writes `stopped` over it at the
+//! completion's revision, so clients, store and bucket all say `stopped`.
+//! A worker may take from the queue a sub-agent its own guest started; its
+//! follower there then hands the task back to the runner, which runs it
+//! here (the [`Remote::run`] answer `None`).
 
 pub mod components;
 mod record;
