@@ -172,6 +172,51 @@ fn finished_tasks_come_back_unchanged_and_in_flight_ones_interrupted() {
 }
 
 #[test]
+fn a_model_backed_tasks_calls_and_tokens_come_back_with_it() {
+    use bgagents_testkit::model_server::{ModelServer, Script, Turn};
+    let scratch = Scratch::new();
+    let state = scratch.dir.join("state");
+    let first = runtime();
+    let (yaml, before) = first.block_on(async {
+        let server = ModelServer::start(Script::new([
+            Turn::tool_calls([("think", r#"{"thought":"plan"}"#.to_string())]).usage(80, 30),
+            Turn::text("answered").usage(120, 15),
+        ]))
+        .await;
+        let yaml = format!(
+            "agents:\n  root:\n    model: m\n    instruction: Answer.\n    \
+             toolsets: [{{type: think}}]\nmodels:\n  m:\n    provider: ollama\n    \
+             model: m\n    base_url: {}\n",
+            server.base_url()
+        );
+        let toolset = load(&yaml, &state);
+        let view = bgagents_testkit::run_to_end(&toolset, "root", "go").await;
+        toolset.settled().await.unwrap();
+        (yaml, view)
+    });
+    drop(first);
+    assert_eq!(before.result.as_deref(), Some("answered"));
+    let used = before.info.model.expect("model use while it ran");
+    assert_eq!(
+        (used.calls, used.input_tokens, used.output_tokens),
+        (2, 200, 45)
+    );
+    runtime().block_on(async {
+        let toolset = load(&yaml, &state);
+        let session = toolset.open_operator_session(Reach::OwnAndRestored);
+        let after = toolset
+            .view_background_agent(session.caller(), before.info.id.as_str())
+            .unwrap();
+        assert_eq!(after.info.model, Some(used));
+        assert!(
+            render::view(&after).contains("Model:   2 calls, 245 tokens (200 in, 45 out)"),
+            "{}",
+            render::view(&after)
+        );
+    });
+}
+
+#[test]
 fn pruning_reaches_the_store() {
     let scratch = Scratch::new();
     let state = scratch.dir.join("state");

@@ -38,6 +38,10 @@ pub struct TaskRecord {
     /// The output cap in force for it, and whether output was cut there.
     pub output_cap: u64,
     pub output_truncated: bool,
+    /// Its model calls and tokens, once it ended having made some (absent
+    /// from records written before this was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<crate::tasks::ModelUse>,
 }
 
 impl TaskRecord {
@@ -58,6 +62,8 @@ pub(crate) struct Ending {
     /// Its whole output (within its cap), and whether it was cut there.
     pub output: String,
     pub truncated: bool,
+    /// Its model calls and tokens.
+    pub model: Option<crate::tasks::ModelUse>,
 }
 
 pub(crate) fn now_ms() -> u64 {

@@ -409,6 +409,7 @@ impl Writer {
                             record.result = ending.result.clone();
                             record.error = ending.error.clone();
                             record.output_truncated = ending.truncated;
+                            record.model = ending.model;
                             output
                                 .insert(order, ending.output.as_bytes())
                                 .map_err(|e| io(e.into()))?;

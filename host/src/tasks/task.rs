@@ -132,7 +132,7 @@ pub struct TaskView {
 }
 
 /// Model calls a task made and the tokens they used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct ModelUse {
     pub calls: u32,
     pub input_tokens: u64,
@@ -299,7 +299,7 @@ impl Task {
             cancel: CancellationToken::new(),
             exited: Latch::default(),
             spawned: AtomicUsize::new(0),
-            model: Mutex::new(None),
+            model: Mutex::new(record.model),
             store: OnceLock::new(),
             // Its first status change is when it was accepted.
             created: (record.transitions.first()).map_or(UNIX_EPOCH, |first| {
@@ -342,6 +342,7 @@ impl Task {
             error: None,
             output_cap: self.output.snapshot_head(0).cap,
             output_truncated: false,
+            model: None,
         };
         store.insert(record, &self.output);
         let _ = self.store.set(store.clone());
@@ -362,6 +363,7 @@ impl Task {
             error: state.error.clone(),
             output: output.text,
             truncated: output.truncated,
+            model: *self.model.lock().unwrap(),
         };
         store.finish(self.id.as_str(), state.status, ending);
     }
