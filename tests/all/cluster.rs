@@ -1206,3 +1206,47 @@ agents:
         "{stdout}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_backed_task_on_a_worker_brings_its_calls_and_tokens_back() {
+    use bgagents_testkit::model_server::{ModelServer, Script, Turn};
+    let scratch = Scratch::new();
+    let Some(nats) = Nats::start(&scratch.dir) else {
+        return;
+    };
+    let server = ModelServer::start(Script::new([Turn::text("drafted").usage(70, 20)])).await;
+    let team = scratch.team(&format!(
+        "agents:\n  writer:\n    model: m\n    instruction: Write.\n\
+         models:\n  m:\n    provider: ollama\n    model: m\n    base_url: {}\n",
+        server.base_url()
+    ));
+    let checked = tokio::task::spawn_blocking(move || {
+        let daemon = coordinator(&scratch, &team, &nats);
+        let worker = Worker::start(&team, &nats, "w", 1);
+        let id = start(&daemon, "writer", "a line");
+        let waited = daemon.ok(&["wait", &id]);
+        assert!(waited.contains(&format!("{id} completed")), "{waited}");
+        assert!(waited.contains("drafted"), "{waited}");
+        assert!(worker.claimed().contains(&id));
+        let json: serde_json::Value = serde_json::from_str(&daemon.ok(&["ps", "--json"])).unwrap();
+        let listed = (json.as_array().unwrap().iter())
+            .find(|task| task["task_id"] == id.as_str())
+            .unwrap()
+            .clone();
+        assert_eq!(listed["model_calls"], 1, "{listed}");
+        assert_eq!(listed["input_tokens"], 70, "{listed}");
+        assert_eq!(listed["output_tokens"], 20, "{listed}");
+        // Kept by the coordinator's store too.
+        drop(daemon);
+        let daemon = coordinator(&scratch, &team, &nats);
+        assert!(
+            daemon
+                .ok(&["view", &id])
+                .contains("1 call, 90 tokens (70 in, 20 out)"),
+            "{}",
+            daemon.ok(&["view", &id])
+        );
+    });
+    checked.await.unwrap();
+    assert_eq!(server.requests().len(), 1);
+}

@@ -842,6 +842,10 @@ async fn dispatch_and_follow(
                 || at.elapsed() > OUTPUT_GRACE)
         {
             guard.armed = false;
+            // What its model calls used, as on one host.
+            if record.model.is_some() {
+                *task.model.lock().unwrap() = record.model;
+            }
             return Some(record.outcome());
         }
         tokio::select! {

@@ -45,6 +45,9 @@ pub struct Record {
     /// agent without one (a model or harness agent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub component: Option<String>,
+    /// The model calls and tokens of the run that ended it, once final.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<crate::tasks::ModelUse>,
 }
 
 impl Record {
@@ -66,6 +69,7 @@ impl Record {
             retries: 0,
             created_ms: crate::store::now_ms(),
             component,
+            model: None,
         }
     }
 

@@ -333,6 +333,7 @@ async fn take(
     record.result = ended.result;
     record.error = ended.error;
     record.output_pieces = ended.pieces;
+    record.model = ended.model;
     match kv.update(&key, record.encode(), revision).await {
         Ok(_) => tracing::debug!(task = %id, status = %record.status, "ended"),
         // Stopped or interrupted by the coordinator meanwhile: that stands.
@@ -355,6 +356,7 @@ struct Ended {
     result: Option<String>,
     error: Option<String>,
     pieces: u64,
+    model: Option<crate::tasks::ModelUse>,
 }
 
 /// Runs the claimed task through this worker's toolset, publishing its
@@ -365,6 +367,7 @@ async fn run(shared: &Shared, id: &str, record: &Record) -> Ended {
         result: None,
         error: Some(error),
         pieces: 0,
+        model: None,
     };
     // Only with the component it was queued for.
     if let Err(error) = super::components::check(&shared.cluster, &shared.components, record).await
@@ -502,6 +505,7 @@ async fn run(shared: &Shared, id: &str, record: &Record) -> Ended {
                     shared.name
                 )),
                 pieces,
+                model: view.info.model,
             };
         }
         status => status,
@@ -511,5 +515,6 @@ async fn run(shared: &Shared, id: &str, record: &Record) -> Ended {
         result: view.result,
         error: view.error,
         pieces,
+        model: view.info.model,
     }
 }
