@@ -553,8 +553,9 @@ struct Deployment {
 }
 
 impl Deployment {
-    /// Starts `setup` fresh; `None` when NATS cannot run here.
-    async fn start(setup: Setup, sizes: &Sizes) -> Option<Deployment> {
+    /// Starts `setup` fresh (a coordinator's workers only `with_workers`);
+    /// `None` when NATS cannot run here.
+    async fn start(setup: Setup, sizes: &Sizes, with_workers: bool) -> Option<Deployment> {
         let scratch = Scratch::new();
         let max_running = match setup {
             Setup::Single => sizes.slots,
@@ -612,7 +613,9 @@ impl Deployment {
             tracker: Tracker::new(receiver),
             sender,
         };
-        if let Setup::Workers(count) = setup {
+        if let Setup::Workers(count) = setup
+            && with_workers
+        {
             deployment.start_workers(count, sizes.slots, false);
         }
         Some(deployment)
@@ -743,6 +746,51 @@ impl Deployment {
         let mut names: Vec<_> = by_worker.into_iter().collect();
         names.sort();
         names.into_iter().map(|(_, count)| count).collect()
+    }
+
+    /// A coordinator without workers accepts `tasks` (they wait in the
+    /// queue), then its workers start and run them all.
+    async fn backlog(&mut self, task: &str, tasks: usize, sizes: &Sizes) -> Backlog {
+        let Setup::Workers(count) = self.setup else {
+            panic!("a backlog needs a coordinator");
+        };
+        assert!(self.workers.is_empty());
+        let before = self.cpu();
+        let began = Instant::now();
+        let (ids, last_start) = self.start_many(task, tasks, sizes.in_flight).await;
+        let starts = last_start.duration_since(began);
+        let queued = self.cpu();
+        self.start_workers(count, sizes.slots, false);
+        // CPU from when every worker serves (their start-up left out), wall
+        // from the first task's end to the last's.
+        let serving = self.cpu();
+        let limit = Duration::from_secs(300);
+        let last_end = self
+            .tracker
+            .until_all_finished(&self.api, &ids, limit)
+            .await;
+        let drained = self.cpu();
+        let first_end = (ids.iter())
+            .filter_map(|id| self.tracker.find(id, "finished").map(|seen| seen.at))
+            .min()
+            .unwrap();
+        let spread = self.spread(&ids).await;
+        Backlog {
+            starts: Throughput {
+                tasks,
+                wall: starts,
+                starts,
+                cpu: queued.minus(&before),
+                spread: Vec::new(),
+            },
+            drain: Throughput {
+                tasks: tasks - 1,
+                wall: last_end.duration_since(first_end),
+                starts: Duration::ZERO,
+                cpu: drained.minus(&serving),
+                spread,
+            },
+        }
     }
 
     /// Dispatch latency, one trivial task at a time.
@@ -905,6 +953,12 @@ struct Throughput {
     spread: Vec<usize>,
 }
 
+/// Starts with no worker running, then the workers draining them.
+struct Backlog {
+    starts: Throughput,
+    drain: Throughput,
+}
+
 struct Latency {
     answered: Vec<Duration>,
     running: Vec<Duration>,
@@ -959,6 +1013,18 @@ fn throughput_row(setup: Setup, run: &Throughput) -> String {
     )
 }
 
+/// Starts alone: wall, starts/s | CPU ms a start, serve / nats-server.
+fn starts_row(run: &Throughput) -> String {
+    let per_task = |secs: f64| secs * 1e3 / run.tasks as f64;
+    format!(
+        "{:.2} s, **{:.0}/s** | {:.2} / {:.2}",
+        run.wall.as_secs_f64(),
+        run.tasks as f64 / run.wall.as_secs_f64(),
+        per_task(run.cpu.daemon),
+        per_task(run.cpu.nats),
+    )
+}
+
 const THROUGHPUT_HEAD: &str = "| setup | wall | tasks/s | starts answered in | CPU s: serve / workers / nats-server / client | CPU ms a task: serve / workers / nats-server | tasks per worker |\n| --- | --- | --- | --- | --- | --- | --- |";
 
 fn main() {
@@ -991,15 +1057,29 @@ fn main() {
     ];
     let trivial_task = "echo x";
     let sleep_task = format!("sleep {}", sizes.sleep_ms);
+    let mut backlogs = Vec::new();
     let mut trivial = Vec::new();
     let mut sleepers = Vec::new();
     let mut dispatches = Vec::new();
     let mut stops = Vec::new();
     runtime.block_on(async {
         for setup in setups {
-            let Some(mut deployment) = Deployment::start(setup, &sizes).await else {
+            let backlog = setup != Setup::Single && wanted("throughput");
+            let Some(mut deployment) = Deployment::start(setup, &sizes, !backlog).await else {
                 return;
             };
+            if backlog {
+                let run = deployment
+                    .backlog(trivial_task, sizes.trivial, &sizes)
+                    .await;
+                println!(
+                    "1c. {}: starts {}; drained {}",
+                    setup.label(),
+                    starts_row(&run.starts),
+                    throughput_row(setup, &run.drain)
+                );
+                backlogs.push((setup, run));
+            }
             if wanted("throughput") {
                 let run = deployment
                     .throughput(trivial_task, sizes.trivial, &sizes)
@@ -1059,6 +1139,34 @@ fn main() {
         );
         for (setup, run) in &sleepers {
             println!("{}", throughput_row(*setup, run));
+        }
+    }
+    if !backlogs.is_empty() {
+        println!(
+            "\n1c. a backlog: {} trivial tasks started with no worker running (they wait in \
+             the queue; the coordinator and nats-server alone), then the workers started \
+             and run them all (drained: from the first task's end to the last's, CPU from \
+             when every worker served):\n\n\
+             | setup | starts: wall, starts/s | starts: CPU ms a start, serve / nats-server | \
+             drained: wall | tasks/s | CPU ms a task: serve / workers / nats-server | tasks per worker |\n\
+             | --- | --- | --- | --- | --- | --- | --- |",
+            sizes.trivial
+        );
+        for (setup, run) in &backlogs {
+            let per_task = |secs: f64| secs * 1e3 / run.drain.tasks as f64;
+            println!(
+                "| {} | {} | {:.2} s | **{:.0}** | {:.2} / {:.2} / {:.2} | {} |",
+                setup.label(),
+                starts_row(&run.starts),
+                run.drain.wall.as_secs_f64(),
+                run.drain.tasks as f64 / run.drain.wall.as_secs_f64(),
+                per_task(run.drain.cpu.daemon),
+                per_task(run.drain.cpu.workers),
+                per_task(run.drain.cpu.nats),
+                (run.drain.spread.iter().map(ToString::to_string))
+                    .collect::<Vec<_>>()
+                    .join(" / "),
+            );
         }
     }
     if !dispatches.is_empty() {
