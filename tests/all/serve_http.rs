@@ -967,9 +967,24 @@ async fn the_event_stream_tells_a_tasks_events_and_ends_when_the_daemon_stops() 
     let (_, view) = api.get(&format!("/api/tasks/{id}")).await;
     assert_eq!(view["status"], "completed", "{view}");
 
-    // SIGTERM with the stream open: the daemon exits and the stream ends.
+    // SIGTERM with the stream open and a task running: the stream tells
+    // the shutdown's stop of it, then ends, and the daemon exits.
+    let spinner = api.start("spin").await;
+    loop {
+        let (event, data) = events.next().await.expect("the stream ended early");
+        if data["task_id"] == spinner.as_str() && event == "started" {
+            break;
+        }
+    }
     let stopping = tokio::task::spawn_blocking(move || daemon.terminate());
-    while events.next().await.is_some() {}
+    let mut told_stop = false;
+    while let Some((event, data)) = events.next().await {
+        if data["task_id"] == spinner.as_str() && event == "finished" {
+            assert_eq!(data["status"], "stopped", "{data}");
+            told_stop = true;
+        }
+    }
+    assert!(told_stop, "the stream ended without the shutdown's stop");
     let status = stopping.await.unwrap();
     assert!(status.success(), "{status}");
 }

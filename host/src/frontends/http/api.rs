@@ -286,7 +286,7 @@ async fn stop(State(api): State<Api>, Path(id): Path<String>) -> Response {
 /// each a JSON object with the task's id, agent and depth. A status is
 /// sent once it is on disk. A client that falls behind gets a `lagged`
 /// event and should read `/api/tasks` again. The stream ends when the
-/// daemon shuts down, before the stops of its shutdown are sent.
+/// daemon shuts down, once the stops of its shutdown are told.
 async fn events(
     State(api): State<Api>,
     RawQuery(query): RawQuery,
@@ -316,7 +316,9 @@ async fn events(
                 api.sessions.may_see(event)
                     && (with_output || !matches!(event.kind, EventKind::Output(_)))
             };
+            // Events already told go out before the stream ends.
             let told = tokio::select! {
+                biased;
                 told = api.sessions.toolset().next_told(&mut receiver, wanted) => told?,
                 _ = api.shutdown.cancelled() => return None,
             };

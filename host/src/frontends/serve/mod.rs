@@ -89,13 +89,18 @@ pub async fn run(
     };
     // New clients are told no daemon runs rather than left waiting.
     drop(listener);
-    http_stop.cancel();
     let _ = std::fs::remove_file(socket);
     eprintln!("bgagents: {why}: stopping every task…");
     toolset.shutdown().await;
     // The stops on disk before the state directory's lock is let go.
     if let Err(error) = toolset.settled().await {
         eprintln!("bgagents: {error}");
+    }
+    // HTTP event streams have told the shutdown's stops by now (each is
+    // told once on disk): they end, and the listener with them.
+    http_stop.cancel();
+    if let Some(http) = http {
+        let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
     }
     connections.abort_all();
     eprintln!("bgagents: stopped");
