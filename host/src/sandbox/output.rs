@@ -101,6 +101,12 @@ impl OutputBuffer {
         freed
     }
 
+    /// The bytes written from `offset` on (none past the end).
+    pub fn bytes_from(&self, offset: usize) -> Vec<u8> {
+        let state = self.state.lock().unwrap();
+        state.bytes.get(offset..).unwrap_or_default().to_vec()
+    }
+
     pub fn snapshot(&self) -> OutputSnapshot {
         self.snapshot_head(usize::MAX)
     }

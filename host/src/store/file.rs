@@ -22,8 +22,14 @@ pub const FILE_NAME: &str = "tasks.redb";
 /// so that new records go at the end of the tree: a commit rewrites a few
 /// pages, not one page per task as random ids would.
 pub(super) const TASKS: TableDefinition<u64, &[u8]> = TableDefinition::new("tasks");
-/// Admission order → the task's output (within the agent's output cap).
+/// Admission order → a final task's output (within the agent's output cap).
 pub(super) const OUTPUT: TableDefinition<u64, &[u8]> = TableDefinition::new("output");
+/// (admission order, offset) → the bytes a task not yet final wrote from
+/// that offset on, appended as its output grows (so a chatty task costs
+/// what it writes, not its whole output, at each flush); folded into
+/// [`OUTPUT`] once it is final.
+pub(super) const OUTPUT_PARTS: TableDefinition<(u64, u64), &[u8]> =
+    TableDefinition::new("output_parts");
 /// `format` → [`FORMAT`]: tells our store from any other redb file.
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const FORMAT: &str = "bgagents task store 1";
@@ -52,6 +58,7 @@ pub(super) fn create_new(dir: &Path, path: &Path) -> Result<(), StoreError> {
             meta.insert("format", FORMAT).map_err(|e| redb(e.into()))?;
             txn.open_table(TASKS).map_err(|e| redb(e.into()))?;
             txn.open_table(OUTPUT).map_err(|e| redb(e.into()))?;
+            txn.open_table(OUTPUT_PARTS).map_err(|e| redb(e.into()))?;
         }
         txn.commit().map_err(|e| redb(e.into()))?;
     }
@@ -160,7 +167,9 @@ pub(super) fn claim_and_interrupt(
     let mut interrupted = 0usize;
     {
         let mut tasks = txn.open_table(TASKS).map_err(|e| io(e.into()))?;
-        txn.open_table(OUTPUT).map_err(|e| io(e.into()))?;
+        let mut output = txn.open_table(OUTPUT).map_err(|e| io(e.into()))?;
+        // Made here in a store from before parts were kept.
+        let mut parts = txn.open_table(OUTPUT_PARTS).map_err(|e| io(e.into()))?;
         let mut changed = Vec::new();
         for entry in tasks.iter().map_err(|e| io(e.into()))? {
             let (key, value) = entry.map_err(|e| io(e.into()))?;
@@ -182,6 +191,15 @@ pub(super) fn claim_and_interrupt(
             tasks
                 .insert(record.order, encode(&record).as_slice())
                 .map_err(|e| io(e.into()))?;
+            // The output it had written, as a final task's.
+            // (A store written before parts were kept has it there already.)
+            let written = parts_of(&parts, record.order).map_err(io)?;
+            if !written.is_empty() {
+                output
+                    .insert(record.order, written.as_slice())
+                    .map_err(|e| io(e.into()))?;
+                remove_parts(&mut parts, record.order).map_err(io)?;
+            }
             tracing::warn!(task = %record.id, agent = %record.agent, "interrupted by the previous process's end");
             interrupted += 1;
         }
@@ -194,6 +212,27 @@ pub(super) fn claim_and_interrupt(
         );
     }
     Ok((next, orders))
+}
+
+/// The output parts of the task stored under `order`, joined.
+pub(super) fn parts_of(
+    parts: &impl ReadableTable<(u64, u64), &'static [u8]>,
+    order: u64,
+) -> Result<Vec<u8>, redb::Error> {
+    let mut joined = Vec::new();
+    for part in parts.range((order, 0)..=(order, u64::MAX))? {
+        joined.extend_from_slice(part?.1.value());
+    }
+    Ok(joined)
+}
+
+/// Removes the output parts of the task stored under `order`.
+pub(super) fn remove_parts(
+    parts: &mut redb::Table<(u64, u64), &'static [u8]>,
+    order: u64,
+) -> Result<(), redb::Error> {
+    parts.retain_in((order, 0)..=(order, u64::MAX), |_, _| false)?;
+    Ok(())
 }
 
 /// Reads a stored record.

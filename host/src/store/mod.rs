@@ -37,7 +37,7 @@ pub use record::{TaskRecord, Transition};
 use crate::sandbox::OutputBuffer;
 use crate::tasks::TaskStatus;
 use error::{classify, open_error};
-use file::{OUTPUT, TASKS};
+use file::{OUTPUT, OUTPUT_PARTS, TASKS};
 use redb::{Database, ReadableDatabase, ReadableTable};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -130,15 +130,27 @@ impl Store {
         let txn = db.begin_read().map_err(|e| io(e.into()))?;
         let tasks = txn.open_table(TASKS).map_err(|e| io(e.into()))?;
         let output = txn.open_table(OUTPUT).map_err(|e| io(e.into()))?;
+        // Absent from a store made before output parts were kept.
+        let parts = match txn.open_table(OUTPUT_PARTS) {
+            Ok(parts) => Some(parts),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(error) => return Err(io(error.into())),
+        };
         let mut records = Vec::new();
         for entry in tasks.iter().map_err(|e| io(e.into()))? {
             let (key, value) = entry.map_err(|e| io(e.into()))?;
             let record = file::decode(&self.0.path, &key.value().to_string(), value.value())?;
-            let text = output
-                .get(key.value())
-                .map_err(|e| io(e.into()))?
-                .map(|bytes| String::from_utf8_lossy(bytes.value()).into_owned())
-                .unwrap_or_default();
+            // A final task's output, or what one still running has written.
+            let text = match output.get(key.value()).map_err(|e| io(e.into()))? {
+                Some(bytes) => String::from_utf8_lossy(bytes.value()).into_owned(),
+                None => match &parts {
+                    Some(parts) => {
+                        let joined = file::parts_of(parts, key.value()).map_err(io)?;
+                        String::from_utf8_lossy(&joined).into_owned()
+                    }
+                    None => String::new(),
+                },
+            };
             records.push((record, text));
         }
         Ok(records)

@@ -14,11 +14,13 @@
 //! toolset admits no new task.
 //!
 //! The output of running tasks is written here too, every
-//! [`OUTPUT_FLUSH`](super::OUTPUT_FLUSH), for the tasks whose output grew.
+//! [`OUTPUT_FLUSH`](super::OUTPUT_FLUSH), for the tasks whose output grew:
+//! only what each wrote since, as a part of its own; a task's end writes
+//! its whole output once and drops its parts.
 
 use super::OUTPUT_FLUSH;
 use super::error::{StoreError, classify};
-use super::file::{OUTPUT, TASKS, decode, encode};
+use super::file::{OUTPUT, OUTPUT_PARTS, TASKS, decode, encode, remove_parts};
 use super::record::{Ending, TaskRecord, Transition};
 use crate::sandbox::OutputBuffer;
 use crate::tasks::TaskStatus;
@@ -96,11 +98,12 @@ struct Done {
     failing: Option<String>,
 }
 
-/// A running task's output that grew since it was last written.
+/// A running task's output that grew since it was last written: the bytes
+/// from `from` on, up to `len`.
 struct Grown {
     id: String,
-    text: String,
-    len: usize,
+    from: usize,
+    bytes: Vec<u8>,
 }
 
 impl Writer {
@@ -316,11 +319,11 @@ impl Writer {
         live.retain(|_, (output, _)| output.strong_count() > 0);
         live.iter()
             .filter_map(|(id, (output, written))| {
-                let output = output.upgrade()?;
-                (output.len() != *written).then(|| Grown {
+                let bytes = output.upgrade()?.bytes_from(*written);
+                (!bytes.is_empty()).then(|| Grown {
                     id: id.clone(),
-                    text: output.snapshot().text,
-                    len: output.len(),
+                    from: *written,
+                    bytes,
                 })
             })
             .collect()
@@ -363,6 +366,7 @@ impl Writer {
         {
             let mut tasks = txn.open_table(TASKS).map_err(|e| io(e.into()))?;
             let mut output = txn.open_table(OUTPUT).map_err(|e| io(e.into()))?;
+            let mut parts = txn.open_table(OUTPUT_PARTS).map_err(|e| io(e.into()))?;
             let mut touched: HashMap<u64, TaskRecord> = HashMap::new();
             for op in ops {
                 match op {
@@ -413,6 +417,7 @@ impl Writer {
                             output
                                 .insert(order, ending.output.as_bytes())
                                 .map_err(|e| io(e.into()))?;
+                            remove_parts(&mut parts, order).map_err(io)?;
                         }
                     }
                     Op::Remove(id) => {
@@ -424,6 +429,7 @@ impl Writer {
                         touched.remove(&order);
                         tasks.remove(order).map_err(|e| io(e.into()))?;
                         output.remove(order).map_err(|e| io(e.into()))?;
+                        remove_parts(&mut parts, order).map_err(io)?;
                     }
                 }
             }
@@ -432,7 +438,7 @@ impl Writer {
                     .insert(*order, encode(record).as_slice())
                     .map_err(|e| io(e.into()))?;
             }
-            for Grown { id, text, len } in grown {
+            for Grown { id, from, bytes } in grown {
                 let Some(order) = order_of(id, &added, &removed) else {
                     continue;
                 };
@@ -448,10 +454,10 @@ impl Writer {
                 };
                 // A final record's output was written with its status.
                 if !final_already {
-                    output
-                        .insert(order, text.as_bytes())
+                    parts
+                        .insert((order, *from as u64), bytes.as_slice())
                         .map_err(|e| io(e.into()))?;
-                    written.push((id.clone(), *len));
+                    written.push((id.clone(), from + bytes.len()));
                 }
             }
         }

@@ -134,13 +134,25 @@ pub(super) fn refill(toolset: &Toolset, agent: &Arc<LoadedAgent>) {
             let (Some(shared), Some(agent)) = (toolset.upgrade(), agent.upgrade()) else {
                 return;
             };
-            let toolset = Toolset(shared);
             let pool = &agent.warm;
             // Cleared should making an instance panic, so a later task can
             // start a refill again.
             let on_panic = ClearedOnPanic(&pool.refilling);
-            if pool.wanted(&toolset) && !toolset.shutdown_token().is_cancelled() {
-                match make(&toolset, &agent).await {
+            let store = {
+                let toolset = Toolset(shared);
+                (pool.wanted(&toolset) && !toolset.shutdown_token().is_cancelled()).then(|| {
+                    let output = SandboxOutput::unbound(agent.spec.limits.output);
+                    super::runner::new_store(&toolset, &agent, output)
+                })
+                // The toolset (its task store, open files) is not held while
+                // start-up code runs.
+            };
+            if let Some(store) = store {
+                let made = match store {
+                    Ok(store) => make(store, &agent).await,
+                    Err(reason) => Err(Failure::Now(reason)),
+                };
+                match made {
                     Ok(warm) => {
                         pool.failures.store(0, Ordering::Relaxed);
                         pool.ready.lock().unwrap().push(warm);
@@ -154,8 +166,9 @@ pub(super) fn refill(toolset: &Toolset, agent: &Arc<LoadedAgent>) {
             pool.refilling.store(false, Ordering::Release);
             // An instance taken after the last check found the refill
             // still under way, so it did not start one: go on for it.
+            let wanted = (toolset.upgrade()).is_some_and(|shared| pool.wanted(&Toolset(shared)));
             if pool.failures.load(Ordering::Relaxed) > 0
-                || !pool.wanted(&toolset)
+                || !wanted
                 || pool.refilling.swap(true, Ordering::AcqRel)
             {
                 return;
@@ -235,10 +248,10 @@ fn has_room(toolset: &Toolset) -> bool {
 }
 
 /// Makes one warm instance of `agent`.
-async fn make(toolset: &Toolset, agent: &Arc<LoadedAgent>) -> Result<WarmInstance, Failure> {
+/// Instantiates `agent`'s component in `store` (made by
+/// [`runner::new_store`](super::runner::new_store)), unbound to any task.
+async fn make(mut store: Store<GuestState>, agent: &LoadedAgent) -> Result<WarmInstance, Failure> {
     let limits = &agent.spec.limits;
-    let output = SandboxOutput::unbound(limits.output);
-    let mut store = super::runner::new_store(toolset, agent, output).map_err(Failure::Now)?;
     // Start-up code is bounded like a task: by fuel (set by `new_store`),
     // the epoch, and the agent's timeout.
     let made = tokio::time::timeout(limits.timeout, agent.pre.instantiate(&mut store)).await;
