@@ -1250,3 +1250,40 @@ async fn a_model_backed_task_on_a_worker_brings_its_calls_and_tokens_back() {
     checked.await.unwrap();
     assert_eq!(server.requests().len(), 1);
 }
+
+#[test]
+fn a_sub_agent_listed_on_a_coordinator_whose_slots_are_all_taken_is_still_stopped_on_its_worker() {
+    let scratch = Scratch::new();
+    let Some(nats) = Nats::start(&scratch.dir) else {
+        return;
+    };
+    let team = scratch.team(&format!("{TEAM}limits: {{max_running: 2}}\n"));
+    let daemon = coordinator(&scratch, &team, &nats);
+    let workers: Vec<Worker> = (1..=2)
+        .map(|n| Worker::start(&team, &nats, &format!("s{n}"), 2))
+        .collect();
+    // Both of the coordinator's slots taken by tasks it handed out.
+    let root = start(&daemon, "root", "spawn-then-spin helper spin");
+    let other = start(&daemon, "helper", "spin");
+    let mut child = String::new();
+    eventually("the root to print its child's id", || {
+        child = daemon.ok(&["logs", &root]).trim().to_string();
+        child.starts_with("agent_task_")
+    });
+    eventually("a worker to run the child", || {
+        workers.iter().any(|w| w.claimed().contains(&child))
+    });
+    // Listed, and followed, though no slot of the coordinator's is free.
+    eventually("the coordinator to list the child as running", || {
+        statuses(&daemon)
+            .get(&child)
+            .is_some_and(|s| s == "running")
+    });
+    assert!(daemon.ok(&["stop", &child]).contains("stopped"));
+    eventually("the child to be stopped on its worker", || {
+        record(&nats, &child)["status"] == "stopped"
+    });
+    for id in [&root, &other] {
+        assert!(daemon.ok(&["stop", id]).contains("stopped"));
+    }
+}

@@ -342,8 +342,14 @@ impl Cluster {
     fn stop_in_background(&self, id: String) {
         let cluster = self.clone();
         let stop = tokio::spawn(async move {
-            if let Err(error) = stop_remote(&cluster, &id).await {
-                tracing::warn!(task = %id, error = %error, "cannot record a stop in the cluster");
+            // Tried until it is in the bucket (a server restarting, a
+            // partition): the stop was answered here, so it must stand
+            // there. A process that ends waits for it in `settle_stops`.
+            let mut pause = Duration::from_millis(100);
+            while let Err(error) = stop_remote(&cluster, &id).await {
+                tracing::warn!(task = %id, error = %error, "cannot record a stop in the cluster yet; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
             }
         });
         let mut stops = self.stops.lock().unwrap();
@@ -441,51 +447,62 @@ async fn worker_died(
 /// child of its parent (when the parent is listed here), followed to its
 /// end like any task the coordinator dispatched. Runs until NATS goes away.
 pub async fn mirror_subtasks(toolset: crate::toolset::Toolset, cluster: Cluster) {
-    let mut watch = match cluster.kv.watch("t.>").await {
-        Ok(watch) => watch,
-        Err(error) => {
-            tracing::warn!(error = %error, "cannot watch for sub-agents started on workers");
-            return;
-        }
-    };
-    while let Some(entry) = watch.next().await {
-        let Ok(entry) = entry else { continue };
-        if !matches!(entry.operation, kv::Operation::Put) {
-            continue;
-        }
-        let Ok(record) = Record::decode(&entry.value) else {
-            continue;
-        };
-        // Listed under the id its key names, or not at all.
-        if entry.key.strip_prefix("t.") != Some(record.id.as_str()) {
-            tracing::warn!(key = %entry.key, "a task record whose id is not its key's; not listed");
-            continue;
-        }
-        // A new child's first record.
-        let Some(parent) = record.ancestors.last() else {
-            continue;
-        };
-        if record.status() != TaskStatus::Queued || record.retries > 0 {
-            continue;
-        }
-        let mirrored = toolset.mirror(
-            crate::tasks::TaskId::from(record.id.as_str()),
-            parent,
-            &record.agent,
-            &record.task,
-            record.expected_output.as_deref(),
-        );
-        match mirrored {
-            Ok(_) => {
-                tracing::debug!(task = %record.id, parent = %parent, "sub-agent listed");
-                // Known while its parent is followed here.
-                if let Some(children) = cluster.children.lock().unwrap().get_mut(parent) {
-                    children.push(record.id.clone());
-                }
-            }
+    loop {
+        let mut watch = match cluster.kv.watch("t.>").await {
+            Ok(watch) => watch,
             Err(error) => {
-                tracing::debug!(task = %record.id, error = %error, "sub-agent not listed here")
+                tracing::warn!(error = %error, "cannot watch for sub-agents started on workers; trying again");
+                tokio::time::sleep(HEARTBEAT).await;
+                continue;
             }
+        };
+        while let Some(entry) = watch.next().await {
+            let Ok(entry) = entry else { continue };
+            if let kv::Operation::Put = entry.operation {
+                mirror_one(&toolset, &cluster, &entry.key, &entry.value);
+            }
+        }
+        // A server restarted: watched anew.
+        tracing::warn!("the watch for sub-agents started on workers ended; watching anew");
+        tokio::time::sleep(HEARTBEAT).await;
+    }
+}
+
+/// Lists the task whose record `key` holds, when it is a sub-agent whose
+/// parent is listed here and it is not listed yet. Any of its records
+/// will do, not only its first: a watch that fell behind sees only the
+/// latest of a key's.
+fn mirror_one(toolset: &crate::toolset::Toolset, cluster: &Cluster, key: &str, value: &[u8]) {
+    let Ok(record) = Record::decode(value) else {
+        return;
+    };
+    // Listed under the id its key names, or not at all.
+    if key.strip_prefix("t.") != Some(record.id.as_str()) {
+        tracing::warn!(key = %key, "a task record whose id is not its key's; not listed");
+        return;
+    }
+    let Some(parent) = record.ancestors.last() else {
+        return;
+    };
+    let mirrored = toolset.mirror(
+        crate::tasks::TaskId::from(record.id.as_str()),
+        parent,
+        &record.agent,
+        &record.task,
+        record.expected_output.as_deref(),
+    );
+    match mirrored {
+        Ok(_) => {
+            tracing::debug!(task = %record.id, parent = %parent, "sub-agent listed");
+            // Known while its parent is followed here.
+            if let Some(children) = cluster.children.lock().unwrap().get_mut(parent) {
+                children.push(record.id.clone());
+            }
+        }
+        // Listed already (most records of a listed child), or its parent
+        // is not here.
+        Err(error) => {
+            tracing::trace!(task = %record.id, error = %error, "sub-agent not listed here")
         }
     }
 }
@@ -561,8 +578,8 @@ pub(crate) fn worker_key(worker: &str) -> String {
     format!("w.{worker}")
 }
 
-/// `name` as one subject token: letters, digits, `-` and `_` kept, any
-/// other byte as `_XX`.
+/// `name` as one subject token: letters, digits and `-` kept, any other
+/// byte (`_` included, so that no two names meet) as `_XX`.
 pub(crate) fn subject_token(name: &str) -> String {
     let mut token = String::new();
     for byte in name.bytes() {
@@ -676,7 +693,12 @@ impl Drop for StopOnDrop {
 /// Moves task `id` to `stopped` in the bucket, then tells its worker.
 async fn stop_remote(cluster: &Cluster, id: &str) -> Result<(), String> {
     let key = task_key(id);
-    loop {
+    // A few rounds of compare-and-set against a record that keeps moving
+    // (a claim, an end); then the caller tries again later.
+    for round in 0.. {
+        if round == 8 {
+            return Err("its record kept changing".to_string());
+        }
         let Some(entry) = cluster.kv.entry(&key).await.map_err(|e| e.to_string())? else {
             return Ok(());
         };
@@ -946,9 +968,15 @@ async fn dispatch_and_follow(
                         let dead = name.clone();
                         // Followed anew once claimed again.
                         worker = None;
+                        // Only the run it saw on that worker: another
+                        // follower of the task (a sub-agent is followed by
+                        // its parent's worker and by the coordinator) may
+                        // have queued it again already.
                         if let Ok(Some(entry)) = cluster.kv.entry(&key).await
                             && let Ok(record) = Record::decode(&entry.value)
-                            && !record.status().is_final()
+                            && record.status() == TaskStatus::Running
+                            && record.worker.as_deref() == Some(dead.as_str())
+                            && Some(record.retries) == attempt
                         {
                             worker_died(cluster, &key, record, entry.revision, &dead, silent, retry).await;
                         }

@@ -38,10 +38,12 @@ const OUTPUT_GATHER: Duration = Duration::from_millis(50);
 /// worker gets it.
 const ACK_WAIT: Duration = Duration::from_secs(30);
 
-/// How many times a work message is offered before it is given up (it is
-/// then left to the coordinator's follower, which sees its worker never
-/// came).
-const MAX_DELIVER: i64 = 20;
+/// How many times a work message is offered: without end (-1), since the
+/// task's record stays `queued` until a worker claims it. A message no
+/// worker can ever run (it names no task, or another agent) is dropped
+/// explicitly; one handed back because its task still runs here, or whose
+/// claim failed on a NATS error, comes back.
+const MAX_DELIVER: i64 = -1;
 
 /// How often a running task's record is read for a stop this worker's
 /// subscription missed, whatever the task is doing.

@@ -67,7 +67,7 @@ impl Toolset {
     ) -> Result<TaskInfo, ToolError> {
         let via = Via::BackgroundAgents;
         // An earlier attempt of it that ended here is replaced.
-        self.start_as(caller, id, agent, task, expected_output, via, true)
+        self.start_as(caller, id, agent, task, expected_output, via, Admit::Rerun)
     }
 
     /// Follows again a task an earlier process of this host started and
@@ -91,7 +91,10 @@ impl Toolset {
         let via = Via::BackgroundAgents;
         // The restored record is replaced under the registry's lock once
         // every check passed: on an error it stays.
-        self.start_as(&caller, id, agent, task, expected_output, via, true)
+        let admit = Admit::Follow {
+            replace_ended: true,
+        };
+        self.start_as(&caller, id, agent, task, expected_output, via, admit)
     }
 
     /// Lists, as a child of its parent here, a task that a guest of that
@@ -117,7 +120,9 @@ impl Toolset {
             task,
             expected_output,
             Via::Transfer,
-            false,
+            Admit::Follow {
+                replace_ended: false,
+            },
         )
     }
 
@@ -138,12 +143,13 @@ impl Toolset {
             task,
             expected_output,
             via,
-            false,
+            Admit::New,
         )
     }
 
-    /// Starts task `id`; refused when the registry has a task of that id,
-    /// unless `replace_ended` and that one has ended (it is then replaced).
+    /// Starts task `id` as `admit` says; refused when the registry has a
+    /// task of that id, unless `admit` replaces an ended one and that one
+    /// has ended.
     #[allow(clippy::too_many_arguments)]
     fn start_as(
         &self,
@@ -153,8 +159,15 @@ impl Toolset {
         task: &str,
         expected_output: Option<&str>,
         via: Via,
-        replace_ended: bool,
+        admit: Admit,
     ) -> Result<TaskInfo, ToolError> {
+        let replace_ended = matches!(
+            admit,
+            Admit::Rerun
+                | Admit::Follow {
+                    replace_ended: true
+                }
+        );
         let agent = agent.trim();
         if agent.is_empty() {
             return Err(ToolError::EmptyAgent);
@@ -254,8 +267,14 @@ impl Toolset {
             self.emit(&record, EventKind::Queued);
         }
         let accepted = record.info();
-        // Claimed here, in call order, so queued tasks start first-come first-served.
-        let claim = self.slots().claim();
+        // Claimed here, in call order, so queued tasks start first-come
+        // first-served. A task followed here runs elsewhere, under the
+        // limits of where it runs: it takes no slot here (so a stop of it
+        // reaches it at once, never waiting for one).
+        let claim = match admit {
+            Admit::Follow { .. } => super::slots::Claim::unmetered(),
+            Admit::New | Admit::Rerun => self.slots().claim(),
+        };
         runner::spawn(self.clone(), record, target, claim);
         Ok(accepted)
     }
@@ -568,4 +587,18 @@ mod tests {
         );
         assert_eq!(pieces.concat(), text.as_bytes());
     }
+}
+
+/// How [`Toolset::start_as`] admits a task.
+#[derive(Clone, Copy)]
+enum Admit {
+    /// A new task, under a new id.
+    New,
+    /// A task run here again under its id (a cluster worker's run): an
+    /// earlier attempt that ended here is replaced.
+    Rerun,
+    /// A task that runs elsewhere, listed and followed here (a sub-agent a
+    /// guest on a worker started, or a task followed again after a
+    /// restart); `replace_ended`: an ended record of it is replaced.
+    Follow { replace_ended: bool },
 }

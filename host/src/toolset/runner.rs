@@ -103,7 +103,11 @@ async fn run_here(
     agent: &Arc<LoadedAgent>,
     slot: Slot,
 ) -> Outcome {
-    if !task.mark_running(|| toolset.emit(task, EventKind::Started)) {
+    // Running already when handed back by a cluster's follower that had
+    // seen it run on another worker (it runs here now, again).
+    let running = task.mark_running(|| toolset.emit(task, EventKind::Started))
+        || task.status() == crate::tasks::TaskStatus::Running;
+    if !running {
         return Outcome::Stopped;
     }
     tracing::debug!("started");

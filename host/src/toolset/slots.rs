@@ -16,7 +16,8 @@ struct SlotQueue {
 }
 
 /// Permission for one task to execute; handed to the next in line on drop.
-/// (`None` only while being disposed of without handing it on.)
+/// (`None` for a task that holds no slot ([`Claim::unmetered`]), and while
+/// being disposed of without handing it on.)
 pub(crate) struct Slot(Option<Arc<Mutex<SlotQueue>>>);
 
 /// A claim on a slot: granted now, or a place in the queue.
@@ -61,6 +62,12 @@ impl Slots {
 }
 
 impl Claim {
+    /// A claim granted at once that holds no slot: for a task that runs
+    /// elsewhere and is only followed here.
+    pub(crate) fn unmetered() -> Claim {
+        Claim::Granted(Slot(None))
+    }
+
     /// Waits for the slot; `None` if the host went away first. Dropping
     /// this future gives the place up.
     pub(crate) async fn granted(self) -> Option<Slot> {
