@@ -187,11 +187,10 @@ async fn fetch_component(
 ) -> Result<PathBuf, String> {
     debug_assert!(is_hash(hash));
     let cached = cache.join(format!("{hash}.wasm"));
-    if let Ok(have) = tokio::fs::read(&cached).await
-        && self::hash(&have) == hash
-    {
+    if hash_of_file(&cached).await.as_deref() == Some(hash) {
         return Ok(cached);
     }
+    sweep_partials(cache);
     let store = store(cluster).await?;
     let object = store.get(hash).await.map_err(|error| {
         format!(
@@ -229,6 +228,42 @@ async fn fetch_component(
         let _ = std::fs::remove_file(&partial);
     }
     kept.map(|()| cached)
+}
+
+/// The BLAKE3 hash of the file at `path`, read in pieces (a component may
+/// be hundreds of megabytes); `None` when it cannot be read.
+async fn hash_of_file(path: &Path) -> Option<String> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::File::open(path).ok()?;
+        let mut hasher = blake3::Hasher::new();
+        std::io::copy(&mut file, &mut hasher).ok()?;
+        Some(hasher.finalize().to_hex().to_string())
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// Removes from `cache` the partial fetches (`HASH.wasm.PID-N`) of worker
+/// processes that are gone (killed while fetching).
+fn sweep_partials(cache: &Path) {
+    let Ok(entries) = std::fs::read_dir(cache) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = (name.to_str())
+            .and_then(|name| name.split_once(".wasm."))
+            .and_then(|(_, rest)| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Copies `object` to `file`, at most [`MAX_FETCHED_BYTES`] of it (whatever
