@@ -77,7 +77,10 @@ impl Sizes {
             }
         } else {
             Sizes {
-                trivial: 1000,
+                // Below 1000 in flight: nats-server 2.15 allows a stream
+                // 1000 consumers by default, and a coordinator holds one on
+                // the bucket and one on the output stream per task in flight.
+                trivial: 500,
                 sleepers: 200,
                 sleep_ms: 200,
                 slots: 4,
@@ -517,10 +520,21 @@ impl Tracker {
             }
         }
         let statuses = api.statuses().await;
-        let failed: Vec<String> = (ids.iter())
-            .filter(|id| statuses.get(*id).map(String::as_str) != Some("completed"))
-            .map(|id| format!("{id}: {:?}", statuses.get(id)))
-            .collect();
+        let mut failed: Vec<String> = Vec::new();
+        for id in ids {
+            if statuses.get(id).map(String::as_str) == Some("completed") {
+                continue;
+            }
+            // What it says, for the first few.
+            let mut said = String::new();
+            if failed.len() < 10 {
+                let (_, view) = api
+                    .call(reqwest::Method::GET, &format!("/api/tasks/{id}"), None)
+                    .await;
+                said = format!(" ({})", view["error"]);
+            }
+            failed.push(format!("{id}: {:?}{said}", statuses.get(id)));
+        }
         assert!(
             failed.is_empty(),
             "{} of {} tasks did not complete: {}",
@@ -760,6 +774,11 @@ impl Deployment {
         let (ids, last_start) = self.start_many(task, tasks, sizes.in_flight).await;
         let starts = last_start.duration_since(began);
         let queued = self.cpu();
+        // Consumers on the server while every task waits in the queue.
+        let consumers = (
+            self.stream("KV_bgagents_tasks").await.consumer_count,
+            self.stream("BGAGENTS_OUTPUT").await.consumer_count,
+        );
         self.start_workers(count, sizes.slots, false);
         // CPU from when every worker serves (their start-up left out), wall
         // from the first task's end to the last's.
@@ -776,6 +795,7 @@ impl Deployment {
             .unwrap();
         let spread = self.spread(&ids).await;
         Backlog {
+            consumers,
             starts: Throughput {
                 tasks,
                 wall: starts,
@@ -791,6 +811,17 @@ impl Deployment {
                 spread,
             },
         }
+    }
+
+    /// The state of stream `name` (a coordinator's only).
+    async fn stream(&self, name: &str) -> async_nats::jetstream::stream::State {
+        let (_, url) = self.nats.as_ref().expect("a coordinator");
+        let client = async_nats::connect(url.as_str()).await.unwrap();
+        let mut stream = async_nats::jetstream::new(client)
+            .get_stream(name)
+            .await
+            .unwrap();
+        stream.info().await.unwrap().state.clone()
     }
 
     /// Dispatch latency, one trivial task at a time.
@@ -894,6 +925,18 @@ impl Deployment {
     }
 
     async fn end(mut self) {
+        if self.nats.is_some() {
+            let bucket = self.stream("KV_bgagents_tasks").await;
+            println!(
+                "   {}: the bucket's stream holds {} messages, {} bytes ({:.0} bytes each); \
+                 the output stream {} messages",
+                self.setup.label(),
+                bucket.messages,
+                bucket.bytes,
+                bucket.bytes as f64 / bucket.messages.max(1) as f64,
+                self.stream("BGAGENTS_OUTPUT").await.messages,
+            );
+        }
         for worker in &mut self.workers {
             worker.terminate();
         }
@@ -955,6 +998,9 @@ struct Throughput {
 
 /// Starts with no worker running, then the workers draining them.
 struct Backlog {
+    /// Consumers on the bucket's stream and on the output stream while
+    /// every task was queued.
+    consumers: (usize, usize),
     starts: Throughput,
     drain: Throughput,
 }
@@ -1073,10 +1119,12 @@ fn main() {
                     .backlog(trivial_task, sizes.trivial, &sizes)
                     .await;
                 println!(
-                    "1c. {}: starts {}; drained {}",
+                    "1c. {}: starts {}; drained {}; consumers while queued: bucket {}, output {}",
                     setup.label(),
                     starts_row(&run.starts),
-                    throughput_row(setup, &run.drain)
+                    throughput_row(setup, &run.drain),
+                    run.consumers.0,
+                    run.consumers.1,
                 );
                 backlogs.push((setup, run));
             }
