@@ -1287,3 +1287,55 @@ fn a_sub_agent_listed_on_a_coordinator_whose_slots_are_all_taken_is_still_stoppe
         assert!(daemon.ok(&["stop", id]).contains("stopped"));
     }
 }
+
+/// How many consumers the bucket's stream and the output stream have.
+fn consumer_counts(nats: &Nats) -> (usize, usize) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = async_nats::connect(nats.url.as_str()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let count = |name: &'static str| {
+            let js = js.clone();
+            async move {
+                let mut stream = js.get_stream(name).await.unwrap();
+                stream.info().await.unwrap().state.consumer_count
+            }
+        };
+        (
+            count("KV_bgagents_tasks").await,
+            count("BGAGENTS_OUTPUT").await,
+        )
+    })
+}
+
+#[test]
+fn the_consumers_that_followed_ended_tasks_are_gone_at_once() {
+    let scratch = Scratch::new();
+    let Some(nats) = Nats::start(&scratch.dir) else {
+        return;
+    };
+    let team = scratch.team(TEAM);
+    let daemon = coordinator(&scratch, &team, &nats);
+    let _worker = Worker::start(&team, &nats, "c", 4);
+    let idle = consumer_counts(&nats);
+    let ids: Vec<String> = (0..30)
+        .map(|n| start(&daemon, "helper", &format!("print 1 line-{n} && echo {n}")))
+        .collect();
+    let mut args = vec!["wait"];
+    args.extend(ids.iter().map(String::as_str));
+    let waited = daemon.ok(&args);
+    assert_eq!(waited.matches(" completed").count(), 30, "{waited}");
+    // Well within the 30 s the server would keep them for otherwise.
+    let since = Instant::now();
+    while consumer_counts(&nats) != idle {
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "consumers left after the tasks ended: {:?}, idle {idle:?}",
+            consumer_counts(&nats)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -738,6 +738,62 @@ async fn stop_remote(cluster: &Cluster, id: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The consumers a follower made, deleted when it ends. The server would
+/// keep each for 30 s after its last read, and allows a stream 1000 by
+/// default: a coordinator following a few dozen tasks a second would run
+/// out.
+#[derive(Default)]
+struct Consumers(Vec<(jetstream::stream::Stream, String)>);
+
+impl Consumers {
+    fn made(&mut self, stream: &jetstream::stream::Stream, name: &str) {
+        self.0.push((stream.clone(), name.to_string()));
+    }
+}
+
+impl Drop for Consumers {
+    fn drop(&mut self) {
+        let made = std::mem::take(&mut self.0);
+        if made.is_empty() {
+            return;
+        }
+        tokio::spawn(async move {
+            for (stream, name) in made {
+                if let Err(error) = stream.delete_consumer(&name).await {
+                    tracing::debug!(consumer = %name, error = %error, "a follower's consumer not deleted (the server drops it in 30 s)");
+                }
+            }
+        });
+    }
+}
+
+/// The changes of bucket key `key` from its current value on, read through
+/// a consumer of the bucket's stream that `consumers` deletes when the
+/// follower ends (a watch's would stay on the server for 30 s after).
+async fn watch_record(
+    cluster: &Cluster,
+    key: &str,
+    consumers: &mut Consumers,
+) -> Result<jetstream::consumer::pull::Ordered, String> {
+    let stream = &cluster.kv.stream;
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            filter_subject: format!("{}{key}", cluster.kv.prefix),
+            deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
+            ..Default::default()
+        })
+        .await
+        .map_err(|error| error.to_string())?;
+    consumers.made(stream, &consumer.cached_info().name);
+    consumer.messages().await.map_err(|error| error.to_string())
+}
+
+/// Whether a message of the bucket's stream deletes its key.
+fn is_deletion(message: &jetstream::Message) -> bool {
+    let operation = (message.headers.as_ref()).and_then(|headers| headers.get("KV-Operation"));
+    operation.is_some_and(|operation| matches!(operation.as_str(), "DEL" | "PURGE"))
+}
+
 /// What a follower knows of the task it dispatches.
 struct Followed {
     /// The hash of the component its agent runs.
@@ -767,7 +823,9 @@ async fn dispatch_and_follow(
     let record = Record::queued(task, component);
     // Watched before it is written: no change is missed (and one written
     // already, by an earlier coordinator, is followed from where it is).
-    let mut watch = match cluster.kv.watch_with_history(&key).await {
+    // The consumers it makes go with it (see [`Consumers`]).
+    let mut consumers = Consumers::default();
+    let mut watch = match watch_record(cluster, &key, &mut consumers).await {
         Ok(watch) => watch,
         Err(error) => {
             return Some(Outcome::Failed(format!(
@@ -815,22 +873,19 @@ async fn dispatch_and_follow(
             )));
         }
     }
-    let mut output = match cluster
-        .output
-        .create_consumer(jetstream::consumer::pull::OrderedConfig {
-            filter_subject: output_subject(&id),
-            ..Default::default()
-        })
-        .await
-    {
-        Ok(consumer) => match consumer.messages().await {
-            Ok(messages) => messages,
-            Err(error) => {
-                return Some(Outcome::Failed(format!(
-                    "cannot read the task's output: {error}"
-                )));
-            }
-        },
+    let output = async {
+        let consumer = (cluster.output)
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                filter_subject: output_subject(&id),
+                ..Default::default()
+            })
+            .await
+            .map_err(|error| error.to_string())?;
+        consumers.made(&cluster.output, &consumer.cached_info().name);
+        consumer.messages().await.map_err(|error| error.to_string())
+    };
+    let mut output = match output.await {
+        Ok(messages) => messages,
         Err(error) => {
             return Some(Outcome::Failed(format!(
                 "cannot read the task's output: {error}"
@@ -873,9 +928,9 @@ async fn dispatch_and_follow(
         tokio::select! {
             entry = watch.next() => {
                 let entry = match entry {
-                    Some(Ok(entry)) => entry,
-                    // A server restarted or paused: the watch says so, then
-                    // carries on by itself.
+                    Some(Ok(message)) => message,
+                    // A server restarted or paused: the consumer says so,
+                    // then carries on by itself.
                     Some(Err(error)) => {
                         tracing::warn!(task = %id, error = %error, "watching the task's record failed; still following");
                         continue;
@@ -884,7 +939,7 @@ async fn dispatch_and_follow(
                     None => {
                         tracing::warn!(task = %id, "the watch of the task's record ended; watching it anew");
                         tokio::time::sleep(HEARTBEAT).await;
-                        match cluster.kv.watch_with_history(&key).await {
+                        match watch_record(cluster, &key, &mut consumers).await {
                             Ok(again) => watch = again,
                             Err(error) => {
                                 // The guard stays armed: the task is stopped.
@@ -894,10 +949,10 @@ async fn dispatch_and_follow(
                         continue;
                     }
                 };
-                if !matches!(entry.operation, kv::Operation::Put) {
+                if is_deletion(&entry) {
                     return Some(Outcome::Failed("the task's record was deleted from NATS".to_string()));
                 }
-                let record = match Record::decode(&entry.value) {
+                let record = match Record::decode(&entry.payload) {
                     Ok(record) => record,
                     Err(error) => {
                         tracing::warn!(task = %id, error = %error, "an unreadable record of the task in NATS; ignored");
