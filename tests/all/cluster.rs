@@ -499,19 +499,26 @@ pub(crate) fn record(nats: &Nats, id: &str) -> serde_json::Value {
     serde_json::from_slice(&bucket_value(nats, &format!("t.{id}"))).unwrap()
 }
 
-/// The value of `key` in the cluster's bucket, read with a NATS client of
-/// our own.
-pub(crate) fn bucket_value(nats: &Nats, key: &str) -> Vec<u8> {
+/// Runs `work` with a JetStream client of the test's own on `nats`.
+pub(crate) fn with_jetstream<T>(
+    nats: &Nats,
+    work: impl AsyncFnOnce(async_nats::jetstream::Context) -> T,
+) -> T {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
         let client = async_nats::connect(nats.url.as_str()).await.unwrap();
-        let kv = async_nats::jetstream::new(client)
-            .get_key_value("bgagents_tasks")
-            .await
-            .unwrap();
+        work(async_nats::jetstream::new(client)).await
+    })
+}
+
+/// The value of `key` in the cluster's bucket, read with a NATS client of
+/// our own.
+pub(crate) fn bucket_value(nats: &Nats, key: &str) -> Vec<u8> {
+    with_jetstream(nats, async |js| {
+        let kv = js.get_key_value("bgagents_tasks").await.unwrap();
         let value = kv.get(key).await.unwrap();
         value
             .unwrap_or_else(|| panic!("{key} is not in the bucket"))
@@ -895,13 +902,7 @@ fn a_worker_runs_only_its_agents_tasks_and_drops_work_that_names_no_task() {
     forged["agent"] = serde_json::json!("root");
     forged["status"] = serde_json::json!("queued");
     forged["worker"] = serde_json::Value::Null;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let client = async_nats::connect(nats.url.as_str()).await.unwrap();
-        let js = async_nats::jetstream::new(client);
+    with_jetstream(&nats, async |js| {
         let kv = js.get_key_value("bgagents_tasks").await.unwrap();
         kv.put(format!("t.{id}"), forged.to_string().into())
             .await
@@ -1290,13 +1291,7 @@ fn a_sub_agent_listed_on_a_coordinator_whose_slots_are_all_taken_is_still_stoppe
 
 /// How many consumers the bucket's stream and the output stream have.
 fn consumer_counts(nats: &Nats) -> (usize, usize) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let client = async_nats::connect(nats.url.as_str()).await.unwrap();
-        let js = async_nats::jetstream::new(client);
+    with_jetstream(nats, async |js| {
         let count = |name: &'static str| {
             let js = js.clone();
             async move {

@@ -11,7 +11,7 @@
 
 use crate::cluster::{
     Nats, TEAM, Worker, bucket_value, coordinator, eventually, output_within, record, start,
-    statuses,
+    statuses, with_jetstream,
 };
 use crate::serve::Daemon;
 use bgagents_testkit::Scratch;
@@ -192,13 +192,7 @@ fn a_task_whose_record_names_a_component_not_in_the_store_fails_naming_the_agent
         "status": "queued",
         "component": absent,
     });
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let client = async_nats::connect(nats.url.as_str()).await.unwrap();
-        let js = async_nats::jetstream::new(client);
+    with_jetstream(&nats, async |js| {
         let kv = js.get_key_value("bgagents_tasks").await.unwrap();
         kv.create(format!("t.{id}"), queued.to_string().into())
             .await
@@ -418,13 +412,7 @@ fn a_component_in_the_store_that_does_not_match_its_hash_is_refused_and_not_kept
         "id": id, "agent": "helper", "task": "echo forged", "status": "queued",
         "component": forged,
     });
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let client = async_nats::connect(nats.url.as_str()).await.unwrap();
-        let js = async_nats::jetstream::new(client);
+    with_jetstream(&nats, async |js| {
         let store = js.get_object_store("bgagents_components").await.unwrap();
         store
             .put(forged.as_str(), &mut &b"\0asm not what the name says"[..])
