@@ -815,12 +815,13 @@ impl Deployment {
     }
 
     /// Waits until the consumers that followed earlier tasks are gone from
-    /// the server. A coordinator follows each task through two ordered
-    /// consumers (its record on the bucket's stream, its output on the
-    /// output stream), which the server removes 30 s (their inactive
-    /// threshold) after the task ended; nats-server 2.15 allows a stream
-    /// 1000 consumers unless told otherwise, so a measurement started
-    /// before they go fails tasks with `maximum consumers limit reached`.
+    /// the server. A coordinator follows each task through two consumers
+    /// (its record on the bucket's stream, its output on the output
+    /// stream), deleted when the task ends (one left behind goes 30 s after
+    /// its last read); nats-server 2.15 allows a stream 1000 consumers
+    /// unless told otherwise, so a measurement that started while many
+    /// remained would fail tasks with `maximum consumers limit reached`.
+    /// Says how long it waited when that was more than a second.
     async fn settle_consumers(&self) {
         if self.nats.is_none() {
             return;
@@ -866,21 +867,41 @@ impl Deployment {
         let mut answered = Vec::new();
         let mut running = Vec::new();
         let mut finished = Vec::new();
+        let mut missed = 0;
         let cluster = self.nats.is_some();
         for round in 0..sizes.warmup + sizes.dispatches {
             let began = Instant::now();
             let id = self.api.start("echo x").await;
             let answer = began.elapsed();
-            let run_event = if cluster { "bucket:running" } else { "started" };
-            let ran = self.tracker.until(&id, run_event).await;
             let ended = self.tracker.until(&id, "finished").await;
             let status = self.tracker.find(&id, "finished").unwrap().status.clone();
             assert_eq!(status.as_deref(), Some("completed"), "{id}");
+            // When it ran: on a worker, the claim in the bucket, seen
+            // before its end is (a watch that had to start again after a
+            // stall may have skipped it: counted, not guessed).
+            let run_event = match cluster {
+                true => {
+                    self.tracker.until(&id, "bucket:completed").await;
+                    "bucket:running"
+                }
+                false => "started",
+            };
+            let ran = self.tracker.find(&id, run_event).map(|seen| seen.at);
             if round >= sizes.warmup {
                 answered.push(answer);
-                running.push(ran.saturating_duration_since(began));
+                match ran {
+                    Some(ran) => running.push(ran.saturating_duration_since(began)),
+                    None => missed += 1,
+                }
                 finished.push(ended.duration_since(began));
             }
+        }
+        if missed > 0 {
+            println!(
+                "   ({}: the bucket watch missed {missed} claim(s); running has {} samples)",
+                self.setup.label(),
+                running.len()
+            );
         }
         Latency {
             answered,
@@ -889,6 +910,36 @@ impl Deployment {
             bucket: Vec::new(),
             worker_told: Vec::new(),
             worker_ended: Vec::new(),
+        }
+    }
+
+    /// Waits until task `id` is claimed by a worker: seen by the bucket
+    /// watch, or else (should the watch have skipped it) read from the
+    /// bucket.
+    async fn until_claimed(&mut self, id: &str) {
+        let (_, url) = self.nats.as_ref().expect("a coordinator");
+        let client = async_nats::connect(url.as_str()).await.unwrap();
+        let kv = async_nats::jetstream::new(client)
+            .get_key_value("bgagents_tasks")
+            .await
+            .unwrap();
+        let since = Instant::now();
+        loop {
+            if self.tracker.find(id, "bucket:running").is_some() {
+                return;
+            }
+            if let Ok(Some(value)) = kv.get(format!("t.{id}")).await {
+                let record: Value = serde_json::from_slice(&value).unwrap();
+                if record["status"] == "running" {
+                    return;
+                }
+                assert_eq!(record["status"], "queued", "{record}");
+            }
+            assert!(since.elapsed() < HANG, "{id} was never claimed");
+            let wait = Duration::from_millis(20);
+            if let Ok(Some(seen)) = tokio::time::timeout(wait, self.tracker.receiver.recv()).await {
+                self.tracker.keep(seen);
+            }
         }
     }
 
@@ -901,8 +952,10 @@ impl Deployment {
         let mut stops = Vec::new();
         for round in 0..sizes.warmup.min(5) + sizes.stops {
             let id = self.api.start("sleep 3600000").await;
-            let run_event = if cluster { "bucket:running" } else { "started" };
-            self.tracker.until(&id, run_event).await;
+            match cluster {
+                true => self.until_claimed(&id).await,
+                false => _ = self.tracker.until(&id, "started").await,
+            }
             // Into its sleep, not still starting.
             tokio::time::sleep(Duration::from_millis(20)).await;
             let wall = SystemTime::now();
