@@ -968,10 +968,9 @@ impl Deployment {
                     bucket.push(stopped.saturating_duration_since(began));
                 }
             }
-            let ended = self.tracker.until(&id, "finished").await;
+            self.tracker.until(&id, "finished").await;
             let status = self.tracker.find(&id, "finished").unwrap().status.clone();
             assert_eq!(status.as_deref(), Some("stopped"), "{id}");
-            let _ = ended;
             if round >= sizes.warmup.min(5) {
                 answered.push(answer);
                 stops.push((id, wall));
