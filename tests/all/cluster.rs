@@ -1334,3 +1334,39 @@ fn the_consumers_that_followed_ended_tasks_are_gone_at_once() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn records_the_coordinator_prunes_leave_the_bucket_so_max_retained_bounds_it() {
+    let scratch = Scratch::new();
+    let Some(nats) = Nats::start(&scratch.dir) else {
+        return;
+    };
+    let team = scratch.team(&format!("{TEAM}limits: {{max_retained: 5}}\n"));
+    let daemon = coordinator(&scratch, &team, &nats);
+    let _worker = Worker::start(&team, &nats, "p", 2);
+    let mut ids = Vec::new();
+    for n in 0..12 {
+        let id = start(&daemon, "helper", &format!("echo {n}"));
+        assert!(daemon.ok(&["wait", &id]).contains("completed"));
+        ids.push(id);
+    }
+    let task_keys = || {
+        with_jetstream(&nats, async |js| {
+            let kv = js.get_key_value("bgagents_tasks").await.unwrap();
+            use futures_util::TryStreamExt;
+            let keys: Vec<String> = kv.keys().await.unwrap().try_collect().await.unwrap();
+            keys.into_iter()
+                .filter(|key| key.starts_with("t."))
+                .collect::<Vec<_>>()
+        })
+    };
+    eventually("the pruned tasks' records to leave the bucket", || {
+        task_keys().len() <= 5
+    });
+    let kept = task_keys();
+    // The newest are kept, in the bucket as on the coordinator.
+    for id in &ids[7..] {
+        assert!(kept.contains(&format!("t.{id}")), "{kept:?}");
+    }
+    assert_eq!(record(&nats, &ids[11])["status"], "completed");
+}

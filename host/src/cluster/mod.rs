@@ -124,6 +124,9 @@ pub(crate) trait Remote: Send + Sync {
     /// task is stopped; it then stops the task wherever it runs. `None`:
     /// this very process took it from the queue, so it runs here.
     fn run(&self, task: Arc<Task>, started: Started) -> BoxFuture<'static, Option<Outcome>>;
+
+    /// Task `id` (finished) was pruned here.
+    fn pruned(&self, id: &str);
 }
 
 /// Marks a task running, once a worker has claimed it.
@@ -643,6 +646,28 @@ impl Coordinator {
 }
 
 impl Remote for Coordinator {
+    /// On the coordinator, whose task list and store are the cluster's
+    /// record of what ran, a pruned task's record leaves the bucket too, so
+    /// `max_retained` bounds the bucket as it bounds the store. (A worker
+    /// keeps the records: its list is not the cluster's.)
+    fn pruned(&self, id: &str) {
+        if self.local.is_some() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let kv = self.cluster.kv.clone();
+        // Purged from the stream by subject, not deleted: a deletion would
+        // leave a marker behind for every task.
+        let subject = format!("{}{}", kv.prefix, task_key(id));
+        runtime.spawn(async move {
+            if let Err(error) = kv.stream.purge().filter(&subject).await {
+                tracing::debug!(subject = %subject, error = %error, "a pruned task's record not purged from NATS");
+            }
+        });
+    }
+
     fn claims(&self, task: &Task) -> bool {
         (self.local.as_ref())
             .is_none_or(|(_, local)| !local.lock().unwrap().contains(task.id.as_str()))

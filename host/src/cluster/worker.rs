@@ -465,13 +465,19 @@ async fn run(shared: &Shared, id: &str, record: &Record) -> Ended {
         // record was given to another worker or another attempt.
         if checked.elapsed() >= STOP_CHECK {
             checked = tokio::time::Instant::now();
-            if let Ok(Some(entry)) = shared.cluster.kv.entry(task_key(id)).await
-                && let Ok(now) = Record::decode(&entry.value)
-                && (now.status().is_final()
-                    || now.worker.as_deref() != Some(shared.name.as_str())
-                    || now.retries != record.retries)
-            {
-                tracing::debug!(task = %id, status = %now.status, "stopped in the bucket; stopping it here");
+            // Gone from the bucket (the coordinator pruned it): ended
+            // there, so stopped here too.
+            let over = match shared.cluster.kv.entry(task_key(id)).await {
+                Ok(Some(entry)) => Record::decode(&entry.value).is_ok_and(|now| {
+                    now.status().is_final()
+                        || now.worker.as_deref() != Some(shared.name.as_str())
+                        || now.retries != record.retries
+                }),
+                Ok(None) => true,
+                Err(_) => false,
+            };
+            if over {
+                tracing::debug!(task = %id, "stopped in the bucket; stopping it here");
                 let _ = toolset.stop_background_agent(shared.caller(), &local).await;
             }
         }

@@ -29,7 +29,13 @@ pub struct Registry {
     /// [`RETAINED_BYTES`], but for tests.
     max_bytes: usize,
     store: Option<Store>,
+    /// Told the id of each task pruned (a cluster's coordinator drops its
+    /// record from the cluster too).
+    on_prune: Option<PruneHook>,
 }
+
+/// What is told the id of each task pruned.
+pub(crate) type PruneHook = Box<dyn Fn(&str) + Send + Sync>;
 
 /// Every retained task is still queued or running.
 #[derive(Debug)]
@@ -46,6 +52,7 @@ impl Registry {
             finished_total: 0,
             max_bytes: RETAINED_BYTES,
             store: None,
+            on_prune: None,
         }
     }
 
@@ -91,7 +98,7 @@ impl Registry {
                 .find(|(_, task)| task.exited.is_open())
                 .map(|(order, _)| *order);
             let order = oldest_finished.ok_or(RegistryFull)?;
-            self.remove(order);
+            self.prune(order);
         }
         let order = self.next_order;
         self.next_order += 1;
@@ -144,10 +151,24 @@ impl Registry {
                 .copied()
                 .find(|oldest| *oldest != order);
             match oldest {
-                Some(oldest) => self.remove(oldest),
+                Some(oldest) => self.prune(oldest),
                 None => break,
             }
         }
+    }
+
+    /// Sets what is told of each task pruned.
+    pub(crate) fn on_prune(&mut self, told: PruneHook) {
+        self.on_prune = Some(told);
+    }
+
+    /// Removes a finished task to make room (past `max_retained` or the
+    /// byte budget).
+    fn prune(&mut self, order: u64) {
+        if let (Some(told), Some(task)) = (&self.on_prune, self.tasks.get(&order)) {
+            told(task.id.as_str());
+        }
+        self.remove(order);
     }
 
     fn remove(&mut self, order: u64) {

@@ -492,7 +492,12 @@ impl Toolset {
     /// process (a cluster's coordinator). Set once, before tasks start;
     /// false if one was set already.
     pub(crate) fn set_remote(&self, remote: Arc<dyn crate::cluster::Remote>) -> bool {
-        self.0.remote.set(remote).is_ok()
+        let pruned = remote.clone();
+        let set = self.0.remote.set(remote).is_ok();
+        if set {
+            (self.registry()).on_prune(Box::new(move |id| pruned.pruned(id)));
+        }
+        set
     }
 
     fn remote(&self) -> Option<&Arc<dyn crate::cluster::Remote>> {
