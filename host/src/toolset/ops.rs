@@ -104,13 +104,25 @@ impl Toolset {
     pub(crate) fn mirror(
         &self,
         id: TaskId,
-        parent: &str,
+        parent_id: &str,
         agent: &str,
         task: &str,
         expected_output: Option<&str>,
     ) -> Result<TaskInfo, ToolError> {
-        let parent = (self.registry().get(parent).cloned()).ok_or_else(|| ToolError::NotFound {
-            id: parent.to_string(),
+        let (parent, listed) = {
+            let registry = self.registry();
+            (
+                registry.get(parent_id).cloned(),
+                registry.get(id.as_str()).is_some(),
+            )
+        };
+        // Most of a listed child's records come by again: refused before a
+        // task is made for it (the admission's own check still stands).
+        if listed {
+            return Err(ToolError::DuplicateId { id: id.to_string() });
+        }
+        let parent = parent.ok_or_else(|| ToolError::NotFound {
+            id: parent_id.to_string(),
         })?;
         let caller = Caller::for_task(&parent);
         self.start_as(
