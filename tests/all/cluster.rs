@@ -960,8 +960,7 @@ fn a_task_still_completes_through_a_nats_server_restart() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn five_hundred_tasks_spread_over_three_workers_each_run_once_and_all_come_back() {
-    use rmcp::ServiceExt;
-    use rmcp::model::{CallToolRequestParams, ClientConfig, Implementation};
+    use crate::serve::{call_tool, text_of};
     let scratch = Scratch::new();
     let Some(nats) = Nats::start(&scratch.dir) else {
         return;
@@ -981,29 +980,11 @@ limits:
         .map(|n| Worker::start(&team, &nats, &format!("m{n}"), 4))
         .collect();
     // Started through one MCP client on the daemon's socket.
-    let stream = tokio::net::UnixStream::connect(daemon.state.join("bgagents.sock"))
-        .await
-        .unwrap();
-    let client = ClientConfig::new(Default::default(), Implementation::new("many", "1"))
-        .serve(stream.into_split())
-        .await
-        .expect("MCP handshake over the socket");
+    let client = daemon.mcp_client("many").await;
     let mut ids = Vec::new();
     for n in 0..500 {
-        let serde_json::Value::Object(arguments) =
-            serde_json::json!({"agent": "helper", "task": format!("echo result-{n}")})
-        else {
-            unreachable!()
-        };
-        let request = CallToolRequestParams::new("run_background_agent").with_arguments(arguments);
-        let result = tokio::time::timeout(HANG, client.call_tool(request))
-            .await
-            .expect("a start hung")
-            .expect("a start answers");
-        assert_ne!(result.is_error, Some(true), "{result:?}");
-        let text: String = (result.content.iter())
-            .filter_map(|content| content.as_text().map(|text| text.text.clone()))
-            .collect();
+        let arguments = serde_json::json!({"agent": "helper", "task": format!("echo result-{n}")});
+        let text = text_of(&call_tool(&client, "run_background_agent", arguments).await);
         let id = (text.split_whitespace())
             .find(|word| word.starts_with("agent_task_"))
             .map(|word| {

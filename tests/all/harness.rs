@@ -382,6 +382,26 @@ fn load(team: &Path) -> bgagents::Toolset {
 
 /// A fake that ignores SIGTERM and leaves a detached `sleep MARK1` behind
 /// it, itself becoming `sleep MARK2`.
+/// Two numbers for a [`stubborn`] CLI's processes to carry, `first` and
+/// `second` plus a part of this process's id, so that concurrent test
+/// runs never mistake each other's processes.
+fn marks(first: u32, second: u32) -> (u32, u32) {
+    let own = std::process::id() % 100_000;
+    (own + first, own + second)
+}
+
+/// Whether harness processes are capped by a pids cgroup here (what
+/// `check` says); says why the test is skipped when not.
+fn pids_cgroup(scratch: &Scratch) -> bool {
+    let probe = fake(scratch, "claude", Fake::default());
+    let said = text(&check(&team(scratch, "claude-code", &probe, "", ""), &[]).stdout);
+    let capped = said.contains("process count capped by the cgroup");
+    if !capped {
+        eprintln!("skipped: no pids cgroup here:\n{said}");
+    }
+    capped
+}
+
 fn stubborn(scratch: &Scratch, marks: (u32, u32)) -> PathBuf {
     let after = format!(
         "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n\
@@ -414,10 +434,7 @@ async fn stop_and_timeout_kill_the_harness_and_everything_it_started() {
     if !confinable() {
         return;
     }
-    let marks = (
-        std::process::id() % 100_000 + 4_100_000,
-        std::process::id() % 100_000 + 4_200_000,
-    );
+    let marks = marks(4_100_000, 4_200_000);
     let (one, two) = (marks.0.to_string(), marks.1.to_string());
     let scratch = Scratch::new();
     let command = stubborn(&scratch, marks);
@@ -890,10 +907,7 @@ async fn killing_the_host_kills_the_harness_and_everything_it_started() {
     if !confinable() {
         return;
     }
-    let marks = (
-        std::process::id() % 100_000 + 4_300_000,
-        std::process::id() % 100_000 + 4_400_000,
-    );
+    let marks = marks(4_300_000, 4_400_000);
     let (one, two) = (marks.0.to_string(), marks.1.to_string());
     let scratch = Scratch::new();
     let command = stubborn(&scratch, marks);
@@ -1042,15 +1056,10 @@ async fn an_unconfined_harness_is_stopped_with_what_left_its_group_where_cgroups
         return;
     }
     let scratch = Scratch::new();
-    let probe = fake(&scratch, "claude", Fake::default());
-    let said = text(&check(&team(&scratch, "claude-code", &probe, "", ""), &[]).stdout);
-    if !said.contains("process count capped by the cgroup") {
-        return eprintln!("skipped: no pids cgroup here:\n{said}");
+    if !pids_cgroup(&scratch) {
+        return;
     }
-    let marks = (
-        std::process::id() % 100_000 + 4_500_000,
-        std::process::id() % 100_000 + 4_600_000,
-    );
+    let marks = marks(4_500_000, 4_600_000);
     let (one, two) = (marks.0.to_string(), marks.1.to_string());
     let command = stubborn(&scratch, marks);
     let toolset = load(&team(
@@ -1343,15 +1352,10 @@ async fn what_an_unconfined_cli_left_when_its_host_was_killed_dies_at_the_next_s
         return;
     }
     let scratch = Scratch::new();
-    let probe = fake(&scratch, "claude", Fake::default());
-    let said = text(&check(&team(&scratch, "claude-code", &probe, "", ""), &[]).stdout);
-    if !said.contains("process count capped by the cgroup") {
-        return eprintln!("skipped: no pids cgroup here:\n{said}");
+    if !pids_cgroup(&scratch) {
+        return;
     }
-    let marks = (
-        std::process::id() % 100_000 + 4_700_000,
-        std::process::id() % 100_000 + 4_800_000,
-    );
+    let marks = marks(4_700_000, 4_800_000);
     let one = marks.0.to_string();
     let command = stubborn(&scratch, marks);
     let unconfined = "      unconfined: true\n";

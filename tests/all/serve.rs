@@ -111,6 +111,22 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// An MCP client named `name` on this daemon's socket.
+    pub(crate) async fn mcp_client(
+        &self,
+        name: &str,
+    ) -> rmcp::service::RunningService<rmcp::RoleClient, rmcp::model::ClientConfig> {
+        use rmcp::ServiceExt;
+        use rmcp::model::{ClientConfig, Implementation};
+        let stream = tokio::net::UnixStream::connect(self.state.join("bgagents.sock"))
+            .await
+            .unwrap();
+        ClientConfig::new(Default::default(), Implementation::new(name, "1"))
+            .serve(stream.into_split())
+            .await
+            .expect("MCP handshake over the socket")
+    }
+
     /// Runs client command `args` against this daemon (`--state`).
     fn client(&self, args: &[&str]) -> Output {
         let (command, rest) = args.split_first().unwrap();
@@ -411,7 +427,7 @@ fn a_file_in_the_sockets_place_is_never_removed() {
 }
 
 /// The text of tool `name`'s answer over `client`; panics on a tool error.
-async fn call_tool(
+pub(crate) async fn call_tool(
     client: &rmcp::service::RunningService<rmcp::RoleClient, rmcp::model::ClientConfig>,
     name: &str,
     arguments: serde_json::Value,
@@ -429,7 +445,7 @@ async fn call_tool(
     result
 }
 
-fn text_of(result: &rmcp::model::CallToolResult) -> String {
+pub(crate) fn text_of(result: &rmcp::model::CallToolResult) -> String {
     (result.content.iter())
         .filter_map(|content| content.as_text().map(|text| text.text.clone()))
         .collect()
@@ -438,24 +454,11 @@ fn text_of(result: &rmcp::model::CallToolResult) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_mcp_client_on_the_socket_lists_its_own_tasks_reaches_any_by_id_and_its_tasks_outlive_it()
  {
-    use rmcp::ServiceExt;
-    use rmcp::model::{ClientConfig, Implementation};
     let scratch = Scratch::new();
     let team = scratch.team(TEAM);
     let daemon = Daemon::start(&team, Some(&scratch.dir.join("state")), &scratch.dir);
-    let socket = daemon.state.join("bgagents.sock");
-    let connect = |name: &'static str| {
-        let socket = socket.clone();
-        async move {
-            let stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
-            ClientConfig::new(Default::default(), Implementation::new(name, "1"))
-                .serve(stream.into_split())
-                .await
-                .expect("MCP handshake over the socket")
-        }
-    };
-    let first = connect("first-client").await;
-    let second = connect("second-client").await;
+    let first = daemon.mcp_client("first-client").await;
+    let second = daemon.mcp_client("second-client").await;
     let instructions = (first.peer_info().unwrap().instructions.clone()).unwrap();
     assert!(
         instructions.contains("You are the operator") && instructions.contains("- helper"),
@@ -889,18 +892,10 @@ fn ctrl_c_ends_logs_f_and_wait_and_the_task_keeps_running_in_the_daemon() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ps_all_lists_every_sessions_tasks_in_start_order_and_wait_takes_any_of_them() {
-    use rmcp::ServiceExt;
-    use rmcp::model::{ClientConfig, Implementation};
     let scratch = Scratch::new();
     let team = scratch.team(TEAM);
     let daemon = Daemon::start(&team, Some(&scratch.dir.join("state")), &scratch.dir);
-    let stream = tokio::net::UnixStream::connect(daemon.state.join("bgagents.sock"))
-        .await
-        .unwrap();
-    let other = ClientConfig::new(Default::default(), Implementation::new("other", "1"))
-        .serve(stream.into_split())
-        .await
-        .expect("MCP handshake over the socket");
+    let other = daemon.mcp_client("other").await;
     // The command line and another client start tasks in turn.
     let mut started = Vec::new();
     for turn in 0..6 {
